@@ -1,0 +1,31 @@
+"""The few libc entry points rawprobe needs that Python's os module lacks."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+from ._ffi import ERR_NEGATIVE, ERR_NONE, declare
+
+__all__ = ["LIBC", "syscall6", "vsnprintf"]
+
+LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# long syscall(long number, ...): six integer arguments cover perf_event_open(2) and bpf(2).
+syscall6 = declare(
+    LIBC,
+    "syscall",
+    ctypes.c_long,
+    [ctypes.c_long, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_ulong],
+    ERR_NEGATIVE,
+)
+
+# int vsnprintf(char *str, size_t size, const char *format, va_list ap): libbpf hands its log
+# callback a va_list; on x86_64 and arm64 a va_list argument is passed as a pointer.
+vsnprintf = declare(
+    LIBC,
+    "vsnprintf",
+    ctypes.c_int,
+    [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p],
+    ERR_NONE,
+)
