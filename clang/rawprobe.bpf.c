@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * rawprobe's generic uprobe programs. One entry program and one return program serve every
+ * probe: the BPF cookie of the attachment selects the probe's configuration (rawprobe.h), which
+ * says what to fetch, how to filter, and where each value goes in the record.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#include "rawprobe.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* One record in the making, per nesting level. rec is twice the largest record so that every
+ * masked offset plus a bounded length stays inside it, which is what the verifier checks. */
+struct rp_scratch {
+	__u64 regs[RP_REGS_WORDS];
+	union {
+		struct rp_header header;
+		__u8 bytes[2 * RP_MAX_RECORD];
+	} rec;
+};
+
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* set to the number of configurations before load */
+	__type(key, __u32);
+	__type(value, struct rp_probe);
+} probes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1); /* set to the number of event ids before load */
+	__type(key, __u32);
+	__type(value, struct rp_stats);
+} stats SEC(".maps");
+
+/* Per CPU, how many programs are running on it (see run_probe). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} nesting SEC(".maps");
+
+/* Slot cpu * RP_MAX_NEST + level. A plain array: per-CPU values are limited to 32 KiB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RP_MAX_NEST); /* set to possible CPUs * RP_MAX_NEST before load */
+	__type(key, __u32);
+	__type(value, struct rp_scratch);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* --ring-size */
+} events SEC(".maps");
+
+/*
+ * Following a command and its children (attach -- COMMAND): the probes are host-wide and only
+ * processes in this set are recorded. The set starts with the command and grows at every fork
+ * of a member, before the child first runs (sched_process_fork fires in the parent).
+ * Per-process perf events cannot do this: inherited uprobe events lose their BPF program when
+ * the first child exits.
+ */
+const volatile bool rp_follow = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u8);
+} followed SEC(".maps");
+
+#define REC_MASK (RP_MAX_RECORD - 1)
+
+static __always_inline void store_int(__u8 *dest, __u64 value, __u32 size)
+{
+	switch (size) {
+	case 1:
+		*(__u8 *)dest = value;
+		break;
+	case 2:
+		*(__u16 *)dest = value;
+		break;
+	case 4:
+		*(__u32 *)dest = value;
+		break;
+	default:
+		*(__u64 *)dest = value;
+		break;
+	}
+}
+
+/*
+ * Fetch one field into the record; returns the new end of the record (strings grow it).
+ * A global function: the verifier checks it once, not once per field of the caller's loop.
+ */
+__noinline int rp_fetch(struct rp_scratch *s, const struct rp_field *f, __u32 index, __u32 tail)
+{
+	__u64 value, next;
+	__u32 dest, i, last, size, len;
+	long err;
+
+	if (!s || !f)
+		return tail;
+	dest = f->dest & REC_MASK;
+	tail &= REC_MASK;
+
+	if (f->base == RP_BASE_COMM) {
+		err = bpf_get_current_comm(&s->rec.bytes[tail], RP_COMM_LEN);
+		len = err ? 0 : RP_COMM_LEN;
+		if (!err) {
+			/* data_loc length counts up to and including the NUL, like a string */
+			for (i = 0; i < RP_COMM_LEN; i++) {
+				if (s->rec.bytes[(tail + i) & (2 * RP_MAX_RECORD - 1)] == 0) {
+					len = i + 1;
+					break;
+				}
+			}
+		}
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
+		return tail + len;
+	}
+
+	if (f->base == RP_BASE_REG)
+		value = s->regs[f->reg & (RP_REGS_WORDS - 1)] + f->imm;
+	else
+		value = f->imm;
+
+	last = f->nderef;
+	if (last > RP_MAX_DEREF)
+		last = RP_MAX_DEREF;
+	for (i = 0; i + 1 < last && i < RP_MAX_DEREF; i++) {
+		if (bpf_probe_read_user(&next, sizeof(next), (void *)(value + f->deref[i])))
+			goto fault;
+		value = next;
+	}
+
+	if (f->store == RP_STORE_STRING) {
+		if (last)
+			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
+		size = f->max_len & REC_MASK;
+		err = bpf_probe_read_user_str(&s->rec.bytes[tail], size, (void *)value);
+		if (err < 0)
+			goto fault;
+		len = err;
+		if (len >= size)
+			s->rec.header.truncated |= 1U << (index & 31);
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
+		return tail + len;
+	}
+
+	size = (__u32)f->size * f->count;
+	if (last == 0) {
+		store_int(&s->rec.bytes[dest], value, f->size);
+		return tail;
+	}
+	value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
+	size &= REC_MASK;
+	if (bpf_probe_read_user(&s->rec.bytes[dest], size, (void *)value))
+		goto fault;
+	return tail;
+
+fault:
+	s->rec.header.faults |= 1U << (index & 31);
+	if (f->store == RP_STORE_STRING)
+		*(__u32 *)&s->rec.bytes[dest] = tail; /* zero length */
+	return tail;
+}
+
+static __always_inline bool compare(__u64 left, const struct rp_predicate *p)
+{
+	__u64 right = p->value;
+
+	if (p->is_signed) {
+		__s64 l = (__s64)left, r = (__s64)right;
+
+		switch (p->cmp) {
+		case RP_CMP_EQ: return l == r;
+		case RP_CMP_NE: return l != r;
+		case RP_CMP_LT: return l < r;
+		case RP_CMP_LE: return l <= r;
+		case RP_CMP_GT: return l > r;
+		case RP_CMP_GE: return l >= r;
+		default: return (left & right) != 0;
+		}
+	}
+	switch (p->cmp) {
+	case RP_CMP_EQ: return left == right;
+	case RP_CMP_NE: return left != right;
+	case RP_CMP_LT: return left < right;
+	case RP_CMP_LE: return left <= right;
+	case RP_CMP_GT: return left > right;
+	case RP_CMP_GE: return left >= right;
+	default: return (left & right) != 0;
+	}
+}
+
+static __always_inline __u64 load_int(const __u8 *src, __u32 size, bool is_signed)
+{
+	switch (size) {
+	case 1:
+		return is_signed ? (__u64)(__s64) * (__s8 *)src : *(__u8 *)src;
+	case 2:
+		return is_signed ? (__u64)(__s64) * (__s16 *)src : *(__u16 *)src;
+	case 4:
+		return is_signed ? (__u64)(__s64) * (__s32 *)src : *(__u32 *)src;
+	default:
+		return *(__u64 *)src;
+	}
+}
+
+/* One predicate's truth; a field that could not be read makes every predicate on it false. */
+__noinline bool rp_predicate(struct rp_scratch *s, const struct rp_probe *probe, __u32 index)
+{
+	const struct rp_predicate *p;
+	const char *constant;
+	__u32 loc, len, offset, i;
+
+	if (!s || !probe || index >= RP_MAX_PREDICATES)
+		return false;
+	p = &probe->predicates[index];
+	if (p->field < 32 && (s->rec.header.faults & (1U << p->field)))
+		return false;
+	if (p->op == RP_PRED_CMP)
+		return compare(load_int(&s->rec.bytes[p->src & REC_MASK], p->size, p->is_signed), p);
+
+	loc = *(__u32 *)&s->rec.bytes[p->src & REC_MASK];
+	len = loc >> 16;
+	offset = loc & 0xffff;
+	constant = probe->strings[p->str_index & (RP_MAX_STR_CONSTS - 1)];
+	if (len == 0)
+		return false;
+	len -= 1; /* the NUL */
+	if (p->op == RP_PRED_STR_EQ ? len != p->str_len : len < p->str_len)
+		return false;
+	for (i = 0; i < RP_STR_CONST_LEN - 1; i++) {
+		if (i >= p->str_len)
+			break;
+		if (s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)] != constant[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Run the filter program: predicates push their truth on a stack of bits, AND/OR/NOT combine
+ * the top. Global, so the verifier checks it once, with the values on the stack unknown.
+ */
+__noinline bool rp_filter(struct rp_scratch *s, const struct rp_probe *probe)
+{
+	__u64 stack = 0, top;
+	__u32 i, op;
+
+	if (!s || !probe)
+		return true;
+	for (i = 0; i < RP_MAX_PREDICATES; i++) {
+		if (i >= probe->npredicates)
+			break;
+		op = probe->predicates[i].op;
+		if (op == RP_PRED_NOT) {
+			stack ^= 1;
+		} else if (op == RP_PRED_AND || op == RP_PRED_OR) {
+			top = stack & 1;
+			stack >>= 1;
+			if (op == RP_PRED_AND)
+				stack &= ~1ULL | top;
+			else
+				stack |= top;
+		} else {
+			stack = (stack << 1) | rp_predicate(s, probe, i);
+		}
+	}
+	return stack & 1;
+}
+
+static __always_inline int run_probe(struct pt_regs *ctx)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 event_id = (__u32)cookie;
+	__u32 config_id = (__u32)(cookie >> 32);
+	__u32 zero = 0, nest, slot, tail, i;
+	const struct rp_probe *probe;
+	struct rp_stats *counters;
+	struct rp_scratch *s;
+	__u32 *depth;
+	__u64 pid_tgid;
+
+	pid_tgid = bpf_get_current_pid_tgid();
+	if (rp_follow) {
+		__u32 tgid = pid_tgid >> 32;
+
+		if (!bpf_map_lookup_elem(&followed, &tgid))
+			return 0;
+	}
+
+	counters = bpf_map_lookup_elem(&stats, &event_id);
+	if (!counters)
+		return 0;
+	__sync_fetch_and_add(&counters->hits, 1);
+	probe = bpf_map_lookup_elem(&probes, &config_id);
+	depth = bpf_map_lookup_elem(&nesting, &zero);
+	if (!probe || !depth)
+		return 0;
+
+	/* Uprobe programs run preemptible (only migration is disabled), so another task may run
+	 * one on this CPU before this one ends: each takes its own level of the scratch space. */
+	nest = __sync_fetch_and_add(depth, 1);
+	slot = bpf_get_smp_processor_id() * RP_MAX_NEST + nest;
+	s = nest < RP_MAX_NEST ? bpf_map_lookup_elem(&scratch, &slot) : NULL;
+	if (!s) {
+		__sync_fetch_and_add(&counters->lost, 1);
+		goto out;
+	}
+
+	/* The context is struct pt_regs; copy it as words so fields can index registers. */
+#pragma unroll
+	for (i = 0; i < sizeof(struct pt_regs) / 8; i++)
+		s->regs[i] = ((__u64 *)ctx)[i];
+
+	s->rec.header.ts_ns = bpf_ktime_get_ns();
+	s->rec.header.pid = pid_tgid >> 32;
+	s->rec.header.tid = (__u32)pid_tgid;
+	s->rec.header.event_id = event_id;
+	s->rec.header.cpu = bpf_get_smp_processor_id();
+	s->rec.header.faults = 0;
+	s->rec.header.truncated = 0;
+	bpf_get_current_comm(s->rec.header.comm, sizeof(s->rec.header.comm));
+
+	tail = probe->fixed_size;
+	for (i = 0; i < RP_MAX_FIELDS; i++) {
+		if (i >= probe->nfields)
+			break;
+		tail = rp_fetch(s, &probe->fields[i], i, tail);
+	}
+
+	if (probe->npredicates && !rp_filter(s, probe)) {
+		__sync_fetch_and_add(&counters->filtered, 1);
+		goto out;
+	}
+
+	tail &= REC_MASK;
+	if (tail < sizeof(struct rp_header))
+		tail = sizeof(struct rp_header);
+	if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
+		__sync_fetch_and_add(&counters->lost, 1);
+out:
+	__sync_fetch_and_add(depth, -1);
+	return 0;
+}
+
+SEC("uprobe")
+int rp_entry(struct pt_regs *ctx)
+{
+	return run_probe(ctx);
+}
+
+SEC("uretprobe")
+int rp_return(struct pt_regs *ctx)
+{
+	return run_probe(ctx);
+}
+
+SEC("tp_btf/sched_process_fork")
+int rp_fork(unsigned long long *ctx)
+{
+	struct task_struct *parent = (struct task_struct *)ctx[0];
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
+	__u8 one = 1;
+
+	if (child_tgid != parent_tgid && bpf_map_lookup_elem(&followed, &parent_tgid))
+		bpf_map_update_elem(&followed, &child_tgid, &one, BPF_ANY);
+	return 0;
+}
+
+/* A process leaves the set when its thread-group leader exits. */
+SEC("tp_btf/sched_process_exit")
+int rp_exit(unsigned long long *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	__u32 tgid = task->tgid;
+
+	if (task->pid == task->tgid)
+		bpf_map_delete_elem(&followed, &tgid);
+	return 0;
+}

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Records and per-probe programs shared by rawprobe.bpf.c and rawprobe's Python side.
+ *
+ * rawprobe/_bpfabi.py declares each struct again with construct; tests/test_bpfabi.py proves the
+ * two agree, member by member, against the BTF of the built object. Change both together.
+ *
+ * A probe's configuration (struct rp_probe) is a small program the generic BPF programs
+ * interpret: each field says where a value comes from (a register or a constant, then a chain
+ * of dereferences), how to store it (integer bytes, a string, the task's comm) and where in the
+ * record it goes. Every attached uprobe carries a BPF cookie: its event id in the low 32 bits,
+ * the index of its configuration in the upper 32.
+ */
+#ifndef __RAWPROBE_H__
+#define __RAWPROBE_H__
+
+#define RP_MAX_FIELDS 32      /* fetch-args per probe */
+#define RP_MAX_DEREF 8        /* nesting of +OFFS(...) */
+#define RP_MAX_PREDICATES 32  /* filter program length */
+#define RP_MAX_STR_CONSTS 8   /* string constants a filter may compare with */
+#define RP_STR_CONST_LEN 64   /* bytes of one string constant (NUL included) */
+#define RP_MAX_RECORD 16384   /* bytes of one record: header, fixed fields and strings */
+#define RP_MAX_NEST 4         /* programs that may interleave on one CPU (preemption) */
+#define RP_REGS_WORDS 32      /* pt_regs copied as 64-bit words (power of two) */
+#define RP_COMM_LEN 16
+
+/* Where a field's value starts (struct rp_field.base). */
+enum rp_base {
+	RP_BASE_REG = 0,   /* regs[reg] + imm */
+	RP_BASE_IMM = 1,   /* imm */
+	RP_BASE_COMM = 2,  /* the task's comm; stored as a string */
+};
+
+/* How a field is stored in the record (struct rp_field.store). */
+enum rp_store {
+	RP_STORE_INT = 0,    /* size * count bytes */
+	RP_STORE_STRING = 1, /* a NUL-terminated string, appended; the field holds a data_loc */
+};
+
+/*
+ * One fetch-arg. Starting from the base value v, each of the first nderef - 1 dereferences
+ * replaces v with the 64-bit word at v + deref[i]; the last one names the memory the value is
+ * read from (v + deref[nderef - 1]). With nderef == 0 the value is v itself.
+ */
+struct rp_field {
+	__u8 base;
+	__u8 store;
+	__u8 nderef;
+	__u8 size;    /* bytes per element: 1, 2, 4 or 8 */
+	__u16 count;  /* elements; 1 unless an array */
+	__u16 dest;   /* offset of the field in the record */
+	__u32 reg;    /* index into the pt_regs words (RP_BASE_REG) */
+	__u32 max_len; /* strings: bytes to copy at most, NUL included */
+	__s64 imm;
+	__s64 deref[RP_MAX_DEREF];
+};
+
+/* Filter program, in postfix order (struct rp_predicate.op). */
+enum rp_pred_op {
+	RP_PRED_CMP = 0,        /* push (field <cmp> value) */
+	RP_PRED_STR_EQ = 1,     /* push (string field == strings[str_index]) */
+	RP_PRED_STR_PREFIX = 2, /* push (string field starts with strings[str_index]) */
+	RP_PRED_AND = 3,        /* pop b, pop a, push a && b */
+	RP_PRED_OR = 4,         /* pop b, pop a, push a || b */
+	RP_PRED_NOT = 5,        /* pop a, push !a */
+};
+
+enum rp_cmp {
+	RP_CMP_EQ = 0,
+	RP_CMP_NE = 1,
+	RP_CMP_LT = 2,
+	RP_CMP_LE = 3,
+	RP_CMP_GT = 4,
+	RP_CMP_GE = 5,
+	RP_CMP_AND = 6, /* (field & value) != 0 */
+};
+
+struct rp_predicate {
+	__u8 op;
+	__u8 cmp;
+	__u8 size;      /* bytes of the field: 1, 2, 4 or 8 */
+	__u8 is_signed;
+	__u16 src;      /* offset of the field (or header member) in the record */
+	__u16 str_index;
+	__u32 field;    /* fetch-arg index, for its fault bit; ~0 for header members */
+	__u32 str_len;  /* bytes of the string constant, NUL excluded */
+	__s64 value;
+};
+
+/* struct rp_probe.flags */
+#define RP_PROBE_RETURN (1U << 0)
+
+struct rp_probe {
+	__u32 flags;
+	__u32 nfields;
+	__u32 npredicates;
+	__u32 fixed_size; /* header plus fixed fields: where strings start */
+	struct rp_field fields[RP_MAX_FIELDS];
+	struct rp_predicate predicates[RP_MAX_PREDICATES];
+	char strings[RP_MAX_STR_CONSTS][RP_STR_CONST_LEN];
+};
+
+/* Every record starts with this header. A string field holds a data_loc: (length << 16) | offset
+ * from the start of the record, length including the NUL, as the kernel's __data_loc. */
+struct rp_header {
+	__u64 ts_ns;      /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 pid;        /* tgid */
+	__u32 tid;
+	__u32 event_id;
+	__u32 cpu;
+	__u32 faults;     /* bit i: fetch-arg i could not be read (low 32 fields) */
+	__u32 truncated;  /* bit i: string fetch-arg i was cut at its maximum length */
+	char comm[RP_COMM_LEN];
+};
+
+/* Per event id, per CPU; the sum over CPUs is what the run reports. */
+struct rp_stats {
+	__u64 hits;      /* times the probe fired */
+	__u64 filtered;  /* records the filter rejected */
+	__u64 lost;      /* records that did not fit in the ring buffer, or nesting too deep */
+};
+
+#endif /* __RAWPROBE_H__ */

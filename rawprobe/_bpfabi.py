@@ -1,0 +1,159 @@
+"""The structs rawprobe shares with its BPF programs, declared once more with construct.
+
+clang/rawprobe.h is the source of truth; tests/test_bpfabi.py checks every struct here against
+the BTF of the built object (sizes and member offsets). Building configurations is not a hot
+path, so construct builds them directly; records are decoded on the hot path by
+:class:`struct.Struct` objects compiled from these declarations (:func:`compile_struct`).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import construct as c
+
+__all__ = [
+    "CMP_CODES",
+    "HEADER",
+    "HEADER_STRUCT",
+    "MAX_DEREF",
+    "MAX_FIELDS",
+    "MAX_NEST",
+    "MAX_PREDICATES",
+    "MAX_RECORD",
+    "MAX_STR_CONSTS",
+    "PROBE",
+    "PROBE_RETURN",
+    "STATS",
+    "STR_CONST_LEN",
+    "BaseKind",
+    "PredOp",
+    "StoreKind",
+    "compile_struct",
+]
+
+MAX_FIELDS = 32
+MAX_DEREF = 8
+MAX_PREDICATES = 32
+MAX_STR_CONSTS = 8
+STR_CONST_LEN = 64
+MAX_RECORD = 16384
+MAX_NEST = 4
+COMM_LEN = 16
+
+PROBE_RETURN = 1 << 0
+
+
+class BaseKind:
+    """enum rp_base."""
+
+    REG = 0
+    IMM = 1
+    COMM = 2
+
+
+class StoreKind:
+    """enum rp_store."""
+
+    INT = 0
+    STRING = 1
+
+
+class PredOp:
+    """enum rp_pred_op."""
+
+    CMP = 0
+    STR_EQ = 1
+    STR_PREFIX = 2
+    AND = 3
+    OR = 4
+    NOT = 5
+
+
+# enum rp_cmp, by the operator a filter spells.
+CMP_CODES = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "&": 6}
+
+FIELD = c.Struct(
+    "base" / c.Int8ul,
+    "store" / c.Int8ul,
+    "nderef" / c.Int8ul,
+    "size" / c.Int8ul,
+    "count" / c.Int16ul,
+    "dest" / c.Int16ul,
+    "reg" / c.Int32ul,
+    "max_len" / c.Int32ul,
+    "imm" / c.Int64sl,
+    "deref" / c.Array(MAX_DEREF, c.Int64sl),
+)
+
+PREDICATE = c.Struct(
+    "op" / c.Int8ul,
+    "cmp" / c.Int8ul,
+    "size" / c.Int8ul,
+    "is_signed" / c.Int8ul,
+    "src" / c.Int16ul,
+    "str_index" / c.Int16ul,
+    "field" / c.Int32ul,
+    "str_len" / c.Int32ul,
+    "value" / c.Int64sl,
+)
+
+PROBE = c.Struct(
+    "flags" / c.Int32ul,
+    "nfields" / c.Int32ul,
+    "npredicates" / c.Int32ul,
+    "fixed_size" / c.Int32ul,
+    "fields" / c.Array(MAX_FIELDS, FIELD),
+    "predicates" / c.Array(MAX_PREDICATES, PREDICATE),
+    "strings" / c.Array(MAX_STR_CONSTS, c.Bytes(STR_CONST_LEN)),
+)
+
+HEADER = c.Struct(
+    "ts_ns" / c.Int64ul,
+    "pid" / c.Int32ul,
+    "tid" / c.Int32ul,
+    "event_id" / c.Int32ul,
+    "cpu" / c.Int32ul,
+    "faults" / c.Int32ul,
+    "truncated" / c.Int32ul,
+    "comm" / c.Bytes(COMM_LEN),
+)
+
+STATS = c.Struct(
+    "hits" / c.Int64ul,
+    "filtered" / c.Int64ul,
+    "lost" / c.Int64ul,
+)
+
+
+def compile_struct(layout: c.Struct) -> struct.Struct:
+    """Compile a flat construct Struct into an equivalent little-endian :class:`struct.Struct`.
+
+    Members may be integer FormatFields, fixed-length Bytes, Padding, or Arrays of integers
+    (which unpack to one value per element). ``unpack_from`` then yields the members' values in
+    declaration order, with no per-record work in construct's interpreter.
+
+    Raises:
+        TypeError: A member construct cannot express as a fixed struct format.
+    """
+    return struct.Struct("<" + "".join(_format_of(sub) for sub in layout.subcons))
+
+
+def _format_of(sub: Any) -> str:
+    while isinstance(sub, c.Renamed):
+        sub = sub.subcon
+    if isinstance(sub, c.FormatField):
+        return str(sub.fmtstr).lstrip("<>=!")
+    if isinstance(sub, c.Bytes) and isinstance(sub.length, int):
+        return f"{sub.length}s"
+    if isinstance(sub, c.Padded) and isinstance(sub.subcon, type(c.Pass)):
+        return f"{sub.length}x"
+    if isinstance(sub, c.Array) and isinstance(sub.count, int):
+        inner = _format_of(sub.subcon)
+        if inner and inner[-1] not in "sx":
+            return f"{sub.count}{inner}"
+    raise TypeError(f"{sub!r} has no fixed struct format")
+
+
+HEADER_STRUCT = compile_struct(HEADER)
