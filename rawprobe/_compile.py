@@ -1,0 +1,283 @@
+"""Turn a probe's fetch-args into the BPF program's per-probe configuration and a record layout.
+
+Each fetch-arg becomes one or more ``struct rp_field`` entries (clang/rawprobe.h): a base value
+(a register plus a constant, or a constant), a chain of dereferences, and how to store the
+result. The record layout that follows from them is what :mod:`rawprobe._records` decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import _bpfabi as abi
+from ._errors import FetchArgError, UsageError
+from ._fetchargs import (
+    ArgType,
+    Comm,
+    Deref,
+    FetchArg,
+    FileOffset,
+    Immediate,
+    ImmediateString,
+    Memory,
+    Register,
+    Source,
+    StackEntry,
+    StackPointer,
+    UsdtArg,
+)
+from ._sys._arch import ARCH
+
+__all__ = [
+    "DEFAULT_STRING_SIZE",
+    "MAX_STRING_SIZE",
+    "CompiledField",
+    "CompiledProbe",
+    "compile_fetchargs",
+]
+
+DEFAULT_STRING_SIZE = 256
+MAX_STRING_SIZE = 4096  # the kernel's MAX_STRING_SIZE (PATH_MAX) for probe strings
+HEADER_SIZE = abi.HEADER.sizeof()
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A fetch reduced to the BPF side's terms: base, constant, dereference chain."""
+
+    base: int
+    reg: int
+    imm: int
+    derefs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CompiledField:
+    """Where one fetch-arg lives in the record and how to decode it.
+
+    Attributes:
+        name: The field name.
+        type: Its type.
+        offset: Offset of its fixed part in the record (``-1`` for a constant).
+        slots: Indexes of the ``rp_field`` entries filling it (their fault bits).
+        constant: The value of a string constant (``\\"TEXT"``), which takes no record space.
+    """
+
+    name: str
+    type: ArgType
+    offset: int
+    slots: tuple[int, ...]
+    constant: str | None = None
+
+
+@dataclass
+class CompiledProbe:
+    """A probe's configuration for the BPF program, and the layout of its records."""
+
+    fields: list[CompiledField]
+    entries: list[dict[str, object]] = field(default_factory=list)
+    fixed_size: int = HEADER_SIZE
+    max_size: int = HEADER_SIZE
+    retprobe: bool = False
+
+    def config(self, predicates: list[dict[str, object]] | None = None,
+               strings: list[bytes] | None = None) -> bytes:
+        """The ``struct rp_probe`` bytes for the ``probes`` map."""
+        predicates = predicates or []
+        strings = strings or []
+        empty_field = dict(_EMPTY_FIELD)
+        empty_predicate = dict(_EMPTY_PREDICATE)
+        return bytes(
+            abi.PROBE.build(
+                {
+                    "flags": abi.PROBE_RETURN if self.retprobe else 0,
+                    "nfields": len(self.entries),
+                    "npredicates": len(predicates),
+                    "fixed_size": self.fixed_size,
+                    "fields": self.entries + [empty_field] * (abi.MAX_FIELDS - len(self.entries)),
+                    "predicates": predicates
+                    + [empty_predicate] * (abi.MAX_PREDICATES - len(predicates)),
+                    "strings": [s.ljust(abi.STR_CONST_LEN, b"\0") for s in strings]
+                    + [b"\0" * abi.STR_CONST_LEN] * (abi.MAX_STR_CONSTS - len(strings)),
+                }
+            )
+        )
+
+
+_EMPTY_FIELD: dict[str, object] = {
+    "base": 0,
+    "store": 0,
+    "nderef": 0,
+    "size": 0,
+    "count": 0,
+    "dest": 0,
+    "reg": 0,
+    "max_len": 0,
+    "imm": 0,
+    "deref": [0] * abi.MAX_DEREF,
+}
+_EMPTY_PREDICATE: dict[str, object] = {
+    "op": 0,
+    "cmp": 0,
+    "size": 0,
+    "is_signed": 0,
+    "src": 0,
+    "str_index": 0,
+    "field": 0,
+    "str_len": 0,
+    "value": 0,
+}
+
+
+def _lower(source: Source, arg: FetchArg, word: str, probe_file_offset: int) -> Lowered:
+    if isinstance(source, Register):
+        return Lowered(abi.BaseKind.REG, ARCH.registers[source.name], 0, ())
+    if isinstance(source, StackPointer):
+        return Lowered(abi.BaseKind.REG, ARCH.registers[ARCH.stack_pointer], 0, ())
+    if isinstance(source, StackEntry):
+        return Lowered(abi.BaseKind.REG, ARCH.registers[ARCH.stack_pointer], 0, (8 * source.index,))
+    if isinstance(source, Immediate):
+        return Lowered(abi.BaseKind.IMM, 0, source.value, ())
+    if isinstance(source, Memory):
+        return Lowered(abi.BaseKind.IMM, 0, source.address, (0,))
+    if isinstance(source, FileOffset):
+        # The kernel's translate_user_vaddr() (kernel/trace/trace_uprobe.c): the file is mapped
+        # so that address - file offset is constant, and at an entry probe the instruction
+        # pointer is the probed address, i.e. the probe's own file offset.
+        return Lowered(
+            abi.BaseKind.REG,
+            ARCH.registers[ARCH.instruction_pointer],
+            source.offset - probe_file_offset,
+            (0,),
+        )
+    if isinstance(source, Deref):
+        inner = _lower(source.inner, arg, word, probe_file_offset)
+        return Lowered(inner.base, inner.reg, inner.imm, (*inner.derefs, source.offset))
+    if isinstance(source, UsdtArg):
+        raise FetchArgError(
+            f"$arg{source.index} of a USDT probe needs the probe's argument specs", word,
+            arg.column,
+        )
+    raise FetchArgError(f"cannot fetch {arg.text!r}", word, arg.column)
+
+
+def _align(offset: int, alignment: int) -> int:
+    return (offset + alignment - 1) & ~(alignment - 1)
+
+
+def compile_fetchargs(
+    fetchargs: tuple[FetchArg, ...] | list[FetchArg],
+    *,
+    word: str = "",
+    retprobe: bool = False,
+    probe_file_offset: int = 0,
+    string_size: int = DEFAULT_STRING_SIZE,
+) -> CompiledProbe:
+    """Lay out a probe's record and the ``rp_field`` entries that fill it.
+
+    Args:
+        fetchargs: The probe's parsed fetch-args.
+        word: The probe word (for error messages).
+        retprobe: Whether this is a return probe.
+        probe_file_offset: The probe's file offset (for ``@+OFFSET``).
+        string_size: Bytes copied at most per string, NUL included.
+
+    Raises:
+        FetchArgError: A fetch-arg the BPF programs cannot execute.
+        UsageError: Too many fields, or records that would exceed the maximum size.
+    """
+    if not 1 <= string_size <= MAX_STRING_SIZE:
+        raise UsageError(f"--string-size must be 1..{MAX_STRING_SIZE} bytes (got {string_size})")
+    compiled = CompiledProbe(fields=[], retprobe=retprobe)
+    offset = HEADER_SIZE
+    string_bytes = 0
+    for arg in fetchargs:
+        arg_type = arg.type
+        if isinstance(arg.source, ImmediateString):
+            compiled.fields.append(CompiledField(arg.name, arg_type, -1, (), arg.source.value))
+            continue
+        slots: list[int] = []
+        if isinstance(arg.source, Comm):
+            offset = _align(offset, 4)
+            slots.append(len(compiled.entries))
+            compiled.entries.append(_entry(abi.BaseKind.COMM, abi.StoreKind.STRING, 0, 0, (),
+                                           4, 1, offset, abi.COMM_LEN))
+            compiled.fields.append(CompiledField(arg.name, arg_type, offset, tuple(slots)))
+            offset += 4
+            string_bytes += abi.COMM_LEN
+            continue
+        lowered = _lower(arg.source, arg, word, probe_file_offset)
+        extra = 1 if arg_type.is_string and arg_type.count is not None else 0
+        if len(lowered.derefs) + extra > abi.MAX_DEREF:
+            raise FetchArgError(
+                f"dereferences nested too deep (at most {abi.MAX_DEREF} levels)", word, arg.column
+            )
+        if arg_type.is_string:
+            count = arg_type.count or 1
+            offset = _align(offset, 4)
+            start = offset
+            for element in range(count):
+                derefs = lowered.derefs or (0,)
+                if arg_type.count is not None:
+                    # string[N]: an array of N pointers, each to a string.
+                    derefs = (*derefs[:-1], derefs[-1] + 8 * element, 0)
+                slots.append(len(compiled.entries))
+                compiled.entries.append(
+                    _entry(lowered.base, abi.StoreKind.STRING, lowered.reg, lowered.imm, derefs,
+                           4, 1, offset, string_size)
+                )
+                offset += 4
+                string_bytes += string_size
+            compiled.fields.append(CompiledField(arg.name, arg_type, start, tuple(slots)))
+        else:
+            count = arg_type.count or 1
+            offset = _align(offset, arg_type.size)
+            if not lowered.derefs and count > 1:
+                raise FetchArgError(
+                    "an array type needs memory to read: write +0(FETCHARG):TYPE[N]", word,
+                    arg.column,
+                )
+            slots.append(len(compiled.entries))
+            compiled.entries.append(
+                _entry(lowered.base, abi.StoreKind.INT, lowered.reg, lowered.imm, lowered.derefs,
+                       arg_type.size, count, offset, 0)
+            )
+            compiled.fields.append(CompiledField(arg.name, arg_type, offset, tuple(slots)))
+            offset += arg_type.size * count
+        if len(compiled.entries) > abi.MAX_FIELDS:
+            raise UsageError(
+                f"{word}: more than {abi.MAX_FIELDS} values to fetch in one probe"
+            )
+    compiled.fixed_size = _align(offset, 8)
+    compiled.max_size = compiled.fixed_size + string_bytes
+    if compiled.max_size > abi.MAX_RECORD:
+        raise UsageError(
+            f"{word}: a record could reach {compiled.max_size} bytes, over the limit of "
+            f"{abi.MAX_RECORD}; lower --string-size (now {string_size})"
+        )
+    return compiled
+
+
+def _entry(
+    base: int,
+    store: int,
+    reg: int,
+    imm: int,
+    derefs: tuple[int, ...],
+    size: int,
+    count: int,
+    dest: int,
+    max_len: int,
+) -> dict[str, object]:
+    return {
+        "base": base,
+        "store": store,
+        "nderef": len(derefs),
+        "size": size,
+        "count": count,
+        "dest": dest,
+        "reg": reg,
+        "max_len": max_len,
+        "imm": imm,
+        "deref": list(derefs) + [0] * (abi.MAX_DEREF - len(derefs)),
+    }

@@ -1,0 +1,205 @@
+"""Probe words: ``p:/bin/bash:readline``, ``r:libc:malloc ret=$retval``, ``usdt:...``.
+
+One probe is one shell word. Two spellings of the head are accepted: the kernel's
+uprobe_events spelling, where an optional ``[GROUP/]EVENT`` name follows the probe type and the
+place comes after a space (``p:myev /bin/bash:readline``, ``p /bin/bash:readline``), and the
+short spelling bcc's ``trace`` and bpftrace users type, with the place right after the colon
+(``p:/bin/bash:readline``). Event names never contain ``:``, so a head ``p:X:Y`` is always the
+short spelling. A bare place (``/bin/bash:readline``, ``libc:malloc%return``) is an entry probe,
+or a return probe with the kernel's ``%return`` suffix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ._errors import ProbeSyntaxError
+from ._fetchargs import FetchArg, parse_fetcharg
+
+__all__ = ["ProbeSpec", "parse_probe", "split_place"]
+
+_HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
+_EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REF_CTR = re.compile(r"\((0[xX][0-9a-fA-F]+|\d+)\)$")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A parsed probe word, before its target is resolved.
+
+    Attributes:
+        kind: ``p`` (entry), ``r`` (return) or ``usdt``.
+        group: The ``GROUP`` of ``GROUP/EVENT``, if given.
+        event: The event name, if given (otherwise it is derived from the symbol).
+        target: The file or library, as written.
+        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``.
+        ref_ctr_offset: A semaphore offset given as ``(OFFSET)`` after the place, if any.
+        fetchargs: The fetch-args, in order.
+        text: The word as written.
+    """
+
+    kind: str
+    group: str | None
+    event: str | None
+    target: str
+    location: str
+    ref_ctr_offset: int | None
+    fetchargs: tuple[FetchArg, ...]
+    text: str
+
+    @property
+    def retprobe(self) -> bool:
+        return self.kind == "r"
+
+    @property
+    def place(self) -> str:
+        return f"{self.target}:{self.location}"
+
+
+def split_place(place: str, word: str = "", column: int = 0) -> tuple[str, str]:
+    """Split ``TARGET:LOCATION`` at the first single colon (C++'s ``::`` stays in LOCATION).
+
+    Raises:
+        ProbeSyntaxError: No colon, or an empty TARGET or LOCATION.
+    """
+    for match in re.finditer(r"(?<!:):(?!:)", place):
+        target, location = place[: match.start()], place[match.end() :]
+        if not target:
+            break
+        if not location:
+            raise ProbeSyntaxError(
+                "missing LOCATION after ':' (a symbol, SYMBOL+OFFSET or 0xOFFSET)",
+                word or place,
+                column + match.end(),
+            )
+        return target, location
+    raise ProbeSyntaxError(
+        f"{place!r} is not TARGET:LOCATION (for example /bin/bash:readline or libc:malloc)",
+        word or place,
+        column,
+    )
+
+
+def _tokens(word: str) -> list[tuple[str, int]]:
+    """Split on whitespace outside string constants, keeping each token's column."""
+    tokens: list[tuple[str, int]] = []
+    start: int | None = None
+    quoted = False
+    for position, char in enumerate(word):
+        if char == '"' and position and word[position - 1] == "\\":
+            quoted = True
+        elif char == '"' and quoted:
+            quoted = False
+        if char.isspace() and not quoted:
+            if start is not None:
+                tokens.append((word[start:position], start))
+                start = None
+        elif start is None:
+            start = position
+    if start is not None:
+        tokens.append((word[start:], start))
+    return tokens
+
+
+def parse_probe(word: str) -> ProbeSpec:
+    """Parse one probe word.
+
+    Raises:
+        ProbeSyntaxError: The word is malformed (the message points at the column).
+        FetchArgError: A fetch-arg is malformed.
+    """
+    tokens = _tokens(word)
+    if not tokens:
+        raise ProbeSyntaxError("empty probe: write p:TARGET:SYMBOL (for example p:libc:malloc)")
+    head, head_column = tokens[0]
+    rest = tokens[1:]
+    group: str | None = None
+    event: str | None = None
+    match = _HEAD.fullmatch(head)
+    if match:
+        kind, after = match.group(1), match.group(2)
+        if after is not None and ":" in after:
+            place, place_column = after, head_column + len(kind) + 1
+        else:
+            if not rest:
+                raise ProbeSyntaxError(
+                    f"missing :LOCATION: write {kind}:TARGET:SYMBOL (for example "
+                    f"{kind}:libc:malloc), or {kind}:EVENT TARGET:SYMBOL",
+                    word,
+                    head_column + len(head),
+                )
+            if after:
+                group, event = _parse_name(after, word, head_column + len(kind) + 1)
+            (place, place_column), rest = rest[0], rest[1:]
+    else:
+        kind, place, place_column = "p", head, head_column
+
+    if place.endswith("%return"):
+        if kind == "usdt":
+            raise ProbeSyntaxError(
+                "%return does not apply to USDT probes", word, place_column + len(place) - 7
+            )
+        kind = "r"
+        place = place[: -len("%return")]
+    ref_ctr_offset = None
+    ref_match = _REF_CTR.search(place)
+    if ref_match:
+        ref_ctr_offset = int(ref_match.group(1), 0)
+        place = place[: ref_match.start()]
+    target, location = split_place(place, word, place_column)
+    if kind == "usdt" and location.count(":") > 1:
+        raise ProbeSyntaxError(
+            "a USDT place is TARGET:[PROVIDER:]NAME", word, place_column + len(target) + 1
+        )
+
+    fetchargs: list[FetchArg] = []
+    seen: dict[str, int] = {}
+    for index, (text, column) in enumerate(rest, start=1):
+        arg = parse_fetcharg(
+            text,
+            index,
+            word=word,
+            column=column,
+            retprobe=kind == "r",
+            usdt=kind == "usdt",
+        )
+        if arg.name in seen:
+            raise ProbeSyntaxError(f"field name {arg.name!r} used twice", word, column)
+        seen[arg.name] = column
+        fetchargs.append(arg)
+    return ProbeSpec(
+        kind, group, event, target, location, ref_ctr_offset, tuple(fetchargs), word
+    )
+
+
+def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | None]:
+    group, slash, event = text.rpartition("/")
+    if not slash:
+        group, event = "", text
+    for part, offset in ((group, 0), (event, len(group) + len(slash))):
+        if part and not _EVENT_NAME.fullmatch(part):
+            raise ProbeSyntaxError(
+                f"{part!r} is not a valid event or group name ([A-Za-z_][A-Za-z0-9_]*)",
+                word,
+                column + offset,
+            )
+    return group or None, event or None
+
+
+def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, path: str) -> str:
+    """The event name of a probe the user did not name.
+
+    After the symbol (``readline``, ``readline__return`` for a return probe); a probe at a raw
+    offset is named as the kernel names one (``p_bash_0x1234``).
+    """
+    if spec.event:
+        return spec.event
+    if symbol:
+        base = re.sub(r"[^A-Za-z0-9_]", "_", symbol.split("@", 1)[0])
+        if base[:1].isdigit():
+            base = "_" + base
+        return base + ("__return" if spec.retprobe else "")
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(path))
+    return f"{spec.kind}_{stem}_{file_offset:#x}"
