@@ -1,0 +1,52 @@
+"""The BPF ring buffer's record framing, on plain bytes (no kernel, no mmap).
+
+A BPF ring buffer (kernel/bpf/ringbuf.c, Documentation/bpf/ringbuf.rst) is a power-of-two data
+area between a consumer position and a producer position, both ever-increasing 64-bit byte
+counts. Each record is an 8-byte header (``u32 len``, ``u32 pg_off``) followed by ``len`` bytes,
+padded to a multiple of 8. Two bits of ``len`` are flags: BUSY while the producer still writes
+the record (the reader must stop there), DISCARD for a record the producer dropped (the reader
+skips it). The I/O side (``_ringmap``) copies the bytes between the two positions out of the
+mapping; everything here works on that copy.
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = ["BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE", "split_records"]
+
+BUSY_BIT = 1 << 31
+DISCARD_BIT = 1 << 30
+HEADER_SIZE = 8
+_LEN_MASK = DISCARD_BIT - 1
+_HEADER = struct.Struct("<I")
+
+
+def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int]:
+    """Find the committed records in ``chunk``, which starts at the consumer position.
+
+    Args:
+        chunk: The bytes from the consumer position up to the producer position.
+
+    Returns:
+        ``(records, consumed)``: each record as ``(offset of its data in chunk, length)``, in
+        order, without discarded ones; and how many bytes of ``chunk`` they (and discarded
+        records) take, i.e. how far the consumer position may advance. Reading stops at the
+        first record still BUSY, or at one that extends past the end of ``chunk``.
+    """
+    records: list[tuple[int, int]] = []
+    unpack = _HEADER.unpack_from
+    end = len(chunk)
+    position = 0
+    while position + HEADER_SIZE <= end:
+        (header,) = unpack(chunk, position)
+        if header & BUSY_BIT:
+            break
+        length = header & _LEN_MASK
+        total = (length + HEADER_SIZE + 7) & ~7
+        if position + total > end:
+            break
+        if not header & DISCARD_BIT:
+            records.append((position + HEADER_SIZE, length))
+        position += total
+    return records, position

@@ -1,0 +1,108 @@
+"""A BPF ring buffer map, mapped into this process and waited on with epoll.
+
+Layout of the mapping (kernel/bpf/ringbuf.c, ringbuf_map_mmap_kern): page 0 holds the consumer
+position and is writable by user space; from page 1 on, read-only, the producer page (producer
+position first), then the data area mapped twice in a row, so a record that wraps around the
+end is contiguous in memory.
+"""
+
+from __future__ import annotations
+
+import mmap
+import select
+import struct
+import weakref
+
+from ._errors import ClosedError
+
+__all__ = ["RingMap"]
+
+_POSITION = struct.Struct("<Q")
+
+
+class RingMap:
+    """The user-space side of one BPF ring buffer.
+
+    Args:
+        map_fd: File descriptor of a ``BPF_MAP_TYPE_RINGBUF`` map.
+        data_size: The map's ``max_entries``: the size of the data area, a power of two.
+    """
+
+    def __init__(self, map_fd: int, data_size: int) -> None:
+        page = mmap.PAGESIZE
+        self.data_size = data_size
+        self._mask = data_size - 1
+        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._producer = mmap.mmap(
+                map_fd, page + 2 * data_size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+            )
+        except BaseException:
+            self._consumer.close()
+            raise
+        self._data_start = page
+        self._epoll = select.epoll()
+        self._epoll.register(map_fd, select.EPOLLIN)
+        self._finalizer = weakref.finalize(
+            self, _close_all, self._epoll, self._producer, self._consumer
+        )
+        self.closed = False
+
+    def watch(self, fd: int) -> None:
+        """Also wake :meth:`wait` when ``fd`` becomes readable (e.g. a pidfd at process exit)."""
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def fileno(self) -> int:
+        """The epoll descriptor: readable when records are waiting (for asyncio loops)."""
+        return self._epoll.fileno()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Block until the producer signals new data or ``timeout`` seconds pass.
+
+        Returns:
+            Whether data may be available (spurious wake-ups are possible).
+        """
+        if self.closed:
+            raise ClosedError("ring buffer is closed")
+        if self.pending():
+            return True
+        try:
+            return bool(self._epoll.poll(-1 if timeout is None else timeout))
+        except InterruptedError:
+            return False
+
+    def pending(self) -> int:
+        """Bytes between the consumer and producer positions."""
+        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
+        (producer,) = _POSITION.unpack_from(self._producer, 0)
+        return int(producer - consumer)
+
+    def read(self) -> bytes:
+        """Copy out everything from the consumer position to the producer position.
+
+        The copy is taken once, so the producer may go on writing behind it; the caller
+        releases what it has read with :meth:`consume`.
+        """
+        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
+        (producer,) = _POSITION.unpack_from(self._producer, 0)
+        if producer == consumer:
+            return b""
+        start = self._data_start + (consumer & self._mask)
+        return self._producer[start : start + (producer - consumer)]
+
+    def consume(self, count: int) -> None:
+        """Advance the consumer position by ``count`` bytes, handing the space back to BPF."""
+        if count:
+            (consumer,) = _POSITION.unpack_from(self._consumer, 0)
+            _POSITION.pack_into(self._consumer, 0, consumer + count)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._finalizer()
+
+
+def _close_all(epoll: select.epoll, producer: mmap.mmap, consumer: mmap.mmap) -> None:
+    epoll.close()
+    producer.close()
+    consumer.close()
