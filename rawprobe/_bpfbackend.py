@@ -1,0 +1,195 @@
+"""The BPF backend: one loaded object, its maps filled with probe configurations, and the
+uprobes whose BPF programs write records into its ring buffer."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import struct
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import _bpfabi as abi
+from ._errors import KernelFeatureError, SysCallError
+from ._object import BpfObject, object_bytes
+from ._ringmap import RingMap
+from ._sys.libbpf import Libbpf, PerfEventOpts
+from ._uprobe import UprobeEvent
+
+__all__ = ["BpfSession", "PlannedUprobe", "ProbeCounters"]
+
+_LOG = logging.getLogger("rawprobe")
+_KEY = struct.Struct("<I")
+_STATS = struct.Struct("<QQQ")
+DEFAULT_RING_SIZE = 8 << 20
+
+
+@dataclass(frozen=True)
+class PlannedUprobe:
+    """One uprobe to plant.
+
+    Attributes:
+        event_id: Index of the event (low half of the cookie; key of the stats map).
+        config_id: Index of its configuration in the ``probes`` map (high half of the cookie).
+        path: The file to probe; ``file_offset`` where.
+        retprobe: A return probe.
+        ref_ctr_offset: A USDT semaphore's file offset, or 0.
+    """
+
+    event_id: int
+    config_id: int
+    path: str
+    file_offset: int
+    retprobe: bool
+    ref_ctr_offset: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeCounters:
+    """What the BPF programs counted for one event id, summed over CPUs."""
+
+    hits: int = 0
+    filtered: int = 0
+    lost: int = 0
+
+
+class BpfSession:
+    """A loaded instance of rawprobe's BPF object, configured for a set of probes.
+
+    Args:
+        configs: ``struct rp_probe`` bytes, indexed by configuration id.
+        event_count: How many event ids the probes use.
+        ring_size: Bytes of the ring buffer (a power of two, at least a page).
+        follow: Record only processes in the followed set (see :meth:`follow`), and grow the
+            set as they fork.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[bytes],
+        event_count: int,
+        *,
+        ring_size: int = DEFAULT_RING_SIZE,
+        follow: bool = False,
+    ) -> None:
+        if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
+            raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
+        self._object = BpfObject(object_bytes())
+        self._links: list[int] = []
+        self._ring: RingMap | None = None
+        try:
+            obj = self._object
+            self.cpus = int(obj.lib.num_possible_cpus())
+            obj.map("probes").set_max_entries(max(1, len(configs)))
+            obj.map("stats").set_max_entries(max(1, event_count))
+            obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
+            obj.map("events").set_max_entries(ring_size)
+            rodata = obj.rodata()
+            # const volatile bool rp_follow is the object's only read-only global.
+            rodata[0] = b"\x01" if follow else b"\x00"
+            self._follow = follow
+            for name in ("rp_fork", "rp_exit"):
+                obj.lib.program_set_autoload(obj.program(name), follow)
+            obj.load()
+            probes = obj.map("probes")
+            for config_id, config in enumerate(configs):
+                probes.update(_KEY.pack(config_id), config)
+            if follow:
+                for name in ("rp_fork", "rp_exit"):
+                    self._links.append(int(obj.lib.program_attach(obj.program(name))))
+            events = obj.map("events")
+            self._ring = RingMap(events.fd, events.max_entries)
+        except BaseException:
+            self.close()
+            raise
+        self._entry = obj.program("rp_entry")
+        self._return = obj.program("rp_return")
+        self._event_count = event_count
+        self._finalizer = weakref.finalize(self, _destroy_links, obj.lib, self._links)
+
+    @property
+    def ring(self) -> RingMap:
+        assert self._ring is not None
+        return self._ring
+
+    def follow(self, pid: int) -> None:
+        """Add a process to the followed set (its children join as they are forked)."""
+        self._object.map("followed").update(_KEY.pack(pid), b"\x01")
+
+    def attach(self, uprobe: PlannedUprobe, pid: int | None = None) -> None:
+        """Plant one uprobe and attach the matching program to it with its cookie.
+
+        Args:
+            uprobe: What to plant.
+            pid: Only in this process (``None``: host-wide).
+        """
+        event = UprobeEvent(
+            uprobe.path,
+            uprobe.file_offset,
+            retprobe=uprobe.retprobe,
+            pid=pid,
+            ref_ctr_offset=uprobe.ref_ctr_offset,
+        )
+        opts = PerfEventOpts(
+            sz=ctypes.sizeof(PerfEventOpts),
+            bpf_cookie=(uprobe.config_id << 32) | uprobe.event_id,
+        )
+        program = self._return if uprobe.retprobe else self._entry
+        try:
+            link = self._object.lib.program_attach_perf_event_opts(
+                program, event.fd, ctypes.byref(opts)
+            )
+        except SysCallError as error:
+            event.close()
+            if error.errno == 22:  # EINVAL: no BPF cookie support (Linux < 5.15)
+                raise KernelFeatureError(
+                    "the kernel refused to attach a BPF program with a cookie to a uprobe: "
+                    "rawprobe's BPF backend needs Linux 5.15 or newer (try --backend tracefs)",
+                    minimum_kernel="5.15",
+                ) from None
+            raise
+        # The link now owns the perf event's descriptor; libbpf closes both on destroy.
+        event.detach()
+        self._links.append(int(link))
+
+    def detach(self) -> None:
+        """Remove every uprobe (the programs stop writing records)."""
+        _destroy_links(self._object.lib, self._links)
+
+    def counters(self) -> list[ProbeCounters]:
+        """Per event id, what the programs counted (summed over CPUs)."""
+        stats = self._object.map("stats")
+        result = []
+        size = _STATS.size
+        for event_id in range(self._event_count):
+            raw = stats.lookup(_KEY.pack(event_id), size * self.cpus)
+            hits = filtered = lost = 0
+            for cpu in range(self.cpus):
+                h, f, lo = _STATS.unpack_from(raw, cpu * size)
+                hits += h
+                filtered += f
+                lost += lo
+            result.append(ProbeCounters(hits, filtered, lost))
+        return result
+
+    def close(self) -> None:
+        """Detach everything and free the object (idempotent)."""
+        try:
+            if self._links:
+                self.detach()
+        finally:
+            if self._ring is not None:
+                self._ring.close()
+            self._object.close()
+
+
+def _destroy_links(lib: Libbpf, links: list[int]) -> None:
+    """Destroy every link, newest first; a failure is logged and the rest still go."""
+    pending, links[:] = list(links), []
+    for link in reversed(pending):
+        try:
+            lib.link_destroy(link)
+        except SysCallError as error:
+            _LOG.warning("detaching a probe failed: %s", error)

@@ -1,0 +1,233 @@
+"""``rawprobe attach``: plant probes, stream their events, and account for every one."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, TextIO
+
+from .._bpfbackend import DEFAULT_RING_SIZE
+from .._compile import DEFAULT_STRING_SIZE
+from .._errors import UsageError
+from .._format import EventFormatter
+from .._privileges import check_tracing_privileges
+from .._records import Event
+from .._tracer import Tracer, TraceStats
+
+__all__ = ["add_parser", "run_trace"]
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP arrived: end the trace as Ctrl-C would."""
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text, 0)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _ring_size(text: str) -> int:
+    value = int(text, 0)
+    page = os.sysconf("SC_PAGE_SIZE")
+    if value < page or value & (value - 1):
+        raise argparse.ArgumentTypeError(
+            f"must be a power of two of at least the page size ({page})"
+        )
+    return value
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "attach",
+        help="plant probes and print their events",
+        description="Plant uprobes (p:), uretprobes (r:) and print an event per hit. "
+        "Give '-- COMMAND ...' to start a command and trace it and its children.",
+        epilog="examples: rawprobe attach 'p:./main:add a=%%di:s32' -- ./main ; "
+        "rawprobe attach -p 1234 'r:libc:malloc ret=$retval:x64'",
+    )
+    parser.add_argument("probes", nargs="+", metavar="PROBE",
+                        help="probe word, e.g. 'p:/bin/bash:readline' (quote it)")
+    parser.add_argument("-p", "--pid", type=_positive_int, action="append", default=[],
+                        help="trace only this process (repeatable)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write events to FILE (created mode 0600) instead of stdout")
+    parser.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+                        help="stop after this many seconds")
+    parser.add_argument("-n", "--max-events", type=_positive_int, metavar="N",
+                        help="stop after N events")
+    parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
+                        metavar="BYTES", help="bytes copied per string, NUL included "
+                        f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
+    parser.add_argument("--ring-size", type=_ring_size, default=DEFAULT_RING_SIZE,
+                        metavar="BYTES", help="ring buffer size, a power of two "
+                        f"(default {DEFAULT_RING_SIZE >> 20} MiB)")
+    parser.add_argument("--force", action="store_true",
+                        help="plant probes rawprobe would refuse as risky")
+    parser.set_defaults(run=run_attach)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`_Stop` while tracing."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _no_interruptions() -> Iterator[None]:
+    """Hold off Ctrl-C, SIGTERM and SIGHUP while probes are being removed."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _open_output(path: str | None) -> TextIO:
+    if path is None:
+        return sys.stdout
+    try:
+        # Events may carry strings read from other processes' memory: owner-only.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from None
+    return open(fd, "w", buffering=1 << 16)
+
+
+class _Printer:
+    """Writes events as text or JSON lines, up to a limit."""
+
+    def __init__(self, out: TextIO, as_json: bool, limit: int | None) -> None:
+        self.out = out
+        self.limit = limit
+        self.printed = 0
+        self.formatter = EventFormatter()
+        self.format = self.formatter.json if as_json else self.formatter.text
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.printed >= self.limit
+
+    def write(self, events: list[Event]) -> None:
+        if self.limit is not None:
+            events = events[: self.limit - self.printed]
+        if not events:
+            return
+        fmt = self.format
+        self.out.write("".join(fmt(event) + "\n" for event in events))
+        self.out.flush()
+        self.printed += len(events)
+
+
+def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceStats:
+    """Start ``tracer`` and print its events until the run ends; return its final accounting.
+
+    The run ends when the command (or every -p process) exits, after --duration, after -n
+    events, or at Ctrl-C, SIGTERM or SIGHUP. Every probe is removed before this returns, and
+    the events left in the ring buffer are printed.
+    """
+    printer = _Printer(out, args.json, args.max_events)
+    started = time.monotonic()
+    try:
+        with _stop_signals():
+            tracer.start()
+            count = len(tracer.event_names())
+            target = (
+                f"command {tracer.command_pid}" if tracer.command_pid
+                else "pid " + ",".join(map(str, tracer.pids)) if tracer.pids
+                else "every process"
+            )
+            print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
+                  "Ctrl-C to end", file=sys.stderr)
+            deadline = None if args.duration is None else started + args.duration
+            while not printer.full:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                printer.write(tracer.poll(remaining if remaining is not None else None))
+                if tracer.finished():
+                    break
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        with _no_interruptions():
+            left = tracer.drain()
+            if not printer.full:
+                printer.write(left)
+            stats = tracer.stats()
+            tracer.close()
+    # What the user saw: with -n, events decoded past the limit are not counted as delivered.
+    return dataclasses.replace(stats, events=printer.printed)
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    check_tracing_privileges()  # before anything is resolved, started or planted
+    out = _open_output(args.output)
+    tracer = Tracer(
+        pid=args.pid or None,
+        command=args.trace_command,
+        string_size=args.string_size,
+        ring_size=args.ring_size,
+        force=args.force,
+    )
+    try:
+        for word in args.probes:
+            tracer.add(word)
+        stats = run_trace(tracer, args, out)
+        _summary(stats, args, out, tracer.command_status)
+    finally:
+        tracer.close()
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
+             command_status: int | None) -> None:
+    summary: dict[str, Any] = {
+        "events": stats.events,
+        "lost": stats.lost,
+        "hits": stats.hits,
+        "filtered": stats.filtered,
+    }
+    if command_status is not None:
+        summary["command_status"] = command_status
+    if args.json:
+        out.write(json.dumps({"summary": summary}) + "\n")
+        out.flush()
+    line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
+    if stats.filtered:
+        line += f", {stats.filtered} filtered"
+    if stats.lost:
+        line += " (the ring buffer was full: raise --ring-size, or trace fewer events)"
+    print(line, file=sys.stderr)
+    if command_status:
+        print(f"rawprobe: the command exited with status {command_status}", file=sys.stderr)
