@@ -84,7 +84,7 @@ class _Image:
 
         self.path = path
         try:
-            stream = open(path, "rb")
+            stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             raise TargetNotFoundError(f"{path}: no such file") from None
         except IsADirectoryError:

@@ -1,0 +1,173 @@
+"""Shared test helpers: compiling targets, running rawprobe, deciding when a test may skip.
+
+Kernel tests attach real probes to programs the tests compile. They skip on a host that cannot
+trace (not root, no BPF), unless ``RAWPROBE_REQUIRE_BPF=1`` is set, as CI does: then a test that
+would skip fails instead, so a broken host cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+REQUIRE_BPF = os.environ.get("RAWPROBE_REQUIRE_BPF") == "1"
+BUILD_CACHE = Path(os.environ.get("RAWPROBE_TEST_BUILD", "/tmp/rawprobe-test-build"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the calling test, or fail it when the host is required to support tracing."""
+    if REQUIRE_BPF:
+        pytest.fail(f"RAWPROBE_REQUIRE_BPF=1 but: {reason}")
+    pytest.skip(reason)
+
+
+def require_kernel_tracing() -> None:
+    """Skip (or fail, under RAWPROBE_REQUIRE_BPF=1) unless this host can attach uprobes."""
+    if os.geteuid() != 0:
+        skip_or_fail("kernel tests need root")
+    if not os.path.exists("/sys/bus/event_source/devices/uprobe/type"):
+        skip_or_fail("the kernel has no uprobe PMU")
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        skip_or_fail(f"{name} is not installed")
+        raise AssertionError("unreachable")
+    return path
+
+
+CompileC = Callable[..., Path]
+
+
+def build_c(
+    source: str,
+    name: str = "target",
+    flags: Sequence[str] = (),
+    cxx: bool = False,
+    suffix: str = "",
+) -> Path:
+    """Compile C (or C++) source text into an executable or library, cached by content."""
+    compiler = "g++" if cxx else "gcc"
+    require_tool(compiler)
+    key = hashlib.sha256("\0".join([compiler, source, *flags]).encode()).hexdigest()[:16]
+    out_dir = BUILD_CACHE / key
+    out = out_dir / (name + suffix)
+    if out.exists():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    src = out_dir / (name + (".cc" if cxx else ".c"))
+    src.write_text(source)
+    tmp = out_dir / (name + suffix + ".tmp")
+    subprocess.run([compiler, *flags, "-o", str(tmp), str(src)], check=True)
+    tmp.rename(out)
+    return out
+
+
+# -- running the command-line tool ------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rawprobe_argv(*args: str) -> list[str]:
+    """The argv that runs this checkout's rawprobe with this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "rawprobe", *args]
+
+
+def run_rawprobe(
+    *args: str, timeout: float = 60, check_status: int | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run rawprobe to completion, capturing text output."""
+    result = subprocess.run(
+        rawprobe_argv(*args), capture_output=True, text=True, timeout=timeout, **kwargs  # type: ignore[call-overload]
+    )
+    if check_status is not None:
+        assert result.returncode == check_status, (
+            f"exit {result.returncode}, wanted {check_status}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+ADD_SOURCE = r"""
+#include <stdlib.h>
+#include <unistd.h>
+__attribute__((noinline)) int add(int a, int b) { return a + b; }
+int main(int argc, char **argv) {
+    int times = argc > 1 ? atoi(argv[1]) : 1;
+    int pause_ms = argc > 2 ? atoi(argv[2]) : 0;
+    int sum = 0;
+    if (pause_ms) usleep(pause_ms * 1000);
+    for (int i = 0; i < times; i++) sum += add(i + 1, 2);
+    return sum == 0 && times > 0;
+}
+"""
+
+
+class Background:
+    """rawprobe running in the background; ``ready()`` waits until its probes are planted."""
+
+    def __init__(self, *args: str, **kwargs: object) -> None:
+        self.proc = subprocess.Popen(
+            rawprobe_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            **kwargs,  # type: ignore[call-overload]
+        )
+        self.stderr_lines: list[str] = []
+
+    def ready(self, timeout: float = 30) -> None:
+        import selectors
+        import time
+
+        assert self.proc.stderr is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=deadline - time.monotonic()):
+                continue
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.stderr_lines.append(line)
+            if line.startswith("rawprobe: tracing"):
+                return
+        self.proc.kill()
+        out, err = self.proc.communicate()
+        raise AssertionError(
+            "rawprobe did not start tracing:\n" + "".join(self.stderr_lines) + err + out
+        )
+
+    def finish(self, sig: int | None = None, timeout: float = 30) -> tuple[int, str, str]:
+        """Send ``sig`` (if any), wait, and return (status, stdout, all of stderr)."""
+        if sig is not None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, "".join(self.stderr_lines) + err
+
+
+def bpf_links_of_rawprobe() -> list[dict[str, object]]:
+    """BPF links whose program is one of rawprobe's, as bpftool lists them."""
+    import json
+
+    bpftool = require_tool("bpftool")
+    links = json.loads(
+        subprocess.run([bpftool, "-j", "link", "list"], capture_output=True, text=True,
+                       check=True).stdout or "[]"
+    )
+    progs = json.loads(
+        subprocess.run([bpftool, "-j", "prog", "list"], capture_output=True, text=True,
+                       check=True).stdout or "[]"
+    )
+    ours = {p["id"] for p in progs if p.get("name") in ("rp_entry", "rp_return", "rp_fork",
+                                                         "rp_exit")}
+    return [link for link in links if link.get("prog_id") in ours]

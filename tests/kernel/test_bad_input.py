@@ -1,0 +1,101 @@
+"""Bad input to attach: a clear message, exit status 2, no traceback, nothing attached."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, bpf_links_of_rawprobe, require_tool, run_rawprobe, skip_or_fail
+
+
+def assert_clean_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("rawprobe: error: ") or "usage:" in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    assert bpf_links_of_rawprobe() == []
+
+
+def test_missing_file() -> None:
+    result = run_rawprobe("attach", "p:/no/such/prog:main", "--", "true")
+    assert_clean_usage_error(result, "/no/such/prog", "no such file")
+
+
+def test_not_an_elf_file(tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    result = run_rawprobe("attach", f"p:{script}:main")
+    assert_clean_usage_error(result, "not an ELF file")
+
+
+def test_unknown_symbol_suggests_close_names(add_program: Path) -> None:
+    result = run_rawprobe("attach", f"p:{add_program}:ad")
+    assert_clean_usage_error(result, "no function 'ad'", "did you mean", "add")
+
+
+@pytest.mark.parametrize(
+    ("word", "needle"),
+    [
+        ("p:", "missing :LOCATION"),
+        ("justaword", "is not TARGET:LOCATION"),
+        ("p:{prog}:add a=%nope", "unknown register %nope"),
+        ("p:{prog}:add a=%di:s31", "unknown type 's31'"),
+        ("p:{prog}:add r=$retval", "$retval is only available on return probes"),
+    ],
+)
+def test_malformed_probe_words(add_program: Path, word: str, needle: str) -> None:
+    result = run_rawprobe("attach", word.format(prog=add_program))
+    assert_clean_usage_error(result, needle)
+    assert "^" in result.stderr or "is not TARGET" in result.stderr  # the column is shown
+
+
+def test_without_privileges_names_the_capability(add_program: Path) -> None:
+    setpriv = require_tool("setpriv")
+    nobody = 65534
+    # The unprivileged user must be able to read the program and run this interpreter.
+    directory = Path(tempfile.mkdtemp(prefix="rawprobe-nobody-"))
+    os.chmod(directory, 0o755)
+    target = directory / "main"
+    shutil.copy(add_program, target)
+    try:
+        check_unprivileged_run(setpriv, nobody, target)
+    finally:
+        shutil.rmtree(directory)
+
+
+def check_unprivileged_run(setpriv: str, nobody: int, target: Path) -> None:
+    probe = subprocess.run(
+        [setpriv, f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+         sys.executable, "-c", "import rawprobe"],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    if probe.returncode != 0:
+        skip_or_fail(f"user nobody cannot run this interpreter: {probe.stderr.strip()}")
+    result = subprocess.run(
+        [setpriv, f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+         "--inh-caps=-all", sys.executable, "-m", "rawprobe", "attach",
+         f"p:{target}:add a=%di:s32", "--", str(target)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert_clean_usage_error(result, "CAP_PERFMON", "CAP_BPF")
+
+
+def test_missing_libbpf_names_the_package(add_program: Path) -> None:
+    unshare = require_tool("unshare")
+    libbpf = Path("/usr/lib/x86_64-linux-gnu/libbpf.so.1")
+    if not libbpf.exists():
+        skip_or_fail(f"{libbpf} is not where this test hides it from")
+    # Hide the library in a private mount namespace, as on a host without libbpf1.
+    script = (
+        f"mount --bind /dev/null {libbpf} && "
+        f"exec {sys.executable} -m rawprobe attach 'p:{add_program}:add' -- {add_program}"
+    )
+    result = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert_clean_usage_error(result, "libbpf.so.1", "libbpf1")

@@ -1,0 +1,70 @@
+"""The structs shared with the BPF programs agree with the BTF of the built object."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import construct as c
+import pytest
+from helpers import ROOT, require_tool
+
+from rawprobe import _bpfabi as abi
+from rawprobe._object import object_bytes
+
+STRUCTS = {
+    "rp_header": abi.HEADER,
+    "rp_field": abi.FIELD,
+    "rp_predicate": abi.PREDICATE,
+    "rp_probe": abi.PROBE,
+    "rp_stats": abi.STATS,
+}
+
+
+@pytest.fixture(scope="module")
+def btf_types(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
+    bpftool = require_tool("bpftool")
+    path = tmp_path_factory.mktemp("btf") / "rawprobe.bpf.o"
+    path.write_bytes(object_bytes())
+    dump = subprocess.run([bpftool, "-j", "btf", "dump", "file", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+    return {t["id"]: t for t in json.loads(dump)["types"]}
+
+
+def construct_offsets(layout: c.Struct) -> dict[str, tuple[int, int]]:
+    offsets, position = {}, 0
+    for sub in layout.subcons:
+        size = sub.sizeof()
+        if sub.name:
+            offsets[sub.name] = (position, size)
+        position += size
+    return offsets
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTS))
+def test_struct_matches_btf(name: str, btf_types: dict[int, dict[str, Any]]) -> None:
+    (btf,) = [t for t in btf_types.values() if t["kind"] == "STRUCT" and t["name"] == name]
+    layout = STRUCTS[name]
+    assert btf["size"] == layout.sizeof()
+    ours = construct_offsets(layout)
+    assert [m["name"] for m in btf["members"]] == list(ours)
+    for member in btf["members"]:
+        assert member["bits_offset"] == ours[member["name"]][0] * 8, member["name"]
+
+
+def test_rodata_holds_only_the_follow_flag(btf_types: dict[int, dict[str, Any]]) -> None:
+    (datasec,) = [t for t in btf_types.values()
+                  if t["kind"] == "DATASEC" and t["name"] == ".rodata"]
+    variables = [(btf_types[v["type_id"]]["name"], v["offset"]) for v in datasec["vars"]]
+    assert variables == [("rp_follow", 0)]
+
+
+def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
+    text = (ROOT / "clang" / "rawprobe.h").read_text()
+    for macro, value in [("RP_MAX_FIELDS", abi.MAX_FIELDS), ("RP_MAX_DEREF", abi.MAX_DEREF),
+                         ("RP_MAX_PREDICATES", abi.MAX_PREDICATES),
+                         ("RP_MAX_STR_CONSTS", abi.MAX_STR_CONSTS),
+                         ("RP_STR_CONST_LEN", abi.STR_CONST_LEN),
+                         ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST)]:
+        assert f"#define {macro} {value} " in text, macro
