@@ -9,16 +9,18 @@ import os
 import struct
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from . import _bpfabi as abi
+from ._backend import PlannedUprobe, ProbeCounters, TraceTarget
 from ._errors import KernelFeatureError, SysCallError
 from ._object import BpfObject, object_bytes
+from ._records import Event, decode_records
+from ._ringbuf import split_records
 from ._ringmap import RingMap
 from ._sys.libbpf import Libbpf, PerfEventOpts
 from ._uprobe import UprobeEvent
 
-__all__ = ["BpfSession", "PlannedUprobe", "ProbeCounters"]
+__all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
 
 _LOG = logging.getLogger("rawprobe")
 _KEY = struct.Struct("<I")
@@ -26,41 +28,12 @@ _STATS = struct.Struct("<QQQ")
 DEFAULT_RING_SIZE = 8 << 20
 
 
-@dataclass(frozen=True)
-class PlannedUprobe:
-    """One uprobe to plant.
-
-    Attributes:
-        event_id: Index of the event (low half of the cookie; key of the stats map).
-        config_id: Index of its configuration in the ``probes`` map (high half of the cookie).
-        path: The file to probe; ``file_offset`` where.
-        retprobe: A return probe.
-        ref_ctr_offset: A USDT semaphore's file offset, or 0.
-    """
-
-    event_id: int
-    config_id: int
-    path: str
-    file_offset: int
-    retprobe: bool
-    ref_ctr_offset: int = 0
-
-
-@dataclass(frozen=True)
-class ProbeCounters:
-    """What the BPF programs counted for one event id, summed over CPUs."""
-
-    hits: int = 0
-    filtered: int = 0
-    lost: int = 0
-
-
 class BpfSession:
     """A loaded instance of rawprobe's BPF object, configured for a set of probes.
 
     Args:
+        uprobes: The uprobes to plant, indexed by event id.
         configs: ``struct rp_probe`` bytes, indexed by configuration id.
-        event_count: How many event ids the probes use.
         ring_size: Bytes of the ring buffer (a power of two, at least a page).
         follow: Record only processes in the followed set (see :meth:`follow`), and grow the
             set as they fork.
@@ -68,12 +41,15 @@ class BpfSession:
 
     def __init__(
         self,
+        uprobes: Sequence[PlannedUprobe],
         configs: Sequence[bytes],
-        event_count: int,
         *,
         ring_size: int = DEFAULT_RING_SIZE,
         follow: bool = False,
     ) -> None:
+        event_count = len(uprobes)
+        self._uprobes = list(uprobes)
+        self._layouts = [uprobe.layout for uprobe in uprobes]
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
         self._object = BpfObject(object_bytes())
@@ -117,6 +93,38 @@ class BpfSession:
     def follow(self, pid: int) -> None:
         """Add a process to the followed set (its children join as they are forked)."""
         self._object.map("followed").update(_KEY.pack(pid), b"\x01")
+
+    def attach_all(self, target: TraceTarget) -> None:
+        if target.command_pid is not None:
+            if not self._follow:
+                raise ValueError("this session was not created to follow a command")
+            self.follow(target.command_pid)
+        try:
+            for uprobe in self._uprobes:
+                for pid in target.pids or (None,):
+                    self.attach(uprobe, pid)
+        except BaseException:
+            self.detach()
+            raise
+
+    def wait(self, timeout: float | None) -> None:
+        self.ring.wait(timeout)
+
+    def watch(self, fd: int) -> None:
+        self.ring.watch(fd)
+
+    def pending(self) -> bool:
+        return self.ring.pending() > 0
+
+    def read(self) -> list[Event]:
+        ring = self.ring
+        chunk = ring.read()
+        if not chunk:
+            return []
+        records, consumed = split_records(chunk)
+        events = decode_records(chunk, records, self._layouts)
+        ring.consume(consumed)
+        return events
 
     def attach(self, uprobe: PlannedUprobe, pid: int | None = None) -> None:
         """Plant one uprobe and attach the matching program to it with its cookie.

@@ -7,6 +7,8 @@ result. The record layout that follows from them is what :mod:`rawprobe._records
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import _bpfabi as abi
@@ -20,11 +22,13 @@ from ._fetchargs import (
     Immediate,
     ImmediateString,
     Memory,
+    ProbeRelative,
     Register,
     Source,
     StackEntry,
     StackPointer,
     UsdtArg,
+    UsdtArgument,
 )
 from ._sys._arch import ARCH
 
@@ -129,7 +133,13 @@ _EMPTY_PREDICATE: dict[str, object] = {
 }
 
 
-def _lower(source: Source, arg: FetchArg, word: str, probe_file_offset: int) -> Lowered:
+def _lower(
+    source: Source,
+    arg: FetchArg,
+    word: str,
+    probe_file_offset: int,
+    usdt_args: Sequence[UsdtArgument] | None,
+) -> Lowered:
     if isinstance(source, Register):
         return Lowered(abi.BaseKind.REG, ARCH.registers[source.name], 0, ())
     if isinstance(source, StackPointer):
@@ -150,14 +160,24 @@ def _lower(source: Source, arg: FetchArg, word: str, probe_file_offset: int) -> 
             source.offset - probe_file_offset,
             (0,),
         )
+    if isinstance(source, ProbeRelative):
+        # At the probe site the instruction pointer is the probed address.
+        return Lowered(abi.BaseKind.REG, ARCH.registers[ARCH.instruction_pointer],
+                       source.delta, ())
     if isinstance(source, Deref):
-        inner = _lower(source.inner, arg, word, probe_file_offset)
+        inner = _lower(source.inner, arg, word, probe_file_offset, usdt_args)
         return Lowered(inner.base, inner.reg, inner.imm, (*inner.derefs, source.offset))
     if isinstance(source, UsdtArg):
-        raise FetchArgError(
-            f"$arg{source.index} of a USDT probe needs the probe's argument specs", word,
-            arg.column,
-        )
+        if usdt_args is None:
+            raise FetchArgError(f"$arg{source.index} needs a USDT probe", word, arg.column)
+        if source.index > len(usdt_args):
+            raise FetchArgError(
+                f"$arg{source.index}: this USDT probe has {len(usdt_args)} argument"
+                f"{'s' * (len(usdt_args) != 1)}",
+                word,
+                arg.column,
+            )
+        return _lower(usdt_args[source.index - 1].source, arg, word, probe_file_offset, None)
     raise FetchArgError(f"cannot fetch {arg.text!r}", word, arg.column)
 
 
@@ -172,6 +192,7 @@ def compile_fetchargs(
     retprobe: bool = False,
     probe_file_offset: int = 0,
     string_size: int = DEFAULT_STRING_SIZE,
+    usdt_args: Sequence[UsdtArgument] | None = None,
 ) -> CompiledProbe:
     """Lay out a probe's record and the ``rp_field`` entries that fill it.
 
@@ -181,6 +202,8 @@ def compile_fetchargs(
         retprobe: Whether this is a return probe.
         probe_file_offset: The probe's file offset (for ``@+OFFSET``).
         string_size: Bytes copied at most per string, NUL included.
+        usdt_args: For a USDT probe, its arguments: ``$argN`` reads the N-th, typed with its
+            own size and sign unless the fetch-arg gives a type.
 
     Raises:
         FetchArgError: A fetch-arg the BPF programs cannot execute.
@@ -193,6 +216,14 @@ def compile_fetchargs(
     string_bytes = 0
     for arg in fetchargs:
         arg_type = arg.type
+        if (
+            usdt_args is not None
+            and isinstance(arg.source, UsdtArg)
+            and not arg.typed
+            and arg.source.index <= len(usdt_args)
+        ):
+            arg_type = usdt_args[arg.source.index - 1].type
+            arg = dataclasses.replace(arg, type=arg_type)
         if isinstance(arg.source, ImmediateString):
             compiled.fields.append(CompiledField(arg.name, arg_type, -1, (), arg.source.value))
             continue
@@ -206,7 +237,7 @@ def compile_fetchargs(
             offset += 4
             string_bytes += abi.COMM_LEN
             continue
-        lowered = _lower(arg.source, arg, word, probe_file_offset)
+        lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args)
         extra = 1 if arg_type.is_string and arg_type.count is not None else 0
         if len(lowered.derefs) + extra > abi.MAX_DEREF:
             raise FetchArgError(

@@ -31,11 +31,13 @@ __all__ = [
     "Immediate",
     "ImmediateString",
     "Memory",
+    "ProbeRelative",
     "Register",
     "Source",
     "StackEntry",
     "StackPointer",
     "UsdtArg",
+    "UsdtArgument",
     "parse_fetcharg",
 ]
 
@@ -103,6 +105,17 @@ class UsdtArg:
 
 
 @dataclass(frozen=True)
+class ProbeRelative:
+    """The run-time address of the probed instruction plus ``delta``.
+
+    Not written by users: it expresses ``%rip``-relative USDT operands (a global variable at a
+    fixed distance from the probe site, wherever the file is mapped).
+    """
+
+    delta: int
+
+
+@dataclass(frozen=True)
 class Deref:
     """``+|-OFFS(INNER)``: the memory at INNER's value plus ``offset``."""
 
@@ -120,6 +133,7 @@ Source = (
     | Immediate
     | ImmediateString
     | UsdtArg
+    | ProbeRelative
     | Deref
 )
 
@@ -176,6 +190,7 @@ class FetchArg:
         type: How to type it.
         text: The fetch-arg as written.
         column: Where it starts in the probe word (for error messages).
+        typed: Whether the type was written (else it is the default for the source).
     """
 
     name: str
@@ -183,6 +198,29 @@ class FetchArg:
     type: ArgType
     text: str
     column: int
+    typed: bool = True
+
+
+@dataclass(frozen=True)
+class UsdtArgument:
+    """One argument of a USDT probe, as its SDT note describes it (``-4@%edi``).
+
+    Attributes:
+        size: Bytes of the value.
+        signed: Whether the value is signed.
+        source: Where it is: a register, memory (a :class:`Deref`), a constant, or memory at
+            a :class:`ProbeRelative` address.
+        text: The argument spec as written in the note.
+    """
+
+    size: int
+    signed: bool
+    source: Source
+    text: str
+
+    @property
+    def type(self) -> ArgType:
+        return parse_type(f"{'s' if self.signed else 'u'}{self.size * 8}")
 
 
 _INT_TYPE = re.compile(r"([sux])(8|16|32|64)")
@@ -449,7 +487,7 @@ def parse_fetcharg(
     else:
         arg_type = parse_type(type_text, word, column + body_start + split + 1)
     _check_combination(source, arg_type, word, column + body_start)
-    return FetchArg(name, source, arg_type, text, column)
+    return FetchArg(name, source, arg_type, text, column, typed=type_text is not None)
 
 
 def _default_type(source: Source) -> ArgType:

@@ -10,13 +10,13 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession, PlannedUprobe
+from ._backend import PlannedUprobe, Session, TraceTarget
+from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
 from ._errors import ClosedError, TargetNotFoundError, UsageError
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
-from ._records import Event, RecordLayout, decode_records
-from ._ringbuf import split_records
+from ._records import Event, RecordLayout
 from ._symbols import find_target, resolve_location
 
 __all__ = ["TraceStats", "Tracer"]
@@ -150,7 +150,7 @@ class Tracer:
         self._layouts: list[RecordLayout] = []
         self._configs: dict[bytes, int] = {}
         self._names: set[str] = set()
-        self._session: BpfSession | None = None
+        self._session: Session | None = None
         self._pidfds: list[int] = []
         self._delivered = 0
         self._closed = False
@@ -204,6 +204,8 @@ class Tracer:
                     location.file_offset,
                     spec.retprobe,
                     spec.ref_ctr_offset or 0,
+                    spec.fetchargs,
+                    layout,
                 )
             )
             self._names.add(name)
@@ -227,26 +229,22 @@ class Tracer:
         check_tracing_privileges()
         command = self._command
         session = BpfSession(
-            list(self._configs), len(self._layouts), ring_size=self.ring_size,
+            self._uprobes, list(self._configs), ring_size=self.ring_size,
             follow=command is not None,
         )
         self._session = session
         try:
             if command is not None:
                 command.spawn()
-                session.follow(command.pid)
-                for uprobe in self._uprobes:
-                    session.attach(uprobe)
-                session.ring.watch(command.pidfd)
+                session.attach_all(TraceTarget(command_pid=command.pid))
+                session.watch(command.pidfd)
                 command.release()
             else:
-                for uprobe in self._uprobes:
-                    for pid in self.pids or (None,):
-                        session.attach(uprobe, pid)
+                session.attach_all(TraceTarget(pids=self.pids))
                 for pid in self.pids:
                     pidfd = os.pidfd_open(pid)
                     self._pidfds.append(pidfd)
-                    session.ring.watch(pidfd)
+                    session.watch(pidfd)
         except BaseException:
             self.close()
             raise
@@ -273,19 +271,12 @@ class Tracer:
         self.start()
         session = self._session
         assert session is not None
-        ring = session.ring
-        if not ring.pending():
-            ring.wait(timeout)
+        if not session.pending():
+            session.wait(timeout)
         return self._read(session)
 
-    def _read(self, session: BpfSession) -> list[Event]:
-        ring = session.ring
-        chunk = ring.read()
-        if not chunk:
-            return []
-        records, consumed = split_records(chunk)
-        events = decode_records(chunk, records, self._layouts)
-        ring.consume(consumed)
+    def _read(self, session: Session) -> list[Event]:
+        events = session.read()
         self._delivered += len(events)
         return events
 
@@ -361,8 +352,8 @@ def _finalize(state: dict[str, object]) -> None:
     command = state.get("_command")
     pidfds = state.get("_pidfds") or []
     try:
-        if isinstance(session, BpfSession):
-            session.close()
+        if session is not None:
+            session.close()  # type: ignore[attr-defined]
     finally:
         if isinstance(command, _Command):
             command.close()

@@ -1,0 +1,94 @@
+"""What the Tracer asks of a backend: plant uprobes for a target, hand over events, count.
+
+Two backends implement :class:`Session`: BPF (``_bpfbackend``: generic BPF programs write
+records into a BPF ring buffer) and tracefs (``_tracefs``: the kernel's own uprobe_events, read
+through perf ring buffers). The Tracer parses, resolves and lays out probes once; a session
+only plants them and turns what the kernel writes into :class:`~rawprobe._records.Event`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._fetchargs import FetchArg
+from ._records import Event, RecordLayout
+
+__all__ = ["PlannedUprobe", "ProbeCounters", "Session", "TraceTarget"]
+
+
+@dataclass(frozen=True)
+class PlannedUprobe:
+    """One uprobe to plant.
+
+    Attributes:
+        event_id: Index of the event, dense from 0 (the BPF cookie's low half).
+        config_id: Index of its BPF configuration (the cookie's high half); probes with the
+            same fetch program share one.
+        path: The file to probe; ``file_offset`` where.
+        retprobe: A return probe.
+        ref_ctr_offset: A USDT semaphore's file offset, or 0.
+        fetchargs: The probe's fetch-args as parsed (a backend may render them again).
+        layout: Names, types and the record layout of the event.
+    """
+
+    event_id: int
+    config_id: int
+    path: str
+    file_offset: int
+    retprobe: bool
+    ref_ctr_offset: int
+    fetchargs: tuple[FetchArg, ...]
+    layout: RecordLayout
+
+
+@dataclass(frozen=True)
+class TraceTarget:
+    """Which processes to trace.
+
+    Attributes:
+        pids: Exactly these processes (all their threads).
+        command_pid: This process and every process it forks from now on.
+
+    With neither, every process on the host that runs the probed code.
+    """
+
+    pids: tuple[int, ...] = ()
+    command_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class ProbeCounters:
+    """What the kernel side counted for one event id."""
+
+    hits: int = 0
+    filtered: int = 0
+    lost: int = 0
+
+
+class Session(Protocol):
+    """A backend's run: created with the planned uprobes, then attached, read, closed."""
+
+    def attach_all(self, target: TraceTarget) -> None:
+        """Plant every uprobe for ``target``; on failure nothing stays planted."""
+
+    def wait(self, timeout: float | None) -> None:
+        """Block until events may be ready, a watched descriptor is readable, or timeout."""
+
+    def watch(self, fd: int) -> None:
+        """Also wake :meth:`wait` when ``fd`` becomes readable (a pidfd, at process exit)."""
+
+    def pending(self) -> bool:
+        """Whether records are waiting to be read."""
+
+    def read(self) -> list[Event]:
+        """Every event ready now, decoded, in the order written."""
+
+    def detach(self) -> None:
+        """Remove every uprobe; events already recorded stay readable."""
+
+    def counters(self) -> list[ProbeCounters]:
+        """Per event id, hits, filtered and lost records (as far as the backend knows)."""
+
+    def close(self) -> None:
+        """Detach and free everything (idempotent)."""
