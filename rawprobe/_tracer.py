@@ -9,11 +9,13 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ._backend import PlannedUprobe, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
 from ._errors import ClosedError, TargetNotFoundError, UsageError
+from ._fetchargs import UsdtArgument
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._records import Event, RecordLayout
@@ -38,6 +40,16 @@ class TraceStats:
     lost: int
     hits: int
     filtered: int
+
+
+@dataclass(frozen=True)
+class _Site:
+    """One place a probe word resolved to."""
+
+    symbol: str | None
+    file_offset: int
+    ref_ctr_offset: int
+    usdt_args: tuple[UsdtArgument, ...] | None
 
 
 class _Command:
@@ -120,6 +132,7 @@ class Tracer:
         string_size: Bytes copied at most per string, NUL included.
         ring_size: Bytes of the ring buffer between the BPF programs and this process.
         force: Plant probes rawprobe would otherwise refuse as risky.
+        backend: ``bpf`` (generic BPF programs) or ``tracefs`` (the kernel's uprobe_events).
 
     A tracer is used from one thread at a time. Probes are added before :meth:`start`; the
     first call to :meth:`events` or :meth:`poll` starts the tracer if needed.
@@ -133,6 +146,7 @@ class Tracer:
         string_size: int = DEFAULT_STRING_SIZE,
         ring_size: int = DEFAULT_RING_SIZE,
         force: bool = False,
+        backend: str = "bpf",
     ) -> None:
         self.pids: tuple[int, ...] = (
             () if pid is None else (pid,) if isinstance(pid, int) else tuple(pid)
@@ -145,6 +159,9 @@ class Tracer:
         self.string_size = string_size
         self.ring_size = ring_size
         self.force = force
+        if backend not in ("bpf", "tracefs"):
+            raise UsageError(f"unknown backend {backend!r}: use bpf or tracefs")
+        self.backend = backend
         self._command = _Command(command) if command else None
         self._uprobes: list[PlannedUprobe] = []
         self._layouts: list[RecordLayout] = []
@@ -172,14 +189,25 @@ class Tracer:
         if self._session is not None:
             raise UsageError("probes must be added before the tracer starts")
         spec = parse_probe(probe) if isinstance(probe, str) else probe
-        if spec.kind == "usdt":
-            raise UsageError("USDT probes are not supported by this version of rawprobe")
         path = find_target(spec.target, self.pids[0] if self.pids else None)
-        locations = resolve_location(path, spec.location, force=self.force)
-        names = []
-        for location in locations:
-            name = default_event_name(spec, location.symbol, location.file_offset, path)
-            if name in self._names:
+        sites: list[_Site] = []
+        if spec.kind == "usdt":
+            from ._usdt import find_usdt_probes
+
+            for usdt in find_usdt_probes(path, spec.location):
+                sites.append(_Site(usdt.name, usdt.file_offset,
+                                   usdt.semaphore_offset or 0, usdt.arguments))
+        else:
+            for location in resolve_location(path, spec.location, force=self.force,
+                                             retprobe=spec.retprobe):
+                sites.append(_Site(location.symbol, location.file_offset,
+                                   spec.ref_ctr_offset or 0, None))
+        names: list[str] = []
+        for site in sites:
+            name = default_event_name(spec, site.symbol, site.file_offset, path)
+            # One word may name several sites (a USDT probe at several places); two words
+            # may not share a name.
+            if name in self._names and name not in names:
                 raise UsageError(
                     f"two probes are both named {name!r}: name one of them "
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
@@ -188,8 +216,9 @@ class Tracer:
                 spec.fetchargs,
                 word=spec.text,
                 retprobe=spec.retprobe,
-                probe_file_offset=location.file_offset,
+                probe_file_offset=site.file_offset,
                 string_size=self.string_size,
+                usdt_args=site.usdt_args,
             )
             config = compiled.config()
             config_id = self._configs.setdefault(config, len(self._configs))
@@ -200,16 +229,17 @@ class Tracer:
                 PlannedUprobe(
                     event_id,
                     config_id,
-                    location.path,
-                    location.file_offset,
+                    path,
+                    site.file_offset,
                     spec.retprobe,
-                    spec.ref_ctr_offset or 0,
+                    site.ref_ctr_offset,
                     spec.fetchargs,
                     layout,
                 )
             )
             self._names.add(name)
-            names.append(name)
+            if name not in names:
+                names.append(name)
         return names
 
     # -- running --------------------------------------------------------------------------
@@ -226,12 +256,21 @@ class Tracer:
             return
         if not self._uprobes:
             raise UsageError("no probes to attach")
-        check_tracing_privileges()
+        check_tracing_privileges(bpf=self.backend == "bpf")
         command = self._command
-        session = BpfSession(
-            self._uprobes, list(self._configs), ring_size=self.ring_size,
-            follow=command is not None,
-        )
+        session: Session
+        if self.backend == "tracefs":
+            from ._tracefs import TracefsSession
+
+            session = cast(Session, TracefsSession(
+                self._uprobes, ring_size=self.ring_size, string_size=self.string_size,
+                follow=command is not None,
+            ))
+        else:
+            session = BpfSession(
+                self._uprobes, list(self._configs), ring_size=self.ring_size,
+                follow=command is not None,
+            )
         self._session = session
         try:
             if command is not None:

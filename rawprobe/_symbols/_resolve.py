@@ -168,7 +168,9 @@ def list_functions(path: str, pattern: str = "*") -> list[Symbol]:
     )
 
 
-def resolve_location(path: str, location: str, *, force: bool = False) -> list[Location]:
+def resolve_location(
+    path: str, location: str, *, force: bool = False, retprobe: bool = False
+) -> list[Location]:
     """Resolve LOCATION (``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob) in ``path``.
 
     Raises:

@@ -79,6 +79,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ring-size", type=_ring_size, default=DEFAULT_RING_SIZE,
                         metavar="BYTES", help="ring buffer size, a power of two "
                         f"(default {DEFAULT_RING_SIZE >> 20} MiB)")
+    parser.add_argument("--backend", choices=("bpf", "tracefs"), default="bpf",
+                        help="bpf: rawprobe's BPF programs (default); tracefs: the kernel's "
+                        "own uprobe_events tracer")
     parser.add_argument("--force", action="store_true",
                         help="plant probes rawprobe would refuse as risky")
     parser.set_defaults(run=run_attach)
@@ -197,6 +200,7 @@ def run_attach(args: argparse.Namespace) -> int:
         string_size=args.string_size,
         ring_size=args.ring_size,
         force=args.force,
+        backend=args.backend,
     )
     try:
         for word in args.probes:
