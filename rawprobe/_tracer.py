@@ -212,8 +212,13 @@ class Tracer:
                     f"two probes are both named {name!r}: name one of them "
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
                 )
+            fetchargs = spec.fetchargs
+            if site.usdt_args is not None and not fetchargs:
+                from ._usdt import default_fetchargs
+
+                fetchargs = default_fetchargs(site.usdt_args)
             compiled = compile_fetchargs(
-                spec.fetchargs,
+                fetchargs,
                 word=spec.text,
                 retprobe=spec.retprobe,
                 probe_file_offset=site.file_offset,
@@ -233,7 +238,7 @@ class Tracer:
                     site.file_offset,
                     spec.retprobe,
                     site.ref_ctr_offset,
-                    spec.fetchargs,
+                    fetchargs,
                     layout,
                 )
             )
