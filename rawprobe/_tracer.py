@@ -194,6 +194,12 @@ class Tracer:
         if spec.kind == "usdt":
             from ._usdt import find_usdt_probes
 
+            if spec.ref_ctr_offset is not None:
+                raise UsageError(
+                    f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
+                    "(OFFSET) after the place"
+                )
+
             for usdt in find_usdt_probes(path, spec.location):
                 sites.append(_Site(usdt.name, usdt.file_offset,
                                    usdt.semaphore_offset or 0, usdt.arguments))

@@ -201,3 +201,15 @@ def test_a_string_argument_in_memory_is_loaded_then_followed() -> None:
     # +0($arg3):string spells the same thing explicitly.
     explicit = compile_word("usdt:x:wide w=+0($arg3):string", in_memory).entries  # type: ignore[attr-defined]
     assert explicit[0]["deref"][:2] == [-48, 0]
+
+
+def test_tracer_refuses_a_semaphore_offset_on_a_usdt_word() -> None:
+    from rawprobe import UsageError
+    from rawprobe._tracer import Tracer
+
+    program = fixture_program("O2")
+    with Tracer() as tracer, pytest.raises(UsageError, match="semaphore comes from its note"):
+        tracer.add(f"usdt:{program}:fixture:one(0x10)")
+    with Tracer() as tracer:
+        assert tracer.add(f"usdt:{program}:fixture:twice") == ["twice"]
+        assert tracer.add(f"usdt:{program}:*:s[iy]*") == ["six", "symbols"]

@@ -240,6 +240,19 @@ def test_semaphore_outside_any_writable_segment(tmp_path: Path) -> None:
         list_usdt_probes(str(copy))
 
 
+def test_semaphore_in_bss(tmp_path: Path) -> None:
+    with semaphore_program().open("rb") as stream:
+        bss = ELFFile(stream).get_section_by_name(".bss")["sh_addr"]
+
+    def in_bss(desc: bytes) -> bytes:
+        pc, base, _semaphore = struct.unpack("<3Q", desc)
+        return struct.pack("<3Q", pc, base, bss)
+
+    copy = patched_copy(semaphore_program(), tmp_path, in_bss)
+    with pytest.raises(UsdtNoteError, match=r"past the bytes the file holds \(in .bss\)"):
+        list_usdt_probes(str(copy))
+
+
 def test_file_without_notes_points_to_plain_list() -> None:
     program = build_c(ADD_SOURCE, name="main", flags=("-O0", "-g"))
     with pytest.raises(UsdtNotFoundError) as error:

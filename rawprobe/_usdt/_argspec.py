@@ -9,23 +9,21 @@ truncated to SIZE when it is stored.
 
 Translations into the fetch-arg syntax tree of :mod:`rawprobe._fetchargs`:
 
-=================================  ==============================================================
-``-4@%edi``                        ``Register("di")``
-``8@-24(%rbp)``                    ``Deref(-24, Register("bp"))``
-``4@$5``                           ``Immediate(5)``
-``8@sym+16(%rip)``, ``8@16+sym(%rip)``
-                                   ``Deref(0, ProbeRelative(sym + 16 - probe_address))``
-``4@32(%rip)``                     ``Deref(0, ProbeRelative(32))``
-``-4@sym`` (absolute, no register)  ``Deref(0, ProbeRelative(sym - probe_address))``
-=================================  ==============================================================
+- ``-4@%edi`` → ``Register("di")``
+- ``8@-24(%rbp)`` → ``Deref(-24, Register("bp"))``
+- ``4@$5`` → ``Immediate(5)``
+- ``8@sym+16(%rip)`` and ``8@16+sym(%rip)`` → ``Deref(0, ProbeRelative(sym + 16 - probe))``
+- ``4@32(%rip)`` → ``Deref(0, ProbeRelative(32))``
+- ``-4@sym`` (an absolute address, no register) → ``Deref(0, ProbeRelative(sym - probe))``
 
-The displacement of a ``%rip``-relative operand names the datum's link-time address
-(``sym+16``), not a distance from the next instruction: the note is text, not an instruction,
-and the assembler never resolved it. The datum lies at a fixed distance from the probe site
-wherever the file is mapped, and at a USDT site the instruction pointer is the probe's address
-(kernel/events/uprobes.c, ``handle_swbp()`` sets it before the handlers run), so the address is
-``ip + (sym + 16 - probe_address)``. A purely numeric ``%rip`` displacement has no symbol; it is
-read as the register is read at the probe, ``ip + 32``, as gdb's SDT argument evaluator does.
+The displacement of a ``%rip``-relative operand with a symbol names the datum's link-time
+address (``sym+16``), not a distance from the next instruction: the note is text, not an
+instruction, and no assembler resolved it. The datum lies at a fixed distance from the probe
+site wherever the file is mapped, and at a USDT site the instruction pointer is the probe's
+address (kernel/events/uprobes.c: ``handle_swbp()`` sets it before the handlers run), so the
+address is ``ip + (sym + 16 - probe)``. A purely numeric ``%rip`` displacement has no symbol to
+name; it is read like any other base register's, the register's value at the probe plus the
+displacement: ``ip + 32``.
 
 Refused, never guessed: index forms (``8@(%rax,%rdx,8)``: two registers, and the BPF programs
 add one register and a constant), high-byte registers (``%ah``), segment overrides (``%fs:8``),

@@ -179,6 +179,15 @@ class UsdtFile:
                     f"{where} has its semaphore at {semaphore:#x}, in no writable segment of "
                     "the file"
                 )
+            if semaphore + 2 > data.vaddr + data.filesz:
+                # sys/sdt.h puts semaphores in .probes, which the file holds. Past p_filesz
+                # (.bss) the kernel finds a semaphore only while it shares a page with the
+                # file's bytes (uprobes.c, valid_ref_ctr_vma() wants a mapping of the file):
+                # refuse rather than hand it an offset the file does not contain.
+                raise UsdtNoteError(
+                    f"{where} has its semaphore at {semaphore:#x}, past the bytes the file "
+                    "holds (in .bss); rawprobe hands the kernel semaphores the file contains"
+                )
             semaphore_offset = semaphore - data.vaddr + data.offset
         return UsdtSite(
             path=self.path,
