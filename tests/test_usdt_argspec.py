@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import struct
+import tempfile
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_usdt_programs import semaphore_program
 
 from rawprobe import RawprobeError
 from rawprobe._fetchargs import Deref, Immediate, ProbeRelative, Register, Source
@@ -14,6 +19,8 @@ from rawprobe._sys._arch import ARM64, X86_64
 from rawprobe._usdt import (
     UsdtArgumentError,
     UsdtNoteError,
+    find_usdt_probes,
+    list_usdt_probes,
     parse_stapsdt_notes,
     split_argument_specs,
     translate_argument,
@@ -236,11 +243,36 @@ def test_fuzz_note_bytes(data: bytes, address_size: int, little_endian: bool,
 def test_fuzz_note_headers_around_real_descriptors(tail: bytes, namesz: int, descsz: int,
                                                    note_type: int) -> None:
     # Plausible headers with random sizes over a mix of real and random bytes.
-    import struct
-
     data = struct.pack("<3I", namesz, descsz, note_type) + b"stapsdt\0" + tail
     try:
         for note in parse_stapsdt_notes(data):
             assert note.provider and note.name
     except UsdtNoteError:
         pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fuzz_notes_inside_a_real_file(data: st.DataObject) -> None:
+    # A real program whose .note.stapsdt bytes are replaced: reading and translating its
+    # probes raises rawprobe's errors only, whatever the bytes.
+    program = semaphore_program()
+    image = bytearray(program.read_bytes())
+    with program.open("rb") as stream:
+        section = ELFFile(stream).get_section_by_name(".note.stapsdt")
+        start, size = section["sh_offset"], section["sh_size"]
+    if data.draw(st.booleans()):
+        image[start : start + size] = data.draw(st.binary(min_size=size, max_size=size))
+    else:  # a few bytes changed keep most notes plausible
+        for _ in range(data.draw(st.integers(1, 6))):
+            position = start + data.draw(st.integers(0, size - 1))
+            image[position] = data.draw(st.integers(0, 255))
+    with tempfile.NamedTemporaryFile(suffix=".elf", delete=False) as copy:
+        copy.write(bytes(image))
+    try:
+        list_usdt_probes(copy.name)
+        find_usdt_probes(copy.name, "*:*")
+    except RawprobeError:
+        pass
+    finally:
+        os.unlink(copy.name)
