@@ -94,81 +94,100 @@ static __always_inline void store_int(__u8 *dest, __u64 value, __u32 size)
 }
 
 /*
- * Fetch one field into the record; returns the new end of the record (strings grow it).
- * A global function: the verifier checks it once, not once per field of the caller's loop.
+ * Reading user memory. Non-sleepable programs may not fault pages in, so a string in a page the
+ * process has not touched yet (a literal in .rodata, say) cannot be read by them; the sleepable
+ * variants copy as the kernel's own uprobe tracer does (kernel/trace/trace_uprobe.c), faulting
+ * pages in. rawprobe uses the sleepable programs for probes that read memory when the kernel
+ * has them (bpf_copy_from_user_str: Linux 6.12), and the others otherwise.
  */
-__noinline int rp_fetch(struct rp_scratch *s, const struct rp_field *f, __u32 index, __u32 tail)
-{
-	__u64 value, next;
-	__u32 dest, i, last, size, len;
-	long err;
+extern int bpf_copy_from_user_str(void *dst, __u32 dst__sz, const void *unsafe_ptr__ign,
+				  __u64 flags) __ksym;
 
-	if (!s || !f)
-		return tail;
-	dest = f->dest & REC_MASK;
-	tail &= REC_MASK;
+#define read_nofault(dst, size, src) bpf_probe_read_user(dst, size, src)
+#define read_str_nofault(dst, size, src) bpf_probe_read_user_str(dst, size, src)
+#define read_faulting(dst, size, src) bpf_copy_from_user(dst, size, src)
+#define read_str_faulting(dst, size, src) bpf_copy_from_user_str(dst, size, src, 0)
 
-	if (f->base == RP_BASE_COMM) {
-		err = bpf_get_current_comm(&s->rec.bytes[tail], RP_COMM_LEN);
-		len = err ? 0 : RP_COMM_LEN;
-		if (!err) {
-			/* data_loc length counts up to and including the NUL, like a string */
-			for (i = 0; i < RP_COMM_LEN; i++) {
-				if (s->rec.bytes[(tail + i) & (2 * RP_MAX_RECORD - 1)] == 0) {
-					len = i + 1;
-					break;
-				}
-			}
-		}
-		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
-		return tail + len;
-	}
-
-	if (f->base == RP_BASE_REG)
-		value = s->regs[f->reg & (RP_REGS_WORDS - 1)] + f->imm;
-	else
-		value = f->imm;
-
-	last = f->nderef;
-	if (last > RP_MAX_DEREF)
-		last = RP_MAX_DEREF;
-	for (i = 0; i + 1 < last && i < RP_MAX_DEREF; i++) {
-		if (bpf_probe_read_user(&next, sizeof(next), (void *)(value + f->deref[i])))
-			goto fault;
-		value = next;
-	}
-
-	if (f->store == RP_STORE_STRING) {
-		if (last)
-			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
-		size = f->max_len & REC_MASK;
-		err = bpf_probe_read_user_str(&s->rec.bytes[tail], size, (void *)value);
-		if (err < 0)
-			goto fault;
-		len = err;
-		if (len >= size)
-			s->rec.header.truncated |= 1U << (index & 31);
-		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
-		return tail + len;
-	}
-
-	size = (__u32)f->size * f->count;
-	if (last == 0) {
-		store_int(&s->rec.bytes[dest], value, f->size);
-		return tail;
-	}
-	value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
-	size &= REC_MASK;
-	if (bpf_probe_read_user(&s->rec.bytes[dest], size, (void *)value))
-		goto fault;
-	return tail;
-
-fault:
-	s->rec.header.faults |= 1U << (index & 31);
-	if (f->store == RP_STORE_STRING)
-		*(__u32 *)&s->rec.bytes[dest] = tail; /* zero length */
-	return tail;
+/*
+ * Fetch one field into the record; returns the new end of the record (strings grow it).
+ * Global functions: the verifier checks each once, not once per field of the caller's loop.
+ */
+#define DEFINE_FETCH(NAME, READ, READ_STR)						\
+__noinline int NAME(struct rp_scratch *s, const struct rp_field *f, __u32 index, __u32 tail)	\
+{											\
+	__u64 value, next;								\
+	__u32 dest, i, last, size, len;							\
+	long err;									\
+											\
+	if (!s || !f)									\
+		return tail;								\
+	dest = f->dest & REC_MASK;							\
+	tail &= REC_MASK;								\
+											\
+	if (f->base == RP_BASE_COMM) {							\
+		err = bpf_get_current_comm(&s->rec.bytes[tail], RP_COMM_LEN);		\
+		len = err ? 0 : RP_COMM_LEN;						\
+		if (!err) {								\
+			/* as a string: the length counts up to and with the NUL */	\
+			for (i = 0; i < RP_COMM_LEN; i++) {				\
+				if (s->rec.bytes[(tail + i) & (2 * RP_MAX_RECORD - 1)] == 0) {	\
+					len = i + 1;					\
+					break;						\
+				}							\
+			}								\
+		}									\
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;			\
+		return tail + len;							\
+	}										\
+											\
+	if (f->base == RP_BASE_REG)							\
+		value = s->regs[f->reg & (RP_REGS_WORDS - 1)] + f->imm;			\
+	else										\
+		value = f->imm;								\
+											\
+	last = f->nderef;								\
+	if (last > RP_MAX_DEREF)							\
+		last = RP_MAX_DEREF;							\
+	for (i = 0; i + 1 < last && i < RP_MAX_DEREF; i++) {				\
+		if (READ(&next, sizeof(next), (void *)(value + f->deref[i])))		\
+			goto fault;							\
+		value = next;								\
+	}										\
+											\
+	if (f->store == RP_STORE_STRING) {						\
+		if (last)								\
+			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];		\
+		size = f->max_len & REC_MASK;						\
+		err = READ_STR(&s->rec.bytes[tail], size, (void *)value);		\
+		if (err < 0)								\
+			goto fault;							\
+		len = err;								\
+		if (len >= size)							\
+			s->rec.header.truncated |= 1U << (index & 31);			\
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;			\
+		return tail + len;							\
+	}										\
+											\
+	size = (__u32)f->size * f->count;						\
+	if (last == 0) {								\
+		store_int(&s->rec.bytes[dest], value, f->size);				\
+		return tail;								\
+	}										\
+	value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];				\
+	size &= REC_MASK;								\
+	if (READ(&s->rec.bytes[dest], size, (void *)value))				\
+		goto fault;								\
+	return tail;									\
+											\
+fault:											\
+	s->rec.header.faults |= 1U << (index & 31);					\
+	if (f->store == RP_STORE_STRING)						\
+		*(__u32 *)&s->rec.bytes[dest] = tail; /* zero length */			\
+	return tail;									\
 }
+
+DEFINE_FETCH(rp_fetch, read_nofault, read_str_nofault)
+DEFINE_FETCH(rp_fetch_sleepable, read_faulting, read_str_faulting)
 
 static __always_inline bool compare(__u64 left, const struct rp_predicate *p)
 {
@@ -218,6 +237,7 @@ __noinline bool rp_predicate(struct rp_scratch *s, const struct rp_probe *probe,
 	const struct rp_predicate *p;
 	const char *constant;
 	__u32 loc, len, offset, i;
+	bool negate;
 
 	if (!s || !probe || index >= RP_MAX_PREDICATES)
 		return false;
@@ -227,22 +247,36 @@ __noinline bool rp_predicate(struct rp_scratch *s, const struct rp_probe *probe,
 	if (p->op == RP_PRED_CMP)
 		return compare(load_int(&s->rec.bytes[p->src & REC_MASK], p->size, p->is_signed), p);
 
-	loc = *(__u32 *)&s->rec.bytes[p->src & REC_MASK];
-	len = loc >> 16;
-	offset = loc & 0xffff;
+	if (p->size == RP_COMM_LEN) {
+		/* A char[RP_COMM_LEN] in the record itself (the header's comm). */
+		offset = p->src;
+		len = RP_COMM_LEN;
+		for (i = 0; i < RP_COMM_LEN; i++) {
+			if (s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)] == 0) {
+				len = i;
+				break;
+			}
+		}
+	} else {
+		/* A string field: its data_loc gives where, and its length with the NUL. */
+		loc = *(__u32 *)&s->rec.bytes[p->src & REC_MASK];
+		len = loc >> 16;
+		offset = loc & 0xffff;
+		if (len == 0)
+			return false;
+		len -= 1;
+	}
 	constant = probe->strings[p->str_index & (RP_MAX_STR_CONSTS - 1)];
-	if (len == 0)
-		return false;
-	len -= 1; /* the NUL */
+	negate = p->cmp == RP_CMP_NE;
 	if (p->op == RP_PRED_STR_EQ ? len != p->str_len : len < p->str_len)
-		return false;
+		return negate;
 	for (i = 0; i < RP_STR_CONST_LEN - 1; i++) {
 		if (i >= p->str_len)
 			break;
 		if (s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)] != constant[i])
-			return false;
+			return negate;
 	}
-	return true;
+	return !negate;
 }
 
 /*
@@ -276,16 +310,24 @@ __noinline bool rp_filter(struct rp_scratch *s, const struct rp_probe *probe)
 	return stack & 1;
 }
 
-static __always_inline int run_probe(struct pt_regs *ctx)
+/* Sleepable programs may sleep and move between CPUs: their scratch space is the task's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rp_scratch);
+} task_scratch SEC(".maps");
+
+static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 event_id = (__u32)cookie;
 	__u32 config_id = (__u32)(cookie >> 32);
-	__u32 zero = 0, nest, slot, tail, i;
+	__u32 zero = 0, nest = 0, slot, tail, i;
 	const struct rp_probe *probe;
 	struct rp_stats *counters;
 	struct rp_scratch *s;
-	__u32 *depth;
+	__u32 *depth = NULL;
 	__u64 pid_tgid;
 
 	pid_tgid = bpf_get_current_pid_tgid();
@@ -301,15 +343,23 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->hits, 1);
 	probe = bpf_map_lookup_elem(&probes, &config_id);
-	depth = bpf_map_lookup_elem(&nesting, &zero);
-	if (!probe || !depth)
+	if (!probe)
 		return 0;
 
-	/* Uprobe programs run preemptible (only migration is disabled), so another task may run
-	 * one on this CPU before this one ends: each takes its own level of the scratch space. */
-	nest = __sync_fetch_and_add(depth, 1);
-	slot = bpf_get_smp_processor_id() * RP_MAX_NEST + nest;
-	s = nest < RP_MAX_NEST ? bpf_map_lookup_elem(&scratch, &slot) : NULL;
+	if (sleepable) {
+		s = bpf_task_storage_get(&task_scratch, bpf_get_current_task_btf(), 0,
+					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	} else {
+		/* Uprobe programs run preemptible (only migration is disabled), so another task
+		 * may run one on this CPU before this one ends: each takes its own level of the
+		 * scratch space. */
+		depth = bpf_map_lookup_elem(&nesting, &zero);
+		if (!depth)
+			return 0;
+		nest = __sync_fetch_and_add(depth, 1);
+		slot = bpf_get_smp_processor_id() * RP_MAX_NEST + nest;
+		s = nest < RP_MAX_NEST ? bpf_map_lookup_elem(&scratch, &slot) : NULL;
+	}
 	if (!s) {
 		__sync_fetch_and_add(&counters->lost, 1);
 		goto out;
@@ -333,7 +383,10 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 	for (i = 0; i < RP_MAX_FIELDS; i++) {
 		if (i >= probe->nfields)
 			break;
-		tail = rp_fetch(s, &probe->fields[i], i, tail);
+		if (sleepable)
+			tail = rp_fetch_sleepable(s, &probe->fields[i], i, tail);
+		else
+			tail = rp_fetch(s, &probe->fields[i], i, tail);
 	}
 
 	if (probe->npredicates && !rp_filter(s, probe)) {
@@ -347,20 +400,33 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 	if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
 		__sync_fetch_and_add(&counters->lost, 1);
 out:
-	__sync_fetch_and_add(depth, -1);
+	if (depth)
+		__sync_fetch_and_add(depth, -1);
 	return 0;
 }
 
 SEC("uprobe")
 int rp_entry(struct pt_regs *ctx)
 {
-	return run_probe(ctx);
+	return run_probe(ctx, false);
 }
 
 SEC("uretprobe")
 int rp_return(struct pt_regs *ctx)
 {
-	return run_probe(ctx);
+	return run_probe(ctx, false);
+}
+
+SEC("uprobe.s")
+int rp_entry_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
+}
+
+SEC("uretprobe.s")
+int rp_return_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
 }
 
 SEC("tp_btf/sched_process_fork")

@@ -77,8 +77,8 @@ enum rp_cmp {
 
 struct rp_predicate {
 	__u8 op;
-	__u8 cmp;
-	__u8 size;      /* bytes of the field: 1, 2, 4 or 8 */
+	__u8 cmp;       /* integers: enum rp_cmp; strings: RP_CMP_NE negates (a fault stays false) */
+	__u8 size;      /* integers: 1, 2, 4 or 8; strings: 4 (a data_loc) or RP_COMM_LEN (inline) */
 	__u8 is_signed;
 	__u16 src;      /* offset of the field (or header member) in the record */
 	__u16 str_index;

@@ -30,6 +30,7 @@ class PlannedUprobe:
         ref_ctr_offset: A USDT semaphore's file offset, or 0.
         fetchargs: The probe's fetch-args as parsed (a backend may render them again).
         layout: Names, types and the record layout of the event.
+        reads_memory: Whether the probe dereferences user memory.
     """
 
     event_id: int
@@ -40,6 +41,7 @@ class PlannedUprobe:
     ref_ctr_offset: int
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
+    reads_memory: bool = False
 
 
 @dataclass(frozen=True)

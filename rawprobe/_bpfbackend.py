@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import _bpfabi as abi
 from ._backend import PlannedUprobe, ProbeCounters, TraceTarget
-from ._errors import KernelFeatureError, SysCallError
+from ._errors import BpfObjectError, KernelFeatureError, SysCallError
 from ._object import BpfObject, object_bytes
 from ._records import Event, decode_records
 from ._ringbuf import split_records
@@ -52,26 +52,23 @@ class BpfSession:
         self._layouts = [uprobe.layout for uprobe in uprobes]
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
-        self._object = BpfObject(object_bytes())
+        self._follow = follow
         self._links: list[int] = []
         self._ring: RingMap | None = None
+        want_sleepable = any(uprobe.reads_memory for uprobe in uprobes)
         try:
-            obj = self._object
-            self.cpus = int(obj.lib.num_possible_cpus())
-            obj.map("probes").set_max_entries(max(1, len(configs)))
-            obj.map("stats").set_max_entries(max(1, event_count))
-            obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
-            obj.map("events").set_max_entries(ring_size)
-            rodata = obj.rodata()
-            # const volatile bool rp_follow is the object's only read-only global.
-            rodata[0] = b"\x01" if follow else b"\x00"
-            self._follow = follow
-            for name in ("rp_fork", "rp_exit"):
-                obj.lib.program_set_autoload(obj.program(name), follow)
-            obj.load()
-            probes = obj.map("probes")
-            for config_id, config in enumerate(configs):
-                probes.update(_KEY.pack(config_id), config)
+            self._object = self._load(configs, event_count, ring_size, want_sleepable)
+            self.sleepable = want_sleepable
+        except BpfObjectError:
+            if not want_sleepable:
+                raise
+            # A kernel without sleepable uprobe programs or bpf_copy_from_user_str (6.12):
+            # memory is then read without faulting pages in.
+            _LOG.info("sleepable uprobe programs unavailable; reading memory without faults")
+            self._object = self._load(configs, event_count, ring_size, False)
+            self.sleepable = False
+        obj = self._object
+        try:
             if follow:
                 for name in ("rp_fork", "rp_exit"):
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
@@ -82,8 +79,36 @@ class BpfSession:
             raise
         self._entry = obj.program("rp_entry")
         self._return = obj.program("rp_return")
+        self._entry_sleepable = obj.program("rp_entry_sleepable")
+        self._return_sleepable = obj.program("rp_return_sleepable")
         self._event_count = event_count
         self._finalizer = weakref.finalize(self, _destroy_links, obj.lib, self._links)
+
+    def _load(
+        self, configs: Sequence[bytes], event_count: int, ring_size: int, sleepable: bool
+    ) -> BpfObject:
+        obj = BpfObject(object_bytes())
+        try:
+            self.cpus = int(obj.lib.num_possible_cpus())
+            obj.map("probes").set_max_entries(max(1, len(configs)))
+            obj.map("stats").set_max_entries(max(1, event_count))
+            obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
+            obj.map("events").set_max_entries(ring_size)
+            rodata = obj.rodata()
+            # const volatile bool rp_follow is the object's only read-only global.
+            rodata[0] = b"\x01" if self._follow else b"\x00"
+            for name in ("rp_fork", "rp_exit"):
+                obj.lib.program_set_autoload(obj.program(name), self._follow)
+            for name in ("rp_entry_sleepable", "rp_return_sleepable"):
+                obj.lib.program_set_autoload(obj.program(name), sleepable)
+            obj.load()
+            probes = obj.map("probes")
+            for config_id, config in enumerate(configs):
+                probes.update(_KEY.pack(config_id), config)
+        except BaseException:
+            obj.close()
+            raise
+        return obj
 
     @property
     def ring(self) -> RingMap:
@@ -144,7 +169,10 @@ class BpfSession:
             sz=ctypes.sizeof(PerfEventOpts),
             bpf_cookie=(uprobe.config_id << 32) | uprobe.event_id,
         )
-        program = self._return if uprobe.retprobe else self._entry
+        if self.sleepable and uprobe.reads_memory:
+            program = self._return_sleepable if uprobe.retprobe else self._entry_sleepable
+        else:
+            program = self._return if uprobe.retprobe else self._entry
         try:
             link = self._object.lib.program_attach_perf_event_opts(
                 program, event.fd, ctypes.byref(opts)
@@ -190,7 +218,8 @@ class BpfSession:
         finally:
             if self._ring is not None:
                 self._ring.close()
-            self._object.close()
+            if hasattr(self, "_object"):
+                self._object.close()
 
 
 def _destroy_links(lib: Libbpf, links: list[int]) -> None:

@@ -84,6 +84,11 @@ class CompiledProbe:
     max_size: int = HEADER_SIZE
     retprobe: bool = False
 
+    @property
+    def reads_memory(self) -> bool:
+        """Whether any field dereferences user memory (and so may need to fault pages in)."""
+        return any(entry["nderef"] for entry in self.entries)
+
     def config(self, predicates: list[dict[str, object]] | None = None,
                strings: list[bytes] | None = None) -> bytes:
         """The ``struct rp_probe`` bytes for the ``probes`` map."""

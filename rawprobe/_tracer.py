@@ -16,6 +16,7 @@ from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
 from ._errors import ClosedError, TargetNotFoundError, UsageError
 from ._fetchargs import UsdtArgument
+from ._filter import compile_filter, parse_filter
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._records import Event, RecordLayout
@@ -175,8 +176,13 @@ class Tracer:
 
     # -- probes ---------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec) -> list[str]:
+    def add(self, probe: str | ProbeSpec, *, filter: str | None = None) -> list[str]:
         """Add a probe (a probe word, or a parsed :class:`ProbeSpec`).
+
+        Args:
+            probe: The probe.
+            filter: A filter expression over the probe's fields (see ``--filter``), run in
+                the kernel before a record is made.
 
         Returns:
             The event names it produces (one per matched function).
@@ -189,6 +195,7 @@ class Tracer:
         if self._session is not None:
             raise UsageError("probes must be added before the tracer starts")
         spec = parse_probe(probe) if isinstance(probe, str) else probe
+        filter_expr = parse_filter(filter) if filter else None
         path = find_target(spec.target, self.pids[0] if self.pids else None)
         sites: list[_Site] = []
         if spec.kind == "usdt":
@@ -220,7 +227,11 @@ class Tracer:
                 string_size=self.string_size,
                 usdt_args=site.usdt_args,
             )
-            config = compiled.config()
+            if filter_expr is not None:
+                program = compile_filter(filter_expr, compiled, filter or "")
+                config = compiled.config(program.predicates, program.strings)
+            else:
+                config = compiled.config()
             config_id = self._configs.setdefault(config, len(self._configs))
             layout = RecordLayout(name, compiled)
             event_id = len(self._layouts)
@@ -235,6 +246,7 @@ class Tracer:
                     site.ref_ctr_offset,
                     spec.fetchargs,
                     layout,
+                    compiled.reads_memory,
                 )
             )
             self._names.add(name)

@@ -73,6 +73,10 @@ def add_parser(commands: Any) -> None:
                         help="stop after this many seconds")
     parser.add_argument("-n", "--max-events", type=_positive_int, metavar="N",
                         help="stop after N events")
+    parser.add_argument("--filter", metavar="EXPR",
+                        help="record only hits where EXPR holds, e.g. 'size > 4096 && "
+                        "comm == \"make\"' (fields, pid, tid, cpu, comm; ==, !=, <, <=, >, "
+                        ">=, &, ~ \"prefix*\"; &&, ||, !, parentheses); checked in the kernel")
     parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
                         metavar="BYTES", help="bytes copied per string, NUL included "
                         f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
@@ -204,7 +208,7 @@ def run_attach(args: argparse.Namespace) -> int:
     )
     try:
         for word in args.probes:
-            tracer.add(word)
+            tracer.add(word, filter=args.filter)
         stats = run_trace(tracer, args, out)
         _summary(stats, args, out, tracer.command_status)
     finally:
