@@ -157,13 +157,18 @@ __noinline int NAME(struct rp_scratch *s, const struct rp_field *f, __u32 index,
 	if (f->store == RP_STORE_STRING) {						\
 		if (last)								\
 			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];		\
-		size = f->max_len & REC_MASK;						\
+		/* One byte more than kept, to tell a string that fits from a longer one */	\
+		size = (f->max_len + 1) & REC_MASK;					\
 		err = READ_STR(&s->rec.bytes[tail], size, (void *)value);		\
 		if (err < 0)								\
 			goto fault;							\
 		len = err;								\
-		if (len >= size)							\
+		if (len > f->max_len) {							\
 			s->rec.header.truncated |= 1U << (index & 31);			\
+			len = f->max_len & REC_MASK;					\
+			if (len)							\
+				s->rec.bytes[(tail + len - 1) & (2 * RP_MAX_RECORD - 1)] = 0;	\
+		}									\
 		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;			\
 		return tail + len;							\
 	}										\

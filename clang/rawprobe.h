@@ -50,7 +50,7 @@ struct rp_field {
 	__u16 count;  /* elements; 1 unless an array */
 	__u16 dest;   /* offset of the field in the record */
 	__u32 reg;    /* index into the pt_regs words (RP_BASE_REG) */
-	__u32 max_len; /* strings: bytes to copy at most, NUL included */
+	__u32 max_len; /* strings: bytes kept at most, NUL included (one more is read) */
 	__s64 imm;
 	__s64 deref[RP_MAX_DEREF];
 };

@@ -263,7 +263,7 @@ def compile_fetchargs(
                            4, 1, offset, string_size)
                 )
                 offset += 4
-                string_bytes += string_size
+                string_bytes += string_size + 1  # one byte more is read to see truncation
             compiled.fields.append(CompiledField(arg.name, arg_type, start, tuple(slots)))
         else:
             count = arg_type.count or 1

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ._addrsym import AddressResolver
 from ._fetchargs import ArgType
 from ._records import Event, RecordLayout
 
@@ -43,6 +44,8 @@ class WallClock:
 
 def _text_scalar(arg_type: ArgType) -> Callable[[Any], str]:
     kind = arg_type.kind
+    if kind == "symbol":
+        return str  # already described as function+offset by _symbolized
     if kind == "string":
         return lambda v: '"' + v + '"'
     if kind == "char":
@@ -53,6 +56,8 @@ def _text_scalar(arg_type: ArgType) -> Callable[[Any], str]:
 
 
 def _json_scalar(arg_type: ArgType) -> Callable[[Any], Any]:
+    if arg_type.kind == "symbol":
+        return lambda v: v
     if arg_type.hex:
         return lambda v: f"{v:#x}"
     return lambda v: v
@@ -70,8 +75,11 @@ def _per_field(arg_type: ArgType, scalar: Callable[[Any], Any], array: Callable[
 class EventFormatter:
     """Formats events as text lines or JSON lines (formatters prepared once per layout)."""
 
-    def __init__(self, clock: WallClock | None = None) -> None:
+    def __init__(
+        self, clock: WallClock | None = None, resolver: AddressResolver | None = None
+    ) -> None:
         self.clock = clock or WallClock()
+        self.resolver = resolver or AddressResolver()
         self._text: dict[int, list[Callable[[Any], str]]] = {}
         self._json: dict[int, list[Callable[[Any], Any]]] = {}
 
@@ -96,6 +104,21 @@ class EventFormatter:
             self._json[id(layout)] = formatters
         return formatters
 
+    def _symbolized(self, event: Event) -> tuple[Any, ...]:
+        """The values with each ``symbol`` field as ``function+0xoffset`` (or hex)."""
+        describe = self.resolver.describe
+        values = list(event.values)
+        for index, field in enumerate(event.layout.fields):
+            value = values[index]
+            if field.type.kind != "symbol" or value is None:
+                continue
+            if field.type.count is None:
+                values[index] = describe(event.pid, value)
+            else:
+                values[index] = tuple(None if v is None else describe(event.pid, v)
+                                      for v in value)
+        return tuple(values)
+
     def text(self, event: Event) -> str:
         """One line, without the newline."""
         layout = event.layout
@@ -103,7 +126,8 @@ class EventFormatter:
             f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid} {layout.event}:"
         ]
         cut = _truncated_names(layout, event.truncated) if event.truncated else ()
-        for name, value, formatter in zip(layout.names, event.values,
+        values = self._symbolized(event) if layout.has_symbols else event.values
+        for name, value, formatter in zip(layout.names, values,
                                           self._text_formatters(layout), strict=True):
             # A string cut at --string-size is marked as C strings are in gdb: "text"...
             parts.append(f"{name}={formatter(value)}{'...' if name in cut else ''}")
@@ -112,9 +136,10 @@ class EventFormatter:
     def json(self, event: Event) -> str:
         """One JSON object, without the newline."""
         layout = event.layout
+        values = self._symbolized(event) if layout.has_symbols else event.values
         args = {
             name: formatter(value)
-            for name, value, formatter in zip(layout.names, event.values,
+            for name, value, formatter in zip(layout.names, values,
                                               self._json_formatters(layout), strict=True)
         }
         obj: dict[str, Any] = {

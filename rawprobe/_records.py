@@ -45,6 +45,7 @@ class RecordLayout:
         self.fields: tuple[CompiledField, ...] = tuple(compiled.fields)
         self.names: tuple[str, ...] = tuple(f.name for f in compiled.fields)
         self.fixed_size = compiled.fixed_size
+        self.has_symbols = any(f.type.kind == "symbol" for f in compiled.fields)
         self.construct = self._declare()
         self.struct = abi.compile_struct(self.construct)
         self.unpack_from = self.struct.unpack_from

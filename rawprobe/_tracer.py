@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from ._addrsym import AddressResolver
 from ._backend import PlannedUprobe, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
@@ -34,13 +35,14 @@ class TraceStats:
         lost: Records the BPF programs could not write (ring buffer full).
         hits: Times the probes fired (in traced processes).
         filtered: Hits the filter rejected.
-        pending: Records still in the ring buffer, not yet delivered.
+        truncated: Delivered events with a string cut at the string size.
     """
 
     events: int
     lost: int
     hits: int
     filtered: int
+    truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class Tracer:
         self._configs: dict[bytes, int] = {}
         self._names: set[str] = set()
         self._session: Session | None = None
+        self.resolver = AddressResolver()
+        self._needs_maps = False
         self._pidfds: list[int] = []
         self._delivered = 0
         self._closed = False
@@ -234,6 +238,7 @@ class Tracer:
                 config = compiled.config()
             config_id = self._configs.setdefault(config, len(self._configs))
             layout = RecordLayout(name, compiled)
+            self._needs_maps = self._needs_maps or layout.has_symbols
             event_id = len(self._layouts)
             self._layouts.append(layout)
             self._uprobes.append(
@@ -329,6 +334,11 @@ class Tracer:
     def _read(self, session: Session) -> list[Event]:
         events = session.read()
         self._delivered += len(events)
+        if self._needs_maps:
+            # Addresses are described through the process's mappings: read them while the
+            # process is (most likely) still alive.
+            for event in events:
+                self.resolver.remember(event.pid)
         return events
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:

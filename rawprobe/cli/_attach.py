@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
+from .._addrsym import AddressResolver
 from .._bpfbackend import DEFAULT_RING_SIZE
 from .._compile import DEFAULT_STRING_SIZE
 from .._errors import UsageError
@@ -132,11 +133,13 @@ def _open_output(path: str | None) -> TextIO:
 class _Printer:
     """Writes events as text or JSON lines, up to a limit."""
 
-    def __init__(self, out: TextIO, as_json: bool, limit: int | None) -> None:
+    def __init__(self, out: TextIO, as_json: bool, limit: int | None,
+                 resolver: AddressResolver) -> None:
         self.out = out
         self.limit = limit
         self.printed = 0
-        self.formatter = EventFormatter()
+        self.truncated = 0  # events with a string cut at --string-size
+        self.formatter = EventFormatter(resolver=resolver)
         self.format = self.formatter.json if as_json else self.formatter.text
 
     @property
@@ -152,6 +155,7 @@ class _Printer:
         self.out.write("".join(fmt(event) + "\n" for event in events))
         self.out.flush()
         self.printed += len(events)
+        self.truncated += sum(1 for event in events if event.truncated)
 
 
 def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceStats:
@@ -161,7 +165,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     events, or at Ctrl-C, SIGTERM or SIGHUP. Every probe is removed before this returns, and
     the events left in the ring buffer are printed.
     """
-    printer = _Printer(out, args.json, args.max_events)
+    printer = _Printer(out, args.json, args.max_events, tracer.resolver)
     started = time.monotonic()
     try:
         with _stop_signals():
@@ -192,7 +196,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
             stats = tracer.stats()
             tracer.close()
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
-    return dataclasses.replace(stats, events=printer.printed)
+    return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
 
 
 def run_attach(args: argparse.Namespace) -> int:
@@ -226,6 +230,8 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
         "hits": stats.hits,
         "filtered": stats.filtered,
     }
+    if stats.truncated:
+        summary["truncated"] = stats.truncated
     if command_status is not None:
         summary["command_status"] = command_status
     if args.json:
@@ -237,5 +243,8 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
     if stats.lost:
         line += " (the ring buffer was full: raise --ring-size, or trace fewer events)"
     print(line, file=sys.stderr)
+    if stats.truncated:
+        print(f"rawprobe: {stats.truncated} event{'s' * (stats.truncated != 1)} had strings cut "
+              "at --string-size (marked ...); raise it to see them whole", file=sys.stderr)
     if command_status:
         print(f"rawprobe: the command exited with status {command_status}", file=sys.stderr)

@@ -152,3 +152,32 @@ def test_sigterm_detaches_everything(add_program: Path) -> None:
     assert bpf_links_of_rawprobe() == []
     # And the probes are really gone: a run now costs no hits anywhere.
     assert subprocess.run([prog], check=False).returncode == 0
+
+
+STRINGS_SOURCE = r"""
+__attribute__((noinline)) void take(const char *s) { asm volatile("" :: "r"(s) : "memory"); }
+int main(void) { take("1234567"); take("12345678"); take(""); take((const char *)8); return 0; }
+"""
+
+
+def test_string_size_cuts_and_says_so() -> None:
+    from helpers import build_c
+
+    program = build_c(STRINGS_SOURCE, name="strings", flags=("-O1",))
+    result = run_rawprobe("attach", "--json", "--string-size", "8",
+                          f"p:{program}:take s=$arg1:string", "--", str(program), check_status=0)
+    objects = [json.loads(line) for line in event_lines(result.stdout)]
+    assert [o["args"]["s"] for o in objects[:-1]] == ["1234567", "1234567", "", None]
+    assert [o.get("truncated") for o in objects[:-1]] == [None, ["s"], None, None]
+    assert objects[2].get("faults") is None and objects[3]["faults"] == ["s"]
+    assert objects[-1]["summary"]["truncated"] == 1
+    assert "1 event had strings cut at --string-size" in result.stderr
+    text = run_rawprobe("attach", "--string-size", "8", f"p:{program}:take s=$arg1:string",
+                        "--", str(program), check_status=0).stdout
+    assert [line.split(": ", 1)[1] for line in event_lines(text)] == [
+        's="1234567"', 's="1234567"...', 's=""', "s=(fault)"]
+
+
+def test_string_size_limit_is_a_usage_error(add_program: Path) -> None:
+    result = run_rawprobe("attach", "--string-size", "5000", f"p:{add_program}:add")
+    assert result.returncode == 2 and "1..4096" in result.stderr
