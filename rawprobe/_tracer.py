@@ -174,6 +174,7 @@ class Tracer:
         self.resolver = AddressResolver()
         self._needs_maps = False
         self._pidfds: list[int] = []
+        self._watched: list[int] = []
         self._delivered = 0
         self._closed = False
         self._finalizer = weakref.finalize(self, _finalize, self.__dict__)
@@ -301,9 +302,21 @@ class Tracer:
                     pidfd = os.pidfd_open(pid)
                     self._pidfds.append(pidfd)
                     session.watch(pidfd)
+            for fd in self._watched:
+                session.watch(fd)
         except BaseException:
             self.close()
             raise
+
+    def watch(self, fd: int) -> None:
+        """Also end a wait in :meth:`poll` when ``fd`` becomes readable.
+
+        For example the read end of a pipe given to :func:`signal.set_wakeup_fd`, so that a
+        signal handler that only sets a flag still wakes the reader promptly.
+        """
+        self._watched.append(fd)
+        if self._session is not None:
+            self._session.watch(fd)
 
     @property
     def command_pid(self) -> int | None:

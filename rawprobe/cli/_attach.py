@@ -26,10 +26,6 @@ from .._tracer import Tracer, TraceStats
 __all__ = ["add_parser", "run_trace"]
 
 
-class _Stop(Exception):
-    """SIGTERM or SIGHUP arrived: end the trace as Ctrl-C would."""
-
-
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -92,19 +88,32 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=run_attach)
 
 
-@contextmanager
-def _stop_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`_Stop` while tracing."""
+class _StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP end the trace by setting a flag, never by an exception, so
+    a batch already taken from the ring buffer is always written out whole. The handlers
+    write to a pipe (signal.set_wakeup_fd) that the tracer watches, so a wait ends at once.
+    """
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    def __init__(self) -> None:
+        self.stopped = False
+        self.read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _handler(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopped = True
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        os.close(self.read_fd)
+        os.close(self._write_fd)
 
 
 @contextmanager
@@ -167,34 +176,35 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     """
     printer = _Printer(out, args.json, args.max_events, tracer.resolver)
     started = time.monotonic()
-    try:
-        with _stop_signals():
-            tracer.start()
+    with _StopSignals() as stop:
+        try:
+            tracer.watch(stop.read_fd)
+            if not stop.stopped:
+                tracer.start()
             count = len(tracer.event_names())
             target = (
                 f"command {tracer.command_pid}" if tracer.command_pid
                 else "pid " + ",".join(map(str, tracer.pids)) if tracer.pids
                 else "every process"
             )
-            print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
-                  "Ctrl-C to end", file=sys.stderr)
+            if not stop.stopped:
+                print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
+                      "Ctrl-C to end", file=sys.stderr)
             deadline = None if args.duration is None else started + args.duration
-            while not printer.full:
+            while not printer.full and not stop.stopped:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
-                printer.write(tracer.poll(remaining if remaining is not None else None))
+                printer.write(tracer.poll(remaining))
                 if tracer.finished():
                     break
-    except (KeyboardInterrupt, _Stop):
-        pass
-    finally:
-        with _no_interruptions():
-            left = tracer.drain()
-            if not printer.full:
-                printer.write(left)
-            stats = tracer.stats()
-            tracer.close()
+        finally:
+            with _no_interruptions():
+                left = tracer.drain()
+                if not printer.full:
+                    printer.write(left)
+                stats = tracer.stats()
+                tracer.close()
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
     return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
 
