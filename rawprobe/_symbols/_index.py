@@ -64,9 +64,9 @@ _FIELDS = (
     "key",  # the probed file's identity: dev, ino, size, mtime_ns, ctime_ns
     "dep_paths",  # strings: files whose presence decided the index (debug file candidates)
     "dep_keys",  # 5 x int64 per dependency; all -1 when the file was absent
-    "segments",  # 5 x int64 per PT_LOAD: vaddr, memsz, offset, filesz, flags
+    "segments",  # 5 x uint64 per PT_LOAD: vaddr, memsz, offset, filesz, flags
     "section_names",  # strings
-    "sections",  # 5 x int64 per section: addr, offset, size, flags, is-PROGBITS
+    "sections",  # 5 x uint64 per section: addr, offset, size, flags, is-PROGBITS
     "needed",  # strings: DT_NEEDED
     "search_dirs",  # strings: DT_RUNPATH/DT_RPATH directories ($ORIGIN expanded)
     "undefined",  # strings: functions used but not defined
@@ -219,17 +219,19 @@ def _decode_strings(blob: bytes) -> list[str]:
     return blob.decode("utf-8", "surrogateescape").split("\0")[:-1]
 
 
-def _encode_ints(rows: Sequence[Sequence[int]], width: int) -> bytes:
+def _encode_ints(rows: Sequence[Sequence[int]], width: int, code: str = "Q") -> bytes:
+    """Rows of ``width`` 64-bit integers: unsigned ("Q", addresses and sizes, which a crafted
+    file may set to anything up to 2**64-1) or signed ("q", file keys, where -1 is "absent")."""
     flat = [value for row in rows for value in row]
     if any(len(row) != width for row in rows):
         raise ValueError("row of the wrong width")
-    return struct.pack(f"<{len(flat)}q", *flat)
+    return struct.pack(f"<{len(flat)}{code}", *flat)
 
 
-def _decode_ints(blob: bytes, width: int) -> list[tuple[int, ...]]:
+def _decode_ints(blob: bytes, width: int, code: str = "Q") -> list[tuple[int, ...]]:
     if len(blob) % (8 * width):
         raise IndexFormatError("integer table of the wrong size")
-    flat = struct.unpack(f"<{len(blob) // 8}q", blob)
+    flat = struct.unpack(f"<{len(blob) // 8}{code}", blob)
     return [tuple(flat[at : at + width]) for at in range(0, len(flat), width)]
 
 
@@ -282,7 +284,7 @@ def encode_index(data: IndexData) -> bytes:
         "meta": _encode_strings([data.path, data.build_id, data.machine, data.go_evidence]),
         "key": _KEY.pack(*data.key),
         "dep_paths": _encode_strings([path for path, _key in data.dependencies]),
-        "dep_keys": _encode_ints([key for _path, key in data.dependencies], 5),
+        "dep_keys": _encode_ints([key for _path, key in data.dependencies], 5, "q"),
         "segments": _encode_ints(data.segments, 5),
         "section_names": _encode_strings([section[0] for section in data.sections]),
         "sections": _encode_ints([section[1:] for section in data.sections], 5),
@@ -399,7 +401,7 @@ class SymbolIndex:
         key = _KEY.unpack(fields["key"])
         index.key = (key[0], key[1], key[2], key[3], key[4])
         dep_paths = _decode_strings(fields["dep_paths"])
-        dep_keys = _decode_ints(fields["dep_keys"], 5)
+        dep_keys = _decode_ints(fields["dep_keys"], 5, "q")
         if len(dep_paths) != len(dep_keys):
             raise IndexFormatError("dependency tables differ in length")
         index.dependencies = [
