@@ -39,9 +39,6 @@ _ENDIAN_BIG = 3
 # Entries whose hwcap has this bit set belong to a glibc-hwcaps subdirectory and are picked by CPU
 # level (dl-cache.h, DL_CACHE_HWCAP_EXTENSION).
 _HWCAP_EXTENSION = 1 << 62
-# FLAG_ELF_LIBC6 alone: a library usable on any architecture's libc6 (dl-cache.c,
-# _dl_cache_check_flags accepts it next to the machine's default id).
-_FLAG_ELF_LIBC6 = 0x0003
 
 
 class LdCacheEntry:
@@ -214,8 +211,10 @@ def lookup_library(
     Args:
         entries: The cache's entries.
         name: ``libc``, ``c``, ``libc.so.6``, ``libssl``...
-        ld_cache_flags: The native flags of the machine (entries of other architectures, e.g. the
-            i386 libraries of a multilib host, are ignored, as ``_dl_cache_check_flags`` does).
+        ld_cache_flags: The native flags of the machine. Only entries with exactly these flags
+            are used, as x86_64's and aarch64's ``_dl_cache_check_flags`` do (glibc
+            ``sysdeps/unix/sysv/linux/*/dl-cache.h``): the i386 libraries of a multilib host
+            (flags 0x0003) are not for 64-bit programs.
 
     Returns:
         The best entry, or None. With an exact soname the first matching entry wins, as in
@@ -227,8 +226,7 @@ def lookup_library(
     candidates = [
         entry
         for entry in entries
-        if entry.flags in (ld_cache_flags, _FLAG_ELF_LIBC6)
-        and library_name_matches(name, entry.name)
+        if entry.flags == ld_cache_flags and library_name_matches(name, entry.name)
     ]
     if not candidates:
         return None
