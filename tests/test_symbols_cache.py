@@ -71,7 +71,8 @@ def test_index_round_trip() -> None:
     assert index.entry(1).kind == "ifunc" and index.entry(1).source == "build-id"
     assert index.entry(0).binding == "local"
     assert index.find_demangled("a::f()") == [3]
-    assert index.find_demangled_prefix("a::f(") == [3]
+    assert index.find_demangled_function("a::f") == [3]
+    assert index.find_demangled_function("f") == []
     assert index.find_name("alph") == [] and index.find_name("") == []
     assert index.undefined == {"puts": "libc.so.6"}
     assert [entry.name for entry in index.entries()] == index.names()
@@ -110,6 +111,17 @@ def test_created_private_and_written_atomically(tmp_path: Path) -> None:
     assert stat.S_IMODE((directory / "entry.idx").stat().st_mode) == 0o600
     assert cache.read("entry.idx") == b"payload"
     assert sorted(os.listdir(directory)) == ["entry.idx"]  # no temporary files left behind
+
+
+def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rawprobe._symbols._cache as cache_module
+
+    monkeypatch.setattr(cache_module, "MAX_ENTRIES", 3)
+    cache = SymbolCache(str(tmp_path / "c"))
+    for number in range(6):
+        assert cache.write(f"{number}.idx", b"x")
+        os.utime(tmp_path / "c" / f"{number}.idx", ns=(number * 10**9, number * 10**9))
+    assert sorted(os.listdir(tmp_path / "c")) == ["3.idx", "4.idx", "5.idx"]
 
 
 def test_untrusted_directories_are_ignored(tmp_path: Path) -> None:

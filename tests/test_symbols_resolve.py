@@ -279,6 +279,7 @@ def test_cplusplus_names(cpp: Path) -> None:
         "_ZN4shop12_GLOBAL__N_16hiddenEi"
     )
     assert resolve_one(path, "int shop::twice<int>(int)").symbol == "_ZN4shop5twiceIiEET_S1_"
+    assert resolve_one(path, "shop::twice<int>").symbol == "_ZN4shop5twiceIiEET_S1_"
     assert resolve_one(path, "shop::Cart::operator+=(int)").kind == "func"
     glob = {loc.demangled for loc in resolve_location(path, "shop::Cart::*")}
     assert "shop::Cart::make()" in glob

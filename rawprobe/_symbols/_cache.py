@@ -25,6 +25,9 @@ import zlib
 __all__ = ["SymbolCache", "cache_directory", "default_cache"]
 
 _INDEX_SUFFIX = ".idx"
+# Entries of files that were replaced or deleted are never read again; past this many entries the
+# least recently written ones are removed (on the cold path, when an entry is written).
+MAX_ENTRIES = 512
 
 
 def cache_directory() -> str | None:
@@ -169,7 +172,28 @@ class SymbolCache:
             with contextlib.suppress(OSError):
                 os.unlink(temporary, dir_fd=fd)
             return False
+        self._prune(fd, keep=name)
         return True
+
+    @staticmethod
+    def _prune(fd: int, keep: str) -> None:
+        try:
+            names = [name for name in os.listdir(fd) if name.endswith(_INDEX_SUFFIX)]
+            if len(names) <= MAX_ENTRIES:
+                return
+            written = []
+            for name in names:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                written.append((info.st_mtime_ns, name))
+        except OSError:
+            return
+        written.sort()
+        for _mtime, name in written[: len(written) - MAX_ENTRIES]:
+            if name != keep:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except OSError:
+                    continue
 
     def close(self) -> None:
         """Release the directory's file descriptor (the next use checks the directory again)."""

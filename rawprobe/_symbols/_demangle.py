@@ -26,6 +26,8 @@ __all__ = ["demangle"]
 
 # Longer names are left mangled (a recursive descent over a crafted name must stay cheap).
 _MAX_LENGTH = 8192
+# What peek() returns past the end of the name (symbol names never contain NUL).
+_END = "\0"
 
 
 class _Unsupported(Exception):
@@ -360,7 +362,8 @@ class _Complex(_Node):
 
 class _Parser:
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = text + _END * 4
+        self.length = len(text)
         self.position = 0
         # Each candidate remembers the function encoding it was made in: a template parameter
         # reached through a substitution from another encoding (a local name's function) is
@@ -373,8 +376,11 @@ class _Parser:
 
     # character access
     def peek(self, ahead: int = 0) -> str:
-        position = self.position + ahead
-        return self.text[position] if position < len(self.text) else ""
+        # The text ends with NUL padding, so the hot path needs no bounds check.
+        try:
+            return self.text[self.position + ahead]
+        except IndexError:
+            return _END
 
     def advance(self, count: int = 1) -> None:
         self.position += count
@@ -426,7 +432,7 @@ class _Parser:
             self.peek(1).islower() or self.peek(1).isdigit() or self.peek(1) == "_"
         ):
             node = _Clone(node, self.clone_suffix())
-        if self.position != len(self.text):
+        if self.position != self.length:
             raise _Unsupported("trailing characters")
         return node
 
@@ -451,7 +457,7 @@ class _Parser:
         self.scope = self.scopes_made
         try:
             name = self.name()
-            if self.peek() in ("", "E", "."):
+            if self.peek() in (_END, "E", "."):
                 return name
             ret = self.type() if _has_return_type(name) else None
             params = self.bare_function_params()
@@ -461,7 +467,7 @@ class _Parser:
 
     def bare_function_params(self) -> list[_Node]:
         params = []
-        while self.peek() not in ("", "E", "."):
+        while self.peek() not in (_END, "E", "."):
             params.append(self.type())
         if not params:
             raise _Unsupported("function without parameter types")
@@ -560,7 +566,7 @@ class _Parser:
             if char == "E":
                 self.advance()
                 break
-            if char == "":
+            if char == _END:
                 raise _Unsupported("unterminated nested name")
             if char == "D" and self.peek(1) in ("T", "t"):
                 raise _Unsupported("decltype")
@@ -643,7 +649,7 @@ class _Parser:
 
     def source_name(self, set_last: bool = True) -> str:
         length = self.number()
-        if length <= 0 or self.position + length > len(self.text):
+        if length <= 0 or self.position + length > self.length:
             raise _Unsupported("bad identifier length")
         identifier = self.text[self.position : self.position + length]
         self.advance(length)
@@ -684,7 +690,7 @@ class _Parser:
                 raise _Unsupported("generic lambda")
             params = []
             while self.peek() != "E":
-                if self.peek() == "":
+                if self.peek() == _END:
                     raise _Unsupported("unterminated lambda")
                 params.append(self.type())
             self.advance()
@@ -739,7 +745,7 @@ class _Parser:
         saved_last = self.last_name
         args = []
         while self.peek() != "E":
-            if self.peek() == "":
+            if self.peek() == _END:
                 raise _Unsupported("unterminated template arguments")
             args.append(self.template_argument())
         self.advance()
@@ -754,7 +760,7 @@ class _Parser:
             self.advance()
             items = []
             while self.peek() != "E":
-                if self.peek() == "":
+                if self.peek() == _END:
                     raise _Unsupported("unterminated pack")
                 items.append(self.template_argument())
             self.advance()
@@ -802,7 +808,7 @@ class _Parser:
     # <type>
     def type(self) -> _Node:
         char = self.peek()
-        if char == "":
+        if char == _END:
             raise _Unsupported("missing type")
         builtin = _BUILTINS.get(char)
         if builtin is not None:
@@ -884,7 +890,7 @@ class _Parser:
                 ref = " &" if char == "R" else " &&"
                 self.advance(2)
                 break
-            if char == "":
+            if char == _END:
                 raise _Unsupported("unterminated function type")
             params.append(self.type())
         if len(params) == 1 and isinstance(params[0], _Name) and params[0].text == "void":
@@ -1004,6 +1010,8 @@ class _Printer:
             self.templates = saved
 
     def name(self, node: _Node) -> str:
+        if not isinstance(node, _TemplateParam):
+            return self._name(node)
         resolved, stack = self.resolve(node)
         return self.under(stack, lambda: self._name(resolved))
 
@@ -1148,6 +1156,8 @@ class _Printer:
         return None
 
     def type(self, node: _Node, declarator: str = "") -> str:
+        if not isinstance(node, _TemplateParam):
+            return self._type(node, declarator)
         resolved, stack = self.resolve(node)
         return self.under(stack, lambda: self._type(resolved, declarator))
 

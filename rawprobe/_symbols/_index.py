@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,6 +54,10 @@ BINDINGS = ("global", "weak", "local", "unique")
 # Record flags: bit 0 kind, bits 1-2 binding, bit 3 default version, bits 4-8 source mask,
 # bits 9-11 primary source.
 _KIND_MASK = 0x1
+# Source bit mask → the tuple of source names, computed once.
+_SOURCES_BY_MASK = [
+    tuple(source for bit, source in enumerate(SOURCES) if mask & (1 << bit)) for mask in range(32)
+]
 _BINDING_SHIFT = 1
 _DEFAULT_VERSION = 0x8
 _SOURCES_SHIFT = 4
@@ -466,7 +470,7 @@ class SymbolIndex:
             kind=KINDS[flags & _KIND_MASK],
             binding=BINDINGS[(flags >> _BINDING_SHIFT) & 3],
             source=SOURCES[primary] if primary < len(SOURCES) else SOURCES[0],
-            sources=tuple(source for bit, source in enumerate(SOURCES) if mask & (1 << bit)),
+            sources=_SOURCES_BY_MASK[mask],
             demangled=demangled,
         )
 
@@ -498,18 +502,31 @@ class SymbolIndex:
         """Indices of the records whose demangled name is exactly ``text``."""
         return _find_lines(self._demangled, self._demangled_lines, text)
 
-    def find_demangled_prefix(self, prefix: str) -> list[int]:
-        """Indices of the records whose demangled name starts with ``prefix``."""
-        if not prefix or "\n" in prefix:
+    def find_demangled_function(self, name: str) -> list[int]:
+        """Indices of the records whose demangled name is function ``name`` with any parameter
+        list: ``ns::f`` finds ``ns::f(int)``, ``ns::f(char const*) const`` and, for a template
+        function whose return type comes first, ``int ns::f<int>(int)``."""
+        if not name or "\n" in name:
             return []
-        needle = b"\n" + prefix.encode("utf-8", "surrogateescape")
+        blob = self._demangled
         lines = self._demangled_lines
-        found = []
-        position = self._demangled.find(needle)
+        needle = (name + "(").encode("utf-8", "surrogateescape")
+        found: list[int] = []
+        position = blob.find(needle)
         while position >= 0:
-            found.append(bisect_left(lines, position))
-            position = self._demangled.find(needle, position + 1)
-        return [index for index in found if index < self.count]
+            before = blob[position - 1 : position]
+            if before in (b"\n", b" "):
+                # The line whose opening "\n" is the last one before the match.
+                line = bisect_right(lines, position - 1) - 1
+                if 0 <= line < self.count and line not in found:
+                    head = blob[lines[line] + 1 : position]
+                    # Only a return type may come before the name: no unclosed bracket.
+                    if head.count(b"<") == head.count(b">") and head.count(b"(") == head.count(
+                        b")"
+                    ):
+                        found.append(line)
+            position = blob.find(needle, position + 1)
+        return found
 
     def names(self) -> list[str]:
         """Every record's bare name, by index (decoded once, then kept)."""

@@ -230,7 +230,10 @@ class _Function:
 
     @property
     def kind(self) -> str:
-        return "ifunc" if any(entry.kind == "ifunc" for entry in self.entries) else "func"
+        for entry in self.entries:
+            if entry.kind == "ifunc":
+                return "ifunc"
+        return "func"
 
     def aliases(self, chosen: SymbolEntry) -> tuple[str, ...]:
         names: list[str] = []
@@ -258,10 +261,11 @@ def _find_exact(index: SymbolIndex, name: str) -> list[int]:
     records = index.find_demangled(name)
     if records:
         return records
-    # "ns::Foo::bar" names every overload of bar: demangled "ns::Foo::bar(...)".
+    # "ns::Foo::bar" names every overload of bar: demangled "ns::Foo::bar(...)" (after the
+    # return type, for template functions); compiler clones (".cold" parts) are left out.
     return [
         record
-        for record in index.find_demangled_prefix(name + "(")
+        for record in index.find_demangled_function(name)
         if " [clone " not in index.entry(record).demangled
     ]
 
@@ -739,36 +743,38 @@ def list_functions(
         group: list[SymbolEntry] = []
         for entry in index.entries():
             if group and entry.address != group[0].address:
-                function = _Function(group)
-                chosen_functions.append((function, min(group, key=_preference)))
+                chosen = group[0] if len(group) == 1 else min(group, key=_preference)
+                chosen_functions.append((_Function(group), chosen))
                 group = []
             group.append(entry)
         if group:
             chosen_functions.append((_Function(group), min(group, key=_preference)))
     else:
         chosen_functions = _glob_functions(index, pattern)
+    offsets = _OffsetTable(index)
     symbols = []
     for function, chosen in chosen_functions:
-        derivation = _derive(index, function.address)
-        if derivation is None:
+        file_offset, agrees = offsets.lookup(function.address)
+        if file_offset is None:
             continue
+        kind = function.kind
         warning = None
-        if function.kind == "ifunc":
+        if kind == "ifunc":
             warning = "IFUNC: a probe here fires in the resolver, not on calls"
-        elif derivation.agrees is False:
+        elif agrees is False:
             warning = "program headers and section headers disagree about this offset"
         symbols.append(
             Symbol(
                 name=chosen.name,
                 address=function.address,
                 size=function.size,
-                file_offset=derivation.file_offset,
+                file_offset=file_offset,
                 source=chosen.source,
-                kind=function.kind,
+                kind=kind,
                 version=chosen.version or None,
                 default_version=chosen.default_version,
                 binding=chosen.binding,
-                aliases=function.aliases(chosen),
+                aliases=function.aliases(chosen) if len(function.entries) > 1 else (),
                 demangled=chosen.demangled or None,
                 sources=chosen.sources,
                 warning=warning,
@@ -776,6 +782,46 @@ def list_functions(
         )
     symbols.sort(key=lambda sym: (sym.file_offset, sym.name))
     return symbols
+
+
+class _OffsetTable:
+    """:func:`_derive` for many addresses at once, without building a derivation for each."""
+
+    def __init__(self, index: SymbolIndex) -> None:
+        self.segments = [
+            (vaddr, vaddr + filesz, offset)
+            for vaddr, _memsz, offset, filesz, flags in index.segments
+            if flags & _PF_X
+        ]
+        self.index = index
+        self.last_section: tuple[int, int, int] | None = None
+
+    def lookup(self, address: int) -> tuple[int | None, bool | None]:
+        """(file offset, whether the section-based offset agrees) of an address."""
+        for start, end, offset in self.segments:
+            if start <= address < end:
+                file_offset = address - start + offset
+                break
+        else:
+            return None, None
+        last = self.last_section
+        if last is None or not last[0] <= address < last[1]:
+            derivation = _derive(self.index, address)
+            if derivation is None or derivation.section_file_offset is None:
+                return file_offset, None
+            self.last_section = last = (
+                derivation.section_address,
+                derivation.section_address + self._section_size(derivation.section_address),
+                derivation.section_offset - derivation.section_address,
+            )
+        return file_offset, address + last[2] == file_offset
+
+    def _section_size(self, section_address: int) -> int:
+        sizes = [
+            size for _name, address, _offset, size, _flags, _bits in self.index.sections
+            if address == section_address
+        ]
+        return max(sizes, default=1)
 
 
 def describe_target(
