@@ -146,6 +146,16 @@ def test_untrusted_directories_are_ignored(tmp_path: Path) -> None:
         assert not foreign_cache.usable and "owned by uid 65534" in foreign_cache.reason
 
 
+def test_cache_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rawprobe._symbols import cache_status
+
+    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path / "ok"))
+    assert cache_status() == (str(tmp_path / "ok"), True, "")
+    monkeypatch.setenv("RAWPROBE_CACHE_DIR", "")
+    directory, usable, reason = cache_status()
+    assert directory is None and not usable and "disabled" in reason
+
+
 def test_untrusted_entries_are_ignored(tmp_path: Path) -> None:
     cache = SymbolCache(str(tmp_path / "c"))
     assert cache.write("a.idx", b"data")

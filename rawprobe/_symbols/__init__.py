@@ -12,7 +12,8 @@ Public entry points (the rest of rawprobe uses only these):
   (:func:`resolve_one` when exactly one is needed);
 - :func:`list_functions` lists probe-able functions of a file;
 - :func:`describe_target` summarises a file (build-id, symbol sources, Go or not);
-- :func:`demangle` demangles a C++ symbol name.
+- :func:`demangle` demangles a C++ symbol name;
+- :func:`cache_status` says whether the symbol cache is in use (and why not).
 
 Importing this package is cheap on purpose: pyelftools is imported only when a file has to be
 read because no valid cache entry exists for it.
@@ -20,7 +21,7 @@ read because no valid cache entry exists for it.
 
 from __future__ import annotations
 
-from ._cache import cache_directory
+from ._cache import cache_directory, default_cache
 from ._errors import (
     AmbiguousLocationError,
     CorruptElfError,
@@ -40,6 +41,17 @@ from ._resolve import (
     resolve_one,
 )
 from ._target import find_target
+
+
+def cache_status() -> tuple[str | None, bool, str]:
+    """Whether the on-disk symbol cache is in use, for ``rawprobe doctor``.
+
+    Returns:
+        (directory or None when disabled, in use, why not when it is not).
+    """
+    cache = default_cache()
+    usable = cache.usable
+    return cache.directory, usable, cache.reason
 
 
 def demangle(name: str) -> str | None:
@@ -72,6 +84,7 @@ __all__ = [
     "UndefinedSymbolError",
     "UnsupportedElfError",
     "cache_directory",
+    "cache_status",
     "clear_memory",
     "demangle",
     "describe_target",

@@ -43,8 +43,17 @@ _SHF_EXECINSTR = 0x4
 _GLOB_CHARS = ("*", "?", "[")
 _BINDING_RANK = {"global": 0, "weak": 1, "unique": 1, "local": 2}
 
-# Indexes already opened by this process: (path, debug roots) → index.
+# Indexes already opened by this process: (path, debug roots) → index, least recently opened
+# first. A tracer attaching to many files keeps the most recent ones.
 _opened: dict[tuple[str, tuple[str, ...]], SymbolIndex] = {}
+_OPENED_MAX = 64
+
+
+def _remember(memo_key: tuple[str, tuple[str, ...]], index: SymbolIndex) -> None:
+    _opened.pop(memo_key, None)
+    _opened[memo_key] = index
+    while len(_opened) > _OPENED_MAX:
+        del _opened[next(iter(_opened))]
 
 
 def _file_key(info: os.stat_result) -> FileKey:
@@ -112,7 +121,7 @@ def open_index(
             except IndexFormatError:
                 index = None
             if index is not None and _still_valid(index, path, key):
-                _opened[memo_key] = index
+                _remember(memo_key, index)
                 return index
     # The cold path: only now is pyelftools imported.
     from ._elf import build_index_data
@@ -125,7 +134,7 @@ def open_index(
     # Cache only what was read from the file the key describes (it may change while we read).
     if cache is not None and _current_key(path) == key:
         cache.write(entry_name, encoded)
-    _opened[memo_key] = index
+    _remember(memo_key, index)
     return index
 
 
@@ -659,7 +668,7 @@ def resolve_location(
         return [_resolve_offset(index, path, location, force)]
     name, symbol_offset = _split_symbol_offset(location)
     bare, version, default = _split_version(name)
-    records = _find_exact(index, bare) if not version or "@" not in bare else []
+    records = _find_exact(index, bare)
     if records:
         entries = _filter_versions(
             [index.entry(record) for record in records], version, default, location, path
