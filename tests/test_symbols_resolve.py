@@ -417,3 +417,15 @@ def test_bad_locations(nopie: Path) -> None:
         resolve_location(str(nopie), "  ")
     with pytest.raises(SymbolNotFoundError):
         resolve_location(str(nopie), "add+banana")
+
+
+def test_no_section_headers_uses_the_dynamic_segment(shared: Path, tmp_path: Path) -> None:
+    # As sstrip leaves a library: no section headers at all, only the program headers.
+    headerless = _patched(
+        shared, tmp_path, {0x28: struct.pack("<Q", 0), 0x3A: struct.pack("<HHH", 0, 0, 0)}
+    )
+    names = {sym.name for sym in list_functions(headerless)}
+    assert names == {"lib_add", "lib_call"}
+    location = resolve_one(headerless, "lib_add")
+    assert location.file_offset == resolve_one(str(shared), "lib_add").file_offset
+    assert location.derivation is not None and location.derivation.agrees is None
