@@ -98,8 +98,9 @@ def bench_resolution(libc: str, repeat: int) -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
         _report("cold (fresh process, empty cache)", cold_runs)
         _report("warm (fresh process, cache present)", warm_runs)
-        print(f"  {'python -c pass, for reference':<44} process "
-              f"{_ms(_python_startup(env, repeat))}")
+        print(
+            f"  {'python -c pass, for reference':<44} process {_ms(_python_startup(env, repeat))}"
+        )
 
     sys.path.insert(0, str(REPO))
     cache_dir = tempfile.mkdtemp(prefix="rawprobe-bench-")
@@ -117,8 +118,11 @@ def bench_resolution(libc: str, repeat: int) -> None:
         resolve_location(libc, "malloc")
         samples_memory.append(time.perf_counter() - started)
     print(" in-process (median of 50):")
-    print(f"  {'warm, index read from the disk cache':<44} call    {_ms(statistics.median(samples_disk))}")
-    print(f"  {'warm, index already in memory':<44} call    {_ms(statistics.median(samples_memory))}")
+    for label, samples in (
+        ("warm, index read from the disk cache", samples_disk),
+        ("warm, index already in memory", samples_memory),
+    ):
+        print(f"  {label:<44} call    {_ms(statistics.median(samples))}")
     shutil.rmtree(cache_dir, ignore_errors=True)
 
 
@@ -170,8 +174,10 @@ def bench_listing(target: str | None, repeat: int) -> None:
     if target is None:
         started = time.perf_counter()
         target, size = largest_elf()
-        print(f"\nLargest ELF under {', '.join(SEARCH_ROOTS)}: {target} ({size / 2**20:.1f} MiB;"
-              f" found in {time.perf_counter() - started:.1f} s)")
+        print(
+            f"\nLargest ELF under {', '.join(SEARCH_ROOTS)}: {target} ({size / 2**20:.1f} MiB;"
+            f" found in {time.perf_counter() - started:.1f} s)"
+        )
     else:
         print(f"\nListing {target}")
     runs = max(1, min(repeat, 3))
