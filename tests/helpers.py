@@ -155,8 +155,25 @@ class Background:
         return self.proc.returncode, out, "".join(self.stderr_lines) + err
 
 
-def bpf_links_of_rawprobe() -> list[dict[str, object]]:
-    """BPF links whose program is one of rawprobe's, as bpftool lists them."""
+def bpf_link_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF links process ``pid`` holds open (from /proc/PID/fdinfo)."""
+    ids = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf_link":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            if line.startswith("link_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def existing_bpf_link_ids() -> set[int]:
+    """Ids of every BPF link on the host, as bpftool lists them."""
     import json
 
     bpftool = require_tool("bpftool")
@@ -164,13 +181,7 @@ def bpf_links_of_rawprobe() -> list[dict[str, object]]:
         subprocess.run([bpftool, "-j", "link", "list"], capture_output=True, text=True,
                        check=True).stdout or "[]"
     )
-    progs = json.loads(
-        subprocess.run([bpftool, "-j", "prog", "list"], capture_output=True, text=True,
-                       check=True).stdout or "[]"
-    )
-    ours = {p["id"] for p in progs if p.get("name") in ("rp_entry", "rp_return", "rp_fork",
-                                                         "rp_exit")}
-    return [link for link in links if link.get("prog_id") in ours]
+    return {int(link["id"]) for link in links}
 
 
 # -- the kernel's own uprobe tracer, as an oracle ---------------------------------------------

@@ -11,9 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
 from fixtures_symbols import PIE_FLAGS
 from fixtures_symbols.programs import C_PROGRAM
+from helpers import CompileC
 
 from rawprobe._symbols import clear_memory, resolve_one
 from rawprobe._symbols._cache import SymbolCache, cache_directory

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
 from fixtures_symbols import NOPIE_FLAGS, PIE_FLAGS
 from fixtures_symbols.programs import C_PROGRAM, CPP_PROGRAM, FAKE_GO_PROGRAM
+from helpers import CompileC
 
 from rawprobe import RawprobeError, SymbolNotFoundError, TargetNotFoundError, UsageError
 from rawprobe._symbols import GoReturnProbeError, resolve_one

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
 from fixtures_symbols import (
     PIE_FLAGS,
     SHARED_FLAGS,
@@ -23,6 +22,7 @@ from fixtures_symbols import (
     strip_to_build_id_root,
 )
 from fixtures_symbols.programs import C_LIBRARY, C_PROGRAM
+from helpers import CompileC
 
 from rawprobe._symbols import (
     NoSymbolsError,

@@ -13,7 +13,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
+from helpers import CompileC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

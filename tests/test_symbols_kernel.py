@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CompileC, require_kernel_tracing
 from fixtures_symbols import (
     NOPIE_FLAGS,
     PIE_FLAGS,
@@ -33,6 +32,7 @@ from fixtures_symbols.programs import (
     VERSIONED_LIBRARY,
     c_program_using_library,
 )
+from helpers import CompileC, require_kernel_tracing
 
 from rawprobe._symbols import Location, find_target, resolve_one
 

@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
 from fixtures_symbols import (
     NOPIE_FLAGS,
     PIE_FLAGS,
@@ -31,6 +30,7 @@ from fixtures_symbols.programs import (
     VERSIONED_LIBRARY,
     c_program_using_library,
 )
+from helpers import CompileC
 
 from rawprobe import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
 from rawprobe._symbols import (

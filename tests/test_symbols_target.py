@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CompileC
 from fixtures_symbols import PIE_FLAGS, SHARED_FLAGS
 from fixtures_symbols.programs import C_LIBRARY
+from helpers import CompileC
 
 from rawprobe import TargetNotFoundError
 from rawprobe._symbols import find_target, resolve_one
