@@ -12,8 +12,9 @@ from fixtures_symbols.programs import C_PROGRAM, CPP_PROGRAM, FAKE_GO_PROGRAM
 from helpers import CompileC
 
 from rawprobe import RawprobeError, SymbolNotFoundError, TargetNotFoundError, UsageError
+from rawprobe._probespec import split_place
 from rawprobe._symbols import GoReturnProbeError, resolve_one
-from rawprobe.cli._symbols import run_list, run_resolve, split_probe_place
+from rawprobe.cli._symbols import run_list, run_resolve
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +43,14 @@ def program(compile_c: CompileC) -> Path:
         ("libc:memcpy@GLIBC_2.2.5", "libc", "memcpy@GLIBC_2.2.5"),
     ],
 )
-def test_split_probe_place(text: str, target: str, location: str) -> None:
-    assert split_probe_place(text) == (target, location)
+def test_split_place(text: str, target: str, location: str) -> None:
+    assert split_place(text) == (target, location)
 
 
 @pytest.mark.parametrize("text", ["malloc", "libc:", ":malloc", "ns::f", ""])
 def test_split_probe_place_refuses(text: str) -> None:
     with pytest.raises(UsageError, match="TARGET:LOCATION"):
-        split_probe_place(text)
+        split_place(text)
 
 
 def test_list_json(program: Path) -> None:

@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo
+    from . import _attach, _demo, _inspect
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -33,6 +33,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _attach.add_parser(commands)
+    _inspect.add_parsers(commands)
     _demo.add_parser(commands)
     return parser
 

@@ -6,7 +6,7 @@ The functions here print results and return an exit status; errors are raised (a
 
 from __future__ import annotations
 
-from .._errors import UsageError
+from .._probespec import split_place
 from .._symbols import (
     Location,
     Symbol,
@@ -22,53 +22,10 @@ if TYPE_CHECKING:
 
     from .._symbols import TargetInfo
 
-__all__ = ["run_list", "run_resolve", "split_probe_place"]
+__all__ = ["run_list", "run_resolve"]
 
 _RETURN_SUFFIX = "%return"
 _NAME_COLUMN_MAX = 60
-
-
-def split_probe_place(probe_place: str) -> tuple[str, str]:
-    """Split ``TARGET:LOCATION`` at the ':' that separates them.
-
-    A LOCATION may hold colons of its own: C++ scopes (``ns::f``, any run of two) and ABI tags
-    (``f[abi:cxx11]()``, inside brackets). The separator is the last colon that is neither:
-    in a run of colons of odd length, the first one (``app:::f`` is ``app`` and ``::f``). A
-    TARGET path may therefore contain a single colon only if the LOCATION has none.
-
-    Args:
-        probe_place: ``libc:malloc``, ``/usr/bin/app:ns::Foo::bar``, ``./a.out:0x1139``...
-
-    Returns:
-        (TARGET, LOCATION).
-
-    Raises:
-        UsageError: No separator, or an empty TARGET or LOCATION.
-    """
-    candidates = []
-    position = 0
-    while position < len(probe_place):
-        if probe_place[position] != ":":
-            position += 1
-            continue
-        run_end = position
-        while run_end < len(probe_place) and probe_place[run_end] == ":":
-            run_end += 1
-        if (run_end - position) % 2 == 1:
-            candidates.append(position)
-        position = run_end
-    for candidate in reversed(candidates):
-        tail = probe_place[candidate + 1 :]
-        if tail.count("]") > tail.count("["):
-            continue  # inside [abi:...]: part of the location
-        target, location = probe_place[:candidate], tail
-        if not target or not location:
-            break
-        return target, location
-    raise UsageError(
-        f"{probe_place!r} is not TARGET:LOCATION; write e.g. 'libc:malloc', "
-        "'/usr/bin/bash:readline' or './a.out:0x1139'"
-    )
 
 
 def _symbol_json(symbol: Symbol, path: str) -> dict[str, Any]:
@@ -283,7 +240,7 @@ def run_resolve(
     Raises:
         RawprobeError: Bad syntax, unknown target or symbol, or a refused offset.
     """
-    target, location = split_probe_place(probe_place.strip())
+    target, location = split_place(probe_place.strip())
     retprobe = location.endswith(_RETURN_SUFFIX)
     if retprobe:
         location = location[: -len(_RETURN_SUFFIX)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -92,8 +93,15 @@ def test_pid_of_a_running_process(add_program: Path) -> None:
     assert other is not None and other.returncode == 0
 
 
-def test_system_wide_sees_processes_started_later(add_program: Path) -> None:
-    prog = str(add_program)
+def private_copy(program: Path, directory: Path) -> str:
+    """A copy of ``program`` that no other test run executes, for host-wide probes."""
+    copy = directory / program.name
+    shutil.copy(program, copy)
+    return str(copy)
+
+
+def test_system_wide_sees_processes_started_later(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     tracer = Background("attach", ENTRY.format(prog=prog), "--duration", "20")
     tracer.ready()
     first = subprocess.Popen([prog, "1"])
@@ -126,8 +134,8 @@ def test_command_does_not_see_other_processes(add_program: Path) -> None:
     assert "0 events, 0 lost" in result.stderr
 
 
-def test_duration_and_max_events(add_program: Path) -> None:
-    prog = str(add_program)
+def test_duration_and_max_events(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     started = time.monotonic()
     result = run_rawprobe("attach", ENTRY.format(prog=prog), "--duration", "0.5",
                           check_status=0)
@@ -138,8 +146,8 @@ def test_duration_and_max_events(add_program: Path) -> None:
     assert len(event_lines(result.stdout)) == 2
 
 
-def test_sigterm_detaches_everything(add_program: Path) -> None:
-    prog = str(add_program)
+def test_sigterm_detaches_everything(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     tracer = Background("attach", ENTRY.format(prog=prog), RETURN.format(prog=prog))
     tracer.ready()
     links = bpf_link_ids_of(tracer.proc.pid)
