@@ -59,11 +59,15 @@ struct {
 
 /*
  * Following a command and its children (attach -- COMMAND): the probes are host-wide and only
- * processes in this set are recorded. The set starts with the command and grows at every fork
- * of a member, before the child first runs (sched_process_fork fires in the parent).
- * Per-process perf events cannot do this: inherited uprobe events lose their BPF program when
- * the first child exits.
+ * processes in this set are recorded. The command enters it "armed" (FOLLOW_ARMED) while it
+ * is still rawprobe's forked child, and is traced (FOLLOW_TRACED) from its exec on; the set
+ * grows at every fork of a traced process, before the child first runs (sched_process_fork
+ * fires in the parent). Per-process perf events cannot do this: inherited uprobe events lose
+ * their BPF program when the first child exits.
  */
+#define FOLLOW_TRACED 1
+#define FOLLOW_ARMED 2
+
 const volatile bool rp_follow = false;
 
 struct {
@@ -315,6 +319,131 @@ __noinline bool rp_filter(struct rp_scratch *s, const struct rp_probe *probe)
 	return stack & 1;
 }
 
+/* Counts and histogram buckets, per key (per CPU: no contention between CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384); /* --max-keys */
+	__type(key, struct rp_agg_key);
+	__type(value, __u64);
+} aggregates SEC(".maps");
+
+/* Latency: when each thread entered each measured function (pair << 32 | tid). LRU, so calls
+ * that never return (longjmp, exit) cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} starts SEC(".maps");
+
+/* Which process each stack id was seen in, so its addresses can be symbolized. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_pids SEC(".maps");
+
+/* User stacks for aggregations grouped by stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__uint(value_size, RP_STACK_DEPTH * 8);
+} stacks SEC(".maps");
+
+static __always_inline __s64 log2_bucket(__s64 value)
+{
+	__u64 v = value;
+	__s64 bucket = 1;
+
+	if (value < 0)
+		return -1;
+	if (value == 0)
+		return 0;
+	if (v >> 32) { v >>= 32; bucket += 32; }
+	if (v >> 16) { v >>= 16; bucket += 16; }
+	if (v >> 8) { v >>= 8; bucket += 8; }
+	if (v >> 4) { v >>= 4; bucket += 4; }
+	if (v >> 2) { v >>= 2; bucket += 2; }
+	if (v >> 1) { bucket += 1; }
+	return bucket;
+}
+
+static __always_inline __s64 bucket_of(const struct rp_aggregation *agg, __s64 value)
+{
+	if (agg->hist == RP_HIST_LOG2)
+		return log2_bucket(value);
+	if (value < agg->lin_min || agg->lin_step <= 0)
+		return -1;
+	value = (__u64)(value - agg->lin_min) / (__u64)agg->lin_step; /* value >= lin_min here */
+	return value < agg->lin_buckets ? value : agg->lin_buckets;
+}
+
+/*
+ * Add one to the aggregate of this hit. A global function, so the verifier checks it once.
+ * Returns 0, or -1 when the hit could not be counted (map full, value unreadable).
+ */
+__noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, __u32 event_id,
+			    __s32 stack_id, __s64 latency)
+{
+	struct rp_agg_key key = {};
+	const struct rp_aggregation *agg;
+	__u64 one = 1, *count;
+	__u32 loc, len, offset, i;
+	__s64 value;
+
+	if (!s || !probe)
+		return -1;
+	agg = &probe->agg;
+	key.event_id = event_id;
+	key.stack_id = stack_id;
+
+	if (agg->key_kind == RP_KEY_BYTES) {
+		len = agg->key_size < RP_KEY_LEN ? agg->key_size : RP_KEY_LEN;
+		offset = agg->key_src;
+		for (i = 0; i < RP_KEY_LEN; i++) {
+			if (i >= len)
+				break;
+			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
+		}
+	} else if (agg->key_kind == RP_KEY_STRING) {
+		loc = *(__u32 *)&s->rec.bytes[agg->key_src & REC_MASK];
+		len = loc >> 16;
+		offset = loc & 0xffff;
+		for (i = 0; i < RP_KEY_LEN - 1; i++) {
+			if (i >= len)
+				break;
+			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
+		}
+	}
+
+	if (agg->action == RP_ACTION_HIST) {
+		if (agg->value_field < 32 && (s->rec.header.faults & (1U << agg->value_field)))
+			return -1;
+		value = load_int(&s->rec.bytes[agg->value_src & REC_MASK], agg->value_size,
+				 agg->value_signed);
+		key.bucket = bucket_of(agg, value);
+	} else if (agg->action == RP_ACTION_LATENCY) {
+		key.bucket = bucket_of(agg, latency);
+	}
+
+	/* Atomic even on a per-CPU value: uprobe programs are preemptible, and sleepable ones
+	 * may move to another CPU between the lookup and the add. */
+	count = bpf_map_lookup_elem(&aggregates, &key);
+	if (count) {
+		__sync_fetch_and_add(count, 1);
+		return 0;
+	}
+	if (bpf_map_update_elem(&aggregates, &key, &one, BPF_NOEXIST)) {
+		count = bpf_map_lookup_elem(&aggregates, &key);
+		if (!count)
+			return -1; /* the map is full */
+		__sync_fetch_and_add(count, 1);
+	}
+	return 0;
+}
+
 /* Sleepable programs may sleep and move between CPUs: their scratch space is the task's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -338,8 +467,9 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (rp_follow) {
 		__u32 tgid = pid_tgid >> 32;
+		__u8 *state = bpf_map_lookup_elem(&followed, &tgid);
 
-		if (!bpf_map_lookup_elem(&followed, &tgid))
+		if (!state || *state != FOLLOW_TRACED)
 			return 0;
 	}
 
@@ -349,6 +479,9 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	__sync_fetch_and_add(&counters->hits, 1);
 	probe = bpf_map_lookup_elem(&probes, &config_id);
 	if (!probe)
+		return 0;
+	/* Counting calls, nothing more: the hit counter above is the answer. */
+	if (probe->agg.action == RP_ACTION_TALLY && !probe->npredicates)
 		return 0;
 
 	if (sleepable) {
@@ -399,11 +532,66 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 		goto out;
 	}
 
-	tail &= REC_MASK;
-	if (tail < sizeof(struct rp_header))
-		tail = sizeof(struct rp_header);
-	if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
-		__sync_fetch_and_add(&counters->lost, 1);
+	switch (probe->agg.action) {
+	case RP_ACTION_STREAM:
+		tail &= REC_MASK;
+		if (probe->flags & RP_PROBE_STACK) {
+			long size = bpf_get_stack(ctx, &s->rec.bytes[tail], RP_STACK_DEPTH * 8,
+						  BPF_F_USER_STACK);
+
+			if (size < 0)
+				size = 0;
+			*(__u32 *)&s->rec.bytes[probe->stack_dest & REC_MASK] =
+				((__u32)size << 16) | tail;
+			tail += size;
+		}
+		tail &= REC_MASK;
+		if (tail < sizeof(struct rp_header))
+			tail = sizeof(struct rp_header);
+		if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	case RP_ACTION_TIMESTAMP: {
+		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 now = bpf_ktime_get_ns();
+
+		if (bpf_map_update_elem(&starts, &key, &now, BPF_ANY))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	case RP_ACTION_LATENCY: {
+		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 *start = bpf_map_lookup_elem(&starts, &key);
+		__s64 latency;
+
+		if (!start) {
+			/* the call began before the probes were in place */
+			__sync_fetch_and_add(&counters->filtered, 1);
+			break;
+		}
+		latency = bpf_ktime_get_ns() - *start;
+		bpf_map_delete_elem(&starts, &key);
+		if (rp_aggregate(s, probe, event_id, -1, latency))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	default: {
+		__s32 stack_id = -1;
+
+		/* Stack maps are not for sleepable programs: rawprobe runs probes grouped by stack
+		 * on the non-sleepable ones. */
+		if (!sleepable && probe->agg.by_stack) {
+			__u32 tgid = pid_tgid >> 32;
+
+			stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+			if (stack_id >= 0)
+				bpf_map_update_elem(&stack_pids, &stack_id, &tgid, BPF_ANY);
+		}
+		if (rp_aggregate(s, probe, event_id, stack_id, 0))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	}
 out:
 	if (depth)
 		__sync_fetch_and_add(depth, -1);
@@ -440,10 +628,27 @@ int rp_fork(unsigned long long *ctx)
 	struct task_struct *parent = (struct task_struct *)ctx[0];
 	struct task_struct *child = (struct task_struct *)ctx[1];
 	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
-	__u8 one = 1;
+	__u8 traced = FOLLOW_TRACED, *state;
 
-	if (child_tgid != parent_tgid && bpf_map_lookup_elem(&followed, &parent_tgid))
-		bpf_map_update_elem(&followed, &child_tgid, &one, BPF_ANY);
+	if (child_tgid == parent_tgid)
+		return 0; /* a new thread: its process is already in the set or not */
+	state = bpf_map_lookup_elem(&followed, &parent_tgid);
+	if (state && *state == FOLLOW_TRACED)
+		bpf_map_update_elem(&followed, &child_tgid, &traced, BPF_ANY);
+	return 0;
+}
+
+/* The command becomes traced when it execs (before that it is rawprobe's own child). */
+SEC("tp_btf/sched_process_exec")
+int rp_exec(unsigned long long *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	__u32 tgid = task->tgid;
+	__u8 traced = FOLLOW_TRACED, *state;
+
+	state = bpf_map_lookup_elem(&followed, &tgid);
+	if (state && *state == FOLLOW_ARMED)
+		bpf_map_update_elem(&followed, &tgid, &traced, BPF_EXIST);
 	return 0;
 }
 

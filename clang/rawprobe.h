@@ -87,17 +87,71 @@ struct rp_predicate {
 	__s64 value;
 };
 
+/* What a probe does with a hit that passed its filter (struct rp_aggregation.action). */
+enum rp_action {
+	RP_ACTION_STREAM = 0,    /* a record into the ring buffer */
+	RP_ACTION_COUNT = 1,     /* aggregates[key] += 1 */
+	RP_ACTION_HIST = 2,      /* aggregates[key, bucket(value)] += 1 */
+	RP_ACTION_TIMESTAMP = 3, /* starts[pair, tid] = now: the entry half of a latency */
+	RP_ACTION_LATENCY = 4,   /* aggregates[key, bucket(now - starts[pair, tid])] += 1 */
+	RP_ACTION_TALLY = 5,     /* nothing more: the stats map's hit counter is the count */
+};
+
+/* What an aggregation groups by (struct rp_aggregation.key_kind). */
+enum rp_key {
+	RP_KEY_NONE = 0,
+	RP_KEY_BYTES = 1,  /* key_size bytes of the record at key_src (pid, comm, an integer) */
+	RP_KEY_STRING = 2, /* the string field whose data_loc is at key_src */
+};
+
+enum rp_hist {
+	RP_HIST_LOG2 = 0,   /* bucket 0: 0, bucket n > 0: [2^(n-1), 2^n), bucket -1: negative */
+	RP_HIST_LINEAR = 1, /* bucket n: [min + n*step, min + (n+1)*step), -1 below, nbuckets above */
+};
+
+#define RP_KEY_LEN 64        /* bytes of a grouping key (strings are cut to fit) */
+#define RP_STACK_DEPTH 127   /* user stack frames kept */
+
+struct rp_aggregation {
+	__u32 action;
+	__u32 key_kind;
+	__u16 key_src;      /* offset in the record of the grouping key */
+	__u16 key_size;
+	__u16 value_src;    /* offset in the record of the histogram's value */
+	__u8 value_size;
+	__u8 value_signed;
+	__u32 value_field;  /* fetch-arg index of the value, for its fault bit; ~0 for none */
+	__u32 hist;         /* enum rp_hist */
+	__u32 pair;         /* latency: the entry and return probes share this id */
+	__u32 by_stack;     /* also group by the user stack */
+	__s64 lin_min;
+	__s64 lin_step;
+	__s64 lin_buckets;
+};
+
 /* struct rp_probe.flags */
 #define RP_PROBE_RETURN (1U << 0)
+#define RP_PROBE_STACK (1U << 1) /* records carry the user stack (a data_loc at stack_dest) */
 
 struct rp_probe {
 	__u32 flags;
 	__u32 nfields;
 	__u32 npredicates;
 	__u32 fixed_size; /* header plus fixed fields: where strings start */
+	__u32 stack_dest; /* RP_PROBE_STACK: offset of the stack's data_loc in the record */
+	__u32 reserved;
+	struct rp_aggregation agg;
 	struct rp_field fields[RP_MAX_FIELDS];
 	struct rp_predicate predicates[RP_MAX_PREDICATES];
 	char strings[RP_MAX_STR_CONSTS][RP_STR_CONST_LEN];
+};
+
+/* The key of the aggregates map. */
+struct rp_agg_key {
+	__u32 event_id;
+	__s32 stack_id; /* -1 when not grouped by stack */
+	__s64 bucket;   /* histograms; 0 for counts */
+	__u8 data[RP_KEY_LEN];
 };
 
 /* Every record starts with this header. A string field holds a data_loc: (length << 16) | offset

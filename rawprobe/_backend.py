@@ -92,5 +92,15 @@ class Session(Protocol):
     def counters(self) -> list[ProbeCounters]:
         """Per event id, hits, filtered and lost records (as far as the backend knows)."""
 
+    def aggregate_cells(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
+        """The aggregates: ``(event_id, stack_id, bucket, key bytes, count)`` per cell,
+        emptied after reading when ``reset``."""
+
+    def stack(self, stack_id: int) -> tuple[int, ...]:
+        """The return addresses of a recorded user stack, innermost first."""
+
+    def stack_pid(self, stack_id: int) -> int | None:
+        """A process the stack was seen in (to symbolize its addresses)."""
+
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

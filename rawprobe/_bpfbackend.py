@@ -25,6 +25,9 @@ __all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
 _LOG = logging.getLogger("rawprobe")
 _KEY = struct.Struct("<I")
 _STATS = struct.Struct("<QQQ")
+_FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
+_FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
+_AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 DEFAULT_RING_SIZE = 8 << 20
 
 
@@ -70,7 +73,7 @@ class BpfSession:
         obj = self._object
         try:
             if follow:
-                for name in ("rp_fork", "rp_exit"):
+                for name in _FOLLOW_PROGRAMS:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
             self._ring = RingMap(events.fd, events.max_entries)
@@ -97,7 +100,7 @@ class BpfSession:
             rodata = obj.rodata()
             # const volatile bool rp_follow is the object's only read-only global.
             rodata[0] = b"\x01" if self._follow else b"\x00"
-            for name in ("rp_fork", "rp_exit"):
+            for name in _FOLLOW_PROGRAMS:
                 obj.lib.program_set_autoload(obj.program(name), self._follow)
             for name in ("rp_entry_sleepable", "rp_return_sleepable"):
                 obj.lib.program_set_autoload(obj.program(name), sleepable)
@@ -116,8 +119,9 @@ class BpfSession:
         return self._ring
 
     def follow(self, pid: int) -> None:
-        """Add a process to the followed set (its children join as they are forked)."""
-        self._object.map("followed").update(_KEY.pack(pid), b"\x01")
+        """Add a process to the followed set, traced from its next exec on (its children
+        join as they are forked)."""
+        self._object.map("followed").update(_KEY.pack(pid), bytes([_FOLLOW_ARMED]))
 
     def attach_all(self, target: TraceTarget) -> None:
         if target.command_pid is not None:
@@ -189,6 +193,33 @@ class BpfSession:
         # The link now owns the perf event's descriptor; libbpf closes both on destroy.
         event.detach()
         self._links.append(int(link))
+
+    def aggregate_cells(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
+        aggregates = self._object.map("aggregates")
+        key_size = abi.AGG_KEY.sizeof()
+        value_size = 8 * self.cpus
+        cells = []
+        for key in aggregates.keys(key_size):
+            value = aggregates.get(key, value_size)
+            if reset:
+                aggregates.delete(key)
+            if value is None:
+                continue
+            count = sum(struct.unpack(f"<{self.cpus}Q", value))
+            event_id, stack_id, bucket = _AGG_KEY_HEAD.unpack_from(key)
+            cells.append((event_id, stack_id, bucket, key[_AGG_KEY_HEAD.size :], count))
+        return cells
+
+    def stack(self, stack_id: int) -> tuple[int, ...]:
+        raw = self._object.map("stacks").get(_KEY.pack(stack_id), abi.STACK_DEPTH * 8)
+        if raw is None:
+            return ()
+        addresses = struct.unpack(f"<{abi.STACK_DEPTH}Q", raw)
+        return tuple(address for address in addresses if address)
+
+    def stack_pid(self, stack_id: int) -> int | None:
+        raw = self._object.map("stack_pids").get(_KEY.pack(stack_id), 4)
+        return None if raw is None else int(_KEY.unpack(raw)[0])
 
     def detach(self) -> None:
         """Remove every uprobe (the programs stop writing records)."""

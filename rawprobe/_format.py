@@ -219,8 +219,11 @@ class EventFormatter:
         return tuple(values)
 
     def text(self, event: Event) -> str:
-        """One line, without the newline."""
+        """One line (and one more per stack frame), without the final newline."""
         layout = event.layout
+        if event.stack is not None:
+            frames = self.frames(event)
+            return self.text_general(event) + "".join("\n    " + frame for frame in frames)
         if not event.faults and not event.truncated:
             fast = self._fast_for(layout)
             if fast is not None:
@@ -241,10 +244,15 @@ class EventFormatter:
             parts.append(f"{name}={formatter(value)}{'...' if name in cut else ''}")
         return " ".join(parts)
 
+    def frames(self, event: Event) -> list[str]:
+        """The event's stack, each return address as ``function+0xoffset`` where known."""
+        describe = self.resolver.describe
+        return [describe(event.pid, address) for address in event.stack or ()]
+
     def json(self, event: Event) -> str:
         """One JSON object, without the newline."""
         layout = event.layout
-        if not event.faults and not event.truncated:
+        if not event.faults and not event.truncated and event.stack is None:
             fast = self._fast_for(layout)
             if fast is not None:
                 return fast[1](event, self.clock.offset_ns, self._comm_json, _escape)
@@ -272,6 +280,8 @@ class EventFormatter:
             obj["faults"] = event.fault_names
         if event.truncated:
             obj["truncated"] = _truncated_names(layout, event.truncated)
+        if event.stack is not None:
+            obj["stack"] = self.frames(event)
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from .._addrsym import AddressResolver
+from .._aggregate import AggregationSpec, CountTable, HistogramSet, parse_hist
 from .._bpfbackend import DEFAULT_RING_SIZE
 from .._compile import DEFAULT_STRING_SIZE
 from .._errors import UsageError
@@ -74,6 +75,24 @@ def add_parser(commands: Any) -> None:
                         help="record only hits where EXPR holds, e.g. 'size > 4096 && "
                         "comm == \"make\"' (fields, pid, tid, cpu, comm; ==, !=, <, <=, >, "
                         ">=, &, ~ \"prefix*\"; &&, ||, !, parentheses); checked in the kernel")
+    aggregate = parser.add_argument_group(
+        "aggregation in the kernel (no per-event records reach user space)")
+    aggregate.add_argument("--count", action="store_true",
+                           help="count hits per probe (and per --by key, or stack)")
+    aggregate.add_argument("--hist", metavar="FIELD", type=parse_hist,
+                           help="histogram of an integer FIELD (powers of two; "
+                           "FIELD:linear:MIN:MAX:STEP for linear buckets), or 'latency' "
+                           "(entry to return, ns; the return probes are added for you)")
+    aggregate.add_argument("--by", metavar="KEY",
+                           help="group by comm, pid, tid, cpu or a field")
+    aggregate.add_argument("--stack", action="store_true",
+                           help="with --count: group by user stack; otherwise print each "
+                           "event's user stack")
+    aggregate.add_argument("--folded", action="store_true",
+                           help="with --count --stack: folded stacks, as flame-graph tools "
+                           "read them")
+    aggregate.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+                           help="print (and restart) the aggregation every SECONDS")
     parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
                         metavar="BYTES", help="bytes copied per string, NUL included "
                         f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
@@ -143,8 +162,10 @@ class _Printer:
     """Writes events as text or JSON lines, up to a limit."""
 
     def __init__(self, out: TextIO, as_json: bool, limit: int | None,
-                 resolver: AddressResolver) -> None:
+                 resolver: AddressResolver, folded: bool = False) -> None:
         self.out = out
+        self.as_json = as_json
+        self.folded = folded
         self.limit = limit
         self.printed = 0
         self.truncated = 0  # events with a string cut at --string-size
@@ -154,6 +175,17 @@ class _Printer:
     @property
     def full(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
+
+    def aggregates(self, result: CountTable | HistogramSet) -> None:
+        """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
+        if self.as_json:
+            text = json.dumps(result.to_dict())
+        elif self.folded and isinstance(result, CountTable):
+            text = result.folded()
+        else:
+            text = f"{self.formatter.clock.text(time.monotonic_ns())}\n{result}\n"
+        self.out.write(text + "\n")
+        self.out.flush()
 
     def write(self, events: list[Event]) -> None:
         if self.limit is not None:
@@ -174,7 +206,8 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     events, or at Ctrl-C, SIGTERM or SIGHUP. Every probe is removed before this returns, and
     the events left in the ring buffer are printed.
     """
-    printer = _Printer(out, args.json, args.max_events, tracer.resolver)
+    printer = _Printer(out, args.json, args.max_events, tracer.resolver,
+                       getattr(args, "folded", False))
     started = time.monotonic()
     with _StopSignals() as stop:
         try:
@@ -191,11 +224,18 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                 print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
                       "Ctrl-C to end", file=sys.stderr)
             deadline = None if args.duration is None else started + args.duration
+            interval = getattr(args, "interval", None)
+            next_report = None if interval is None else started + interval
             while not printer.full and not stop.stopped:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                now = time.monotonic()
+                if next_report is not None and now >= next_report:
+                    printer.aggregates(tracer.aggregates(reset=True))
+                    next_report += interval
+                waits = [t - now for t in (deadline, next_report) if t is not None]
+                remaining = min(waits) if waits else None
+                if deadline is not None and deadline <= now:
                     break
-                printer.write(tracer.poll(remaining))
+                printer.write(tracer.poll(max(remaining, 0) if remaining is not None else None))
                 if tracer.finished():
                     break
         finally:
@@ -203,13 +243,32 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                 left = tracer.drain()
                 if not printer.full:
                     printer.write(left)
+                if tracer.aggregation is not None and tracer.started:
+                    printer.aggregates(tracer.aggregates(reset=interval is not None))
                 stats = tracer.stats()
                 tracer.close()
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
     return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
 
 
+def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
+    if args.count and args.hist:
+        raise UsageError("--count and --hist: choose one")
+    if args.by and not (args.count or args.hist):
+        raise UsageError("--by groups an aggregation: add --count or --hist")
+    if args.folded and not (args.count and args.stack):
+        raise UsageError("--folded prints counted stacks: use it with --count --stack")
+    if args.interval and not (args.count or args.hist):
+        raise UsageError("--interval prints aggregations: add --count or --hist")
+    if args.count:
+        return AggregationSpec("count", by=args.by, stack=args.stack)
+    if args.hist:
+        return AggregationSpec("hist", by=args.by, hist=args.hist, stack=args.stack)
+    return None
+
+
 def run_attach(args: argparse.Namespace) -> int:
+    aggregation = _aggregation(args)
     check_tracing_privileges()  # before anything is resolved, started or planted
     out = _open_output(args.output)
     tracer = Tracer(
@@ -219,10 +278,14 @@ def run_attach(args: argparse.Namespace) -> int:
         ring_size=args.ring_size,
         force=args.force,
         backend=args.backend,
+        aggregation=aggregation,
+        stack=args.stack,
     )
     try:
         for word in args.probes:
             tracer.add(word, filter=args.filter)
+        for warning in tracer.warnings:
+            print(f"rawprobe: warning: {warning}", file=sys.stderr)
         stats = run_trace(tracer, args, out)
         _summary(stats, args, out, tracer.command_status)
     finally:
@@ -247,7 +310,10 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
     if args.json:
         out.write(json.dumps({"summary": summary}) + "\n")
         out.flush()
-    line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
+    if getattr(args, "count", False) or getattr(args, "hist", None):
+        line = f"rawprobe: {stats.hits} hit{'s' * (stats.hits != 1)}, {stats.lost} lost"
+    else:
+        line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
     if stats.filtered:
         line += f", {stats.filtered} filtered"
     if stats.lost:
