@@ -78,6 +78,8 @@ struct {
 } followed SEC(".maps");
 
 #define REC_MASK (RP_MAX_RECORD - 1)
+/* The stack pointer's index in the pt_regs words. */
+#define RP_SP_WORD (__builtin_offsetof(struct pt_regs, sp) / 8)
 
 static __always_inline void store_int(__u8 *dest, __u64 value, __u32 size)
 {
@@ -385,7 +387,7 @@ static __always_inline __s64 bucket_of(const struct rp_aggregation *agg, __s64 v
  * Returns 0, or -1 when the hit could not be counted (map full, value unreadable).
  */
 __noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, __u32 event_id,
-			    __s32 stack_id, __s64 latency)
+			    __s32 stack_id, __s64 latency_or_caller)
 {
 	struct rp_agg_key key = {};
 	const struct rp_aggregation *agg;
@@ -399,8 +401,9 @@ __noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, 
 	key.event_id = event_id;
 	key.stack_id = stack_id;
 
+	/* Keys use at most RP_KEY_LEN - 8 bytes: the rest may hold a caller (RP_PROBE_AT_ENTRY). */
 	if (agg->key_kind == RP_KEY_BYTES) {
-		len = agg->key_size < RP_KEY_LEN ? agg->key_size : RP_KEY_LEN;
+		len = agg->key_size < RP_KEY_LEN - 8 ? agg->key_size : RP_KEY_LEN - 8;
 		offset = agg->key_src;
 		for (i = 0; i < RP_KEY_LEN; i++) {
 			if (i >= len)
@@ -411,7 +414,7 @@ __noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, 
 		loc = *(__u32 *)&s->rec.bytes[agg->key_src & REC_MASK];
 		len = loc >> 16;
 		offset = loc & 0xffff;
-		for (i = 0; i < RP_KEY_LEN - 1; i++) {
+		for (i = 0; i < RP_KEY_LEN - 9; i++) { /* and a NUL */
 			if (i >= len)
 				break;
 			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
@@ -425,8 +428,10 @@ __noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, 
 				 agg->value_signed);
 		key.bucket = bucket_of(agg, value);
 	} else if (agg->action == RP_ACTION_LATENCY) {
-		key.bucket = bucket_of(agg, latency);
+		key.bucket = bucket_of(agg, latency_or_caller);
 	}
+	if (stack_id >= 0 && (probe->flags & RP_PROBE_AT_ENTRY))
+		*(__u64 *)&key.data[RP_KEY_LEN - 8] = latency_or_caller;
 
 	/* Atomic even on a per-CPU value: uprobe programs are preemptible, and sleepable ones
 	 * may move to another CPU between the lookup and the add. */
@@ -536,14 +541,32 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	case RP_ACTION_STREAM:
 		tail &= REC_MASK;
 		if (probe->flags & RP_PROBE_STACK) {
-			long size = bpf_get_stack(ctx, &s->rec.bytes[tail], RP_STACK_DEPTH * 8,
+			/* At a function's entry, leave room for the caller between the first
+			 * frame (the probed address) and the rest. */
+			__u32 gap = (probe->flags & RP_PROBE_AT_ENTRY) ? 8 : 0;
+			__u32 start = (tail + gap) & REC_MASK;
+			long size = bpf_get_stack(ctx, &s->rec.bytes[start], (RP_STACK_DEPTH - 1) * 8,
 						  BPF_F_USER_STACK);
 
 			if (size < 0)
 				size = 0;
+			if (gap && size >= 16) {
+				__u64 caller = 0;
+
+				bpf_probe_read_user(&caller, sizeof(caller),
+						    (void *)s->regs[RP_SP_WORD]);
+				/* Kernels since 6.13 add the caller themselves when the first
+				 * instruction is push %rbp or endbr64; add it when they did not. */
+				if (*(__u64 *)&s->rec.bytes[(start + 8) & REC_MASK] != caller) {
+					*(__u64 *)&s->rec.bytes[tail] = *(__u64 *)&s->rec.bytes[start];
+					*(__u64 *)&s->rec.bytes[start] = caller;
+					start = tail;
+					size += 8;
+				}
+			}
 			*(__u32 *)&s->rec.bytes[probe->stack_dest & REC_MASK] =
-				((__u32)size << 16) | tail;
-			tail += size;
+				((__u32)size << 16) | start;
+			tail = start + size;
 		}
 		tail &= REC_MASK;
 		if (tail < sizeof(struct rp_header))
@@ -580,14 +603,19 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 
 		/* Stack maps are not for sleepable programs: rawprobe runs probes grouped by stack
 		 * on the non-sleepable ones. */
+		__u64 caller = 0;
+
 		if (!sleepable && probe->agg.by_stack) {
 			__u32 tgid = pid_tgid >> 32;
 
 			stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
 			if (stack_id >= 0)
 				bpf_map_update_elem(&stack_pids, &stack_id, &tgid, BPF_ANY);
+			if (probe->flags & RP_PROBE_AT_ENTRY)
+				bpf_probe_read_user(&caller, sizeof(caller),
+						    (void *)s->regs[RP_SP_WORD]);
 		}
-		if (rp_aggregate(s, probe, event_id, stack_id, 0))
+		if (rp_aggregate(s, probe, event_id, stack_id, caller))
 			__sync_fetch_and_add(&counters->lost, 1);
 		break;
 	}

@@ -109,7 +109,7 @@ enum rp_hist {
 	RP_HIST_LINEAR = 1, /* bucket n: [min + n*step, min + (n+1)*step), -1 below, nbuckets above */
 };
 
-#define RP_KEY_LEN 64        /* bytes of a grouping key (strings are cut to fit) */
+#define RP_KEY_LEN 64        /* bytes of a grouping key's data; keys use RP_KEY_LEN - 8 */
 #define RP_STACK_DEPTH 127   /* user stack frames kept */
 
 struct rp_aggregation {
@@ -132,6 +132,9 @@ struct rp_aggregation {
 /* struct rp_probe.flags */
 #define RP_PROBE_RETURN (1U << 0)
 #define RP_PROBE_STACK (1U << 1) /* records carry the user stack (a data_loc at stack_dest) */
+/* The probe is on a function's first instruction: its frame is not set up yet, so a frame
+ * pointer walk skips the caller; its return address, at the top of the stack, is added. */
+#define RP_PROBE_AT_ENTRY (1U << 2)
 
 struct rp_probe {
 	__u32 flags;
@@ -146,7 +149,8 @@ struct rp_probe {
 	char strings[RP_MAX_STR_CONSTS][RP_STR_CONST_LEN];
 };
 
-/* The key of the aggregates map. */
+/* The key of the aggregates map. When grouped by a stack of a probe at a function's entry,
+ * the last 8 bytes of data hold the caller's return address (see RP_PROBE_AT_ENTRY). */
 struct rp_agg_key {
 	__u32 event_id;
 	__s32 stack_id; /* -1 when not grouped by stack */

@@ -157,7 +157,7 @@ def _key(by: str | None, compiled: CompiledProbe, word: str) -> dict[str, object
             raise UsageError(f"--by {by}: {by!r} is an array; group by a scalar field")
         size = field.type.size * (field.type.count or 1)
         return {"key_kind": abi.KeyKind.BYTES, "key_src": field.offset,
-                "key_size": min(size, abi.KEY_LEN)}
+                "key_size": min(size, abi.KEY_LEN - 8)}
     if by in _HEADER_KEYS:
         offset, size = _HEADER_KEYS[by]
         return {"key_kind": abi.KeyKind.BYTES, "key_src": offset, "key_size": size}

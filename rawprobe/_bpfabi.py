@@ -26,6 +26,7 @@ __all__ = [
     "MAX_RECORD",
     "MAX_STR_CONSTS",
     "PROBE",
+    "PROBE_AT_ENTRY",
     "PROBE_RETURN",
     "PROBE_STACK",
     "STATS",
@@ -50,6 +51,7 @@ COMM_LEN = 16
 
 PROBE_RETURN = 1 << 0
 PROBE_STACK = 1 << 1
+PROBE_AT_ENTRY = 1 << 2
 KEY_LEN = 64
 STACK_DEPTH = 127
 

@@ -84,6 +84,7 @@ class CompiledProbe:
     max_size: int = HEADER_SIZE
     retprobe: bool = False
     stack_offset: int = -1  # where the user stack's data_loc is, when records carry one
+    at_entry: bool = False  # on a function's first instruction (see RP_PROBE_AT_ENTRY)
 
     @property
     def reads_memory(self) -> bool:
@@ -110,6 +111,8 @@ class CompiledProbe:
         flags = abi.PROBE_RETURN if self.retprobe else 0
         if self.stack_offset >= 0:
             flags |= abi.PROBE_STACK
+        if self.at_entry:
+            flags |= abi.PROBE_AT_ENTRY
         return bytes(
             abi.PROBE.build(
                 {

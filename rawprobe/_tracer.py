@@ -64,6 +64,7 @@ class _Site:
     file_offset: int
     ref_ctr_offset: int
     usdt_args: tuple[UsdtArgument, ...] | None
+    at_entry: bool = False  # on the first instruction of a function
 
 
 class _Command:
@@ -186,6 +187,7 @@ class Tracer:
         if aggregation is not None and stack and not aggregation.stack:
             self.aggregation = aggregation = dataclasses.replace(aggregation, stack=True)
         self._key_decoders: list[Any] = []
+        self._at_entry: list[bool] = []  # per event id: stacks miss the caller frame
         self.warnings: list[str] = []  # things a user should know about the probes added
         self._tally_seen: dict[int, int] = {}
         self._command = _Command(command) if command else None
@@ -236,7 +238,8 @@ class Tracer:
             for location in resolve_location(path, spec.location, force=self.force,
                                              retprobe=spec.retprobe):
                 sites.append(_Site(location.symbol, location.file_offset,
-                                   spec.ref_ctr_offset or 0, None))
+                                   spec.ref_ctr_offset or 0, None,
+                                   location.symbol is not None and location.symbol_offset == 0))
                 if location.warning:
                     self.warnings.append(f"{location.symbol or spec.location}: "
                                          f"{location.warning}")
@@ -291,6 +294,10 @@ class Tracer:
             usdt_args=site.usdt_args,
             stack=self.stack and aggregation is None,
         )
+        compiled.at_entry = site.at_entry and not retprobe and (
+            self.stack or (aggregation is not None and aggregation.stack)
+        )
+        self._at_entry.append(compiled.at_entry)
         predicates: list[dict[str, object]] = []
         strings: list[bytes] = []
         if filter_expr is not None and role != "return":
@@ -478,7 +485,8 @@ class Tracer:
             ))
         rows = [
             Count(layouts[event_id].event, self._decode_key(event_id, data), count,
-                  self._stack(session, stack_id) if stack_id >= 0 else None)
+                  self._stack(session, stack_id, data if self._at_entry[event_id] else None)
+                  if stack_id >= 0 else None)
             for event_id, stack_id, _bucket, data, count in cells
         ]
         if aggregation.by is None and not aggregation.stack:
@@ -499,8 +507,15 @@ class Tracer:
         decoder = self._key_decoders[event_id]
         return None if decoder is None else decoder(data)
 
-    def _stack(self, session: Session, stack_id: int) -> tuple[str, ...]:
+    def _stack(self, session: Session, stack_id: int, key_data: bytes | None) -> tuple[str, ...]:
         addresses = session.stack(stack_id)
+        if key_data is not None and addresses:
+            # At a function's entry a frame-pointer walk may skip the caller (kernels since
+            # 6.13 add it when the first instruction is push %rbp); the BPF program kept its
+            # return address in the key (RP_PROBE_AT_ENTRY).
+            caller = int.from_bytes(key_data[-8:], "little")
+            if len(addresses) < 2 or addresses[1] != caller:
+                addresses = (addresses[0], caller, *addresses[1:])
         pid = session.stack_pid(stack_id)
         if pid is None:
             return tuple(f"{address:#x}" for address in addresses)

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from .._addrsym import AddressResolver
-from .._aggregate import AggregationSpec, CountTable, HistogramSet, parse_hist
+from .._aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
 from .._bpfbackend import DEFAULT_RING_SIZE
 from .._compile import DEFAULT_STRING_SIZE
 from .._errors import UsageError
@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _hist(text: str) -> HistSpec:
+    try:
+        return parse_hist(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _ring_size(text: str) -> int:
@@ -79,7 +86,7 @@ def add_parser(commands: Any) -> None:
         "aggregation in the kernel (no per-event records reach user space)")
     aggregate.add_argument("--count", action="store_true",
                            help="count hits per probe (and per --by key, or stack)")
-    aggregate.add_argument("--hist", metavar="FIELD", type=parse_hist,
+    aggregate.add_argument("--hist", metavar="FIELD", type=_hist,
                            help="histogram of an integer FIELD (powers of two; "
                            "FIELD:linear:MIN:MAX:STEP for linear buckets), or 'latency' "
                            "(entry to return, ns; the return probes are added for you)")
