@@ -59,11 +59,15 @@ struct {
 
 /*
  * Following a command and its children (attach -- COMMAND): the probes are host-wide and only
- * processes in this set are recorded. The set starts with the command and grows at every fork
- * of a member, before the child first runs (sched_process_fork fires in the parent).
- * Per-process perf events cannot do this: inherited uprobe events lose their BPF program when
- * the first child exits.
+ * processes in this set are recorded. The command enters it "armed" (FOLLOW_ARMED) while it
+ * is still rawprobe's forked child, and is traced (FOLLOW_TRACED) from its exec on; the set
+ * grows at every fork of a traced process, before the child first runs (sched_process_fork
+ * fires in the parent). Per-process perf events cannot do this: inherited uprobe events lose
+ * their BPF program when the first child exits.
  */
+#define FOLLOW_TRACED 1
+#define FOLLOW_ARMED 2
+
 const volatile bool rp_follow = false;
 
 struct {
@@ -74,6 +78,8 @@ struct {
 } followed SEC(".maps");
 
 #define REC_MASK (RP_MAX_RECORD - 1)
+/* The stack pointer's index in the pt_regs words. */
+#define RP_SP_WORD (__builtin_offsetof(struct pt_regs, sp) / 8)
 
 static __always_inline void store_int(__u8 *dest, __u64 value, __u32 size)
 {
@@ -94,81 +100,105 @@ static __always_inline void store_int(__u8 *dest, __u64 value, __u32 size)
 }
 
 /*
- * Fetch one field into the record; returns the new end of the record (strings grow it).
- * A global function: the verifier checks it once, not once per field of the caller's loop.
+ * Reading user memory. Non-sleepable programs may not fault pages in, so a string in a page the
+ * process has not touched yet (a literal in .rodata, say) cannot be read by them; the sleepable
+ * variants copy as the kernel's own uprobe tracer does (kernel/trace/trace_uprobe.c), faulting
+ * pages in. rawprobe uses the sleepable programs for probes that read memory when the kernel
+ * has them (bpf_copy_from_user_str: Linux 6.12), and the others otherwise.
  */
-__noinline int rp_fetch(struct rp_scratch *s, const struct rp_field *f, __u32 index, __u32 tail)
-{
-	__u64 value, next;
-	__u32 dest, i, last, size, len;
-	long err;
+extern int bpf_copy_from_user_str(void *dst, __u32 dst__sz, const void *unsafe_ptr__ign,
+				  __u64 flags) __ksym;
 
-	if (!s || !f)
-		return tail;
-	dest = f->dest & REC_MASK;
-	tail &= REC_MASK;
+#define read_nofault(dst, size, src) bpf_probe_read_user(dst, size, src)
+#define read_str_nofault(dst, size, src) bpf_probe_read_user_str(dst, size, src)
+#define read_faulting(dst, size, src) bpf_copy_from_user(dst, size, src)
+#define read_str_faulting(dst, size, src) bpf_copy_from_user_str(dst, size, src, 0)
 
-	if (f->base == RP_BASE_COMM) {
-		err = bpf_get_current_comm(&s->rec.bytes[tail], RP_COMM_LEN);
-		len = err ? 0 : RP_COMM_LEN;
-		if (!err) {
-			/* data_loc length counts up to and including the NUL, like a string */
-			for (i = 0; i < RP_COMM_LEN; i++) {
-				if (s->rec.bytes[(tail + i) & (2 * RP_MAX_RECORD - 1)] == 0) {
-					len = i + 1;
-					break;
-				}
-			}
-		}
-		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
-		return tail + len;
-	}
-
-	if (f->base == RP_BASE_REG)
-		value = s->regs[f->reg & (RP_REGS_WORDS - 1)] + f->imm;
-	else
-		value = f->imm;
-
-	last = f->nderef;
-	if (last > RP_MAX_DEREF)
-		last = RP_MAX_DEREF;
-	for (i = 0; i + 1 < last && i < RP_MAX_DEREF; i++) {
-		if (bpf_probe_read_user(&next, sizeof(next), (void *)(value + f->deref[i])))
-			goto fault;
-		value = next;
-	}
-
-	if (f->store == RP_STORE_STRING) {
-		if (last)
-			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
-		size = f->max_len & REC_MASK;
-		err = bpf_probe_read_user_str(&s->rec.bytes[tail], size, (void *)value);
-		if (err < 0)
-			goto fault;
-		len = err;
-		if (len >= size)
-			s->rec.header.truncated |= 1U << (index & 31);
-		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;
-		return tail + len;
-	}
-
-	size = (__u32)f->size * f->count;
-	if (last == 0) {
-		store_int(&s->rec.bytes[dest], value, f->size);
-		return tail;
-	}
-	value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];
-	size &= REC_MASK;
-	if (bpf_probe_read_user(&s->rec.bytes[dest], size, (void *)value))
-		goto fault;
-	return tail;
-
-fault:
-	s->rec.header.faults |= 1U << (index & 31);
-	if (f->store == RP_STORE_STRING)
-		*(__u32 *)&s->rec.bytes[dest] = tail; /* zero length */
-	return tail;
+/*
+ * Fetch one field into the record; returns the new end of the record (strings grow it).
+ * Global functions: the verifier checks each once, not once per field of the caller's loop.
+ */
+#define DEFINE_FETCH(NAME, READ, READ_STR)						\
+__noinline int NAME(struct rp_scratch *s, const struct rp_field *f, __u32 index, __u32 tail)	\
+{											\
+	__u64 value, next;								\
+	__u32 dest, i, last, size, len;							\
+	long err;									\
+											\
+	if (!s || !f)									\
+		return tail;								\
+	dest = f->dest & REC_MASK;							\
+	tail &= REC_MASK;								\
+											\
+	if (f->base == RP_BASE_COMM) {							\
+		err = bpf_get_current_comm(&s->rec.bytes[tail], RP_COMM_LEN);		\
+		len = err ? 0 : RP_COMM_LEN;						\
+		if (!err) {								\
+			/* as a string: the length counts up to and with the NUL */	\
+			for (i = 0; i < RP_COMM_LEN; i++) {				\
+				if (s->rec.bytes[(tail + i) & (2 * RP_MAX_RECORD - 1)] == 0) {	\
+					len = i + 1;					\
+					break;						\
+				}							\
+			}								\
+		}									\
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;			\
+		return tail + len;							\
+	}										\
+											\
+	if (f->base == RP_BASE_REG)							\
+		value = s->regs[f->reg & (RP_REGS_WORDS - 1)] + f->imm;			\
+	else										\
+		value = f->imm;								\
+											\
+	last = f->nderef;								\
+	if (last > RP_MAX_DEREF)							\
+		last = RP_MAX_DEREF;							\
+	for (i = 0; i + 1 < last && i < RP_MAX_DEREF; i++) {				\
+		if (READ(&next, sizeof(next), (void *)(value + f->deref[i])))		\
+			goto fault;							\
+		value = next;								\
+	}										\
+											\
+	if (f->store == RP_STORE_STRING) {						\
+		if (last)								\
+			value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];		\
+		/* One byte more than kept, to tell a string that fits from a longer one */	\
+		size = (f->max_len + 1) & REC_MASK;					\
+		err = READ_STR(&s->rec.bytes[tail], size, (void *)value);		\
+		if (err < 0)								\
+			goto fault;							\
+		len = err;								\
+		if (len > f->max_len) {							\
+			s->rec.header.truncated |= 1U << (index & 31);			\
+			len = f->max_len & REC_MASK;					\
+			if (len)							\
+				s->rec.bytes[(tail + len - 1) & (2 * RP_MAX_RECORD - 1)] = 0;	\
+		}									\
+		*(__u32 *)&s->rec.bytes[dest] = (len << 16) | tail;			\
+		return tail + len;							\
+	}										\
+											\
+	size = (__u32)f->size * f->count;						\
+	if (last == 0) {								\
+		store_int(&s->rec.bytes[dest], value, f->size);				\
+		return tail;								\
+	}										\
+	value += f->deref[(last - 1) & (RP_MAX_DEREF - 1)];				\
+	size &= REC_MASK;								\
+	if (READ(&s->rec.bytes[dest], size, (void *)value))				\
+		goto fault;								\
+	return tail;									\
+											\
+fault:											\
+	s->rec.header.faults |= 1U << (index & 31);					\
+	if (f->store == RP_STORE_STRING)						\
+		*(__u32 *)&s->rec.bytes[dest] = tail; /* zero length */			\
+	return tail;									\
 }
+
+DEFINE_FETCH(rp_fetch, read_nofault, read_str_nofault)
+DEFINE_FETCH(rp_fetch_sleepable, read_faulting, read_str_faulting)
 
 static __always_inline bool compare(__u64 left, const struct rp_predicate *p)
 {
@@ -218,6 +248,7 @@ __noinline bool rp_predicate(struct rp_scratch *s, const struct rp_probe *probe,
 	const struct rp_predicate *p;
 	const char *constant;
 	__u32 loc, len, offset, i;
+	bool negate;
 
 	if (!s || !probe || index >= RP_MAX_PREDICATES)
 		return false;
@@ -227,22 +258,36 @@ __noinline bool rp_predicate(struct rp_scratch *s, const struct rp_probe *probe,
 	if (p->op == RP_PRED_CMP)
 		return compare(load_int(&s->rec.bytes[p->src & REC_MASK], p->size, p->is_signed), p);
 
-	loc = *(__u32 *)&s->rec.bytes[p->src & REC_MASK];
-	len = loc >> 16;
-	offset = loc & 0xffff;
+	if (p->size == RP_COMM_LEN) {
+		/* A char[RP_COMM_LEN] in the record itself (the header's comm). */
+		offset = p->src;
+		len = RP_COMM_LEN;
+		for (i = 0; i < RP_COMM_LEN; i++) {
+			if (s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)] == 0) {
+				len = i;
+				break;
+			}
+		}
+	} else {
+		/* A string field: its data_loc gives where, and its length with the NUL. */
+		loc = *(__u32 *)&s->rec.bytes[p->src & REC_MASK];
+		len = loc >> 16;
+		offset = loc & 0xffff;
+		if (len == 0)
+			return false;
+		len -= 1;
+	}
 	constant = probe->strings[p->str_index & (RP_MAX_STR_CONSTS - 1)];
-	if (len == 0)
-		return false;
-	len -= 1; /* the NUL */
+	negate = p->cmp == RP_CMP_NE;
 	if (p->op == RP_PRED_STR_EQ ? len != p->str_len : len < p->str_len)
-		return false;
+		return negate;
 	for (i = 0; i < RP_STR_CONST_LEN - 1; i++) {
 		if (i >= p->str_len)
 			break;
 		if (s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)] != constant[i])
-			return false;
+			return negate;
 	}
-	return true;
+	return !negate;
 }
 
 /*
@@ -276,23 +321,160 @@ __noinline bool rp_filter(struct rp_scratch *s, const struct rp_probe *probe)
 	return stack & 1;
 }
 
-static __always_inline int run_probe(struct pt_regs *ctx)
+/* Counts and histogram buckets, per key (per CPU: no contention between CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384); /* --max-keys */
+	__type(key, struct rp_agg_key);
+	__type(value, __u64);
+} aggregates SEC(".maps");
+
+/* Latency: when each thread entered each measured function (pair << 32 | tid). LRU, so calls
+ * that never return (longjmp, exit) cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} starts SEC(".maps");
+
+/* Which process each stack id was seen in, so its addresses can be symbolized. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_pids SEC(".maps");
+
+/* User stacks for aggregations grouped by stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__uint(value_size, RP_STACK_DEPTH * 8);
+} stacks SEC(".maps");
+
+static __always_inline __s64 log2_bucket(__s64 value)
+{
+	__u64 v = value;
+	__s64 bucket = 1;
+
+	if (value < 0)
+		return -1;
+	if (value == 0)
+		return 0;
+	if (v >> 32) { v >>= 32; bucket += 32; }
+	if (v >> 16) { v >>= 16; bucket += 16; }
+	if (v >> 8) { v >>= 8; bucket += 8; }
+	if (v >> 4) { v >>= 4; bucket += 4; }
+	if (v >> 2) { v >>= 2; bucket += 2; }
+	if (v >> 1) { bucket += 1; }
+	return bucket;
+}
+
+static __always_inline __s64 bucket_of(const struct rp_aggregation *agg, __s64 value)
+{
+	if (agg->hist == RP_HIST_LOG2)
+		return log2_bucket(value);
+	if (value < agg->lin_min || agg->lin_step <= 0)
+		return -1;
+	value = (__u64)(value - agg->lin_min) / (__u64)agg->lin_step; /* value >= lin_min here */
+	return value < agg->lin_buckets ? value : agg->lin_buckets;
+}
+
+/*
+ * Add one to the aggregate of this hit. A global function, so the verifier checks it once.
+ * Returns 0, or -1 when the hit could not be counted (map full, value unreadable).
+ */
+__noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, __u32 event_id,
+			    __s32 stack_id, __s64 latency_or_caller)
+{
+	struct rp_agg_key key = {};
+	const struct rp_aggregation *agg;
+	__u64 one = 1, *count;
+	__u32 loc, len, offset, i;
+	__s64 value;
+
+	if (!s || !probe)
+		return -1;
+	agg = &probe->agg;
+	key.event_id = event_id;
+	key.stack_id = stack_id;
+
+	/* Keys use at most RP_KEY_LEN - 8 bytes: the rest may hold a caller (RP_PROBE_AT_ENTRY). */
+	if (agg->key_kind == RP_KEY_BYTES) {
+		len = agg->key_size < RP_KEY_LEN - 8 ? agg->key_size : RP_KEY_LEN - 8;
+		offset = agg->key_src;
+		for (i = 0; i < RP_KEY_LEN; i++) {
+			if (i >= len)
+				break;
+			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
+		}
+	} else if (agg->key_kind == RP_KEY_STRING) {
+		loc = *(__u32 *)&s->rec.bytes[agg->key_src & REC_MASK];
+		len = loc >> 16;
+		offset = loc & 0xffff;
+		for (i = 0; i < RP_KEY_LEN - 9; i++) { /* and a NUL */
+			if (i >= len)
+				break;
+			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
+		}
+	}
+
+	if (agg->action == RP_ACTION_HIST) {
+		if (agg->value_field < 32 && (s->rec.header.faults & (1U << agg->value_field)))
+			return -1;
+		value = load_int(&s->rec.bytes[agg->value_src & REC_MASK], agg->value_size,
+				 agg->value_signed);
+		key.bucket = bucket_of(agg, value);
+	} else if (agg->action == RP_ACTION_LATENCY) {
+		key.bucket = bucket_of(agg, latency_or_caller);
+	}
+	if (stack_id >= 0 && (probe->flags & RP_PROBE_AT_ENTRY))
+		*(__u64 *)&key.data[RP_KEY_LEN - 8] = latency_or_caller;
+
+	/* Atomic even on a per-CPU value: uprobe programs are preemptible, and sleepable ones
+	 * may move to another CPU between the lookup and the add. */
+	count = bpf_map_lookup_elem(&aggregates, &key);
+	if (count) {
+		__sync_fetch_and_add(count, 1);
+		return 0;
+	}
+	if (bpf_map_update_elem(&aggregates, &key, &one, BPF_NOEXIST)) {
+		count = bpf_map_lookup_elem(&aggregates, &key);
+		if (!count)
+			return -1; /* the map is full */
+		__sync_fetch_and_add(count, 1);
+	}
+	return 0;
+}
+
+/* Sleepable programs may sleep and move between CPUs: their scratch space is the task's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rp_scratch);
+} task_scratch SEC(".maps");
+
+static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 event_id = (__u32)cookie;
 	__u32 config_id = (__u32)(cookie >> 32);
-	__u32 zero = 0, nest, slot, tail, i;
+	__u32 zero = 0, nest = 0, slot, tail, i;
 	const struct rp_probe *probe;
 	struct rp_stats *counters;
 	struct rp_scratch *s;
-	__u32 *depth;
+	__u32 *depth = NULL;
 	__u64 pid_tgid;
 
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (rp_follow) {
 		__u32 tgid = pid_tgid >> 32;
+		__u8 *state = bpf_map_lookup_elem(&followed, &tgid);
 
-		if (!bpf_map_lookup_elem(&followed, &tgid))
+		if (!state || *state != FOLLOW_TRACED)
 			return 0;
 	}
 
@@ -301,15 +483,26 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 		return 0;
 	__sync_fetch_and_add(&counters->hits, 1);
 	probe = bpf_map_lookup_elem(&probes, &config_id);
-	depth = bpf_map_lookup_elem(&nesting, &zero);
-	if (!probe || !depth)
+	if (!probe)
+		return 0;
+	/* Counting calls, nothing more: the hit counter above is the answer. */
+	if (probe->agg.action == RP_ACTION_TALLY && !probe->npredicates)
 		return 0;
 
-	/* Uprobe programs run preemptible (only migration is disabled), so another task may run
-	 * one on this CPU before this one ends: each takes its own level of the scratch space. */
-	nest = __sync_fetch_and_add(depth, 1);
-	slot = bpf_get_smp_processor_id() * RP_MAX_NEST + nest;
-	s = nest < RP_MAX_NEST ? bpf_map_lookup_elem(&scratch, &slot) : NULL;
+	if (sleepable) {
+		s = bpf_task_storage_get(&task_scratch, bpf_get_current_task_btf(), 0,
+					 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	} else {
+		/* Uprobe programs run preemptible (only migration is disabled), so another task
+		 * may run one on this CPU before this one ends: each takes its own level of the
+		 * scratch space. */
+		depth = bpf_map_lookup_elem(&nesting, &zero);
+		if (!depth)
+			return 0;
+		nest = __sync_fetch_and_add(depth, 1);
+		slot = bpf_get_smp_processor_id() * RP_MAX_NEST + nest;
+		s = nest < RP_MAX_NEST ? bpf_map_lookup_elem(&scratch, &slot) : NULL;
+	}
 	if (!s) {
 		__sync_fetch_and_add(&counters->lost, 1);
 		goto out;
@@ -333,7 +526,10 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 	for (i = 0; i < RP_MAX_FIELDS; i++) {
 		if (i >= probe->nfields)
 			break;
-		tail = rp_fetch(s, &probe->fields[i], i, tail);
+		if (sleepable)
+			tail = rp_fetch_sleepable(s, &probe->fields[i], i, tail);
+		else
+			tail = rp_fetch(s, &probe->fields[i], i, tail);
 	}
 
 	if (probe->npredicates && !rp_filter(s, probe)) {
@@ -341,26 +537,117 @@ static __always_inline int run_probe(struct pt_regs *ctx)
 		goto out;
 	}
 
-	tail &= REC_MASK;
-	if (tail < sizeof(struct rp_header))
-		tail = sizeof(struct rp_header);
-	if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
-		__sync_fetch_and_add(&counters->lost, 1);
+	switch (probe->agg.action) {
+	case RP_ACTION_STREAM:
+		tail &= REC_MASK;
+		if (probe->flags & RP_PROBE_STACK) {
+			/* At a function's entry, leave room for the caller between the first
+			 * frame (the probed address) and the rest. */
+			__u32 gap = (probe->flags & RP_PROBE_AT_ENTRY) ? 8 : 0;
+			__u32 start = (tail + gap) & REC_MASK;
+			long size = bpf_get_stack(ctx, &s->rec.bytes[start], (RP_STACK_DEPTH - 1) * 8,
+						  BPF_F_USER_STACK);
+
+			if (size < 0)
+				size = 0;
+			if (gap && size >= 16) {
+				__u64 caller = 0;
+
+				bpf_probe_read_user(&caller, sizeof(caller),
+						    (void *)s->regs[RP_SP_WORD]);
+				/* Kernels since 6.13 add the caller themselves when the first
+				 * instruction is push %rbp or endbr64; add it when they did not. */
+				if (*(__u64 *)&s->rec.bytes[(start + 8) & REC_MASK] != caller) {
+					*(__u64 *)&s->rec.bytes[tail] = *(__u64 *)&s->rec.bytes[start];
+					*(__u64 *)&s->rec.bytes[start] = caller;
+					start = tail;
+					size += 8;
+				}
+			}
+			*(__u32 *)&s->rec.bytes[probe->stack_dest & REC_MASK] =
+				((__u32)size << 16) | start;
+			tail = start + size;
+		}
+		tail &= REC_MASK;
+		if (tail < sizeof(struct rp_header))
+			tail = sizeof(struct rp_header);
+		if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	case RP_ACTION_TIMESTAMP: {
+		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 now = bpf_ktime_get_ns();
+
+		if (bpf_map_update_elem(&starts, &key, &now, BPF_ANY))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	case RP_ACTION_LATENCY: {
+		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 *start = bpf_map_lookup_elem(&starts, &key);
+		__s64 latency;
+
+		if (!start) {
+			/* the call began before the probes were in place */
+			__sync_fetch_and_add(&counters->filtered, 1);
+			break;
+		}
+		latency = bpf_ktime_get_ns() - *start;
+		bpf_map_delete_elem(&starts, &key);
+		if (rp_aggregate(s, probe, event_id, -1, latency))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	default: {
+		__s32 stack_id = -1;
+
+		/* Stack maps are not for sleepable programs: rawprobe runs probes grouped by stack
+		 * on the non-sleepable ones. */
+		__u64 caller = 0;
+
+		if (!sleepable && probe->agg.by_stack) {
+			__u32 tgid = pid_tgid >> 32;
+
+			stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+			if (stack_id >= 0)
+				bpf_map_update_elem(&stack_pids, &stack_id, &tgid, BPF_ANY);
+			if (probe->flags & RP_PROBE_AT_ENTRY)
+				bpf_probe_read_user(&caller, sizeof(caller),
+						    (void *)s->regs[RP_SP_WORD]);
+		}
+		if (rp_aggregate(s, probe, event_id, stack_id, caller))
+			__sync_fetch_and_add(&counters->lost, 1);
+		break;
+	}
+	}
 out:
-	__sync_fetch_and_add(depth, -1);
+	if (depth)
+		__sync_fetch_and_add(depth, -1);
 	return 0;
 }
 
 SEC("uprobe")
 int rp_entry(struct pt_regs *ctx)
 {
-	return run_probe(ctx);
+	return run_probe(ctx, false);
 }
 
 SEC("uretprobe")
 int rp_return(struct pt_regs *ctx)
 {
-	return run_probe(ctx);
+	return run_probe(ctx, false);
+}
+
+SEC("uprobe.s")
+int rp_entry_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
+}
+
+SEC("uretprobe.s")
+int rp_return_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -369,10 +656,27 @@ int rp_fork(unsigned long long *ctx)
 	struct task_struct *parent = (struct task_struct *)ctx[0];
 	struct task_struct *child = (struct task_struct *)ctx[1];
 	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
-	__u8 one = 1;
+	__u8 traced = FOLLOW_TRACED, *state;
 
-	if (child_tgid != parent_tgid && bpf_map_lookup_elem(&followed, &parent_tgid))
-		bpf_map_update_elem(&followed, &child_tgid, &one, BPF_ANY);
+	if (child_tgid == parent_tgid)
+		return 0; /* a new thread: its process is already in the set or not */
+	state = bpf_map_lookup_elem(&followed, &parent_tgid);
+	if (state && *state == FOLLOW_TRACED)
+		bpf_map_update_elem(&followed, &child_tgid, &traced, BPF_ANY);
+	return 0;
+}
+
+/* The command becomes traced when it execs (before that it is rawprobe's own child). */
+SEC("tp_btf/sched_process_exec")
+int rp_exec(unsigned long long *ctx)
+{
+	struct task_struct *task = (struct task_struct *)ctx[0];
+	__u32 tgid = task->tgid;
+	__u8 traced = FOLLOW_TRACED, *state;
+
+	state = bpf_map_lookup_elem(&followed, &tgid);
+	if (state && *state == FOLLOW_ARMED)
+		bpf_map_update_elem(&followed, &tgid, &traced, BPF_EXIST);
 	return 0;
 }
 

@@ -50,7 +50,7 @@ struct rp_field {
 	__u16 count;  /* elements; 1 unless an array */
 	__u16 dest;   /* offset of the field in the record */
 	__u32 reg;    /* index into the pt_regs words (RP_BASE_REG) */
-	__u32 max_len; /* strings: bytes to copy at most, NUL included */
+	__u32 max_len; /* strings: bytes kept at most, NUL included (one more is read) */
 	__s64 imm;
 	__s64 deref[RP_MAX_DEREF];
 };
@@ -77,8 +77,8 @@ enum rp_cmp {
 
 struct rp_predicate {
 	__u8 op;
-	__u8 cmp;
-	__u8 size;      /* bytes of the field: 1, 2, 4 or 8 */
+	__u8 cmp;       /* integers: enum rp_cmp; strings: RP_CMP_NE negates (a fault stays false) */
+	__u8 size;      /* integers: 1, 2, 4 or 8; strings: 4 (a data_loc) or RP_COMM_LEN (inline) */
 	__u8 is_signed;
 	__u16 src;      /* offset of the field (or header member) in the record */
 	__u16 str_index;
@@ -87,17 +87,75 @@ struct rp_predicate {
 	__s64 value;
 };
 
+/* What a probe does with a hit that passed its filter (struct rp_aggregation.action). */
+enum rp_action {
+	RP_ACTION_STREAM = 0,    /* a record into the ring buffer */
+	RP_ACTION_COUNT = 1,     /* aggregates[key] += 1 */
+	RP_ACTION_HIST = 2,      /* aggregates[key, bucket(value)] += 1 */
+	RP_ACTION_TIMESTAMP = 3, /* starts[pair, tid] = now: the entry half of a latency */
+	RP_ACTION_LATENCY = 4,   /* aggregates[key, bucket(now - starts[pair, tid])] += 1 */
+	RP_ACTION_TALLY = 5,     /* nothing more: the stats map's hit counter is the count */
+};
+
+/* What an aggregation groups by (struct rp_aggregation.key_kind). */
+enum rp_key {
+	RP_KEY_NONE = 0,
+	RP_KEY_BYTES = 1,  /* key_size bytes of the record at key_src (pid, comm, an integer) */
+	RP_KEY_STRING = 2, /* the string field whose data_loc is at key_src */
+};
+
+enum rp_hist {
+	RP_HIST_LOG2 = 0,   /* bucket 0: 0, bucket n > 0: [2^(n-1), 2^n), bucket -1: negative */
+	RP_HIST_LINEAR = 1, /* bucket n: [min + n*step, min + (n+1)*step), -1 below, nbuckets above */
+};
+
+#define RP_KEY_LEN 64        /* bytes of a grouping key's data; keys use RP_KEY_LEN - 8 */
+#define RP_STACK_DEPTH 127   /* user stack frames kept */
+
+struct rp_aggregation {
+	__u32 action;
+	__u32 key_kind;
+	__u16 key_src;      /* offset in the record of the grouping key */
+	__u16 key_size;
+	__u16 value_src;    /* offset in the record of the histogram's value */
+	__u8 value_size;
+	__u8 value_signed;
+	__u32 value_field;  /* fetch-arg index of the value, for its fault bit; ~0 for none */
+	__u32 hist;         /* enum rp_hist */
+	__u32 pair;         /* latency: the entry and return probes share this id */
+	__u32 by_stack;     /* also group by the user stack */
+	__s64 lin_min;
+	__s64 lin_step;
+	__s64 lin_buckets;
+};
+
 /* struct rp_probe.flags */
 #define RP_PROBE_RETURN (1U << 0)
+#define RP_PROBE_STACK (1U << 1) /* records carry the user stack (a data_loc at stack_dest) */
+/* The probe is on a function's first instruction: its frame is not set up yet, so a frame
+ * pointer walk skips the caller; its return address, at the top of the stack, is added. */
+#define RP_PROBE_AT_ENTRY (1U << 2)
 
 struct rp_probe {
 	__u32 flags;
 	__u32 nfields;
 	__u32 npredicates;
 	__u32 fixed_size; /* header plus fixed fields: where strings start */
+	__u32 stack_dest; /* RP_PROBE_STACK: offset of the stack's data_loc in the record */
+	__u32 reserved;
+	struct rp_aggregation agg;
 	struct rp_field fields[RP_MAX_FIELDS];
 	struct rp_predicate predicates[RP_MAX_PREDICATES];
 	char strings[RP_MAX_STR_CONSTS][RP_STR_CONST_LEN];
+};
+
+/* The key of the aggregates map. When grouped by a stack of a probe at a function's entry,
+ * the last 8 bytes of data hold the caller's return address (see RP_PROBE_AT_ENTRY). */
+struct rp_agg_key {
+	__u32 event_id;
+	__s32 stack_id; /* -1 when not grouped by stack */
+	__s64 bucket;   /* histograms; 0 for counts */
+	__u8 data[RP_KEY_LEN];
 };
 
 /* Every record starts with this header. A string field holds a data_loc: (length << 16) | offset

@@ -30,6 +30,7 @@ class PlannedUprobe:
         ref_ctr_offset: A USDT semaphore's file offset, or 0.
         fetchargs: The probe's fetch-args as parsed (a backend may render them again).
         layout: Names, types and the record layout of the event.
+        reads_memory: Whether the probe dereferences user memory.
     """
 
     event_id: int
@@ -40,6 +41,7 @@ class PlannedUprobe:
     ref_ctr_offset: int
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
+    reads_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ class Session(Protocol):
 
     def counters(self) -> list[ProbeCounters]:
         """Per event id, hits, filtered and lost records (as far as the backend knows)."""
+
+    def aggregate_cells(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
+        """The aggregates: ``(event_id, stack_id, bucket, key bytes, count)`` per cell,
+        emptied after reading when ``reset``."""
+
+    def stack(self, stack_id: int) -> tuple[int, ...]:
+        """The return addresses of a recorded user stack, innermost first."""
+
+    def stack_pid(self, stack_id: int) -> int | None:
+        """A process the stack was seen in (to symbolize its addresses)."""
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

@@ -14,6 +14,8 @@ from typing import Any
 import construct as c
 
 __all__ = [
+    "AGGREGATION",
+    "AGG_KEY",
     "CMP_CODES",
     "HEADER",
     "HEADER_STRUCT",
@@ -24,10 +26,15 @@ __all__ = [
     "MAX_RECORD",
     "MAX_STR_CONSTS",
     "PROBE",
+    "PROBE_AT_ENTRY",
     "PROBE_RETURN",
+    "PROBE_STACK",
     "STATS",
     "STR_CONST_LEN",
+    "Action",
     "BaseKind",
+    "HistKind",
+    "KeyKind",
     "PredOp",
     "StoreKind",
     "compile_struct",
@@ -43,6 +50,36 @@ MAX_NEST = 4
 COMM_LEN = 16
 
 PROBE_RETURN = 1 << 0
+PROBE_STACK = 1 << 1
+PROBE_AT_ENTRY = 1 << 2
+KEY_LEN = 64
+STACK_DEPTH = 127
+
+
+class Action:
+    """enum rp_action."""
+
+    STREAM = 0
+    COUNT = 1
+    HIST = 2
+    TIMESTAMP = 3
+    LATENCY = 4
+    TALLY = 5
+
+
+class KeyKind:
+    """enum rp_key."""
+
+    NONE = 0
+    BYTES = 1
+    STRING = 2
+
+
+class HistKind:
+    """enum rp_hist."""
+
+    LOG2 = 0
+    LINEAR = 1
 
 
 class BaseKind:
@@ -99,11 +136,31 @@ PREDICATE = c.Struct(
     "value" / c.Int64sl,
 )
 
+AGGREGATION = c.Struct(
+    "action" / c.Int32ul,
+    "key_kind" / c.Int32ul,
+    "key_src" / c.Int16ul,
+    "key_size" / c.Int16ul,
+    "value_src" / c.Int16ul,
+    "value_size" / c.Int8ul,
+    "value_signed" / c.Int8ul,
+    "value_field" / c.Int32ul,
+    "hist" / c.Int32ul,
+    "pair" / c.Int32ul,
+    "by_stack" / c.Int32ul,
+    "lin_min" / c.Int64sl,
+    "lin_step" / c.Int64sl,
+    "lin_buckets" / c.Int64sl,
+)
+
 PROBE = c.Struct(
     "flags" / c.Int32ul,
     "nfields" / c.Int32ul,
     "npredicates" / c.Int32ul,
     "fixed_size" / c.Int32ul,
+    "stack_dest" / c.Int32ul,
+    "reserved" / c.Int32ul,
+    "agg" / AGGREGATION,
     "fields" / c.Array(MAX_FIELDS, FIELD),
     "predicates" / c.Array(MAX_PREDICATES, PREDICATE),
     "strings" / c.Array(MAX_STR_CONSTS, c.Bytes(STR_CONST_LEN)),
@@ -118,6 +175,13 @@ HEADER = c.Struct(
     "faults" / c.Int32ul,
     "truncated" / c.Int32ul,
     "comm" / c.Bytes(COMM_LEN),
+)
+
+AGG_KEY = c.Struct(
+    "event_id" / c.Int32ul,
+    "stack_id" / c.Int32sl,
+    "bucket" / c.Int64sl,
+    "data" / c.Bytes(KEY_LEN),
 )
 
 STATS = c.Struct(

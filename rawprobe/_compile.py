@@ -83,21 +83,46 @@ class CompiledProbe:
     fixed_size: int = HEADER_SIZE
     max_size: int = HEADER_SIZE
     retprobe: bool = False
+    stack_offset: int = -1  # where the user stack's data_loc is, when records carry one
+    at_entry: bool = False  # on a function's first instruction (see RP_PROBE_AT_ENTRY)
 
-    def config(self, predicates: list[dict[str, object]] | None = None,
-               strings: list[bytes] | None = None) -> bytes:
-        """The ``struct rp_probe`` bytes for the ``probes`` map."""
+    @property
+    def reads_memory(self) -> bool:
+        """Whether any field dereferences user memory (and so may need to fault pages in)."""
+        return any(entry["nderef"] for entry in self.entries)
+
+    def config(
+        self,
+        predicates: list[dict[str, object]] | None = None,
+        strings: list[bytes] | None = None,
+        aggregation: dict[str, object] | None = None,
+    ) -> bytes:
+        """The ``struct rp_probe`` bytes for the ``probes`` map.
+
+        Args:
+            predicates: The filter program (see :mod:`rawprobe._filter`).
+            strings: The filter's string constants.
+            aggregation: ``struct rp_aggregation`` members (default: stream records).
+        """
         predicates = predicates or []
         strings = strings or []
         empty_field = dict(_EMPTY_FIELD)
         empty_predicate = dict(_EMPTY_PREDICATE)
+        flags = abi.PROBE_RETURN if self.retprobe else 0
+        if self.stack_offset >= 0:
+            flags |= abi.PROBE_STACK
+        if self.at_entry:
+            flags |= abi.PROBE_AT_ENTRY
         return bytes(
             abi.PROBE.build(
                 {
-                    "flags": abi.PROBE_RETURN if self.retprobe else 0,
+                    "flags": flags,
                     "nfields": len(self.entries),
                     "npredicates": len(predicates),
                     "fixed_size": self.fixed_size,
+                    "stack_dest": max(self.stack_offset, 0),
+                    "reserved": 0,
+                    "agg": {**STREAM_AGGREGATION, **(aggregation or {})},
                     "fields": self.entries + [empty_field] * (abi.MAX_FIELDS - len(self.entries)),
                     "predicates": predicates
                     + [empty_predicate] * (abi.MAX_PREDICATES - len(predicates)),
@@ -107,6 +132,23 @@ class CompiledProbe:
             )
         )
 
+
+STREAM_AGGREGATION: dict[str, object] = {
+    "action": abi.Action.STREAM,
+    "key_kind": abi.KeyKind.NONE,
+    "key_src": 0,
+    "key_size": 0,
+    "value_src": 0,
+    "value_size": 0,
+    "value_signed": 0,
+    "value_field": 0xFFFFFFFF,
+    "hist": abi.HistKind.LOG2,
+    "pair": 0,
+    "by_stack": 0,
+    "lin_min": 0,
+    "lin_step": 0,
+    "lin_buckets": 0,
+}
 
 _EMPTY_FIELD: dict[str, object] = {
     "base": 0,
@@ -196,6 +238,7 @@ def compile_fetchargs(
     probe_file_offset: int = 0,
     string_size: int = DEFAULT_STRING_SIZE,
     usdt_args: Sequence[UsdtArgument] | None = None,
+    stack: bool = False,
 ) -> CompiledProbe:
     """Lay out a probe's record and the ``rp_field`` entries that fill it.
 
@@ -207,6 +250,7 @@ def compile_fetchargs(
         string_size: Bytes copied at most per string, NUL included.
         usdt_args: For a USDT probe, its arguments: ``$argN`` reads the N-th, typed with its
             own size and sign unless the fetch-arg gives a type.
+        stack: Records also carry the user stack (the return addresses, innermost first).
 
     Raises:
         FetchArgError: A fetch-arg the BPF programs cannot execute.
@@ -279,7 +323,7 @@ def compile_fetchargs(
                            4, 1, offset, string_size)
                 )
                 offset += 4
-                string_bytes += string_size
+                string_bytes += string_size + 1  # one byte more is read to see truncation
             compiled.fields.append(CompiledField(arg.name, arg_type, start, tuple(slots)))
         else:
             count = arg_type.count or 1
@@ -300,6 +344,11 @@ def compile_fetchargs(
             raise UsageError(
                 f"{word}: more than {abi.MAX_FIELDS} values to fetch in one probe"
             )
+    if stack:
+        offset = _align(offset, 4)
+        compiled.stack_offset = offset
+        offset += 4
+        string_bytes += abi.STACK_DEPTH * 8
     compiled.fixed_size = _align(offset, 8)
     compiled.max_size = compiled.fixed_size + string_bytes
     if compiled.max_size > abi.MAX_RECORD:

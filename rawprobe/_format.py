@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ._addrsym import AddressResolver
 from ._fetchargs import ArgType
 from ._records import Event, RecordLayout
 
@@ -30,19 +31,26 @@ class WallClock:
 
     def __init__(self) -> None:
         self.offset_ns = time.time_ns() - time.monotonic_ns()
+        self._second = -1
+        self._hms = ""
 
     def epoch_ns(self, monotonic_ns: int) -> int:
         return monotonic_ns + self.offset_ns
 
     def text(self, monotonic_ns: int) -> str:
+        """``HH:MM:SS.ffffff`` local time (the HH:MM:SS part is formatted once a second)."""
         ns = monotonic_ns + self.offset_ns
-        return datetime.fromtimestamp(ns // 1_000_000_000).strftime("%H:%M:%S") + (
-            f".{ns // 1000 % 1_000_000:06d}"
-        )
+        second = ns // 1_000_000_000
+        if second != self._second:
+            self._second = second
+            self._hms = datetime.fromtimestamp(second).strftime("%H:%M:%S")
+        return f"{self._hms}.{ns // 1000 % 1_000_000:06d}"
 
 
 def _text_scalar(arg_type: ArgType) -> Callable[[Any], str]:
     kind = arg_type.kind
+    if kind == "symbol":
+        return str  # already described as function+offset by _symbolized
     if kind == "string":
         return lambda v: '"' + v + '"'
     if kind == "char":
@@ -53,6 +61,8 @@ def _text_scalar(arg_type: ArgType) -> Callable[[Any], str]:
 
 
 def _json_scalar(arg_type: ArgType) -> Callable[[Any], Any]:
+    if arg_type.kind == "symbol":
+        return lambda v: v
     if arg_type.hex:
         return lambda v: f"{v:#x}"
     return lambda v: v
@@ -67,13 +77,110 @@ def _per_field(arg_type: ArgType, scalar: Callable[[Any], Any], array: Callable[
     )
 
 
+_FastPair = tuple[Callable[..., str], Callable[..., str]]
+
+
+def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
+    """Generate, for a layout whose values need no per-value decisions, two functions that
+    build a whole text line and a whole JSON line with one %-format each.
+
+    Returns None for layouts with arrays or symbols (the general path handles those); events
+    with faults or truncated strings always take the general path.
+    """
+    text_parts: list[str] = []
+    text_args: list[str] = []
+    json_parts: list[str] = []
+    json_args: list[str] = []
+    for index, field in enumerate(layout.fields):
+        kind, value = field.type.kind, f"v[{index}]"
+        if field.type.count is not None or kind == "symbol":
+            return None
+        key = json.dumps(field.name)
+        if field.offset < 0:  # a string constant
+            text_parts.append(f"{field.name}=" + '"' + _percent(field.constant or "") + '"')
+            json_parts.append(f"{key}:" + _percent(json.dumps(field.constant)))
+        elif kind == "string":
+            text_parts.append(f'{field.name}="%s"')
+            text_args.append(value)
+            json_parts.append(f"{key}:%s")
+            json_args.append(f"esc({value})")
+        elif kind == "char":
+            text_parts.append(f"{field.name}='%s'")
+            text_args.append(value)
+            json_parts.append(f"{key}:%s")
+            json_args.append(f"esc({value})")
+        elif field.type.hex:
+            text_parts.append(f"{field.name}=%#x")
+            text_args.append(value)
+            json_parts.append(f'{key}:"%#x"')
+            json_args.append(value)
+        else:
+            text_parts.append(f"{field.name}=%d")
+            text_args.append(value)
+            json_parts.append(f"{key}:%d")
+            json_args.append(value)
+    event = layout.event
+    text_format = "%s %s %d/%d " + _percent(event) + ":" + "".join(" " + p for p in text_parts)
+    json_format = (
+        '{"ts_ns":%d,"pid":%d,"tid":%d,"cpu":%d,"comm":%s,"event":'
+        + _percent(json.dumps(event))
+        + ',"args":{' + ",".join(json_parts) + "}}"
+    )
+    source = (
+        "def text(e, clock_text, comm):\n"
+        "    v = e.values\n"
+        f"    return {text_format!r} % (clock_text(e.ts_ns), comm(e), e.pid, e.tid"
+        + "".join(f", {a}" for a in text_args) + ")\n"
+        "def json_line(e, offset, comm_json, esc):\n"
+        "    v = e.values\n"
+        f"    return {json_format!r} % (e.ts_ns + offset, e.pid, e.tid, e.cpu, comm_json(e)"
+        + "".join(f", {a}" for a in json_args) + ")\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<rawprobe format {event}>", "exec"), namespace)
+    return namespace["text"], namespace["json_line"]
+
+
+def _percent(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+_escape = json.encoder.encode_basestring
+
+
 class EventFormatter:
     """Formats events as text lines or JSON lines (formatters prepared once per layout)."""
 
-    def __init__(self, clock: WallClock | None = None) -> None:
+    def __init__(
+        self, clock: WallClock | None = None, resolver: AddressResolver | None = None
+    ) -> None:
         self.clock = clock or WallClock()
+        self.resolver = resolver or AddressResolver()
         self._text: dict[int, list[Callable[[Any], str]]] = {}
         self._json: dict[int, list[Callable[[Any], Any]]] = {}
+        self._fast: dict[int, _FastPair | None] = {}
+        self._comms: dict[bytes, str] = {}
+        self._comms_json: dict[bytes, str] = {}
+
+    def _fast_for(self, layout: RecordLayout) -> _FastPair | None:
+        key = id(layout)
+        if key not in self._fast:
+            self._fast[key] = _fast_formatters(layout)
+        return self._fast[key]
+
+    def _comm(self, event: Event) -> str:
+        raw = event._comm
+        text = self._comms.get(raw)
+        if text is None:
+            text = self._comms[raw] = event.comm
+        return text
+
+    def _comm_json(self, event: Event) -> str:
+        raw = event._comm
+        text = self._comms_json.get(raw)
+        if text is None:
+            text = self._comms_json[raw] = _escape(event.comm)
+        return text
 
     def _text_formatters(self, layout: RecordLayout) -> list[Callable[[Any], str]]:
         formatters = self._text.get(id(layout))
@@ -96,25 +203,68 @@ class EventFormatter:
             self._json[id(layout)] = formatters
         return formatters
 
+    def _symbolized(self, event: Event) -> tuple[Any, ...]:
+        """The values with each ``symbol`` field as ``function+0xoffset`` (or hex)."""
+        describe = self.resolver.describe
+        values = list(event.values)
+        for index, field in enumerate(event.layout.fields):
+            value = values[index]
+            if field.type.kind != "symbol" or value is None:
+                continue
+            if field.type.count is None:
+                values[index] = describe(event.pid, value)
+            else:
+                values[index] = tuple(None if v is None else describe(event.pid, v)
+                                      for v in value)
+        return tuple(values)
+
     def text(self, event: Event) -> str:
-        """One line, without the newline."""
+        """One line (and one more per stack frame), without the final newline."""
+        layout = event.layout
+        if event.stack is not None:
+            frames = self.frames(event)
+            return self.text_general(event) + "".join("\n    " + frame for frame in frames)
+        if not event.faults and not event.truncated:
+            fast = self._fast_for(layout)
+            if fast is not None:
+                return fast[0](event, self.clock.text, self._comm)
+        return self.text_general(event)
+
+    def text_general(self, event: Event) -> str:
+        """:meth:`text` without the generated fast path (any event, any layout)."""
         layout = event.layout
         parts = [
             f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid} {layout.event}:"
         ]
         cut = _truncated_names(layout, event.truncated) if event.truncated else ()
-        for name, value, formatter in zip(layout.names, event.values,
+        values = self._symbolized(event) if layout.has_symbols else event.values
+        for name, value, formatter in zip(layout.names, values,
                                           self._text_formatters(layout), strict=True):
             # A string cut at --string-size is marked as C strings are in gdb: "text"...
             parts.append(f"{name}={formatter(value)}{'...' if name in cut else ''}")
         return " ".join(parts)
 
+    def frames(self, event: Event) -> list[str]:
+        """The event's stack, each return address as ``function+0xoffset`` where known."""
+        describe = self.resolver.describe
+        return [describe(event.pid, address) for address in event.stack or ()]
+
     def json(self, event: Event) -> str:
         """One JSON object, without the newline."""
         layout = event.layout
+        if not event.faults and not event.truncated and event.stack is None:
+            fast = self._fast_for(layout)
+            if fast is not None:
+                return fast[1](event, self.clock.offset_ns, self._comm_json, _escape)
+        return self.json_general(event)
+
+    def json_general(self, event: Event) -> str:
+        """:meth:`json` without the generated fast path (any event, any layout)."""
+        layout = event.layout
+        values = self._symbolized(event) if layout.has_symbols else event.values
         args = {
             name: formatter(value)
-            for name, value, formatter in zip(layout.names, event.values,
+            for name, value, formatter in zip(layout.names, values,
                                               self._json_formatters(layout), strict=True)
         }
         obj: dict[str, Any] = {
@@ -130,7 +280,9 @@ class EventFormatter:
             obj["faults"] = event.fault_names
         if event.truncated:
             obj["truncated"] = _truncated_names(layout, event.truncated)
-        return json.dumps(obj, separators=(",", ":"))
+        if event.stack is not None:
+            obj["stack"] = self.frames(event)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def _truncated_names(layout: RecordLayout, mask: int) -> list[str]:

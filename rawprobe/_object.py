@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import platform
 import weakref
 from functools import lru_cache
@@ -81,6 +82,35 @@ class BpfMap:
         except SysCallError as error:
             raise SysCallError(error.errno or 0, f"reading BPF map {self.name}") from None
         return value_buffer.raw
+
+
+    def keys(self, key_size: int) -> list[bytes]:
+        """Every key of a hash map (a snapshot: keys may come and go meanwhile)."""
+        lib = self._owner.lib
+        fd = self.fd
+        keys: list[bytes] = []
+        current = None
+        next_key = ctypes.create_string_buffer(key_size)
+        while True:
+            result = lib.bpf_map_get_next_key(fd, current, next_key)
+            if result < 0:
+                if -result == errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+                    return keys
+                raise SysCallError(-result, f"listing the keys of BPF map {self.name}")
+            keys.append(next_key.raw)
+            current = ctypes.create_string_buffer(next_key.raw, key_size)
+
+    def get(self, key: bytes, value_size: int) -> bytes | None:
+        """The value at ``key``, or None when there is none."""
+        value = ctypes.create_string_buffer(value_size)
+        result = self._owner.lib.bpf_map_lookup_elem(self.fd, key, value)
+        if result < 0:
+            return None
+        return value.raw
+
+    def delete(self, key: bytes) -> None:
+        """Remove ``key`` (no error if it is already gone)."""
+        self._owner.lib.bpf_map_delete_elem(self.fd, key)
 
 
 class BpfObject:

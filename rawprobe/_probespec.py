@@ -58,23 +58,47 @@ class ProbeSpec:
         return f"{self.target}:{self.location}"
 
 
-def split_place(place: str, word: str = "", column: int = 0) -> tuple[str, str]:
-    """Split ``TARGET:LOCATION`` at the first single colon (C++'s ``::`` stays in LOCATION).
+def split_place(
+    place: str, word: str = "", column: int = 0, *, usdt: bool = False
+) -> tuple[str, str]:
+    """Split ``TARGET:LOCATION``.
+
+    A LOCATION may hold colons of its own: C++ scopes (``ns::f``, any run of two) and ABI tags
+    (``f[abi:cxx11]()``, inside brackets), so the separator is the last colon that is neither
+    (in a run of odd length, the first one: ``app:::f`` is ``app`` and ``::f``); a TARGET path
+    may then contain a colon as long as the LOCATION has none. A USDT place,
+    ``TARGET:[PROVIDER:]NAME``, splits at its first such colon instead.
 
     Raises:
-        ProbeSyntaxError: No colon, or an empty TARGET or LOCATION.
+        ProbeSyntaxError: No separator, or an empty TARGET or LOCATION.
     """
-    for match in re.finditer(r"(?<!:):(?!:)", place):
-        target, location = place[: match.start()], place[match.end() :]
-        if not target:
-            break
+    candidates = []
+    position = 0
+    while position < len(place):
+        if place[position] != ":":
+            position += 1
+            continue
+        run_end = position
+        while run_end < len(place) and place[run_end] == ":":
+            run_end += 1
+        if (run_end - position) % 2 == 1:
+            candidates.append(position)
+        position = run_end
+    for candidate in candidates if usdt else reversed(candidates):
+        tail = place[candidate + 1 :]
+        if tail.count("]") > tail.count("["):
+            continue  # inside [abi:...]: part of the location
+        target, location = place[:candidate], tail
         if not location:
             raise ProbeSyntaxError(
-                "missing LOCATION after ':' (a symbol, SYMBOL+OFFSET or 0xOFFSET)",
+                "missing LOCATION after ':' in TARGET:LOCATION (a symbol, SYMBOL+OFFSET or "
+                "0xOFFSET)",
                 word or place,
-                column + match.end(),
+                column + candidate + 1,
             )
-        return target, location
+        if target:
+            return target, location
+        break
     raise ProbeSyntaxError(
         f"{place!r} is not TARGET:LOCATION (for example /bin/bash:readline or libc:malloc)",
         word or place,
@@ -148,7 +172,7 @@ def parse_probe(word: str) -> ProbeSpec:
     if ref_match:
         ref_ctr_offset = int(ref_match.group(1), 0)
         place = place[: ref_match.start()]
-    target, location = split_place(place, word, place_column)
+    target, location = split_place(place, word, place_column, usdt=kind == "usdt")
     if kind == "usdt" and location.count(":") > 1:
         raise ProbeSyntaxError(
             "a USDT place is TARGET:[PROVIDER:]NAME", word, place_column + len(target) + 1

@@ -9,6 +9,7 @@ function generated for that layout, so no per-record work runs in construct's in
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,9 @@ class RecordLayout:
         self.fields: tuple[CompiledField, ...] = tuple(compiled.fields)
         self.names: tuple[str, ...] = tuple(f.name for f in compiled.fields)
         self.fixed_size = compiled.fixed_size
+        self.has_symbols = any(f.type.kind == "symbol" for f in compiled.fields)
+        self.stack_offset = compiled.stack_offset
+        self.has_stack = compiled.stack_offset >= 0
         self.construct = self._declare()
         self.struct = abi.compile_struct(self.construct)
         self.unpack_from = self.struct.unpack_from
@@ -159,6 +163,14 @@ def _string(chunk: bytes, base: int, data_loc: int) -> str:
     return chunk[start : start + length - 1].decode("utf-8", "backslashreplace")
 
 
+def _stack(chunk: bytes, base: int, offset: int) -> tuple[int, ...]:
+    """The stack a record carries: a data_loc to up to RP_STACK_DEPTH 64-bit addresses."""
+    data_loc = int.from_bytes(chunk[base + offset : base + offset + 4], "little")
+    length, start = data_loc >> 16, base + (data_loc & 0xFFFF)
+    count = length // 8
+    return struct.unpack_from(f"<{count}Q", chunk, start) if count else ()
+
+
 class Event:
     """One probe hit, as delivered.
 
@@ -171,10 +183,11 @@ class Event:
         values: The fetch-args' values, in order (``None`` where memory could not be read).
         faults: Bit i set when the i-th fetch slot could not be read.
         truncated: Bit i set when the i-th fetch slot's string was cut at ``--string-size``.
+        stack: With stacks on, the user stack's return addresses, innermost first.
     """
 
-    __slots__ = ("_comm", "cpu", "faults", "layout", "pid", "tid", "truncated", "ts_ns",
-                 "values")
+    __slots__ = ("_comm", "cpu", "faults", "layout", "pid", "stack", "tid", "truncated",
+                 "ts_ns", "values")
 
     def __init__(
         self,
@@ -197,6 +210,7 @@ class Event:
         self.values = values
         self.faults = faults
         self.truncated = truncated
+        self.stack: tuple[int, ...] | None = None
 
     @property
     def event(self) -> str:
@@ -250,6 +264,9 @@ def decode_records(
         values = convert(raw, chunk, base) if convert is not None else raw
         if faults:
             values = layout.apply_faults(values, faults)
-        append(Event(layout, ts_ns, pid, tid, cpu, comm, values, faults, truncated))
+        event = Event(layout, ts_ns, pid, tid, cpu, comm, values, faults, truncated)
+        if layout.has_stack:
+            event.stack = _stack(chunk, base, layout.stack_offset)
+        append(event)
     return events
 

@@ -71,6 +71,12 @@ class RingMap:
         except InterruptedError:
             return False
 
+    def positions(self) -> tuple[int, int]:
+        """The consumer and producer positions (bytes ever consumed and ever produced)."""
+        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
+        (producer,) = _POSITION.unpack_from(self._producer, 0)
+        return int(consumer), int(producer)
+
     def pending(self) -> int:
         """Bytes between the consumer and producer positions."""
         (consumer,) = _POSITION.unpack_from(self._consumer, 0)

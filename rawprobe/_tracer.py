@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -9,13 +10,25 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
+from ._addrsym import AddressResolver
+from ._aggregate import (
+    AggregationSpec,
+    Count,
+    CountTable,
+    HistogramSet,
+    aggregation_config,
+    build_histograms,
+    key_decoder,
+    sort_counts,
+)
 from ._backend import PlannedUprobe, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
 from ._errors import ClosedError, TargetNotFoundError, UsageError
 from ._fetchargs import UsdtArgument
+from ._filter import FilterExpr, compile_filter, parse_filter
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._records import Event, RecordLayout
@@ -33,13 +46,14 @@ class TraceStats:
         lost: Records the BPF programs could not write (ring buffer full).
         hits: Times the probes fired (in traced processes).
         filtered: Hits the filter rejected.
-        pending: Records still in the ring buffer, not yet delivered.
+        truncated: Delivered events with a string cut at the string size.
     """
 
     events: int
     lost: int
     hits: int
     filtered: int
+    truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class _Site:
     file_offset: int
     ref_ctr_offset: int
     usdt_args: tuple[UsdtArgument, ...] | None
+    at_entry: bool = False  # on the first instruction of a function
 
 
 class _Command:
@@ -133,6 +148,9 @@ class Tracer:
         ring_size: Bytes of the ring buffer between the BPF programs and this process.
         force: Plant probes rawprobe would otherwise refuse as risky.
         backend: ``bpf`` (generic BPF programs) or ``tracefs`` (the kernel's uprobe_events).
+        aggregation: Count or histogram in the kernel instead of streaming events (read the
+            result with :meth:`aggregates`).
+        stack: Events carry the user stack (streaming), or counts are grouped by it.
 
     A tracer is used from one thread at a time. Probes are added before :meth:`start`; the
     first call to :meth:`events` or :meth:`poll` starts the tracer if needed.
@@ -147,6 +165,8 @@ class Tracer:
         ring_size: int = DEFAULT_RING_SIZE,
         force: bool = False,
         backend: str = "bpf",
+        aggregation: AggregationSpec | None = None,
+        stack: bool = False,
     ) -> None:
         self.pids: tuple[int, ...] = (
             () if pid is None else (pid,) if isinstance(pid, int) else tuple(pid)
@@ -162,21 +182,37 @@ class Tracer:
         if backend not in ("bpf", "tracefs"):
             raise UsageError(f"unknown backend {backend!r}: use bpf or tracefs")
         self.backend = backend
+        self.aggregation = aggregation
+        self.stack = stack
+        if aggregation is not None and stack and not aggregation.stack:
+            self.aggregation = aggregation = dataclasses.replace(aggregation, stack=True)
+        self._key_decoders: list[Any] = []
+        self._at_entry: list[bool] = []  # per event id: stacks miss the caller frame
+        self.warnings: list[str] = []  # things a user should know about the probes added
+        self._tally_seen: dict[int, int] = {}
         self._command = _Command(command) if command else None
         self._uprobes: list[PlannedUprobe] = []
         self._layouts: list[RecordLayout] = []
         self._configs: dict[bytes, int] = {}
         self._names: set[str] = set()
         self._session: Session | None = None
+        self.resolver = AddressResolver()
+        self._needs_maps = False
         self._pidfds: list[int] = []
+        self._watched: list[int] = []
         self._delivered = 0
         self._closed = False
         self._finalizer = weakref.finalize(self, _finalize, self.__dict__)
 
     # -- probes ---------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec) -> list[str]:
+    def add(self, probe: str | ProbeSpec, *, filter: str | None = None) -> list[str]:
         """Add a probe (a probe word, or a parsed :class:`ProbeSpec`).
+
+        Args:
+            probe: The probe.
+            filter: A filter expression over the probe's fields (see ``--filter``), run in
+                the kernel before a record is made.
 
         Returns:
             The event names it produces (one per matched function).
@@ -189,6 +225,7 @@ class Tracer:
         if self._session is not None:
             raise UsageError("probes must be added before the tracer starts")
         spec = parse_probe(probe) if isinstance(probe, str) else probe
+        filter_expr = parse_filter(filter) if filter else None
         path = find_target(spec.target, self.pids[0] if self.pids else None)
         sites: list[_Site] = []
         if spec.kind == "usdt":
@@ -207,7 +244,20 @@ class Tracer:
             for location in resolve_location(path, spec.location, force=self.force,
                                              retprobe=spec.retprobe):
                 sites.append(_Site(location.symbol, location.file_offset,
-                                   spec.ref_ctr_offset or 0, None))
+                                   spec.ref_ctr_offset or 0, None,
+                                   location.symbol is not None and location.symbol_offset == 0))
+                if location.warning:
+                    self.warnings.append(f"{location.symbol or spec.location}: "
+                                         f"{location.warning}")
+        aggregation = self.aggregation
+        latency = aggregation is not None and aggregation.hist is not None and (
+            aggregation.hist.is_latency
+        )
+        if latency and spec.kind != "p":
+            raise UsageError(
+                f"--hist latency measures from entry to return: give entry probes (p:), "
+                f"not {spec.text!r}; the return probe is added for you"
+            )
         names: list[str] = []
         for site in sites:
             name = default_event_name(spec, site.symbol, site.file_offset, path)
@@ -218,40 +268,79 @@ class Tracer:
                     f"two probes are both named {name!r}: name one of them "
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
                 )
-            fetchargs = spec.fetchargs
-            if site.usdt_args is not None and not fetchargs:
-                from ._usdt import default_fetchargs
-
-                fetchargs = default_fetchargs(site.usdt_args)
-            compiled = compile_fetchargs(
-                fetchargs,
-                word=spec.text,
-                retprobe=spec.retprobe,
-                probe_file_offset=site.file_offset,
-                string_size=self.string_size,
-                usdt_args=site.usdt_args,
-            )
-            config = compiled.config()
-            config_id = self._configs.setdefault(config, len(self._configs))
-            layout = RecordLayout(name, compiled)
-            event_id = len(self._layouts)
-            self._layouts.append(layout)
-            self._uprobes.append(
-                PlannedUprobe(
-                    event_id,
-                    config_id,
-                    path,
-                    site.file_offset,
-                    spec.retprobe,
-                    site.ref_ctr_offset,
-                    fetchargs,
-                    layout,
-                )
-            )
+            roles = ("entry", "return") if latency else ("",)
+            pair = len(self._layouts)
+            for role in roles:
+                self._plan(spec, site, path, name, role, pair, filter_expr, filter)
             self._names.add(name)
             if name not in names:
                 names.append(name)
         return names
+
+    def _plan(
+        self,
+        spec: ProbeSpec,
+        site: _Site,
+        path: str,
+        name: str,
+        role: str,
+        pair: int,
+        filter_expr: FilterExpr | None,
+        filter_text: str | None,
+    ) -> None:
+        """Lay out one uprobe of a site (a latency measurement takes two: entry and return)."""
+        retprobe = spec.retprobe or role == "return"
+        aggregation = self.aggregation
+        fetchargs = spec.fetchargs
+        if site.usdt_args is not None and not fetchargs:
+            from ._usdt import default_fetchargs
+
+            fetchargs = default_fetchargs(site.usdt_args)
+        compiled = compile_fetchargs(
+            fetchargs if role != "return" else (),
+            word=spec.text,
+            retprobe=retprobe,
+            probe_file_offset=site.file_offset,
+            string_size=self.string_size,
+            usdt_args=site.usdt_args,
+            stack=self.stack and aggregation is None,
+        )
+        compiled.at_entry = site.at_entry and not retprobe and (
+            self.stack or (aggregation is not None and aggregation.stack)
+        )
+        self._at_entry.append(compiled.at_entry)
+        predicates: list[dict[str, object]] = []
+        strings: list[bytes] = []
+        if filter_expr is not None and role != "return":
+            program = compile_filter(filter_expr, compiled, filter_text or "")
+            predicates, strings = program.predicates, program.strings
+        agg = None
+        if aggregation is not None:
+            agg = aggregation_config(aggregation, compiled, word=spec.text, role=role,
+                                     pair=pair)
+            self._key_decoders.append(key_decoder(aggregation.by, compiled))
+        else:
+            self._key_decoders.append(None)
+        config = compiled.config(predicates, strings, agg)
+        config_id = self._configs.setdefault(config, len(self._configs))
+        layout = RecordLayout(name, compiled)
+        self._needs_maps = self._needs_maps or layout.has_symbols or layout.has_stack
+        event_id = len(self._layouts)
+        self._layouts.append(layout)
+        self._uprobes.append(
+            PlannedUprobe(
+                event_id,
+                config_id,
+                path,
+                site.file_offset,
+                retprobe,
+                site.ref_ctr_offset,
+                fetchargs,
+                layout,
+                # Stack maps are for non-sleepable programs only.
+                compiled.reads_memory and not (aggregation is not None and aggregation.stack),
+            )
+        )
 
     # -- running --------------------------------------------------------------------------
 
@@ -295,9 +384,26 @@ class Tracer:
                     pidfd = os.pidfd_open(pid)
                     self._pidfds.append(pidfd)
                     session.watch(pidfd)
+            for fd in self._watched:
+                session.watch(fd)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run (the probes are, or were, planted)."""
+        return self._session is not None
+
+    def watch(self, fd: int) -> None:
+        """Also end a wait in :meth:`poll` when ``fd`` becomes readable.
+
+        For example the read end of a pipe given to :func:`signal.set_wakeup_fd`, so that a
+        signal handler that only sets a flag still wakes the reader promptly.
+        """
+        self._watched.append(fd)
+        if self._session is not None:
+            self._session.watch(fd)
 
     @property
     def command_pid(self) -> int | None:
@@ -328,6 +434,11 @@ class Tracer:
     def _read(self, session: Session) -> list[Event]:
         events = session.read()
         self._delivered += len(events)
+        if self._needs_maps:
+            # Addresses are described through the process's mappings: read them while the
+            # process is (most likely) still alive.
+            for event in events:
+                self.resolver.remember(event.pid)
         return events
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
@@ -359,6 +470,67 @@ class Tracer:
             if not batch:
                 return events
             events.extend(batch)
+
+    def aggregates(self, reset: bool = False) -> CountTable | HistogramSet:
+        """What the kernel aggregated so far (for a tracer created with ``aggregation``).
+
+        Args:
+            reset: Start counting afresh after reading (for per-interval figures).
+
+        Returns:
+            A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms.
+        """
+        aggregation = self.aggregation
+        if aggregation is None:
+            raise UsageError("this tracer streams events; it was not created to aggregate")
+        session = self._session
+        if session is None:
+            raise UsageError("the tracer has not started")
+        layouts = self._layouts
+        cells = session.aggregate_cells(reset)
+        if aggregation.kind == "hist":
+            assert aggregation.hist is not None
+            return build_histograms(aggregation.hist, (
+                (layouts[event_id].event, self._decode_key(event_id, data), bucket, count)
+                for event_id, _stack_id, bucket, data, count in cells
+            ))
+        rows = [
+            Count(layouts[event_id].event, self._decode_key(event_id, data), count,
+                  self._stack(session, stack_id, data if self._at_entry[event_id] else None)
+                  if stack_id >= 0 else None)
+            for event_id, stack_id, _bucket, data, count in cells
+        ]
+        if aggregation.by is None and not aggregation.stack:
+            # Plain counts are the probes' own hit counters.
+            for event_id, counters in enumerate(session.counters()):
+                total = counters.hits - counters.filtered
+                count = total - self._tally_seen.get(event_id, 0)
+                if reset:
+                    self._tally_seen[event_id] = total
+                rows.append(Count(layouts[event_id].event, None, count))
+            merged: dict[str, int] = {}
+            for row in rows:
+                merged[row.event] = merged.get(row.event, 0) + row.count
+            rows = [Count(event, None, count) for event, count in merged.items()]
+        return sort_counts(rows)
+
+    def _decode_key(self, event_id: int, data: bytes) -> Any:
+        decoder = self._key_decoders[event_id]
+        return None if decoder is None else decoder(data)
+
+    def _stack(self, session: Session, stack_id: int, key_data: bytes | None) -> tuple[str, ...]:
+        addresses = session.stack(stack_id)
+        if key_data is not None and addresses:
+            # At a function's entry a frame-pointer walk may skip the caller (kernels since
+            # 6.13 add it when the first instruction is push %rbp); the BPF program kept its
+            # return address in the key (RP_PROBE_AT_ENTRY).
+            caller = int.from_bytes(key_data[-8:], "little")
+            if len(addresses) < 2 or addresses[1] != caller:
+                addresses = (addresses[0], caller, *addresses[1:])
+        pid = session.stack_pid(stack_id)
+        if pid is None:
+            return tuple(f"{address:#x}" for address in addresses)
+        return tuple(self.resolver.describe(pid, address) for address in addresses)
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""

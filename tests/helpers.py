@@ -155,8 +155,25 @@ class Background:
         return self.proc.returncode, out, "".join(self.stderr_lines) + err
 
 
-def bpf_links_of_rawprobe() -> list[dict[str, object]]:
-    """BPF links whose program is one of rawprobe's, as bpftool lists them."""
+def bpf_link_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF links process ``pid`` holds open (from /proc/PID/fdinfo)."""
+    ids = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:bpf_link":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        for line in info.splitlines():
+            if line.startswith("link_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def existing_bpf_link_ids() -> set[int]:
+    """Ids of every BPF link on the host, as bpftool lists them."""
     import json
 
     bpftool = require_tool("bpftool")
@@ -164,10 +181,73 @@ def bpf_links_of_rawprobe() -> list[dict[str, object]]:
         subprocess.run([bpftool, "-j", "link", "list"], capture_output=True, text=True,
                        check=True).stdout or "[]"
     )
-    progs = json.loads(
-        subprocess.run([bpftool, "-j", "prog", "list"], capture_output=True, text=True,
-                       check=True).stdout or "[]"
-    )
-    ours = {p["id"] for p in progs if p.get("name") in ("rp_entry", "rp_return", "rp_fork",
-                                                         "rp_exit")}
-    return [link for link in links if link.get("prog_id") in ours]
+    return {int(link["id"]) for link in links}
+
+
+# -- the kernel's own uprobe tracer, as an oracle ---------------------------------------------
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+def tracefs_write(file: str, text: str) -> None:
+    """Append to a tracefs control file (Python's text-mode append is refused there)."""
+    fd = os.open(TRACEFS / file, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+class KernelTracer:
+    """uprobe_events definitions in a group of the test's own, recorded in a tracing instance
+    of its own (so other users of tracefs neither see nor disturb its buffer).
+
+    ``definitions`` are kernel lines without the group, e.g. ``p:ev /path:0x1139 a=%di``.
+    """
+
+    def __init__(self, definitions: Sequence[str]) -> None:
+        if not (TRACEFS / "uprobe_events").exists():
+            skip_or_fail("tracefs is not mounted at /sys/kernel/tracing")
+        self.group = f"rporacle_{os.getpid()}"
+        self.instance = TRACEFS / "instances" / self.group
+        self.events: list[str] = []
+        try:
+            for definition in definitions:
+                head, rest = definition.split(" ", 1)
+                kind, event = head.split(":", 1)
+                tracefs_write("uprobe_events", f"{kind}:{self.group}/{event} {rest}\n")
+                self.events.append(event)
+        except BaseException:
+            self._remove()
+            raise
+
+    def __enter__(self) -> KernelTracer:
+        self.instance.mkdir(exist_ok=True)
+        (self.instance / "events" / self.group / "enable").write_text("1")
+        (self.instance / "tracing_on").write_text("1")
+        return self
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(event, arguments) of each recorded hit, in order."""
+        result = []
+        for line in (self.instance / "trace").read_text().splitlines():
+            if line.startswith("#"):
+                continue
+            for event in self.events:
+                marker = f" {event}: ("
+                if marker in line:
+                    after = line.split(marker, 1)[1]
+                    result.append((event, after.split(") ", 1)[1] if ") " in after else ""))
+        return result
+
+    def _remove(self) -> None:
+        for event in self.events:
+            tracefs_write("uprobe_events", f"-:{self.group}/{event}\n")
+        self.events = []
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            (self.instance / "events" / self.group / "enable").write_text("0")
+            self.instance.rmdir()
+        finally:
+            self._remove()

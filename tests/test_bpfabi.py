@@ -19,6 +19,8 @@ STRUCTS = {
     "rp_predicate": abi.PREDICATE,
     "rp_probe": abi.PROBE,
     "rp_stats": abi.STATS,
+    "rp_aggregation": abi.AGGREGATION,
+    "rp_agg_key": abi.AGG_KEY,
 }
 
 
@@ -66,5 +68,6 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_MAX_PREDICATES", abi.MAX_PREDICATES),
                          ("RP_MAX_STR_CONSTS", abi.MAX_STR_CONSTS),
                          ("RP_STR_CONST_LEN", abi.STR_CONST_LEN),
-                         ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST)]:
+                         ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
+                         ("RP_KEY_LEN", abi.KEY_LEN), ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
         assert f"#define {macro} {value} " in text, macro

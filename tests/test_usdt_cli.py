@@ -104,5 +104,15 @@ def test_errors_are_raised_not_printed() -> None:
     program = build_c(ADD_SOURCE, name="main", flags=("-O0", "-g"))
     with pytest.raises(UsdtNotFoundError, match="rawprobe list"):
         listing(str(program))
-    with pytest.raises(UsdtNotFoundError, match="Its probes are: fixture:bytes"):
-        listing(str(fixture_program("O2")), "nothing*")
+
+
+def test_a_glob_matching_nothing_is_an_empty_listing() -> None:
+    path = str(fixture_program("O2"))
+    for json_output in (False, True):
+        out = io.StringIO()
+        assert run_list_usdt(path, "nothing*", pid=None, json_output=json_output, out=out) == 1
+        if json_output:
+            assert json.loads(out.getvalue()) == []
+        else:
+            assert "no USDT probe 'nothing*'" in out.getvalue()
+            assert "Its probes are: fixture:bytes" in out.getvalue()

@@ -2,18 +2,94 @@
 
 The kernel plants a uprobe at an (inode, file offset) pair, so every LOCATION of a probe word ends
 as a file offset. A symbol's value is a virtual address; it becomes a file offset through the
-PT_LOAD segment that contains it: ``file_offset = address - p_vaddr + p_offset``.
+PT_LOAD segment that contains it: ``file_offset = address - p_vaddr + p_offset``, cross-checked
+against the section that contains it.
 
 Public entry points (the rest of rawprobe uses only these):
 
 - :func:`find_target` turns a TARGET (path or library name) into the file to probe;
-- :func:`resolve_location` turns a LOCATION into one or more :class:`Location` objects;
-- :func:`list_functions` lists probe-able functions of a file.
+- :func:`resolve_location` turns a LOCATION into one or more :class:`Location` objects
+  (:func:`resolve_one` when exactly one is needed);
+- :func:`list_functions` lists probe-able functions of a file;
+- :func:`describe_target` summarises a file (build-id, symbol sources, Go or not);
+- :func:`demangle` demangles a C++ symbol name;
+- :func:`cache_status` says whether the symbol cache is in use (and why not).
+
+Importing this package is cheap on purpose: pyelftools is imported only when a file has to be
+read because no valid cache entry exists for it.
 """
 
 from __future__ import annotations
 
-from ._model import Location, Symbol
-from ._resolve import find_target, list_functions, resolve_location
+from ._cache import cache_directory, default_cache
+from ._errors import (
+    AmbiguousLocationError,
+    CorruptElfError,
+    GoReturnProbeError,
+    LocationError,
+    NoSymbolsError,
+    OffsetMismatchError,
+    UndefinedSymbolError,
+    UnsupportedElfError,
+)
+from ._model import Location, OffsetDerivation, Symbol, TargetInfo
+from ._resolve import (
+    clear_memory,
+    describe_target,
+    list_functions,
+    resolve_location,
+    resolve_one,
+)
+from ._target import find_target
 
-__all__ = ["Location", "Symbol", "find_target", "list_functions", "resolve_location"]
+
+def cache_status() -> tuple[str | None, bool, str]:
+    """Whether the on-disk symbol cache is in use, for ``rawprobe doctor``.
+
+    Returns:
+        (directory or None when disabled, in use, why not when it is not).
+    """
+    cache = default_cache()
+    usable = cache.usable
+    return cache.directory, usable, cache.reason
+
+
+def demangle(name: str) -> str | None:
+    """Demangle an Itanium C++ ABI symbol name as ``c++filt`` would.
+
+    Args:
+        name: A symbol name such as ``_ZN2ns3Foo3barEi``.
+
+    Returns:
+        The demangled name, or None when ``name`` is not mangled or uses grammar the demangler
+        does not cover (the mangled name then stays the function's name).
+    """
+    # Imported on first use: resolving a C function from the cache never needs it.
+    from ._demangle import demangle as demangle_name
+
+    return demangle_name(name)
+
+
+__all__ = [
+    "AmbiguousLocationError",
+    "CorruptElfError",
+    "GoReturnProbeError",
+    "Location",
+    "LocationError",
+    "NoSymbolsError",
+    "OffsetDerivation",
+    "OffsetMismatchError",
+    "Symbol",
+    "TargetInfo",
+    "UndefinedSymbolError",
+    "UnsupportedElfError",
+    "cache_directory",
+    "cache_status",
+    "clear_memory",
+    "demangle",
+    "describe_target",
+    "find_target",
+    "list_functions",
+    "resolve_location",
+    "resolve_one",
+]

@@ -75,6 +75,10 @@ class Libbpf:
         self.map_lookup_elem = fn(
             "bpf_map__lookup_elem", i, [p, p, size_t, p, size_t, u64], ERR_NEGATIVE_ERRNO
         )
+        # Low-level calls on map descriptors (libbpf's bpf.h); they return -errno.
+        self.bpf_map_get_next_key = fn("bpf_map_get_next_key", i, [i, p, p], ERR_NONE)
+        self.bpf_map_lookup_elem = fn("bpf_map_lookup_elem", i, [i, p, p], ERR_NONE)
+        self.bpf_map_delete_elem = fn("bpf_map_delete_elem", i, [i, p], ERR_NONE)
         self.program_fd = fn("bpf_program__fd", i, [p], ERR_NEGATIVE_ERRNO)
         self.program_set_autoload = fn(
             "bpf_program__set_autoload", i, [p, boolean], ERR_NEGATIVE_ERRNO

@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo
+    from . import _attach, _demo, _inspect
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -33,6 +33,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _attach.add_parser(commands)
+    _inspect.add_parsers(commands)
     _demo.add_parser(commands)
     return parser
 
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RawprobeError as error:
         print(f"rawprobe: error: {error}", file=sys.stderr)
         return error.exit_status
+    except KeyboardInterrupt:
+        # Ctrl-C before tracing started (while resolving, say): nothing was planted.
+        print("rawprobe: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader of our output went away (rawprobe ... | head): a normal end.
         _silence_stdout()

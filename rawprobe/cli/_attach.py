@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
+from .._addrsym import AddressResolver
+from .._aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
 from .._bpfbackend import DEFAULT_RING_SIZE
 from .._compile import DEFAULT_STRING_SIZE
 from .._errors import UsageError
@@ -23,10 +25,6 @@ from .._records import Event
 from .._tracer import Tracer, TraceStats
 
 __all__ = ["add_parser", "run_trace"]
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGHUP arrived: end the trace as Ctrl-C would."""
 
 
 def _positive_float(text: str) -> float:
@@ -41,6 +39,13 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _hist(text: str) -> HistSpec:
+    try:
+        return parse_hist(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _ring_size(text: str) -> int:
@@ -73,6 +78,28 @@ def add_parser(commands: Any) -> None:
                         help="stop after this many seconds")
     parser.add_argument("-n", "--max-events", type=_positive_int, metavar="N",
                         help="stop after N events")
+    parser.add_argument("--filter", metavar="EXPR",
+                        help="record only hits where EXPR holds, e.g. 'size > 4096 && "
+                        "comm == \"make\"' (fields, pid, tid, cpu, comm; ==, !=, <, <=, >, "
+                        ">=, &, ~ \"prefix*\"; &&, ||, !, parentheses); checked in the kernel")
+    aggregate = parser.add_argument_group(
+        "aggregation in the kernel (no per-event records reach user space)")
+    aggregate.add_argument("--count", action="store_true",
+                           help="count hits per probe (and per --by key, or stack)")
+    aggregate.add_argument("--hist", metavar="FIELD", type=_hist,
+                           help="histogram of an integer FIELD (powers of two; "
+                           "FIELD:linear:MIN:MAX:STEP for linear buckets), or 'latency' "
+                           "(entry to return, ns; the return probes are added for you)")
+    aggregate.add_argument("--by", metavar="KEY",
+                           help="group by comm, pid, tid, cpu or a field")
+    aggregate.add_argument("--stack", action="store_true",
+                           help="with --count: group by user stack; otherwise print each "
+                           "event's user stack")
+    aggregate.add_argument("--folded", action="store_true",
+                           help="with --count --stack: folded stacks, as flame-graph tools "
+                           "read them")
+    aggregate.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+                           help="print (and restart) the aggregation every SECONDS")
     parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
                         metavar="BYTES", help="bytes copied per string, NUL included "
                         f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
@@ -87,19 +114,32 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=run_attach)
 
 
-@contextmanager
-def _stop_signals() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into :class:`_Stop` while tracing."""
+class _StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP end the trace by setting a flag, never by an exception, so
+    a batch already taken from the ring buffer is always written out whole. The handlers
+    write to a pipe (signal.set_wakeup_fd) that the tracer watches, so a wait ends at once.
+    """
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
+    def __init__(self) -> None:
+        self.stopped = False
+        self.read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _handler(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopped = True
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        os.close(self.read_fd)
+        os.close(self._write_fd)
 
 
 @contextmanager
@@ -128,16 +168,31 @@ def _open_output(path: str | None) -> TextIO:
 class _Printer:
     """Writes events as text or JSON lines, up to a limit."""
 
-    def __init__(self, out: TextIO, as_json: bool, limit: int | None) -> None:
+    def __init__(self, out: TextIO, as_json: bool, limit: int | None,
+                 resolver: AddressResolver, folded: bool = False) -> None:
         self.out = out
+        self.as_json = as_json
+        self.folded = folded
         self.limit = limit
         self.printed = 0
-        self.formatter = EventFormatter()
+        self.truncated = 0  # events with a string cut at --string-size
+        self.formatter = EventFormatter(resolver=resolver)
         self.format = self.formatter.json if as_json else self.formatter.text
 
     @property
     def full(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
+
+    def aggregates(self, result: CountTable | HistogramSet) -> None:
+        """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
+        if self.as_json:
+            text = json.dumps(result.to_dict())
+        elif self.folded and isinstance(result, CountTable):
+            text = result.folded()
+        else:
+            text = f"{self.formatter.clock.text(time.monotonic_ns())}\n{result}\n"
+        self.out.write(text + "\n")
+        self.out.flush()
 
     def write(self, events: list[Event]) -> None:
         if self.limit is not None:
@@ -148,6 +203,7 @@ class _Printer:
         self.out.write("".join(fmt(event) + "\n" for event in events))
         self.out.flush()
         self.printed += len(events)
+        self.truncated += sum(1 for event in events if event.truncated)
 
 
 def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceStats:
@@ -157,41 +213,69 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     events, or at Ctrl-C, SIGTERM or SIGHUP. Every probe is removed before this returns, and
     the events left in the ring buffer are printed.
     """
-    printer = _Printer(out, args.json, args.max_events)
+    printer = _Printer(out, args.json, args.max_events, tracer.resolver,
+                       getattr(args, "folded", False))
     started = time.monotonic()
-    try:
-        with _stop_signals():
-            tracer.start()
+    with _StopSignals() as stop:
+        try:
+            tracer.watch(stop.read_fd)
+            if not stop.stopped:
+                tracer.start()
             count = len(tracer.event_names())
             target = (
                 f"command {tracer.command_pid}" if tracer.command_pid
                 else "pid " + ",".join(map(str, tracer.pids)) if tracer.pids
                 else "every process"
             )
-            print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
-                  "Ctrl-C to end", file=sys.stderr)
+            if not stop.stopped:
+                print(f"rawprobe: tracing {count} probe{'s' * (count != 1)} in {target}; "
+                      "Ctrl-C to end", file=sys.stderr)
             deadline = None if args.duration is None else started + args.duration
-            while not printer.full:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+            interval = getattr(args, "interval", None)
+            next_report = None if interval is None else started + interval
+            while not printer.full and not stop.stopped:
+                now = time.monotonic()
+                if next_report is not None and now >= next_report:
+                    printer.aggregates(tracer.aggregates(reset=True))
+                    next_report += interval
+                waits = [t - now for t in (deadline, next_report) if t is not None]
+                remaining = min(waits) if waits else None
+                if deadline is not None and deadline <= now:
                     break
-                printer.write(tracer.poll(remaining if remaining is not None else None))
+                printer.write(tracer.poll(max(remaining, 0) if remaining is not None else None))
                 if tracer.finished():
                     break
-    except (KeyboardInterrupt, _Stop):
-        pass
-    finally:
-        with _no_interruptions():
-            left = tracer.drain()
-            if not printer.full:
-                printer.write(left)
-            stats = tracer.stats()
-            tracer.close()
+        finally:
+            with _no_interruptions():
+                left = tracer.drain()
+                if not printer.full:
+                    printer.write(left)
+                if tracer.aggregation is not None and tracer.started:
+                    printer.aggregates(tracer.aggregates(reset=interval is not None))
+                stats = tracer.stats()
+                tracer.close()
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
-    return dataclasses.replace(stats, events=printer.printed)
+    return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
+
+
+def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
+    if args.count and args.hist:
+        raise UsageError("--count and --hist: choose one")
+    if args.by and not (args.count or args.hist):
+        raise UsageError("--by groups an aggregation: add --count or --hist")
+    if args.folded and not (args.count and args.stack):
+        raise UsageError("--folded prints counted stacks: use it with --count --stack")
+    if args.interval and not (args.count or args.hist):
+        raise UsageError("--interval prints aggregations: add --count or --hist")
+    if args.count:
+        return AggregationSpec("count", by=args.by, stack=args.stack)
+    if args.hist:
+        return AggregationSpec("hist", by=args.by, hist=args.hist, stack=args.stack)
+    return None
 
 
 def run_attach(args: argparse.Namespace) -> int:
+    aggregation = _aggregation(args)
     check_tracing_privileges()  # before anything is resolved, started or planted
     out = _open_output(args.output)
     tracer = Tracer(
@@ -201,10 +285,14 @@ def run_attach(args: argparse.Namespace) -> int:
         ring_size=args.ring_size,
         force=args.force,
         backend=args.backend,
+        aggregation=aggregation,
+        stack=args.stack,
     )
     try:
         for word in args.probes:
-            tracer.add(word)
+            tracer.add(word, filter=args.filter)
+        for warning in tracer.warnings:
+            print(f"rawprobe: warning: {warning}", file=sys.stderr)
         stats = run_trace(tracer, args, out)
         _summary(stats, args, out, tracer.command_status)
     finally:
@@ -222,16 +310,24 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
         "hits": stats.hits,
         "filtered": stats.filtered,
     }
+    if stats.truncated:
+        summary["truncated"] = stats.truncated
     if command_status is not None:
         summary["command_status"] = command_status
     if args.json:
         out.write(json.dumps({"summary": summary}) + "\n")
         out.flush()
-    line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
+    if getattr(args, "count", False) or getattr(args, "hist", None):
+        line = f"rawprobe: {stats.hits} hit{'s' * (stats.hits != 1)}, {stats.lost} lost"
+    else:
+        line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
     if stats.filtered:
         line += f", {stats.filtered} filtered"
     if stats.lost:
         line += " (the ring buffer was full: raise --ring-size, or trace fewer events)"
     print(line, file=sys.stderr)
+    if stats.truncated:
+        print(f"rawprobe: {stats.truncated} event{'s' * (stats.truncated != 1)} had strings cut "
+              "at --string-size (marked ...); raise it to see them whole", file=sys.stderr)
     if command_status:
         print(f"rawprobe: the command exited with status {command_status}", file=sys.stderr)

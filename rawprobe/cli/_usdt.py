@@ -3,9 +3,10 @@
 Text: one line per probe site, under a header: provider, name, file offset, address,
 semaphore file offset (``-`` without one), and the argument specs as the note writes them.
 JSON (``--json``): an array with one object per site, shaped like ``list --json``'s symbols
-(``name``, ``file_offset``, ``address``, ``size`` 0, ``source`` ``"usdt"``) plus ``provider``,
-``semaphore_offset`` (a number, or null), ``semaphore_address`` and ``arguments`` (the spec
-strings).
+(``name``, ``file_offset``, ``address``, ``size`` 0, ``source`` ``"usdt"``, ``path``) plus
+``provider``, ``semaphore_offset`` (a number, or null), ``semaphore_address`` and
+``arguments`` (the spec strings). A GLOB that matches nothing is an empty listing and exit
+status 1, as for ``rawprobe list``; a file without SDT notes is an error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from typing import TextIO
 
 from .._symbols import find_target
-from .._usdt import UsdtSite, list_usdt_probes
+from .._usdt import UsdtNotFoundError, UsdtSite, list_usdt_probes
 
 __all__ = ["run_list_usdt", "site_object"]
 
@@ -58,16 +59,27 @@ def run_list_usdt(
         out: Where to write.
 
     Returns:
-        The exit status: 0.
+        0 when probes were listed, 1 when none matched ``pattern`` (as ``rawprobe list``).
 
     Raises:
-        UsdtNotFoundError: The file has no SDT notes, or nothing matches ``pattern``.
+        UsdtNotFoundError: The file has no SDT notes at all.
         TargetNotFoundError, NotElfError, UsdtNoteError: The target cannot be found or read.
     """
     path = find_target(target, pid)
-    sites = list_usdt_probes(path, pattern)
+    sites = list_usdt_probes(path)
+    if pattern is not None:
+        try:
+            sites = list_usdt_probes(path, pattern)
+        except UsdtNotFoundError as error:
+            # The file has probes, just none of that name: an empty listing, as for functions.
+            if json_output:
+                out.write("[]\n")
+            else:
+                out.write(f"{error}\n")
+            return 1
     if json_output:
-        out.write("[\n" + ",\n".join(json.dumps(site_object(site)) for site in sites) + "\n]\n")
+        json.dump([site_object(site) for site in sites], out)
+        out.write("\n")
         return 0
     rows = [_HEADER] + [
         (

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from helpers import Background, bpf_links_of_rawprobe, run_rawprobe
+from helpers import Background, bpf_link_ids_of, existing_bpf_link_ids, run_rawprobe
 
 ENTRY = "p:{prog}:add a=%di:s32 b=%si:s32"
 RETURN = "r:{prog}:add ret=$retval:s32"
@@ -92,8 +93,15 @@ def test_pid_of_a_running_process(add_program: Path) -> None:
     assert other is not None and other.returncode == 0
 
 
-def test_system_wide_sees_processes_started_later(add_program: Path) -> None:
-    prog = str(add_program)
+def private_copy(program: Path, directory: Path) -> str:
+    """A copy of ``program`` that no other test run executes, for host-wide probes."""
+    copy = directory / program.name
+    shutil.copy(program, copy)
+    return str(copy)
+
+
+def test_system_wide_sees_processes_started_later(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     tracer = Background("attach", ENTRY.format(prog=prog), "--duration", "20")
     tracer.ready()
     first = subprocess.Popen([prog, "1"])
@@ -126,8 +134,8 @@ def test_command_does_not_see_other_processes(add_program: Path) -> None:
     assert "0 events, 0 lost" in result.stderr
 
 
-def test_duration_and_max_events(add_program: Path) -> None:
-    prog = str(add_program)
+def test_duration_and_max_events(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     started = time.monotonic()
     result = run_rawprobe("attach", ENTRY.format(prog=prog), "--duration", "0.5",
                           check_status=0)
@@ -138,17 +146,46 @@ def test_duration_and_max_events(add_program: Path) -> None:
     assert len(event_lines(result.stdout)) == 2
 
 
-def test_sigterm_detaches_everything(add_program: Path) -> None:
-    prog = str(add_program)
+def test_sigterm_detaches_everything(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
     tracer = Background("attach", ENTRY.format(prog=prog), RETURN.format(prog=prog))
     tracer.ready()
-    assert len(bpf_links_of_rawprobe()) == 2  # our two uprobes, as the kernel lists them
+    links = bpf_link_ids_of(tracer.proc.pid)
+    assert len(links) == 2  # our two uprobes
+    assert links <= existing_bpf_link_ids()  # as the kernel lists them
     subprocess.run([prog], check=True)
     time.sleep(0.2)
     status, out, err = tracer.finish(signal.SIGTERM)
     assert status == 0, err
     assert len(event_lines(out)) == 2
     assert "2 events, 0 lost" in err
-    assert bpf_links_of_rawprobe() == []
-    # And the probes are really gone: a run now costs no hits anywhere.
-    assert subprocess.run([prog], check=False).returncode == 0
+    assert not links & existing_bpf_link_ids()
+
+
+STRINGS_SOURCE = r"""
+__attribute__((noinline)) void take(const char *s) { asm volatile("" :: "r"(s) : "memory"); }
+int main(void) { take("1234567"); take("12345678"); take(""); take((const char *)8); return 0; }
+"""
+
+
+def test_string_size_cuts_and_says_so() -> None:
+    from helpers import build_c
+
+    program = build_c(STRINGS_SOURCE, name="strings", flags=("-O1",))
+    result = run_rawprobe("attach", "--json", "--string-size", "8",
+                          f"p:{program}:take s=$arg1:string", "--", str(program), check_status=0)
+    objects = [json.loads(line) for line in event_lines(result.stdout)]
+    assert [o["args"]["s"] for o in objects[:-1]] == ["1234567", "1234567", "", None]
+    assert [o.get("truncated") for o in objects[:-1]] == [None, ["s"], None, None]
+    assert objects[2].get("faults") is None and objects[3]["faults"] == ["s"]
+    assert objects[-1]["summary"]["truncated"] == 1
+    assert "1 event had strings cut at --string-size" in result.stderr
+    text = run_rawprobe("attach", "--string-size", "8", f"p:{program}:take s=$arg1:string",
+                        "--", str(program), check_status=0).stdout
+    assert [line.split(": ", 1)[1] for line in event_lines(text)] == [
+        's="1234567"', 's="1234567"...', 's=""', "s=(fault)"]
+
+
+def test_string_size_limit_is_a_usage_error(add_program: Path) -> None:
+    result = run_rawprobe("attach", "--string-size", "5000", f"p:{add_program}:add")
+    assert result.returncode == 2 and "1..4096" in result.stderr

@@ -1,0 +1,55 @@
+"""``rawprobe list`` and ``rawprobe resolve``: argument parsing for the symbol commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(commands: Any) -> None:
+    listing = commands.add_parser(
+        "list",
+        help="probe-able functions (or USDT probes) of a file, with file offsets",
+        description="List the functions of TARGET that a probe can name, with their file "
+        "offsets, addresses, sizes and the symbol source each came from.",
+    )
+    listing.add_argument("target", metavar="TARGET", help="a path or a library name (libc)")
+    listing.add_argument("pattern", metavar="GLOB", nargs="?", help="only names matching it")
+    listing.add_argument("--usdt", action="store_true", help="list USDT probes instead")
+    listing.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
+    listing.add_argument("--json", action="store_true", help="a JSON array")
+    listing.set_defaults(run=_run_list)
+
+    resolve = commands.add_parser(
+        "resolve",
+        help="how a probe's file offset is computed, step by step",
+        description="Show where TARGET:LOCATION resolves to and the arithmetic behind it.",
+    )
+    resolve.add_argument("place", metavar="TARGET:LOCATION")
+    resolve.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
+    resolve.add_argument("--json", action="store_true", help="one JSON object per line")
+    resolve.add_argument("--force", action="store_true",
+                         help="resolve what would otherwise be refused as risky")
+    resolve.set_defaults(run=_run_resolve)
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    if args.usdt:
+        from ._usdt import run_list_usdt
+
+        return run_list_usdt(args.target, args.pattern, pid=args.pid, json_output=args.json,
+                             out=sys.stdout)
+    from ._symbols import run_list
+
+    return run_list(args.target, args.pattern, pid=args.pid, json_output=args.json,
+                    out=sys.stdout)
+
+
+def _run_resolve(args: argparse.Namespace) -> int:
+    from ._symbols import run_resolve
+
+    return run_resolve(args.place, pid=args.pid, json_output=args.json, force=args.force,
+                       out=sys.stdout)
