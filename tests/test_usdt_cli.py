@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import ADD_SOURCE, build_c
+from helpers import ADD_SOURCE, build_c, run_rawprobe
 from test_usdt_programs import (
     fixture_program,
     library_user,
@@ -116,3 +116,16 @@ def test_a_glob_matching_nothing_is_an_empty_listing() -> None:
         else:
             assert "no USDT probe 'nothing*'" in out.getvalue()
             assert "Its probes are: fixture:bytes" in out.getvalue()
+
+
+def test_through_the_command_line() -> None:
+    path = str(fixture_program("O2"))
+    result = run_rawprobe("list", "--usdt", path, "fixture:twice", "--json", check_status=0)
+    assert [(o["name"], o["source"]) for o in json.loads(result.stdout)] == [
+        ("twice", "usdt"), ("twice", "usdt")]
+    result = run_rawprobe("list", "--usdt", path, "zz*", check_status=1)
+    assert "no USDT probe 'zz*'" in result.stdout
+    program = str(build_c(ADD_SOURCE, name="main", flags=("-O0", "-g")))
+    result = run_rawprobe("list", "--usdt", program, check_status=2)
+    assert result.stderr.startswith("rawprobe: error: ") and "has no USDT probes" in \
+        result.stderr
