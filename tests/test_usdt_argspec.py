@@ -68,6 +68,11 @@ def translate(spec: str, *, machine: str = "x86_64", relocatable: bool = True) -
         ("-8@$78187493520", 8, True, Immediate(78187493520)),
         ("8@$0x10", 8, False, Immediate(16)),
         ("8@$18446744073709551615", 8, False, Immediate(-1)),  # wraps like the register would
+        # GNU as's integers: a leading 0 is octal, 0b binary
+        ("4@$010", 4, False, Immediate(8)),
+        ("4@$0b101", 4, False, Immediate(5)),
+        ("-4@$-0x1F", 4, True, Immediate(-31)),
+        ("4@010(%rbp)", 4, False, Deref(8, Register("bp"))),
     ],
 )
 def test_registers_memory_and_constants(spec: str, size: int, signed: bool,
@@ -137,6 +142,8 @@ def test_absolute_operands() -> None:
         ("8@16abc(%rip)", "cannot read the displacement"),
         ("8@-24(%rbp", "cannot read the memory operand"),
         ("8@$99999999999999999999999", "does not fit in 64 bits"),
+        ("8@$09", "'09' is not a number"),
+        ("8@0b2(%rip)", "'0b2' is not a number"),
     ],
 )
 def test_refusals_name_the_spec(spec: str, reason: str) -> None:

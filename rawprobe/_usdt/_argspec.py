@@ -50,7 +50,7 @@ MACHINES = ("x86_64", "aarch64")
 """Machines (the kernel's names) whose operand syntax rawprobe translates."""
 
 _SIZE_PREFIX = re.compile(r"(-?)(\d+)(f?)@(.*)", re.DOTALL)
-_NUMBER = r"[+-]?(?:0[xX][0-9a-fA-F]+|\d+)"
+_NUMBER = r"[+-]?(?:0[xXbB][0-9a-fA-F]+|\d+)"
 _SYMBOL = r"[A-Za-z_.][A-Za-z0-9_.$]*"
 _INT64_MIN = -(1 << 63)
 _UINT64_LIMIT = 1 << 64
@@ -95,7 +95,7 @@ class _Displacement:
 
 
 def _parse_displacement(text: str, spec: str) -> _Displacement:
-    terms = re.findall(r"\s*([+-]?)\s*(" + _SYMBOL + r"|0[xX][0-9a-fA-F]+|\d+)\s*", text)
+    terms = re.findall(r"\s*([+-]?)\s*(" + _SYMBOL + r"|0[xXbB][0-9a-fA-F]+|\d+)\s*", text)
     if not text.strip() or "".join(sign + term for sign, term in terms) != re.sub(
         r"\s+", "", text
     ):
@@ -106,7 +106,7 @@ def _parse_displacement(text: str, spec: str) -> _Displacement:
         if position and not sign:
             raise UsdtArgumentError(spec, f"cannot read the displacement {text!r}")
         if term[0].isdigit():
-            value = int(term, 0)
+            value = _integer(term, spec)
             constant += -value if sign == "-" else value
             continue
         if sign == "-":
@@ -115,6 +115,23 @@ def _parse_displacement(text: str, spec: str) -> _Displacement:
             raise UsdtArgumentError(spec, f"two symbols in the displacement {text!r}")
         symbol = term
     return _Displacement(constant, symbol)
+
+
+def _integer(text: str, spec: str) -> int:
+    """An integer as GNU as reads one: ``0x`` hex, ``0b`` binary, a leading ``0`` octal, else
+    decimal (the assembler syntax the operand is written in; GCC itself writes decimal)."""
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    try:
+        if digits[:2] in ("0x", "0X"):
+            return sign * int(digits[2:], 16)
+        if digits[:2] in ("0b", "0B"):
+            return sign * int(digits[2:], 2)
+        if len(digits) > 1 and digits.startswith("0"):
+            return sign * int(digits[1:], 8)
+        return sign * int(digits, 10)
+    except ValueError:
+        raise UsdtArgumentError(spec, f"{text!r} is not a number") from None
 
 
 def _wrap64(value: int, spec: str) -> int:
@@ -157,7 +174,7 @@ def _translate_x86_64(operand: str, spec: str, probe_address: int,
     if operand.startswith("$"):
         if not re.fullmatch(_NUMBER, operand[1:]):
             raise UsdtArgumentError(spec, f"the constant {operand[1:]!r} is not a number")
-        return Immediate(_wrap64(int(operand[1:], 0), spec))
+        return Immediate(_wrap64(_integer(operand[1:], spec), spec))
     if ":" in operand:
         raise UsdtArgumentError(spec, "a segment-relative operand (thread-local data)")
     match = _X86_MEMORY.fullmatch(operand)
@@ -233,10 +250,10 @@ def _translate_aarch64(operand: str, spec: str, probe_address: int,
         match = _AARCH64_MEMORY.fullmatch(operand)
         if match is None:
             raise UsdtArgumentError(spec, f"cannot read the memory operand {operand!r}")
-        offset = int(match.group(2), 0) if match.group(2) else 0
+        offset = _integer(match.group(2), spec) if match.group(2) else 0
         return Deref(_wrap64(offset, spec), Register(_aarch64_register(match.group(1), spec)))
     if re.fullmatch(_NUMBER, operand.removeprefix("#")):
-        return Immediate(_wrap64(int(operand.removeprefix("#"), 0), spec))
+        return Immediate(_wrap64(_integer(operand.removeprefix("#"), spec), spec))
     return Register(_aarch64_register(operand, spec))
 
 
