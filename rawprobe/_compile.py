@@ -219,7 +219,10 @@ def _lower(
                 word,
                 arg.column,
             )
-        return _lower(usdt_args[source.index - 1].source, arg, word, probe_file_offset, None)
+        usdt_arg = usdt_args[source.index - 1]
+        if usdt_arg.error is not None:
+            raise FetchArgError(f"$arg{source.index}: {usdt_arg.error}", word, arg.column)
+        return _lower(usdt_arg.source, arg, word, probe_file_offset, None)
     raise FetchArgError(f"cannot fetch {arg.text!r}", word, arg.column)
 
 
@@ -260,14 +263,28 @@ def compile_fetchargs(
     string_bytes = 0
     for arg in fetchargs:
         arg_type = arg.type
+        # A bare $argN of a USDT probe is a value, like a register, whatever its operand.
+        usdt_arg: UsdtArgument | None = None
         if (
             usdt_args is not None
             and isinstance(arg.source, UsdtArg)
-            and not arg.typed
             and arg.source.index <= len(usdt_args)
         ):
-            arg_type = usdt_args[arg.source.index - 1].type
-            arg = dataclasses.replace(arg, type=arg_type)
+            usdt_index = arg.source.index
+            usdt_arg = usdt_args[usdt_index - 1]
+            if not arg.typed:
+                arg_type = usdt_arg.type
+                arg = dataclasses.replace(arg, type=arg_type)
+            elif not arg_type.is_string and arg_type.size > usdt_arg.size:
+                # Only SIZE bytes of it are the argument: what lies beyond, in memory or in the
+                # upper part of a register, is not (sys/sdt.h: "the byte-width ... governs").
+                raise FetchArgError(
+                    f"$arg{usdt_index} is a {usdt_arg.size}-byte argument "
+                    f"({usdt_arg.text}); {arg_type.name} would read {arg_type.size} bytes: "
+                    f"give a type of at most {usdt_arg.size * 8} bits, or none",
+                    word,
+                    arg.column,
+                )
         if isinstance(arg.source, ImmediateString):
             compiled.fields.append(CompiledField(arg.name, arg_type, -1, (), arg.source.value))
             continue
@@ -282,6 +299,10 @@ def compile_fetchargs(
             string_bytes += abi.COMM_LEN
             continue
         lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args)
+        if usdt_arg is not None and arg_type.is_string and lowered.derefs:
+            # The string a USDT argument points to: when the argument is in memory
+            # (8@-24(%rbp)), one load gives the pointer and the string lies where it points.
+            lowered = dataclasses.replace(lowered, derefs=(*lowered.derefs, 0))
         extra = 1 if arg_type.is_string and arg_type.count is not None else 0
         if len(lowered.derefs) + extra > abi.MAX_DEREF:
             raise FetchArgError(

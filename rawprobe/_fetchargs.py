@@ -211,12 +211,15 @@ class UsdtArgument:
         source: Where it is: a register, memory (a :class:`Deref`), a constant, or memory at
             a :class:`ProbeRelative` address.
         text: The argument spec as written in the note.
+        error: Why the spec cannot be translated, when it cannot; reading the argument is
+            then refused with this message (the probe itself can still be planted).
     """
 
     size: int
     signed: bool
     source: Source
     text: str
+    error: str | None = None
 
     @property
     def type(self) -> ArgType:

@@ -231,6 +231,12 @@ class Tracer:
         if spec.kind == "usdt":
             from ._usdt import find_usdt_probes
 
+            if spec.ref_ctr_offset is not None:
+                raise UsageError(
+                    f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
+                    "(OFFSET) after the place"
+                )
+
             for usdt in find_usdt_probes(path, spec.location):
                 sites.append(_Site(usdt.name, usdt.file_offset,
                                    usdt.semaphore_offset or 0, usdt.arguments))
@@ -285,8 +291,13 @@ class Tracer:
         """Lay out one uprobe of a site (a latency measurement takes two: entry and return)."""
         retprobe = spec.retprobe or role == "return"
         aggregation = self.aggregation
+        fetchargs = spec.fetchargs
+        if site.usdt_args is not None and not fetchargs:
+            from ._usdt import default_fetchargs
+
+            fetchargs = default_fetchargs(site.usdt_args)
         compiled = compile_fetchargs(
-            spec.fetchargs if role != "return" else (),
+            fetchargs if role != "return" else (),
             word=spec.text,
             retprobe=retprobe,
             probe_file_offset=site.file_offset,
@@ -324,7 +335,7 @@ class Tracer:
                 site.file_offset,
                 retprobe,
                 site.ref_ctr_offset,
-                spec.fetchargs,
+                fetchargs,
                 layout,
                 # Stack maps are for non-sleepable programs only.
                 compiled.reads_memory and not (aggregation is not None and aggregation.stack),
