@@ -329,8 +329,8 @@ struct {
 	__type(value, __u64);
 } aggregates SEC(".maps");
 
-/* Latency: when each thread entered each measured function (pair << 32 | tid). LRU, so calls
- * that never return (longjmp, exit) cannot fill it. */
+/* Latency: when each thread entered each measured function (entry event << 32 | tid). LRU, so
+ * calls that never return (longjmp, exit) cannot fill it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -575,7 +575,7 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 			__sync_fetch_and_add(&counters->lost, 1);
 		break;
 	case RP_ACTION_TIMESTAMP: {
-		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 key = ((__u64)event_id << 32) | (__u32)pid_tgid;
 		__u64 now = bpf_ktime_get_ns();
 
 		if (bpf_map_update_elem(&starts, &key, &now, BPF_ANY))
@@ -583,7 +583,7 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 		break;
 	}
 	case RP_ACTION_LATENCY: {
-		__u64 key = ((__u64)probe->agg.pair << 32) | (__u32)pid_tgid;
+		__u64 key = ((__u64)(event_id - 1) << 32) | (__u32)pid_tgid;
 		__u64 *start = bpf_map_lookup_elem(&starts, &key);
 		__s64 latency;
 
@@ -636,6 +636,35 @@ SEC("uretprobe")
 int rp_return(struct pt_regs *ctx)
 {
 	return run_probe(ctx, false);
+}
+
+/*
+ * The same programs for uprobe_multi links (one link, many uprobes: Linux 6.6+). libbpf
+ * before 1.3 has no section name for them; rawprobe sets their expected attach type
+ * (BPF_TRACE_UPROBE_MULTI) before loading.
+ */
+SEC("uprobe")
+int rp_entry_multi(struct pt_regs *ctx)
+{
+	return run_probe(ctx, false);
+}
+
+SEC("uretprobe")
+int rp_return_multi(struct pt_regs *ctx)
+{
+	return run_probe(ctx, false);
+}
+
+SEC("uprobe.s")
+int rp_entry_multi_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
+}
+
+SEC("uretprobe.s")
+int rp_return_multi_sleepable(struct pt_regs *ctx)
+{
+	return run_probe(ctx, true);
 }
 
 SEC("uprobe.s")

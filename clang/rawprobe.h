@@ -92,8 +92,9 @@ enum rp_action {
 	RP_ACTION_STREAM = 0,    /* a record into the ring buffer */
 	RP_ACTION_COUNT = 1,     /* aggregates[key] += 1 */
 	RP_ACTION_HIST = 2,      /* aggregates[key, bucket(value)] += 1 */
-	RP_ACTION_TIMESTAMP = 3, /* starts[pair, tid] = now: the entry half of a latency */
-	RP_ACTION_LATENCY = 4,   /* aggregates[key, bucket(now - starts[pair, tid])] += 1 */
+	RP_ACTION_TIMESTAMP = 3, /* starts[event, tid] = now: the entry half of a latency */
+	RP_ACTION_LATENCY = 4,   /* aggregates[key, bucket(now - starts[event - 1, tid])] += 1:
+				  * the return half, planned right after its entry half */
 	RP_ACTION_TALLY = 5,     /* nothing more: the stats map's hit counter is the count */
 };
 
@@ -122,8 +123,8 @@ struct rp_aggregation {
 	__u8 value_signed;
 	__u32 value_field;  /* fetch-arg index of the value, for its fault bit; ~0 for none */
 	__u32 hist;         /* enum rp_hist */
-	__u32 pair;         /* latency: the entry and return probes share this id */
 	__u32 by_stack;     /* also group by the user stack */
+	__u32 reserved;
 	__s64 lin_min;
 	__s64 lin_step;
 	__s64 lin_buckets;

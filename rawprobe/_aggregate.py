@@ -94,7 +94,6 @@ def aggregation_config(
     *,
     word: str,
     role: str = "",
-    pair: int = 0,
 ) -> dict[str, object]:
     """The ``struct rp_aggregation`` members for one probe.
 
@@ -102,8 +101,8 @@ def aggregation_config(
         spec: The aggregation.
         compiled: The probe's fields.
         word: The probe word (for messages).
-        role: For latency: ``entry`` (records the time) or ``return`` (measures).
-        pair: For latency: the id shared by the entry and return probes.
+        role: For latency: ``entry`` (records the time) or ``return`` (measures; planned
+            right after its entry probe, whose event id is one less).
 
     Raises:
         UsageError: ``--by`` or ``--hist`` names a field the probe does not have, or one of a
@@ -111,7 +110,7 @@ def aggregation_config(
     """
     config: dict[str, object] = {"by_stack": int(spec.stack)}
     if role == "entry":
-        config.update(action=abi.Action.TIMESTAMP, pair=pair)
+        config.update(action=abi.Action.TIMESTAMP)
         return config
     config.update(_key(spec.by, compiled, word))
     if spec.kind == "count":
@@ -127,7 +126,7 @@ def aggregation_config(
         config.update(hist=abi.HistKind.LINEAR, lin_min=low, lin_step=step,
                       lin_buckets=(high - low + step - 1) // step)
     if hist.is_latency:
-        config.update(action=abi.Action.LATENCY, pair=pair)
+        config.update(action=abi.Action.LATENCY)
         return config
     value = next((f for f in compiled.fields if f.name == hist.field and f.offset >= 0), None)
     if value is None:

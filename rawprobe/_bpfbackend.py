@@ -4,6 +4,7 @@ uprobes whose BPF programs write records into its ring buffer."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import struct
@@ -12,13 +13,21 @@ from collections.abc import Sequence
 
 from . import _bpfabi as abi
 from ._backend import PlannedUprobe, ProbeCounters, TraceTarget
-from ._errors import BpfObjectError, KernelFeatureError, SysCallError
+from ._errors import (
+    BpfObjectError,
+    KernelFeatureError,
+    PrivilegeError,
+    SysCallError,
+    TargetNotFoundError,
+    UsageError,
+)
 from ._object import BpfObject, object_bytes
 from ._records import Event, decode_records
 from ._ringbuf import split_records
 from ._ringmap import RingMap
+from ._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from ._sys.libbpf import Libbpf, PerfEventOpts
-from ._uprobe import UprobeEvent
+from ._uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent
 
 __all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
 
@@ -27,12 +36,43 @@ _KEY = struct.Struct("<I")
 _STATS = struct.Struct("<QQQ")
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
 _FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
+_ALL_PROGRAMS = (
+    *_FOLLOW_PROGRAMS,
+    *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
+      for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
+)
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 DEFAULT_RING_SIZE = 8 << 20
 
 
+# ENOTSUPP (524, kernel-internal) and EINVAL: the kernel cannot place a uprobe on that
+# instruction (arch/x86/kernel/uprobes.c refuses some), or the offset is not an instruction.
+_UNPLACEABLE = (ENOTSUPP, errno.EINVAL)
+_UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at that offset"
+
+
+def _kernel_version() -> tuple[int, int]:
+    release = os.uname().release
+    try:
+        major, minor = release.split(".")[:2]
+        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    except ValueError:
+        return 0, 0
+
+
+# uprobe_multi links (one link, many uprobes; one detach for all of them) arrived in 6.6.
+_UPROBE_MULTI_KERNEL = (6, 6)
+# A file's uprobes go on one uprobe_multi link from this many on: a perf-event uprobe costs
+# an RCU grace period (~0.1 s here) to remove, each.
+MULTI_THRESHOLD = 2
+
+
 class BpfSession:
     """A loaded instance of rawprobe's BPF object, configured for a set of probes.
+
+    Each uprobe runs one of the generic programs: the entry or return one, the sleepable
+    variant when it reads memory (and the kernel has them), and the uprobe_multi variant when
+    it goes on a uprobe_multi link with the other uprobes of its file.
 
     Args:
         uprobes: The uprobes to plant, indexed by event id.
@@ -40,6 +80,8 @@ class BpfSession:
         ring_size: Bytes of the ring buffer (a power of two, at least a page).
         follow: Record only processes in the followed set (see :meth:`follow`), and grow the
             set as they fork.
+        multi: Whether to use uprobe_multi links where they help (None: when the kernel is
+            new enough).
     """
 
     def __init__(
@@ -49,27 +91,32 @@ class BpfSession:
         *,
         ring_size: int = DEFAULT_RING_SIZE,
         follow: bool = False,
+        multi: bool | None = None,
     ) -> None:
-        event_count = len(uprobes)
-        self._uprobes = list(uprobes)
-        self._layouts = [uprobe.layout for uprobe in uprobes]
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
+        self._uprobes = list(uprobes)
+        self._layouts = [uprobe.layout for uprobe in uprobes]
+        self._event_count = len(uprobes)
         self._follow = follow
-        self._links: list[int] = []
+        self._links: list[int] = []  # libbpf links (perf-event uprobes, tracepoints)
+        self._link_fds: list[int] = []  # uprobe_multi links
         self._ring: RingMap | None = None
-        want_sleepable = any(uprobe.reads_memory for uprobe in uprobes)
-        try:
-            self._object = self._load(configs, event_count, ring_size, want_sleepable)
-            self.sleepable = want_sleepable
-        except BpfObjectError:
-            if not want_sleepable:
-                raise
-            # A kernel without sleepable uprobe programs or bpf_copy_from_user_str (6.12):
-            # memory is then read without faulting pages in.
-            _LOG.info("sleepable uprobe programs unavailable; reading memory without faults")
-            self._object = self._load(configs, event_count, ring_size, False)
-            self.sleepable = False
+        if multi is None:
+            multi = _kernel_version() >= _UPROBE_MULTI_KERNEL
+        # Fall back step by step: without uprobe_multi links, then without sleepable programs.
+        attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
+        for index, (sleepable, use_multi) in enumerate(attempts):
+            self.sleepable, self.multi = sleepable, use_multi
+            self._plan = self._make_plan()
+            try:
+                self._object = self._load(configs, ring_size)
+                break
+            except BpfObjectError:
+                if index == len(attempts) - 1:
+                    raise
+                _LOG.info("the kernel refused %s; trying without",
+                          "uprobe_multi programs" if use_multi else "sleepable programs")
         obj = self._object
         try:
             if follow:
@@ -80,30 +127,46 @@ class BpfSession:
         except BaseException:
             self.close()
             raise
-        self._entry = obj.program("rp_entry")
-        self._return = obj.program("rp_return")
-        self._entry_sleepable = obj.program("rp_entry_sleepable")
-        self._return_sleepable = obj.program("rp_return_sleepable")
-        self._event_count = event_count
-        self._finalizer = weakref.finalize(self, _destroy_links, obj.lib, self._links)
+        self._finalizer = weakref.finalize(
+            self, _destroy_links, obj.lib, self._links, self._link_fds
+        )
 
-    def _load(
-        self, configs: Sequence[bytes], event_count: int, ring_size: int, sleepable: bool
-    ) -> BpfObject:
+    def _make_plan(self) -> list[tuple[str, tuple[str, bool, str] | None]]:
+        """For each uprobe: its program, and its uprobe_multi group (None: a perf event)."""
+        keys = []
+        sizes: dict[tuple[str, bool, str], int] = {}
+        for uprobe in self._uprobes:
+            suffix = "_sleepable" if self.sleepable and uprobe.reads_memory else ""
+            key = (uprobe.path, uprobe.retprobe, suffix)
+            sizes[key] = sizes.get(key, 0) + 1
+            keys.append(key)
+        plan: list[tuple[str, tuple[str, bool, str] | None]] = []
+        for uprobe, key in zip(self._uprobes, keys, strict=True):
+            multi = self.multi and sizes[key] >= MULTI_THRESHOLD
+            program = ("rp_return" if uprobe.retprobe else "rp_entry") + (
+                "_multi" if multi else "") + key[2]
+            plan.append((program, key if multi else None))
+        return plan
+
+    def _load(self, configs: Sequence[bytes], ring_size: int) -> BpfObject:
         obj = BpfObject(object_bytes())
         try:
             self.cpus = int(obj.lib.num_possible_cpus())
             obj.map("probes").set_max_entries(max(1, len(configs)))
-            obj.map("stats").set_max_entries(max(1, event_count))
+            obj.map("stats").set_max_entries(max(1, self._event_count))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
             rodata = obj.rodata()
             # const volatile bool rp_follow is the object's only read-only global.
             rodata[0] = b"\x01" if self._follow else b"\x00"
-            for name in _FOLLOW_PROGRAMS:
-                obj.lib.program_set_autoload(obj.program(name), self._follow)
-            for name in ("rp_entry_sleepable", "rp_return_sleepable"):
-                obj.lib.program_set_autoload(obj.program(name), sleepable)
+            wanted = {program for program, _group in self._plan}
+            if self._follow:
+                wanted.update(_FOLLOW_PROGRAMS)
+            for name in _ALL_PROGRAMS:
+                program = obj.program(name)
+                obj.lib.program_set_autoload(program, name in wanted)
+                if "_multi" in name:
+                    obj.lib.program_set_expected_attach_type(program, BPF_TRACE_UPROBE_MULTI)
             obj.load()
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
@@ -124,17 +187,59 @@ class BpfSession:
         self._object.map("followed").update(_KEY.pack(pid), bytes([_FOLLOW_ARMED]))
 
     def attach_all(self, target: TraceTarget) -> None:
+        """Plant every uprobe. One the kernel cannot place (an instruction it cannot probe)
+        is left out and listed in :attr:`unplaced`; any other failure undoes everything."""
         if target.command_pid is not None:
             if not self._follow:
                 raise ValueError("this session was not created to follow a command")
             self.follow(target.command_pid)
+        self.unplaced: list[tuple[PlannedUprobe, str]] = []
+        groups: dict[tuple[str, bool, str], list[PlannedUprobe]] = {}
         try:
-            for uprobe in self._uprobes:
+            for uprobe, (program, group) in zip(self._uprobes, self._plan, strict=True):
+                if group is not None:
+                    groups.setdefault(group, []).append(uprobe)
+                    continue
                 for pid in target.pids or (None,):
-                    self.attach(uprobe, pid)
+                    try:
+                        self.attach(uprobe, self._object.program(program), pid)
+                    except UnplaceableProbeError as error:
+                        self.unplaced.append((uprobe, str(error)))
+                        break
+            for (path, retprobe, suffix), members in groups.items():
+                name = ("rp_return_multi" if retprobe else "rp_entry_multi") + suffix
+                program_fd = int(self._object.lib.program_fd(self._object.program(name)))
+                for pid in target.pids or (0,):
+                    self._attach_multi(program_fd, path, retprobe, members, pid)
         except BaseException:
             self.detach()
             raise
+
+    def _attach_multi(self, program_fd: int, path: str, retprobe: bool,
+                      members: Sequence[PlannedUprobe], pid: int) -> None:
+        """One uprobe_multi link for ``members``; when the kernel refuses an offset in it,
+        the set is halved until the offsets it refuses are found and left out."""
+        try:
+            fd = link_create_uprobe_multi(
+                program_fd,
+                path,
+                [uprobe.file_offset for uprobe in members],
+                cookies=[(u.config_id << 32) | u.event_id for u in members],
+                ref_ctr_offsets=[uprobe.ref_ctr_offset for uprobe in members],
+                retprobe=retprobe,
+                pid=pid,
+            )
+        except SysCallError as error:
+            if error.errno not in _UNPLACEABLE:
+                raise _explain_multi(error, path, pid) from None
+            if len(members) == 1:
+                self.unplaced.append((members[0], _UNPLACEABLE_REASON))
+                return
+            half = len(members) // 2
+            self._attach_multi(program_fd, path, retprobe, members[:half], pid)
+            self._attach_multi(program_fd, path, retprobe, members[half:], pid)
+            return
+        self._link_fds.append(fd)
 
     def wait(self, timeout: float | None) -> None:
         self.ring.wait(timeout)
@@ -155,11 +260,12 @@ class BpfSession:
         ring.consume(consumed)
         return events
 
-    def attach(self, uprobe: PlannedUprobe, pid: int | None = None) -> None:
-        """Plant one uprobe and attach the matching program to it with its cookie.
+    def attach(self, uprobe: PlannedUprobe, program: int, pid: int | None = None) -> None:
+        """Plant one uprobe as a perf event and attach ``program`` to it with its cookie.
 
         Args:
             uprobe: What to plant.
+            program: The libbpf program to run.
             pid: Only in this process (``None``: host-wide).
         """
         event = UprobeEvent(
@@ -173,10 +279,6 @@ class BpfSession:
             sz=ctypes.sizeof(PerfEventOpts),
             bpf_cookie=(uprobe.config_id << 32) | uprobe.event_id,
         )
-        if self.sleepable and uprobe.reads_memory:
-            program = self._return_sleepable if uprobe.retprobe else self._entry_sleepable
-        else:
-            program = self._return if uprobe.retprobe else self._entry
         try:
             link = self._object.lib.program_attach_perf_event_opts(
                 program, event.fd, ctypes.byref(opts)
@@ -223,7 +325,7 @@ class BpfSession:
 
     def detach(self) -> None:
         """Remove every uprobe (the programs stop writing records)."""
-        _destroy_links(self._object.lib, self._links)
+        _destroy_links(self._object.lib, self._links, self._link_fds)
 
     def counters(self) -> list[ProbeCounters]:
         """Per event id, what the programs counted (summed over CPUs)."""
@@ -244,7 +346,7 @@ class BpfSession:
     def close(self) -> None:
         """Detach everything and free the object (idempotent)."""
         try:
-            if self._links:
+            if self._links or self._link_fds:
                 self.detach()
         finally:
             if self._ring is not None:
@@ -253,11 +355,30 @@ class BpfSession:
                 self._object.close()
 
 
-def _destroy_links(lib: Libbpf, links: list[int]) -> None:
+def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:
     """Destroy every link, newest first; a failure is logged and the rest still go."""
     pending, links[:] = list(links), []
+    fds, link_fds[:] = list(link_fds), []
+    for fd in fds:
+        os.close(fd)  # a uprobe_multi link: its uprobes go in one grace period
     for link in reversed(pending):
         try:
             lib.link_destroy(link)
         except SysCallError as error:
             _LOG.warning("detaching a probe failed: %s", error)
+
+
+def _explain_multi(error: SysCallError, path: str, pid: int) -> Exception:
+    if error.errno in (errno.EPERM, errno.EACCES):
+        return PrivilegeError(
+            f"not allowed to plant uprobes in {path}: run rawprobe as root, or grant "
+            "CAP_PERFMON and CAP_BPF", capability="CAP_PERFMON")
+    if error.errno == errno.ESRCH:
+        return TargetNotFoundError(f"no process with pid {pid}")
+    if error.errno == errno.ENOENT:
+        return TargetNotFoundError(f"{path}: no such file")
+    if error.errno == errno.EINVAL:
+        return UsageError(
+            f"the kernel refused uprobes in {path}: every offset must fall on an instruction "
+            "of an executable mapping of the file")
+    return error

@@ -9,6 +9,7 @@ function generated for that layout, so no per-record work runs in construct's in
 
 from __future__ import annotations
 
+import copy
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +55,12 @@ class RecordLayout:
         self.unpack_from = self.struct.unpack_from
         self.convert = self._generate_converter()
         self._slot_names = self._slots()
+
+    def renamed(self, event: str) -> RecordLayout:
+        """The same layout for another event name (sites of one probe word share layouts)."""
+        twin = copy.copy(self)
+        twin.event = event
+        return twin
 
     def _declare(self) -> c.Struct:
         """The construct declaration of the fields after the header (padding included)."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import select
 import shutil
 import signal
 import time
@@ -26,12 +28,13 @@ from ._aggregate import (
 from ._backend import PlannedUprobe, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
-from ._errors import ClosedError, TargetNotFoundError, UsageError
-from ._fetchargs import UsdtArgument
+from ._errors import ClosedError, RawprobeError, TargetNotFoundError, UsageError
+from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
 from ._filter import FilterExpr, compile_filter, parse_filter
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._records import Event, RecordLayout
+from ._safety import probe_site_hazard
 from ._symbols import find_target, resolve_location
 
 __all__ = ["TraceStats", "Tracer"]
@@ -65,6 +68,33 @@ class _Site:
     ref_ctr_offset: int
     usdt_args: tuple[UsdtArgument, ...] | None
     at_entry: bool = False  # on the first instruction of a function
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What sites of one probe word share: configuration, record layout, key decoder."""
+
+    config_id: int
+    layout: RecordLayout
+    decoder: Any
+    reads_memory: bool
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """The first few names, and how many more."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _position_dependent(spec: ProbeSpec) -> bool:
+    """Whether a fetch depends on where the probe is (``@+OFFSET`` is relative to it)."""
+
+    def walk(source: Source) -> bool:
+        if isinstance(source, FileOffset):
+            return True
+        return isinstance(source, Deref) and walk(source.inner)
+
+    return any(walk(arg.source) for arg in spec.fetchargs)
 
 
 class _Command:
@@ -188,6 +218,8 @@ class Tracer:
             self.aggregation = aggregation = dataclasses.replace(aggregation, stack=True)
         self._key_decoders: list[Any] = []
         self._at_entry: list[bool] = []  # per event id: stacks miss the caller frame
+        self._from_glob: list[bool] = []  # per event id: matched by a glob
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         self.warnings: list[str] = []  # things a user should know about the probes added
         self._tally_seen: dict[int, int] = {}
         self._command = _Command(command) if command else None
@@ -201,6 +233,7 @@ class Tracer:
         self._pidfds: list[int] = []
         self._watched: list[int] = []
         self._delivered = 0
+        self._final_stats: TraceStats | None = None
         self._closed = False
         self._finalizer = weakref.finalize(self, _finalize, self.__dict__)
 
@@ -241,14 +274,34 @@ class Tracer:
                 sites.append(_Site(usdt.name, usdt.file_offset,
                                    usdt.semaphore_offset or 0, usdt.arguments))
         else:
+            glob = any(ch in spec.location for ch in "*?[")
+            left_out: dict[str, list[str]] = {}
+            left_in: list[str] = []
             for location in resolve_location(path, spec.location, force=self.force,
                                              retprobe=spec.retprobe):
+                hazard = None if self.force else probe_site_hazard(path, location.file_offset)
+                if hazard is not None:
+                    where = f"{location.symbol or spec.location} ({path}:{location.file_offset:#x})"
+                    if not glob:
+                        raise UsageError(f"refusing to probe {where}: {hazard}")
+                    left_out.setdefault(hazard, []).append(location.symbol or where)
+                    continue
                 sites.append(_Site(location.symbol, location.file_offset,
                                    spec.ref_ctr_offset or 0, None,
                                    location.symbol is not None and location.symbol_offset == 0))
-                if location.warning:
+                if glob and getattr(location, "kind", "func") == "ifunc":
+                    left_in.append(location.symbol or hex(location.file_offset))
+                elif location.warning:
                     self.warnings.append(f"{location.symbol or spec.location}: "
                                          f"{location.warning}")
+            if left_in:
+                self.warnings.append(
+                    f"{len(left_in)} of the functions {spec.location} matches are indirect "
+                    f"functions (IFUNC) ({_some(left_in)}): their probes hit the resolver the "
+                    "dynamic linker runs once, not the calls; probe the implementations")
+            for hazard, symbols in left_out.items():
+                self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
+                                     f"left out ({_some(symbols)}): {hazard}")
         aggregation = self.aggregation
         latency = aggregation is not None and aggregation.hist is not None and (
             aggregation.hist.is_latency
@@ -268,10 +321,8 @@ class Tracer:
                     f"two probes are both named {name!r}: name one of them "
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
                 )
-            roles = ("entry", "return") if latency else ("",)
-            pair = len(self._layouts)
-            for role in roles:
-                self._plan(spec, site, path, name, role, pair, filter_expr, filter)
+            for role in ("entry", "return") if latency else ("",):
+                self._plan(spec, site, path, name, role, filter_expr, filter)
             self._names.add(name)
             if name not in names:
                 names.append(name)
@@ -284,61 +335,73 @@ class Tracer:
         path: str,
         name: str,
         role: str,
-        pair: int,
         filter_expr: FilterExpr | None,
         filter_text: str | None,
     ) -> None:
-        """Lay out one uprobe of a site (a latency measurement takes two: entry and return)."""
+        """Lay out one uprobe of a site (a latency measurement takes two: entry and return).
+
+        Sites of one probe word share their layout and configuration unless a fetch depends
+        on the site's own offset (``@+OFFSET``, USDT arguments), so a glob over thousands of
+        functions builds them once.
+        """
         retprobe = spec.retprobe or role == "return"
         aggregation = self.aggregation
+        with_stack = self.stack or (aggregation is not None and aggregation.stack)
+        at_entry = site.at_entry and not retprobe and with_stack
+        position = site.file_offset if _position_dependent(spec) else None
         fetchargs = spec.fetchargs
         if site.usdt_args is not None and not fetchargs:
             from ._usdt import default_fetchargs
 
             fetchargs = default_fetchargs(site.usdt_args)
-        compiled = compile_fetchargs(
-            fetchargs if role != "return" else (),
-            word=spec.text,
-            retprobe=retprobe,
-            probe_file_offset=site.file_offset,
-            string_size=self.string_size,
-            usdt_args=site.usdt_args,
-            stack=self.stack and aggregation is None,
-        )
-        compiled.at_entry = site.at_entry and not retprobe and (
-            self.stack or (aggregation is not None and aggregation.stack)
-        )
-        self._at_entry.append(compiled.at_entry)
-        predicates: list[dict[str, object]] = []
-        strings: list[bytes] = []
-        if filter_expr is not None and role != "return":
-            program = compile_filter(filter_expr, compiled, filter_text or "")
-            predicates, strings = program.predicates, program.strings
-        agg = None
-        if aggregation is not None:
-            agg = aggregation_config(aggregation, compiled, word=spec.text, role=role,
-                                     pair=pair)
-            self._key_decoders.append(key_decoder(aggregation.by, compiled))
-        else:
-            self._key_decoders.append(None)
-        config = compiled.config(predicates, strings, agg)
-        config_id = self._configs.setdefault(config, len(self._configs))
-        layout = RecordLayout(name, compiled)
+        key = (fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
+        cached = self._plans.get(key)
+        if cached is None:
+            compiled = compile_fetchargs(
+                fetchargs if role != "return" else (),
+                word=spec.text,
+                retprobe=retprobe,
+                probe_file_offset=site.file_offset,
+                string_size=self.string_size,
+                usdt_args=site.usdt_args,
+                stack=self.stack and aggregation is None,
+            )
+            compiled.at_entry = at_entry
+            predicates: list[dict[str, object]] = []
+            strings: list[bytes] = []
+            if filter_expr is not None and role != "return":
+                program = compile_filter(filter_expr, compiled, filter_text or "")
+                predicates, strings = program.predicates, program.strings
+            agg = decoder = None
+            if aggregation is not None:
+                agg = aggregation_config(aggregation, compiled, word=spec.text, role=role)
+                decoder = key_decoder(aggregation.by, compiled)
+            config = compiled.config(predicates, strings, agg)
+            # Stack maps are for non-sleepable programs only.
+            reads_memory = compiled.reads_memory and not (
+                aggregation is not None and aggregation.stack
+            )
+            cached = _Plan(self._configs.setdefault(config, len(self._configs)),
+                           RecordLayout(name, compiled), decoder, reads_memory)
+            self._plans[key] = cached
+        layout = cached.layout if cached.layout.event == name else cached.layout.renamed(name)
         self._needs_maps = self._needs_maps or layout.has_symbols or layout.has_stack
+        self._from_glob.append(any(ch in spec.location for ch in "*?["))
+        self._at_entry.append(at_entry)
+        self._key_decoders.append(cached.decoder)
         event_id = len(self._layouts)
         self._layouts.append(layout)
         self._uprobes.append(
             PlannedUprobe(
                 event_id,
-                config_id,
+                cached.config_id,
                 path,
                 site.file_offset,
                 retprobe,
                 site.ref_ctr_offset,
                 fetchargs,
                 layout,
-                # Stack maps are for non-sleepable programs only.
-                compiled.reads_memory and not (aggregation is not None and aggregation.stack),
+                cached.reads_memory,
             )
         )
 
@@ -376,10 +439,12 @@ class Tracer:
             if command is not None:
                 command.spawn()
                 session.attach_all(TraceTarget(command_pid=command.pid))
+                self._check_unplaced(session)
                 session.watch(command.pidfd)
                 command.release()
             else:
                 session.attach_all(TraceTarget(pids=self.pids))
+                self._check_unplaced(session)
                 for pid in self.pids:
                     pidfd = os.pidfd_open(pid)
                     self._pidfds.append(pidfd)
@@ -389,6 +454,16 @@ class Tracer:
         except BaseException:
             self.close()
             raise
+
+    def _check_unplaced(self, session: Session) -> None:
+        """Uprobes the kernel would not place: an error for a probe named on its own, a
+        warning (and a probe left out) for one matched by a glob among others."""
+        unplaced = getattr(session, "unplaced", [])
+        for uprobe, reason in unplaced:
+            name = uprobe.layout.event
+            if not self._from_glob[uprobe.event_id]:
+                raise UsageError(f"{name} ({uprobe.path}:{uprobe.file_offset:#x}): {reason}")
+            self.warnings.append(f"{name} left out: {reason}")
 
     @property
     def started(self) -> bool:
@@ -418,8 +493,12 @@ class Tracer:
         """Whether what is traced has ended: the command, or every ``-p`` process."""
         if self._command is not None:
             return self._command.poll()
-        if self.pids:
-            return not any(os.path.exists(f"/proc/{pid}") for pid in self.pids)
+        if self._pidfds:
+            # A pidfd turns readable when its process exits, zombie or not.
+            poller = select.poll()
+            for fd in self._pidfds:
+                poller.register(fd, select.POLLIN)
+            return len(poller.poll(0)) == len(self._pidfds)
         return False
 
     def poll(self, timeout: float | None = None) -> list[Event]:
@@ -536,7 +615,7 @@ class Tracer:
         """What happened so far: delivered, lost, hit and filtered counts."""
         session = self._session
         if session is None:
-            return TraceStats(self._delivered, 0, 0, 0)
+            return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
         counters = session.counters()
         return TraceStats(
             events=self._delivered,
@@ -555,12 +634,19 @@ class Tracer:
             raise ClosedError("this tracer is closed")
 
     def close(self) -> None:
-        """Remove every probe and free every resource (idempotent)."""
+        """Remove every probe and free every resource (idempotent). :meth:`stats` keeps
+        answering with the final figures."""
         if self._closed:
             return
         self._closed = True
         self._finalizer.detach()
-        _finalize(self.__dict__)
+        if self._session is not None:
+            with contextlib.suppress(RawprobeError):
+                self._final_stats = self.stats()
+        try:
+            _finalize(self.__dict__)
+        finally:
+            self._session = None
 
     def __enter__(self) -> Tracer:
         return self

@@ -27,7 +27,15 @@ from ._errors import (
 )
 from ._sys.perf import FLAG_INHERIT, PerfEventAttr, perf_event_open
 
-__all__ = ["UprobeEvent", "UprobePmu", "uprobe_pmu"]
+__all__ = ["UnplaceableProbeError", "UprobeEvent", "UprobePmu", "uprobe_pmu"]
+
+# ENOTSUPP: a kernel-internal errno the uprobe code returns for instructions it cannot probe.
+ENOTSUPP = 524
+
+
+class UnplaceableProbeError(UsageError):
+    """The kernel refuses a uprobe at this offset (an instruction it cannot probe, or not an
+    instruction boundary)."""
 
 _PMU_DIR = "/sys/bus/event_source/devices/uprobe"
 
@@ -193,9 +201,9 @@ def _explain(error: SysCallError, path: str, file_offset: int, pid: int | None) 
         return TargetNotFoundError(f"no process with pid {pid}")
     if code == errno.ENOENT:
         return TargetNotFoundError(f"{path}: no such file")
-    if code == errno.EINVAL:
-        return UsageError(
-            f"the kernel refused a uprobe at {where}: the offset must fall inside the file and "
-            "on an instruction of an executable mapping"
+    if code in (errno.EINVAL, ENOTSUPP):
+        return UnplaceableProbeError(
+            f"the kernel refused a uprobe at {where}: the offset must fall on an instruction "
+            "of an executable mapping of the file, one the kernel can probe"
         )
     return SysCallError(code or 0, f"perf_event_open(uprobe {where})")

@@ -90,6 +90,9 @@ class Libbpf:
             ERR_NULL,
         )
         self.program_attach = fn("bpf_program__attach", p, [p], ERR_NULL)
+        self.program_set_expected_attach_type = fn(
+            "bpf_program__set_expected_attach_type", i, [p, i], ERR_NEGATIVE_ERRNO
+        )
         self.link_destroy = fn("bpf_link__destroy", i, [p], ERR_NEGATIVE_ERRNO)
         self.link_fd = fn("bpf_link__fd", i, [p], ERR_NEGATIVE_ERRNO)
         # Keep the callback object alive as long as libbpf may call it.
