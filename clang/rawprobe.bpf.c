@@ -638,6 +638,13 @@ int rp_return(struct pt_regs *ctx)
 	return run_probe(ctx, false);
 }
 
+/* Does nothing: the cost of a uprobe with a BPF program, and nothing else (benchmarks). */
+SEC("uprobe")
+int rp_empty(struct pt_regs *ctx)
+{
+	return 0;
+}
+
 /*
  * The same programs for uprobe_multi links (one link, many uprobes: Linux 6.6+). libbpf
  * before 1.3 has no section name for them; rawprobe sets their expected attach type

@@ -38,6 +38,7 @@ _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
 _FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
 _ALL_PROGRAMS = (
     *_FOLLOW_PROGRAMS,
+    "rp_empty",
     *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
 )
