@@ -1,6 +1,26 @@
-"""rawprobe: a user-space dynamic tracer (uprobes, uretprobes, USDT) built on precompiled BPF."""
+"""rawprobe: a user-space dynamic tracer (uprobes, uretprobes, USDT) built on precompiled BPF.
+
+The library the ``rawprobe`` command is built on::
+
+    import rawprobe
+
+    with rawprobe.Tracer() as tracer:
+        tracer.add("r:/bin/bash:readline line=+0($retval):string")
+        for event in tracer.events(timeout=5.0):
+            print(event.pid, event.comm, event.args["line"])
+
+    counts = rawprobe.count("p:libc:mem*", duration=2.0)        # {function: calls}
+    print(rawprobe.latency("p:./srv:handle", duration=2.0))     # a histogram, in ns
+
+Names are imported on first use, so ``import rawprobe`` stays cheap. Every error is a
+:class:`RawprobeError`. A :class:`Tracer` is used from one thread at a time (its
+:meth:`~Tracer.stop` may be called from any thread or a signal handler); run one tracer per
+thread for parallel work.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 from ._errors import (
     BpfObjectError,
@@ -20,20 +40,147 @@ from ._errors import (
 )
 from ._version import __version__
 
+# Not typing.TYPE_CHECKING: importing typing (and the re module it imports) would cost every
+# start-up; mypy treats a variable of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._addrsym import AddressResolver
+    from ._aggregate import (
+        AggregationSpec,
+        Count,
+        CountTable,
+        Histogram,
+        HistogramSet,
+        HistSpec,
+        parse_hist,
+    )
+    from ._bpfbackend import DEFAULT_RING_SIZE
+    from ._compile import DEFAULT_STRING_SIZE
+    from ._format import EventFormatter, WallClock
+    from ._privileges import check_tracing_privileges as check_privileges
+    from ._probespec import ProbeSpec, parse_probe, split_place
+    from ._probetypes import Probe, Uprobe, Uretprobe, Usdt
+    from ._quick import count, histogram, latency
+    from ._records import Event
+    from ._symbols import (
+        Location,
+        Symbol,
+        TargetInfo,
+        describe_target,
+        find_target,
+        list_functions,
+        resolve_location,
+    )
+    from ._tracer import Tracer, TraceStats
+    from ._usdt import UsdtNotFoundError, UsdtSite, list_usdt_probes
+
+# Public name -> (module, name in it), imported on first use.
+_LAZY = {
+    "AddressResolver": ("._addrsym", "AddressResolver"),
+    "AggregationSpec": ("._aggregate", "AggregationSpec"),
+    "Count": ("._aggregate", "Count"),
+    "CountTable": ("._aggregate", "CountTable"),
+    "Histogram": ("._aggregate", "Histogram"),
+    "HistogramSet": ("._aggregate", "HistogramSet"),
+    "HistSpec": ("._aggregate", "HistSpec"),
+    "parse_hist": ("._aggregate", "parse_hist"),
+    "DEFAULT_RING_SIZE": ("._bpfbackend", "DEFAULT_RING_SIZE"),
+    "DEFAULT_STRING_SIZE": ("._compile", "DEFAULT_STRING_SIZE"),
+    "EventFormatter": ("._format", "EventFormatter"),
+    "WallClock": ("._format", "WallClock"),
+    "check_privileges": ("._privileges", "check_tracing_privileges"),
+    "ProbeSpec": ("._probespec", "ProbeSpec"),
+    "parse_probe": ("._probespec", "parse_probe"),
+    "split_place": ("._probespec", "split_place"),
+    "Probe": ("._probetypes", "Probe"),
+    "Uprobe": ("._probetypes", "Uprobe"),
+    "Uretprobe": ("._probetypes", "Uretprobe"),
+    "Usdt": ("._probetypes", "Usdt"),
+    "count": ("._quick", "count"),
+    "histogram": ("._quick", "histogram"),
+    "latency": ("._quick", "latency"),
+    "Event": ("._records", "Event"),
+    "Location": ("._symbols", "Location"),
+    "Symbol": ("._symbols", "Symbol"),
+    "TargetInfo": ("._symbols", "TargetInfo"),
+    "describe_target": ("._symbols", "describe_target"),
+    "find_target": ("._symbols", "find_target"),
+    "list_functions": ("._symbols", "list_functions"),
+    "resolve_location": ("._symbols", "resolve_location"),
+    "Tracer": ("._tracer", "Tracer"),
+    "TraceStats": ("._tracer", "TraceStats"),
+    "UsdtNotFoundError": ("._usdt", "UsdtNotFoundError"),
+    "UsdtSite": ("._usdt", "UsdtSite"),
+    "list_usdt_probes": ("._usdt", "list_usdt_probes"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'rawprobe' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module_name, __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
+    "DEFAULT_RING_SIZE",
+    "DEFAULT_STRING_SIZE",
+    "AddressResolver",
+    "AggregationSpec",
     "BpfObjectError",
     "ClosedError",
+    "Count",
+    "CountTable",
+    "Event",
+    "EventFormatter",
     "FetchArgError",
     "FilterError",
+    "HistSpec",
+    "Histogram",
+    "HistogramSet",
     "KernelFeatureError",
     "LibbpfMissingError",
+    "Location",
     "NotElfError",
     "PrivilegeError",
+    "Probe",
+    "ProbeSpec",
     "ProbeSyntaxError",
     "RawprobeError",
+    "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
+    "TargetInfo",
     "TargetNotFoundError",
+    "TraceStats",
+    "Tracer",
+    "Uprobe",
+    "Uretprobe",
     "UsageError",
+    "Usdt",
+    "UsdtNotFoundError",
+    "UsdtSite",
+    "WallClock",
     "__version__",
+    "check_privileges",
+    "count",
+    "describe_target",
+    "find_target",
+    "histogram",
+    "latency",
+    "list_functions",
+    "list_usdt_probes",
+    "parse_hist",
+    "parse_probe",
+    "resolve_location",
+    "split_place",
 ]

@@ -10,7 +10,7 @@ the delta bucketed at return) live in the ``aggregates`` map, keyed by
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,7 +223,7 @@ class Count:
 
 @dataclass
 class CountTable:
-    """Counts, sorted by count (highest first)."""
+    """Counts, sorted by count (highest first). Printing it gives a table."""
 
     rows: list[Count] = field(default_factory=list)
 
@@ -269,6 +269,7 @@ class Histogram:
     key: Any
     spec: HistSpec
     buckets: list[tuple[int | None, int | None, int]]
+    first_bucket: int = 0  # the BPF side's number of the first bucket listed
 
     @property
     def total(self) -> int:
@@ -328,6 +329,23 @@ class HistogramSet:
     def to_dict(self) -> dict[str, Any]:
         return {"hist": [h.to_dict() for h in self.histograms]}
 
+    def __getitem__(self, event: str) -> Histogram:
+        """The histogram of ``event`` (merged over keys when grouped)."""
+        matching = [h for h in self.histograms if h.event == event]
+        if not matching:
+            raise KeyError(event)
+        if len(matching) == 1:
+            return matching[0]
+        cells = [(event, None, bucket, count) for h in matching
+                 for bucket, (_l, _h, count) in enumerate(h.buckets, start=h.first_bucket)]
+        return build_histograms(matching[0].spec, cells).histograms[0]
+
+    def __iter__(self) -> Iterator[Histogram]:
+        return iter(self.histograms)
+
+    def __len__(self) -> int:
+        return len(self.histograms)
+
     def __str__(self) -> str:
         return "\n\n".join(str(h) for h in self.histograms) or "(no values)"
 
@@ -349,7 +367,7 @@ def build_histograms(
         for bucket in range(low, high + 1):
             lo, hi = bucket_bounds(spec, bucket)
             rows.append((lo, hi, buckets.get(bucket, 0)))
-        result.histograms.append(Histogram(event, key, spec, rows))
+        result.histograms.append(Histogram(event, key, spec, rows, low))
     return result
 
 

@@ -80,6 +80,9 @@ class Session(Protocol):
     def watch(self, fd: int) -> None:
         """Also wake :meth:`wait` when ``fd`` becomes readable (a pidfd, at process exit)."""
 
+    def fileno(self) -> int:
+        """A descriptor that turns readable when :meth:`wait` would return."""
+
     def pending(self) -> bool:
         """Whether records are waiting to be read."""
 

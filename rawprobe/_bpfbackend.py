@@ -248,6 +248,9 @@ class BpfSession:
     def watch(self, fd: int) -> None:
         self.ring.watch(fd)
 
+    def fileno(self) -> int:
+        return self.ring.fileno()
+
     def pending(self) -> bool:
         return self.ring.pending() > 0
 

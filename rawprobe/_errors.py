@@ -8,7 +8,10 @@ or input the user can fix, 1 for a failure at run time.
 from __future__ import annotations
 
 import errno as _errno
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # not typing's: keep `import rawprobe` free of typing and re
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "BpfObjectError",

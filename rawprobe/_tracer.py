@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -10,7 +11,7 @@ import shutil
 import signal
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
 from ._filter import FilterExpr, compile_filter, parse_filter
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
+from ._probetypes import Probe
 from ._records import Event, RecordLayout
 from ._safety import probe_site_hazard
 from ._symbols import find_target, resolve_location
@@ -233,14 +235,18 @@ class Tracer:
         self._pidfds: list[int] = []
         self._watched: list[int] = []
         self._delivered = 0
+        self._callbacks: list[Callable[[Event], object]] = []
+        self._stopped = False
+        # stop() writes here; the session watches it, so a blocked wait ends at once.
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._final_stats: TraceStats | None = None
         self._closed = False
         self._finalizer = weakref.finalize(self, _finalize, self.__dict__)
 
     # -- probes ---------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec, *, filter: str | None = None) -> list[str]:
-        """Add a probe (a probe word, or a parsed :class:`ProbeSpec`).
+    def add(self, probe: str | ProbeSpec | Probe, *, filter: str | None = None) -> list[str]:
+        """Add a probe: a probe word, or a :class:`Uprobe`, :class:`Uretprobe` or :class:`Usdt`.
 
         Args:
             probe: The probe.
@@ -257,6 +263,8 @@ class Tracer:
         self._check_open()
         if self._session is not None:
             raise UsageError("probes must be added before the tracer starts")
+        if isinstance(probe, Probe):
+            probe = probe.word
         spec = parse_probe(probe) if isinstance(probe, str) else probe
         filter_expr = parse_filter(filter) if filter else None
         path = find_target(spec.target, self.pids[0] if self.pids else None)
@@ -449,6 +457,7 @@ class Tracer:
                     pidfd = os.pidfd_open(pid)
                     self._pidfds.append(pidfd)
                     session.watch(pidfd)
+            session.watch(self._wake_read)
             for fd in self._watched:
                 session.watch(fd)
         except BaseException:
@@ -527,7 +536,7 @@ class Tracer:
         buffer is delivered and the iteration stops.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self._stopped:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             batch = self.poll(remaining)
             yield from batch
@@ -536,6 +545,80 @@ class Tracer:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
+
+    async def aevents(self, timeout: float | None = None) -> AsyncIterator[Event]:
+        """:meth:`events` for asyncio: waits on the ring buffer's descriptor in the event
+        loop instead of blocking it.
+
+        Example::
+
+            async with rawprobe.Tracer() as tracer:
+                tracer.add("p:libc:free ptr=%di:x64")
+                async for event in tracer.aevents(timeout=5):
+                    print(event.args["ptr"])
+        """
+        self.start()
+        loop = asyncio.get_running_loop()
+        fd = self.fileno()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._stopped:
+            batch = self.poll(0)
+            for event in batch:
+                yield event
+            if self.finished():
+                for event in self.drain():
+                    yield event
+                return
+            if batch:
+                continue
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, _resolve, ready)
+            try:
+                await asyncio.wait_for(ready, remaining)
+            except asyncio.TimeoutError:
+                return
+            finally:
+                loop.remove_reader(fd)
+
+    def on_event(self, callback: Callable[[Event], object]) -> None:
+        """Call ``callback(event)`` for every event while :meth:`run` runs."""
+        self._callbacks.append(callback)
+
+    def run(self, duration: float | None = None) -> TraceStats:
+        """Deliver events to the callbacks until ``duration`` passes, what is traced ends, or
+        :meth:`stop` is called; return the accounting so far. The probes stay in place until
+        what is traced ends or the tracer is closed, so ``run`` may be called again (to print
+        an aggregation every interval, say).
+
+        An exception raised by a callback ends the run: the tracer is closed (every probe
+        removed) and the exception propagates.
+        """
+        try:
+            for event in self.events(timeout=duration):
+                for callback in self._callbacks:
+                    callback(event)
+        except BaseException:
+            self.close()
+            raise
+        return self.stats()
+
+    def stop(self) -> None:
+        """End :meth:`events`, :meth:`aevents` or :meth:`run` soon. Safe to call from another
+        thread or a signal handler: it sets a flag and wakes the waiting reader."""
+        self._stopped = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
+
+    def fileno(self) -> int:
+        """A descriptor that turns readable when events may be ready (after :meth:`start`),
+        for event loops other than asyncio."""
+        session = self._session
+        if session is None:
+            raise UsageError("the tracer has not started")
+        return int(session.fileno())
 
     def drain(self) -> list[Event]:
         """Detach the probes and return the events still in the ring buffer."""
@@ -654,18 +737,34 @@ class Tracer:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Tracer:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 def _finalize(state: dict[str, object]) -> None:
+    """Free what a tracer holds; run by close(), or at garbage collection or interpreter exit
+    for a tracer left open."""
     session = state.get("_session")
     command = state.get("_command")
-    pidfds = state.get("_pidfds") or []
+    pidfds = list(state.get("_pidfds") or [])  # type: ignore[call-overload]
+    state["_pidfds"] = []
     try:
         if session is not None:
             session.close()  # type: ignore[attr-defined]
     finally:
         if isinstance(command, _Command):
             command.close()
-        for fd in pidfds:  # type: ignore[attr-defined]
-            os.close(fd)
-        state["_pidfds"] = []
+        for fd in [*pidfds, state.get("_wake_read"), state.get("_wake_write")]:
+            if isinstance(fd, int) and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        state["_wake_read"] = state["_wake_write"] = -1
 

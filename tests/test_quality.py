@@ -14,7 +14,7 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "rawprobe", "tests", "benchmarks")
+    result = run("ruff", "check", "rawprobe", "tests", "benchmarks", "examples")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

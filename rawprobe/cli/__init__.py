@@ -14,8 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .._errors import RawprobeError
-from .._version import __version__
+from rawprobe import RawprobeError, __version__
 
 __all__ = ["main"]
 

@@ -14,15 +14,22 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from .._addrsym import AddressResolver
-from .._aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
-from .._bpfbackend import DEFAULT_RING_SIZE
-from .._compile import DEFAULT_STRING_SIZE
-from .._errors import UsageError
-from .._format import EventFormatter
-from .._privileges import check_tracing_privileges
-from .._records import Event
-from .._tracer import Tracer, TraceStats
+from rawprobe import (
+    DEFAULT_RING_SIZE,
+    DEFAULT_STRING_SIZE,
+    AddressResolver,
+    AggregationSpec,
+    CountTable,
+    Event,
+    EventFormatter,
+    HistogramSet,
+    HistSpec,
+    Tracer,
+    TraceStats,
+    UsageError,
+    check_privileges,
+    parse_hist,
+)
 
 __all__ = ["add_parser", "run_trace"]
 
@@ -276,7 +283,7 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
 
 def run_attach(args: argparse.Namespace) -> int:
     aggregation = _aggregation(args)
-    check_tracing_privileges()  # before anything is resolved, started or planted
+    check_privileges()  # before anything is resolved, started or planted
     out = _open_output(args.output)
     tracer = Tracer(
         pid=args.pid or None,

@@ -7,9 +7,8 @@ import shlex
 import sys
 from typing import Any
 
-from .._bpfbackend import DEFAULT_RING_SIZE
-from .._compile import DEFAULT_STRING_SIZE
-from .._tracer import Tracer
+from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, Tracer
+
 from ._attach import _summary, run_trace
 
 __all__ = ["DEMO_COMMAND", "DEMO_PROBES", "add_parser"]

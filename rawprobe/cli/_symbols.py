@@ -6,21 +6,21 @@ The functions here print results and return an exit status; errors are raised (a
 
 from __future__ import annotations
 
-from .._probespec import split_place
-from .._symbols import (
+from rawprobe import (
     Location,
     Symbol,
     describe_target,
     find_target,
     list_functions,
     resolve_location,
+    split_place,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-    from .._symbols import TargetInfo
+    from rawprobe import TargetInfo
 
 __all__ = ["run_list", "run_resolve"]
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from .._symbols import find_target
-from .._usdt import UsdtNotFoundError, UsdtSite, list_usdt_probes
+from rawprobe import UsdtNotFoundError, UsdtSite, find_target, list_usdt_probes
 
 __all__ = ["run_list_usdt", "site_object"]
 
