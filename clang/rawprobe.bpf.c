@@ -68,7 +68,12 @@ struct {
 #define FOLLOW_TRACED 1
 #define FOLLOW_ARMED 2
 
-const volatile bool rp_follow = false;
+/*
+ * rawprobe's own process never produces events: a host-wide probe on code rawprobe runs
+ * itself (malloc, say) would otherwise feed on its own output, each event processed making
+ * more. Set before load (const volatile: the verifier sees the value, dead code goes).
+ */
+const volatile struct rp_settings rp_settings = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -470,7 +475,9 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	__u64 pid_tgid;
 
 	pid_tgid = bpf_get_current_pid_tgid();
-	if (rp_follow) {
+	if ((__u32)(pid_tgid >> 32) == rp_settings.self_tgid)
+		return 0;
+	if (rp_settings.follow) {
 		__u32 tgid = pid_tgid >> 32;
 		__u8 *state = bpf_map_lookup_elem(&followed, &tgid);
 

@@ -150,6 +150,12 @@ struct rp_probe {
 	char strings[RP_MAX_STR_CONSTS][RP_STR_CONST_LEN];
 };
 
+/* Load-time settings (the object's only read-only global, rp_settings). */
+struct rp_settings {
+	__u32 follow;    /* record only processes in the followed set (attach -- COMMAND) */
+	__u32 self_tgid; /* rawprobe's own process: its hits are ignored, never counted */
+};
+
 /* The key of the aggregates map. When grouped by a stack of a probe at a function's entry,
  * the last 8 bytes of data hold the caller's return address (see RP_PROBE_AT_ENTRY). */
 struct rp_agg_key {

@@ -29,6 +29,7 @@ __all__ = [
     "PROBE_AT_ENTRY",
     "PROBE_RETURN",
     "PROBE_STACK",
+    "SETTINGS",
     "STATS",
     "STR_CONST_LEN",
     "Action",
@@ -175,6 +176,11 @@ HEADER = c.Struct(
     "faults" / c.Int32ul,
     "truncated" / c.Int32ul,
     "comm" / c.Bytes(COMM_LEN),
+)
+
+SETTINGS = c.Struct(
+    "follow" / c.Int32ul,
+    "self_tgid" / c.Int32ul,
 )
 
 AGG_KEY = c.Struct(

@@ -157,9 +157,10 @@ class BpfSession:
             obj.map("stats").set_max_entries(max(1, self._event_count))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
-            rodata = obj.rodata()
-            # const volatile bool rp_follow is the object's only read-only global.
-            rodata[0] = b"\x01" if self._follow else b"\x00"
+            # const volatile struct rp_settings is the object's only read-only global.
+            settings = abi.SETTINGS.build({"follow": int(self._follow),
+                                           "self_tgid": os.getpid()})
+            obj.rodata()[: len(settings)] = settings
             wanted = {program for program, _group in self._plan}
             if self._follow:
                 wanted.update(_FOLLOW_PROGRAMS)

@@ -26,7 +26,7 @@ from ._aggregate import (
     key_decoder,
     sort_counts,
 )
-from ._backend import PlannedUprobe, Session, TraceTarget
+from ._backend import PlannedUprobe, ProbeCounters, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
 from ._errors import ClosedError, RawprobeError, TargetNotFoundError, UsageError
@@ -52,6 +52,8 @@ class TraceStats:
         hits: Times the probes fired (in traced processes).
         filtered: Hits the filter rejected.
         truncated: Delivered events with a string cut at the string size.
+        probes: The kernel's counts per event name: ``{event: ProbeCounters}`` (sites of
+            one name summed).
     """
 
     events: int
@@ -59,6 +61,7 @@ class TraceStats:
     hits: int
     filtered: int
     truncated: int = 0
+    probes: dict[str, ProbeCounters] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -700,11 +703,18 @@ class Tracer:
         if session is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
         counters = session.counters()
+        probes: dict[str, ProbeCounters] = {}
+        for layout, counter in zip(self._layouts, counters, strict=True):
+            seen = probes.get(layout.event)
+            probes[layout.event] = counter if seen is None else ProbeCounters(
+                seen.hits + counter.hits, seen.filtered + counter.filtered,
+                seen.lost + counter.lost)
         return TraceStats(
             events=self._delivered,
             lost=sum(c.lost for c in counters),
             hits=sum(c.hits for c in counters),
             filtered=sum(c.filtered for c in counters),
+            probes=probes,
         )
 
     def event_names(self) -> list[str]:

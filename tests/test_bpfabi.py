@@ -21,6 +21,7 @@ STRUCTS = {
     "rp_stats": abi.STATS,
     "rp_aggregation": abi.AGGREGATION,
     "rp_agg_key": abi.AGG_KEY,
+    "rp_settings": abi.SETTINGS,
 }
 
 
@@ -55,11 +56,11 @@ def test_struct_matches_btf(name: str, btf_types: dict[int, dict[str, Any]]) -> 
         assert member["bits_offset"] == ours[member["name"]][0] * 8, member["name"]
 
 
-def test_rodata_holds_only_the_follow_flag(btf_types: dict[int, dict[str, Any]]) -> None:
+def test_rodata_holds_only_the_settings(btf_types: dict[int, dict[str, Any]]) -> None:
     (datasec,) = [t for t in btf_types.values()
                   if t["kind"] == "DATASEC" and t["name"] == ".rodata"]
     variables = [(btf_types[v["type_id"]]["name"], v["offset"]) for v in datasec["vars"]]
-    assert variables == [("rp_follow", 0)]
+    assert variables == [("rp_settings", 0)]
 
 
 def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:

@@ -319,6 +319,11 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
     }
     if stats.truncated:
         summary["truncated"] = stats.truncated
+    # Per event name, what the kernel counted: nothing lost is left unexplained.
+    summary["probes"] = {
+        name: {"hits": c.hits, "lost": c.lost, "filtered": c.filtered}
+        for name, c in stats.probes.items()
+    }
     if command_status is not None:
         summary["command_status"] = command_status
     if args.json:

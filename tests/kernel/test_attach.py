@@ -60,8 +60,11 @@ def test_json_output(add_program: Path) -> None:
         assert obj["comm"] == "main" and obj["pid"] == obj["tid"]
         assert abs(obj["ts_ns"] / 1e9 - time.time()) < 60
     assert entry["ts_ns"] <= ret["ts_ns"]
-    assert summary == {"summary": {"events": 2, "lost": 0, "hits": 2, "filtered": 0,
-                                   "command_status": 0}}
+    assert summary == {"summary": {
+        "events": 2, "lost": 0, "hits": 2, "filtered": 0, "command_status": 0,
+        "probes": {"add": {"hits": 1, "lost": 0, "filtered": 0},
+                   "add__return": {"hits": 1, "lost": 0, "filtered": 0}},
+    }}
 
 
 def test_output_file_is_private(add_program: Path, tmp_path: Path) -> None:
