@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._fetchargs import FetchArg
+from ._fetchargs import FetchArg, UsdtArgument
 from ._records import Event, RecordLayout
 
 __all__ = ["PlannedUprobe", "ProbeCounters", "Session", "TraceTarget"]
@@ -30,6 +30,7 @@ class PlannedUprobe:
         ref_ctr_offset: A USDT semaphore's file offset, or 0.
         fetchargs: The probe's fetch-args as parsed (a backend may render them again).
         layout: Names, types and the record layout of the event.
+        usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
     """
 
     event_id: int
@@ -40,6 +41,7 @@ class PlannedUprobe:
     ref_ctr_offset: int
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
+    usdt_args: tuple[UsdtArgument, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,7 @@ class Tracer:
                     site.ref_ctr_offset,
                     spec.fetchargs,
                     layout,
+                    site.usdt_args,
                 )
             )
             self._names.add(name)
