@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo
+    from . import _attach, _demo, _probes
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -34,6 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
     _attach.add_parser(commands)
     _demo.add_parser(commands)
+    _probes.add_parser(commands)
     return parser
 
 
