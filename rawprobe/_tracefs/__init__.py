@@ -11,12 +11,20 @@ BPF at all: root, perf events and tracefs are enough.
 from __future__ import annotations
 
 from ._eventformat import EventFormat, FormatField, parse_format
-from ._fs import Tracefs, UprobeDefinition, find_tracefs, parse_definition, parse_definitions
+from ._fs import (
+    TRACEFS_MOUNTS,
+    Tracefs,
+    UprobeDefinition,
+    find_tracefs,
+    parse_definition,
+    parse_definitions,
+)
 from ._render import KernelArg, KernelProbe, definition_line, render_probe
 from ._session import GROUP_PREFIX, TracefsSession, parse_group, process_start_time
 
 __all__ = [
     "GROUP_PREFIX",
+    "TRACEFS_MOUNTS",
     "EventFormat",
     "FormatField",
     "KernelArg",

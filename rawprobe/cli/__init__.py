@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo, _probes
+    from . import _attach, _demo, _doctor, _probes
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -35,6 +35,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _attach.add_parser(commands)
     _demo.add_parser(commands)
     _probes.add_parser(commands)
+    _doctor.add_parser(commands)
     return parser
 
 
