@@ -290,6 +290,7 @@ WORD = ("p:/tmp/rpx/t:fn a=+0(%di):s64 nm=+14(%di):string arr=+0(%si):string[2] 
 
 FAULT = object()  # a dynamic field whose string read faulted: length 0
 CHAIN = object()  # a dereference failed before the string: the kernel's pre-filled data_loc
+NO_ROOM = object()  # the event's string data already filled its page: nothing was stored
 
 
 def kernel_record(fmt_text: str, probe: KernelProbe, values: dict[str, Any]) -> bytes:
@@ -305,7 +306,7 @@ def kernel_record(fmt_text: str, probe: KernelProbe, values: dict[str, Any]) -> 
         value = values.get(arg.name, default)
         if arg.dynamic:
             offset = end + len(dynamic)
-            if value is FAULT:
+            if value is FAULT or value is NO_ROOM:
                 loc = offset
             elif value is CHAIN:
                 loc = (99 << 16) | offset  # the remaining space, not a length
@@ -405,3 +406,32 @@ def test_decode_rejects_a_format_that_does_not_match() -> None:
     fmt = parse_format((FIXTURES / "tracefs_format_fn.txt").read_text())
     with pytest.raises(KernelFeatureError, match="not 4"):
         SampleDecoder(0, RecordLayout("fn", compiled), probe, fmt, 256)
+
+
+def test_decode_strings_cut_by_the_kernels_one_page_limit() -> None:
+    decoder, probe, fmt_text = decoder_for(WORD, string_size=3000)
+    fmt = parse_format(fmt_text)
+    end = fmt.field("a").offset + mmap.PAGESIZE  # where the kernel's room ends
+    fixed_end = max(f.offset + f.size for f in fmt.fields)
+    # a_fault (2 bytes) comes first; nm then fills the page exactly, as fetch_store_string()
+    # does with a string longer than the room left; every later string finds no room.
+    nm = b"x" * (end - fixed_end - 2 - 1)
+    values = {"a_fault": b"t", "nm": nm}
+    later = False
+    for arg in probe.args:
+        if arg.name == "nm":
+            later = True
+        elif later and arg.dynamic:
+            values[arg.name] = NO_ROOM
+    record = kernel_record(fmt_text, probe, values)
+    got, faults, truncated, comm = decoder.decode(record, 0)
+    fields = decoder.layout.fields
+    names = [f.name for f in fields]
+    assert got[names.index("nm")] == nm[:2999].decode()
+    assert got[names.index("s")] == "" and got[names.index("arr")] == ("", "")
+    # An integer whose check found no room was read all the same: not a fault.
+    assert got[names.index("ch")] == ("\0", "\0", "\0") and faults == 0
+    cut = {fields[names.index(n)].slots[0] for n in ("nm", "s", "com")}
+    cut |= set(fields[names.index("arr")].slots)
+    assert truncated == sum(1 << slot for slot in cut)
+    assert comm == b""

@@ -13,6 +13,7 @@ arrays, ``None`` where memory could not be read), strings cut at ``--string-size
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +34,13 @@ _INTS = {(1, False): c.Int8ul, (2, False): c.Int16ul, (4, False): c.Int32ul,
 Decoded = tuple[tuple[Any, ...], int, int, bytes]
 
 
-def _dynamic(chunk: bytes, base: int, loc: int, next_loc: int | None) -> bytes | None:
+class _Cut(bytes):
+    """A string the kernel cut (or left empty) because the event's string data reached one
+    page: the uprobe tracer's per-CPU buffer is a page (kernel/trace/trace_uprobe.c,
+    MAX_UCB_BUFFER_SIZE; the kernel logs a warning the first time)."""
+
+
+def _dynamic(chunk: bytes, base: int, loc: int, next_loc: int | None, end: int) -> bytes | None:
     """The bytes of a ``__data_loc`` string (NUL dropped), or ``None`` if it faulted.
 
     Args:
@@ -42,13 +49,22 @@ def _dynamic(chunk: bytes, base: int, loc: int, next_loc: int | None) -> bytes |
         next_loc: The next dynamic field's (there always is one, but for the hidden ``$comm``):
             a string whose next one starts at the same offset consumed nothing, so its length
             is the kernel's pre-filled remaining space, not a string (see :mod:`._render`).
+        end: Where the kernel's room for string data ends (record offset).
+
+    Returns:
+        ``None`` for a fault; a :class:`_Cut` for a string cut short by (or left out for) the
+        kernel's one-page limit; else the bytes.
     """
     length = loc >> 16
     offset = loc & 0xFFFF
+    if offset >= end:
+        return _Cut()
     if not length or (next_loc is not None and next_loc & 0xFFFF == offset):
         return None
     start = base + offset
     # The length counts the NUL the kernel always writes (fetch_store_string()).
+    if offset + length >= end:
+        return _Cut(chunk[start : start + length - 1])
     return chunk[start : start + length - 1]
 
 
@@ -83,6 +99,9 @@ class SampleDecoder:
         self.type_id = event_format.id
         located = [(event_format.field(a.name), a) for a in probe.args]
         located.sort(key=lambda pair: pair[0].offset)
+        # The arguments start right after the entry's header (common fields and the probe's
+        # addresses); the kernel keeps arguments and strings within one page after that.
+        self.data_end = located[0][0].offset + mmap.PAGESIZE
         self.construct = self._declare(located, layout)
         self.struct = compile_struct(self.construct)
         self.decode: Callable[[bytes, int], Decoded] = self._generate(
@@ -143,7 +162,8 @@ class SampleDecoder:
             nxt = (f"r[{index[dynamic[number + 1].name]}]" if number + 1 < len(dynamic)
                    else "None")
             slot[arg.name] = f"d{number}"
-            lines.append(f"    d{number} = dyn(chunk, base, r[{index[arg.name]}], {nxt})")
+            lines.append(f"    d{number} = dyn(chunk, base, r[{index[arg.name]}], {nxt}, "
+                         f"{self.data_end})")
         limit = string_size - 1
         values: list[str] = []
         for number, f in enumerate(layout.fields):
@@ -166,10 +186,13 @@ class SampleDecoder:
                     lines.append(f"        faults |= {bit}")
                     lines.append(f"        {name} = None")
                     lines.append("    else:")
-                    if arg.body != "$comm":  # a comm is never cut (as in BPF)
-                        lines.append(f"        if len({d}) >= {limit}:")
+                    if arg.body != "$comm":
+                        lines.append(f"        if len({d}) >= {limit} or type({d}) is Cut:")
                         lines.append(f"            truncated |= {bit}")
                         lines.append(f"            {d} = {d}[:{limit}]")
+                    else:  # a comm is never cut at --string-size (as in BPF)
+                        lines.append(f"        if type({d}) is Cut:")
+                        lines.append(f"            truncated |= {bit}")
                     lines.append(f"        {name} = text({d})")
                 if f.type.count is None:
                     values.append(elements[0])
@@ -201,7 +224,7 @@ class SampleDecoder:
                      f"truncated, {slot[comm.name]} or b''")
         source = "\n".join(lines) + "\n"
         namespace: dict[str, Any] = {"unpack": self.struct.unpack_from, "dyn": _dynamic,
-                                     "text": _text}
+                                     "text": _text, "Cut": _Cut}
         exec(compile(source, f"<rawprobe tracefs record {layout.event}>", "exec"), namespace)
         self.source = source
         return namespace["decode"]  # type: ignore[no-any-return]

@@ -149,6 +149,14 @@ def parse_group(group: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
+def _proc_comm(tid: int) -> bytes:
+    try:
+        with open(f"/proc/{tid}/comm", "rb") as file:
+            return file.read().rstrip(b"\n")
+    except OSError:
+        return b""
+
+
 def _buffer_size(ring_size: int, cpus: int) -> int:
     """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
     page = mmap.PAGESIZE
@@ -495,6 +503,8 @@ class TracefsSession:
             if decoder is None:
                 continue
             values, faults, truncated, comm = decoder.decode(chunk, raw)
+            if not comm:  # no room was left for it (see _decode._Cut): the next best thing
+                comm = _proc_comm(tid)
             counts[decoder.event_id] += 1
             append(Event(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
                          truncated))
