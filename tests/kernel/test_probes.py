@@ -1,10 +1,13 @@
-"""rawprobe probes on a real host: probes planted by bpftrace, rawprobe's two backends and a
-uprobe_multi link all show up with their owners; --clean removes what a killed rawprobe left."""
+"""rawprobe probes on a real host: probes planted by perf probe, bpftrace, rawprobe's two backends
+and a uprobe_multi link all show up, with their owners where the kernel shows them; --clean
+removes what a killed rawprobe left."""
 
 from __future__ import annotations
 
 import json
+import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,11 +109,18 @@ sys.stdin.read()
 
 def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Path) -> None:
     bpftrace = require_tool("bpftrace")
-    prog = private_copy(add_program, tmp_path)
+    perf_tool = require_tool("perf")
+    # perf probe names its group after the file: a name no other test uses.
+    prog = str(tmp_path / f"probes{os.getpid()}")
+    shutil.copy2(add_program, prog)
     (add,) = list_functions(prog, "add")
     started: list[subprocess.Popen[str]] = []
     backgrounds: list[Background] = []
+    perf_group = f"probe_probes{os.getpid()}"
     try:
+        # -f: perf's probe cache knows this binary by build-id from other runs; never mind.
+        subprocess.run([perf_tool, "probe", "-q", "-f", "-x", prog, "add"], check=True,
+                       timeout=60)
         tracer = subprocess.Popen(
             [bpftrace, "-e", f"uprobe:{prog}:add {{ @ = count(); }} "
              f"uretprobe:{prog}:add {{ @r = count(); }}"],
@@ -133,6 +143,10 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
         for row in rows:
             by_kind.setdefault(row["kind"], []).append(row)
         assert set(by_kind) == {"perf", "bpf-multi", "bpf-perf", "tracefs"}, rows
+        perf_probe = [r for r in by_kind["tracefs"] if r["group"] == perf_group]
+        assert [(r["event"][:3], r["pid"], r["stale"]) for r in perf_probe] == [
+            ("add", None, False)]  # a definition: the kernel records no owner
+        by_kind["tracefs"] = [r for r in by_kind["tracefs"] if r["group"] != perf_group]
         for row in rows:
             assert row["symbol"] == "add" and row["file_offset"] == add.file_offset
 
@@ -155,11 +169,16 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
         table = run_rawprobe("probes", check_status=0).stdout.splitlines()
         assert table[0].split() == ["KIND", "PID", "COMM", "TYPE", "SYMBOL", "PLACE", "DETAIL"]
         ours = [line for line in table if f"{prog}:{add.file_offset:#x}" in line]
-        assert len(ours) == 5
+        assert len(ours) == 6
         assert any(line.split()[:3] == ["perf", str(tracer.pid), "bpftrace"] for line in ours)
     finally:
+        # Each step on its own, so one failing cannot leave the others' probes behind.
         for background in backgrounds:
-            background.finish(signal.SIGINT)
+            try:
+                background.finish(signal.SIGINT)
+            except subprocess.TimeoutExpired:
+                background.proc.kill()
+                background.proc.wait()
         for proc in started:
             proc.send_signal(signal.SIGINT)
             try:
@@ -167,4 +186,6 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
+        subprocess.run([perf_tool, "probe", "-q", "-d", f"{perf_group}:*"], check=False,
+                       timeout=60)
     assert [r for r in probes_json() if r["path"] == prog] == []

@@ -281,3 +281,29 @@ def test_host_wide(add_program: Path, tmp_path: Path) -> None:
     assert [row["args"]["a"] for row in outputs[1][:-1]] == [1, 2, 1]
     assert outputs[1][-1]["summary"]["events"] == 3
     assert leftover_groups() == []
+
+
+def test_output_file_and_max_events(add_program: Path, tmp_path: Path) -> None:
+    prog = str(add_program)
+    contents = []
+    for backend in BACKENDS:
+        out = tmp_path / f"{backend}.txt"
+        run_rawprobe("attach", "--backend", backend, "-o", str(out), "-n", "2",
+                     f"p:{prog}:add a=%di:s32", "--", prog, "5", check_status=0)
+        assert out.stat().st_mode & 0o777 == 0o600
+        contents.append(normalize_text(out.read_text()))
+    assert contents[0] == contents[1] == ["main 0/0 add: a=1", "main 0/0 add: a=2"]
+    assert leftover_groups() == []
+
+
+def test_a_command_does_not_see_other_processes(add_program: Path, tmp_path: Path) -> None:
+    prog = private_copy(add_program, tmp_path)
+    for backend in BACKENDS:
+        other = subprocess.Popen([prog, "3", "300"])
+        try:
+            result = run_rawprobe("attach", "--backend", backend, f"p:{prog}:add a=%di:s32",
+                                  "--", "sh", "-c", "sleep 0.8", check_status=0)
+        finally:
+            other.wait(timeout=10)
+        assert result.stdout == "" and "0 events, 0 lost" in result.stderr
+    assert leftover_groups() == []
