@@ -359,7 +359,7 @@ def render_probe(
     add("rawprobe_comm", "$comm", ArgRole.COMM, -1, None, None)
     if len(args) > MAX_TRACE_ARGS:
         raise UsageError(
-            f"{word}: the tracefs backend needs {len(args)} kernel fetch-args for this probe "
+            f"the tracefs backend needs {len(args)} kernel fetch-args for this probe "
             f"(fault checks and string-array elements count), over the kernel's limit of "
             f"{MAX_TRACE_ARGS}; split the probe or use --backend bpf"
         )

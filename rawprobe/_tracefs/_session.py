@@ -49,6 +49,8 @@ from operator import attrgetter
 
 from .._backend import PlannedUprobe, ProbeCounters, TraceTarget
 from .._errors import (
+    ClosedError,
+    FetchArgError,
     PrivilegeError,
     SysCallError,
     TargetNotFoundError,
@@ -185,6 +187,18 @@ def _event_names(uprobes: Sequence[PlannedUprobe]) -> list[str]:
     return names
 
 
+def _render(uprobe: PlannedUprobe) -> KernelProbe:
+    """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
+    is not kept once planned)."""
+    try:
+        return render_probe(uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
+                            file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args)
+    except FetchArgError as error:
+        raise FetchArgError(f"probe {uprobe.layout.event}: {error.message}") from None
+    except UsageError as error:
+        raise UsageError(f"probe {uprobe.layout.event}: {error}") from None
+
+
 @dataclass
 class _Resources:
     """Everything a session holds, apart from the session (for the finalizer)."""
@@ -272,18 +286,10 @@ class TracefsSession:
         self._final_hits: list[int] | None = None
         self._cpus = online_cpus()
         self._buffer_size = _buffer_size(ring_size, len(self._cpus))
-        self._warned_threads = False
         try:
             # Render everything before writing anything: a probe the kernel cannot express
             # fails here with nothing planted.
-            probes = [
-                render_probe(
-                    uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
-                    file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args,
-                    word=uprobe.layout.event,
-                )
-                for uprobe in self._uprobes
-            ]
+            probes = [_render(uprobe) for uprobe in self._uprobes]
             resources.tracefs = Tracefs()
             resources.group = (
                 f"{GROUP_PREFIX}{os.getpid()}_{process_start_time(os.getpid()) or 0}_"
@@ -384,7 +390,10 @@ class TracefsSession:
                                      "a uprobe event")
                 opened.append(fd)
                 self._fd_events[fd] = event_id
-                perf_event_set_output(fd, leader)
+                try:
+                    perf_event_set_output(fd, leader)
+                except OSError as error:
+                    raise SysCallError(error.errno or 0, "PERF_EVENT_IOC_SET_OUTPUT") from None
 
     def attach_all(self, target: TraceTarget) -> None:
         """Open the events for ``target`` and enable them.
@@ -449,7 +458,7 @@ class TracefsSession:
     def wait(self, timeout: float | None) -> None:
         epoll = self._resources.epoll
         if epoll is None:
-            raise UsageError("this tracefs session is closed")
+            raise ClosedError("this tracefs session is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.pending():
             step = _POLL_INTERVAL
@@ -466,7 +475,7 @@ class TracefsSession:
     def watch(self, fd: int) -> None:
         epoll = self._resources.epoll
         if epoll is None:
-            raise UsageError("this tracefs session is closed")
+            raise ClosedError("this tracefs session is closed")
         epoll.register(fd, select.EPOLLIN)
 
     def pending(self) -> bool:
