@@ -185,6 +185,95 @@ def key_decoder(by: str | None, compiled: CompiledProbe) -> Any:
     return lambda data: int.from_bytes(data[:size], "little", signed=signed)
 
 
+def bucket_of(spec: HistSpec, value: int) -> int:
+    """The bucket a value falls in, numbered as the BPF side numbers them (bucket_of() in
+    clang/rawprobe.bpf.c)."""
+    if spec.linear is None:
+        if value < 0:
+            return -1
+        return value.bit_length()  # 0 -> 0, [2^(n-1), 2^n) -> n
+    low, high, step = spec.linear
+    if value < low:
+        return -1
+    count = (high - low + step - 1) // step
+    return min((value - low) // step, count)
+
+
+class UserAggregator:
+    """Aggregation done in user space, from streamed events, for a backend that cannot do it
+    in the kernel (tracefs). It produces the same cells as the BPF side's ``aggregates`` map.
+
+    Args:
+        spec: The aggregation.
+        layouts: Per event id, the event's record layout.
+        roles: Per event id, ``entry``/``return`` for latency pairs, else ``""``.
+    """
+
+    def __init__(self, spec: AggregationSpec, layouts: Sequence[Any], roles: Sequence[str]):
+        if spec.stack:
+            raise UsageError("--stack needs the BPF backend")
+        self.spec = spec
+        self.layouts = layouts
+        self.roles = roles
+        self.cells: dict[tuple[int, int, bytes], int] = {}
+        self.starts: dict[tuple[int, int], int] = {}  # (entry event id, tid) -> ts_ns
+
+    def add(self, event_id: int, event: Any) -> None:
+        """Count one event (``event`` a :class:`rawprobe.Event`)."""
+        spec = self.spec
+        role = self.roles[event_id]
+        if role == "entry":
+            self.starts[(event_id, event.tid)] = event.ts_ns
+            return
+        bucket = 0
+        if role == "return":
+            start = self.starts.pop((event_id - 1, event.tid), None)
+            if start is None:
+                return  # the call began before the probes were in place
+            assert spec.hist is not None
+            bucket = bucket_of(spec.hist, event.ts_ns - start)
+        elif spec.kind == "hist":
+            assert spec.hist is not None
+            value = event.values[event.layout.names.index(spec.hist.field)]
+            if value is None:
+                return
+            bucket = bucket_of(spec.hist, int(value))
+        key = b"" if spec.by is None else _key_bytes(spec.by, event)
+        cell = (event_id, bucket, key)
+        self.cells[cell] = self.cells.get(cell, 0) + 1
+
+    def take(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
+        """The cells as ``(event_id, stack_id, bucket, key bytes, count)``."""
+        cells = [(event_id, -1, bucket, key.ljust(KEY_DATA, b"\0"), count)
+                 for (event_id, bucket, key), count in self.cells.items()]
+        if reset:
+            self.cells = {}
+        return cells
+
+
+KEY_DATA = abi.KEY_LEN
+
+
+def _key_bytes(by: str, event: Any) -> bytes:
+    """The key bytes the BPF side would have copied for ``--by``."""
+    layout = event.layout
+    if by in layout.names:
+        index = layout.names.index(by)
+        field = layout.fields[index]
+        value = event.values[index]
+        if field.type.kind == "string":
+            text: str = value or ""
+            return text.encode()[: abi.KEY_LEN - 9] + b"\0"
+        if field.type.kind == "char":
+            return str(value).encode("latin-1", "replace")[:1]
+        size = field.type.size
+        return bytes(int(value or 0).to_bytes(size, "little", signed=field.type.signed))
+    if by == "comm":
+        comm: str = event.comm
+        return comm.encode()[: abi.COMM_LEN]
+    return int(getattr(event, by)).to_bytes(4, "little")
+
+
 def bucket_bounds(spec: HistSpec, bucket: int) -> tuple[int | None, int | None]:
     """``(low, high)`` of a bucket: low inclusive, high exclusive; None where unbounded."""
     if spec.linear is None:

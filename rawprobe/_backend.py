@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._fetchargs import FetchArg
+from ._fetchargs import FetchArg, UsdtArgument
 from ._records import Event, RecordLayout
 
 __all__ = ["PlannedUprobe", "ProbeCounters", "Session", "TraceTarget"]
@@ -31,6 +31,7 @@ class PlannedUprobe:
         fetchargs: The probe's fetch-args as parsed (a backend may render them again).
         layout: Names, types and the record layout of the event.
         reads_memory: Whether the probe dereferences user memory.
+        usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
     """
 
     event_id: int
@@ -42,6 +43,7 @@ class PlannedUprobe:
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
     reads_memory: bool = False
+    usdt_args: tuple[UsdtArgument, ...] | None = None
 
 
 @dataclass(frozen=True)

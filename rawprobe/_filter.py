@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from . import _bpfabi as abi
 from ._compile import CompiledProbe
 from ._errors import FilterError
 
-__all__ = ["Comparison", "FilterExpr", "Logical", "Not", "compile_filter", "parse_filter"]
+__all__ = [
+    "Comparison",
+    "FilterExpr",
+    "Logical",
+    "Not",
+    "compile_filter",
+    "evaluate_filter",
+    "parse_filter",
+]
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<op>==|!=|<=|>=|!~|&&|\|\||[<>&~!()])"
@@ -270,3 +279,42 @@ def _emit_string(expr: Comparison, offset: int, size: int, fault_bit: int, text:
 def _predicate(op: int) -> dict[str, object]:
     return {"op": op, "cmp": 0, "size": 0, "is_signed": 0, "src": 0, "str_index": 0,
             "field": 0xFFFFFFFF, "str_len": 0, "value": 0}
+
+
+def evaluate_filter(expr: FilterExpr, event: Any) -> bool:
+    """Evaluate ``expr`` on a decoded event, with the BPF side's semantics (for backends that
+    cannot filter in the kernel): a comparison on a field that could not be read is false,
+    negated string comparisons included; ``!`` and ``||`` combine as written.
+    """
+    if isinstance(expr, Logical):
+        if expr.op == "&&":
+            return evaluate_filter(expr.left, event) and evaluate_filter(expr.right, event)
+        return evaluate_filter(expr.left, event) or evaluate_filter(expr.right, event)
+    if isinstance(expr, Not):
+        return not evaluate_filter(expr.operand, event)
+    names = event.layout.names
+    if expr.name in names:
+        value = event.values[names.index(expr.name)]
+    elif expr.name == "comm":
+        value = event.comm
+    else:
+        value = getattr(event, expr.name)
+    if value is None:
+        return False
+    if isinstance(value, str):
+        assert isinstance(expr.value, str)
+        if expr.op in ("==", "!="):
+            match = value == expr.value
+        elif expr.value.endswith("*"):
+            match = value.startswith(expr.value[:-1])
+        else:
+            match = value == expr.value
+        return match != (expr.op in ("!=", "!~"))
+    assert isinstance(expr.value, int)
+    left, right = int(value), expr.value
+    if expr.op == "&":
+        return (left & right) != 0
+    return bool({
+        "==": left == right, "!=": left != right, "<": left < right,
+        "<=": left <= right, ">": left > right, ">=": left >= right,
+    }[expr.op])

@@ -21,6 +21,7 @@ from ._aggregate import (
     Count,
     CountTable,
     HistogramSet,
+    UserAggregator,
     aggregation_config,
     build_histograms,
     key_decoder,
@@ -29,9 +30,18 @@ from ._aggregate import (
 from ._backend import PlannedUprobe, ProbeCounters, Session, TraceTarget
 from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
 from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
-from ._errors import ClosedError, RawprobeError, TargetNotFoundError, UsageError
+from ._errors import (
+    BpfObjectError,
+    ClosedError,
+    KernelFeatureError,
+    LibbpfMissingError,
+    PrivilegeError,
+    RawprobeError,
+    TargetNotFoundError,
+    UsageError,
+)
 from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
-from ._filter import FilterExpr, compile_filter, parse_filter
+from ._filter import FilterExpr, compile_filter, evaluate_filter, parse_filter
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._probetypes import Probe
@@ -182,7 +192,8 @@ class Tracer:
         string_size: Bytes copied at most per string, NUL included.
         ring_size: Bytes of the ring buffer between the BPF programs and this process.
         force: Plant probes rawprobe would otherwise refuse as risky.
-        backend: ``bpf`` (generic BPF programs) or ``tracefs`` (the kernel's uprobe_events).
+        backend: ``bpf`` (generic BPF programs), ``tracefs`` (the kernel's uprobe_events), or
+            ``auto``: BPF where it works here, else tracefs (with a note in :attr:`warnings`).
         aggregation: Count or histogram in the kernel instead of streaming events (read the
             result with :meth:`aggregates`).
         stack: Events carry the user stack (streaming), or counts are grouped by it.
@@ -199,7 +210,7 @@ class Tracer:
         string_size: int = DEFAULT_STRING_SIZE,
         ring_size: int = DEFAULT_RING_SIZE,
         force: bool = False,
-        backend: str = "bpf",
+        backend: str = "auto",
         aggregation: AggregationSpec | None = None,
         stack: bool = False,
     ) -> None:
@@ -214,8 +225,8 @@ class Tracer:
         self.string_size = string_size
         self.ring_size = ring_size
         self.force = force
-        if backend not in ("bpf", "tracefs"):
-            raise UsageError(f"unknown backend {backend!r}: use bpf or tracefs")
+        if backend not in ("auto", "bpf", "tracefs"):
+            raise UsageError(f"unknown backend {backend!r}: use auto, bpf or tracefs")
         self.backend = backend
         self.aggregation = aggregation
         self.stack = stack
@@ -225,6 +236,11 @@ class Tracer:
         self._at_entry: list[bool] = []  # per event id: stacks miss the caller frame
         self._from_glob: list[bool] = []  # per event id: matched by a glob
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._roles: list[str] = []  # per event id: "entry"/"return" of a latency pair
+        self._filter_exprs: list[FilterExpr | None] = []  # per event id
+        self._user_filtered: list[int] = []  # per event id, when filtering in user space
+        self._filters_in_kernel = True
+        self._user_aggregator: UserAggregator | None = None
         self.warnings: list[str] = []  # things a user should know about the probes added
         self._tally_seen: dict[int, int] = {}
         self._command = _Command(command) if command else None
@@ -398,6 +414,8 @@ class Tracer:
         layout = cached.layout if cached.layout.event == name else cached.layout.renamed(name)
         self._needs_maps = self._needs_maps or layout.has_symbols or layout.has_stack
         self._from_glob.append(any(ch in spec.location for ch in "*?["))
+        self._roles.append(role)
+        self._filter_exprs.append(filter_expr if role != "return" else None)
         self._at_entry.append(at_entry)
         self._key_decoders.append(cached.decoder)
         event_id = len(self._layouts)
@@ -413,6 +431,7 @@ class Tracer:
                 fetchargs,
                 layout,
                 cached.reads_memory,
+                usdt_args=site.usdt_args,
             )
         )
 
@@ -430,21 +449,27 @@ class Tracer:
             return
         if not self._uprobes:
             raise UsageError("no probes to attach")
-        check_tracing_privileges(bpf=self.backend == "bpf")
         command = self._command
         session: Session
-        if self.backend == "tracefs":
-            from ._tracefs import TracefsSession
-
-            session = cast(Session, TracefsSession(
-                self._uprobes, ring_size=self.ring_size, string_size=self.string_size,
-                follow=command is not None,
-            ))
+        if self.backend == "auto":
+            # BPF where it works; the kernel's own tracer (tracefs) where it does not.
+            check_tracing_privileges(bpf=False)
+            try:
+                check_tracing_privileges(bpf=True)
+                session = self._bpf_session()
+                self.backend = "bpf"
+            except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
+                    PrivilegeError) as error:
+                reason = str(error).splitlines()[0]
+                session = self._tracefs_session()
+                self.backend = "tracefs"
+                self.warnings.append(f"using the tracefs backend: {reason}")
+        elif self.backend == "tracefs":
+            check_tracing_privileges(bpf=False)
+            session = self._tracefs_session()
         else:
-            session = BpfSession(
-                self._uprobes, list(self._configs), ring_size=self.ring_size,
-                follow=command is not None,
-            )
+            check_tracing_privileges(bpf=True)
+            session = self._bpf_session()
         self._session = session
         try:
             if command is not None:
@@ -481,6 +506,25 @@ class Tracer:
     def started(self) -> bool:
         """Whether :meth:`start` has run (the probes are, or were, planted)."""
         return self._session is not None
+
+    def _bpf_session(self) -> Session:
+        return BpfSession(self._uprobes, list(self._configs), ring_size=self.ring_size,
+                          follow=self._command is not None)
+
+    def _tracefs_session(self) -> Session:
+        from ._tracefs import TracefsSession
+
+        session = cast(Session, TracefsSession(
+            self._uprobes, ring_size=self.ring_size, string_size=self.string_size,
+            follow=self._command is not None,
+        ))
+        # tracefs neither filters nor aggregates in the kernel: both happen here.
+        if self.aggregation is not None:
+            self._user_aggregator = UserAggregator(self.aggregation, self._layouts,
+                                                   self._roles)
+        self._filters_in_kernel = False
+        self._user_filtered = [0] * len(self._layouts)
+        return session
 
     def watch(self, fd: int) -> None:
         """Also end a wait in :meth:`poll` when ``fd`` becomes readable.
@@ -524,6 +568,11 @@ class Tracer:
 
     def _read(self, session: Session) -> list[Event]:
         events = session.read()
+        aggregator = self._user_aggregator
+        if not self._filters_in_kernel or aggregator is not None:
+            events = self._in_user_space(events, aggregator)
+            if aggregator is not None:
+                return []
         self._delivered += len(events)
         if self._needs_maps:
             # Addresses are described through the process's mappings: read them while the
@@ -652,7 +701,10 @@ class Tracer:
         if session is None:
             raise UsageError("the tracer has not started")
         layouts = self._layouts
-        cells = session.aggregate_cells(reset)
+        if self._user_aggregator is not None:
+            cells = self._user_aggregator.take(reset)
+        else:
+            cells = session.aggregate_cells(reset)
         if aggregation.kind == "hist":
             assert aggregation.hist is not None
             return build_histograms(aggregation.hist, (
@@ -665,7 +717,7 @@ class Tracer:
                   if stack_id >= 0 else None)
             for event_id, stack_id, _bucket, data, count in cells
         ]
-        if aggregation.by is None and not aggregation.stack:
+        if aggregation.by is None and not aggregation.stack and self._user_aggregator is None:
             # Plain counts are the probes' own hit counters.
             for event_id, counters in enumerate(session.counters()):
                 total = counters.hits - counters.filtered
@@ -678,6 +730,23 @@ class Tracer:
                 merged[row.event] = merged.get(row.event, 0) + row.count
             rows = [Count(event, None, count) for event, count in merged.items()]
         return sort_counts(rows)
+
+    def _in_user_space(
+        self, events: list[Event], aggregator: UserAggregator | None
+    ) -> list[Event]:
+        """Filter (and aggregate) events a backend could not in the kernel (tracefs)."""
+        index = {id(layout): event_id for event_id, layout in enumerate(self._layouts)}
+        kept = []
+        for event in events:
+            event_id = index[id(event.layout)]
+            expr = self._filter_exprs[event_id]
+            if expr is not None and not evaluate_filter(expr, event):
+                self._user_filtered[event_id] += 1
+                continue
+            if aggregator is not None:
+                aggregator.add(event_id, event)
+            kept.append(event)
+        return kept
 
     def _decode_key(self, event_id: int, data: bytes) -> Any:
         decoder = self._key_decoders[event_id]
@@ -703,6 +772,9 @@ class Tracer:
         if session is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
         counters = session.counters()
+        if not self._filters_in_kernel:
+            counters = [ProbeCounters(c.hits, c.filtered + filtered, c.lost)
+                        for c, filtered in zip(counters, self._user_filtered, strict=True)]
         probes: dict[str, ProbeCounters] = {}
         for layout, counter in zip(self._layouts, counters, strict=True):
             seen = probes.get(layout.event)

@@ -15,14 +15,29 @@ from ._arch import ARCH
 from .libc import syscall6
 
 __all__ = [
+    "CLOCK_MONOTONIC",
     "FLAG_DISABLED",
     "FLAG_ENABLE_ON_EXEC",
     "FLAG_INHERIT",
+    "FLAG_INHERIT_THREAD",
+    "FLAG_USE_CLOCKID",
+    "FLAG_WATERMARK",
+    "PERF_COUNT_SW_DUMMY",
     "PERF_FLAG_FD_CLOEXEC",
+    "PERF_RECORD_LOST",
+    "PERF_RECORD_LOST_SAMPLES",
+    "PERF_RECORD_SAMPLE",
+    "PERF_SAMPLE_CPU",
+    "PERF_SAMPLE_RAW",
+    "PERF_SAMPLE_TID",
+    "PERF_SAMPLE_TIME",
+    "PERF_TYPE_SOFTWARE",
+    "PERF_TYPE_TRACEPOINT",
     "PerfEventAttr",
     "perf_event_disable",
     "perf_event_enable",
     "perf_event_open",
+    "perf_event_set_output",
 ]
 
 
@@ -59,12 +74,34 @@ class PerfEventAttr(ctypes.Structure):
 FLAG_DISABLED = 1 << 0
 FLAG_INHERIT = 1 << 1
 FLAG_ENABLE_ON_EXEC = 1 << 12
+FLAG_WATERMARK = 1 << 14  # wake up after wakeup_watermark bytes, not wakeup_events samples
+FLAG_USE_CLOCKID = 1 << 25  # time samples with attr.clockid (Linux 4.1+)
+FLAG_INHERIT_THREAD = 1 << 35  # inherit only into threads, not forked processes (Linux 5.13+)
 
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 
-# _IO('$', 0) and _IO('$', 1) from include/uapi/linux/perf_event.h.
+# enum perf_type_id, enum perf_sw_ids.
+PERF_TYPE_SOFTWARE = 1
+PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_DUMMY = 9
+
+# enum perf_event_sample_format: what a PERF_RECORD_SAMPLE carries, in this order when set.
+PERF_SAMPLE_TID = 1 << 1
+PERF_SAMPLE_TIME = 1 << 2
+PERF_SAMPLE_CPU = 1 << 7
+PERF_SAMPLE_RAW = 1 << 10
+
+# enum perf_event_type: records in the mmap ring buffer.
+PERF_RECORD_LOST = 2
+PERF_RECORD_SAMPLE = 9
+PERF_RECORD_LOST_SAMPLES = 13
+
+CLOCK_MONOTONIC = 1  # include/uapi/linux/time.h
+
+# _IO('$', 0), _IO('$', 1) and _IO('$', 5) from include/uapi/linux/perf_event.h.
 _PERF_EVENT_IOC_ENABLE = 0x2400
 _PERF_EVENT_IOC_DISABLE = 0x2401
+_PERF_EVENT_IOC_SET_OUTPUT = 0x2405
 
 
 def perf_event_open(
@@ -92,3 +129,12 @@ def perf_event_enable(fd: int) -> None:
 
 def perf_event_disable(fd: int) -> None:
     fcntl.ioctl(fd, _PERF_EVENT_IOC_DISABLE, 0)
+
+
+def perf_event_set_output(fd: int, target_fd: int) -> None:
+    """Send ``fd``'s records to the ring buffer mapped on ``target_fd`` (same CPU, same clock).
+
+    Raises:
+        OSError: The kernel refused (kernel/events/core.c, perf_event_set_output()).
+    """
+    fcntl.ioctl(fd, _PERF_EVENT_IOC_SET_OUTPUT, target_fd)

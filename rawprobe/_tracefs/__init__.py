@@ -1,28 +1,43 @@
 """The tracefs backend: the kernel's own uprobe_events, read through perf ring buffers.
 
-This version of rawprobe has no tracefs backend yet; the constructor below is what the Tracer
-calls.
+rawprobe's probe words are written back in the kernel's syntax (:mod:`._render`), defined in
+``uprobe_events`` under a group of the run's own (:mod:`._fs`), opened as perf tracepoint
+events whose raw samples land in per-CPU perf ring buffers (:mod:`._perfbuf`), and decoded
+with layouts built from each event's ``format`` file (:mod:`._eventformat`, :mod:`._decode`)
+into the same :class:`~rawprobe._records.Event` objects the BPF backend produces. It needs no
+BPF at all: root, perf events and tracefs are enough.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from ._eventformat import EventFormat, FormatField, parse_format
+from ._fs import (
+    TRACEFS_MOUNTS,
+    Tracefs,
+    UprobeDefinition,
+    find_tracefs,
+    parse_definition,
+    parse_definitions,
+)
+from ._render import KernelArg, KernelProbe, definition_line, render_probe
+from ._session import GROUP_PREFIX, TracefsSession, parse_group, process_start_time
 
-from .._backend import PlannedUprobe
-from .._errors import UsageError
-
-__all__ = ["TracefsSession"]
-
-
-class TracefsSession:
-    """A run of the tracefs backend (implements :class:`rawprobe._backend.Session`)."""
-
-    def __init__(
-        self,
-        uprobes: Sequence[PlannedUprobe],
-        *,
-        ring_size: int,
-        string_size: int,
-        follow: bool,
-    ) -> None:
-        raise UsageError("the tracefs backend is not available in this version; use --backend bpf")
+__all__ = [
+    "GROUP_PREFIX",
+    "TRACEFS_MOUNTS",
+    "EventFormat",
+    "FormatField",
+    "KernelArg",
+    "KernelProbe",
+    "Tracefs",
+    "TracefsSession",
+    "UprobeDefinition",
+    "definition_line",
+    "find_tracefs",
+    "parse_definition",
+    "parse_definitions",
+    "parse_format",
+    "parse_group",
+    "process_start_time",
+    "render_probe",
+]

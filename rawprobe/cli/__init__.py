@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo, _inspect
+    from . import _attach, _demo, _doctor, _inspect, _probes
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -34,6 +34,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _attach.add_parser(commands)
     _inspect.add_parsers(commands)
     _demo.add_parser(commands)
+    _probes.add_parser(commands)
+    _doctor.add_parser(commands)
     return parser
 
 

@@ -113,9 +113,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--ring-size", type=_ring_size, default=DEFAULT_RING_SIZE,
                         metavar="BYTES", help="ring buffer size, a power of two "
                         f"(default {DEFAULT_RING_SIZE >> 20} MiB)")
-    parser.add_argument("--backend", choices=("bpf", "tracefs"), default="bpf",
-                        help="bpf: rawprobe's BPF programs (default); tracefs: the kernel's "
-                        "own uprobe_events tracer")
+    parser.add_argument("--backend", choices=("auto", "bpf", "tracefs"), default="auto",
+                        help="bpf: rawprobe's BPF programs; tracefs: the kernel's own "
+                        "uprobe_events tracer; auto (default): bpf where it works here")
     parser.add_argument("--force", action="store_true",
                         help="plant probes rawprobe would refuse as risky")
     parser.set_defaults(run=run_attach)
@@ -228,6 +228,8 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
             tracer.watch(stop.read_fd)
             if not stop.stopped:
                 tracer.start()
+                if tracer.backend == "tracefs" and args.backend == "auto":
+                    print(f"rawprobe: note: {tracer.warnings[-1]}", file=sys.stderr)
             count = len(tracer.event_names())
             target = (
                 f"command {tracer.command_pid}" if tracer.command_pid
@@ -283,7 +285,7 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
 
 def run_attach(args: argparse.Namespace) -> int:
     aggregation = _aggregation(args)
-    check_privileges()  # before anything is resolved, started or planted
+    check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
     out = _open_output(args.output)
     tracer = Tracer(
         pid=args.pid or None,

@@ -93,7 +93,8 @@ def test_missing_libbpf_names_the_package(add_program: Path) -> None:
     # Hide the library in a private mount namespace, as on a host without libbpf1.
     script = (
         f"mount --bind /dev/null {libbpf} && "
-        f"exec {sys.executable} -m rawprobe attach 'p:{add_program}:add' -- {add_program}"
+        f"exec {sys.executable} -m rawprobe attach --backend bpf 'p:{add_program}:add' -- "
+        f"{add_program}"
     )
     result = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)

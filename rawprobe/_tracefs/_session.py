@@ -1,0 +1,565 @@
+"""The tracefs backend's run: kernel uprobe events, opened as perf tracepoints, read from mmap.
+
+1. Each planned uprobe becomes a definition in ``uprobe_events`` (:mod:`._render`), in a group
+   of this run's own, ``rawprobe_<pid>_<start>_<n>``: the process id, its start time (so a
+   recycled pid is not mistaken for a live owner) and a sequence number within the process.
+   ``rawprobe probes --clean`` removes groups whose process is gone.
+2. Each event is opened with ``perf_event_open(PERF_TYPE_TRACEPOINT, config=its id)``, sampling
+   every hit with its raw record, time (CLOCK_MONOTONIC, like ``bpf_ktime_get_ns()``), pid/tid
+   and CPU:
+
+   - host-wide: one event per online CPU (``pid=-1, cpu=N``);
+   - ``-p PID``: one event per thread and CPU (``pid=TID, cpu=N``), inherited by threads
+     created later but not by forked processes (``inherit_thread``, Linux 5.13+). A perf event
+     on a task only records while that task runs (the uprobe's perf path submits to the events
+     scheduled on the CPU, kernel/trace/trace_uprobe.c, __uprobe_perf_func()), so every thread
+     needs its own; the BPF backend's single event per process works only because its BPF
+     program runs for every task whose mm matches;
+   - a command: one event per CPU on the command (``pid=CMD, cpu=N, inherit=1``): its threads
+     and every process it forks inherit the event. (``inherit`` with ``cpu=-1`` could not be
+     mapped: kernel/events/core.c, perf_mmap().)
+
+3. Per CPU, a dummy software event owns the ring buffer and every uprobe event on that CPU sends
+   its samples there (PERF_EVENT_IOC_SET_OUTPUT). Because the dummy owns the buffer, closing the
+   uprobe events (detach) releases the kernel events at once, their definitions can be removed,
+   and what was recorded stays readable. Samples name their event by ``common_type``, the
+   event's id, at the start of the raw record.
+
+Definitions are removed on every way out: :meth:`TracefsSession.close`, failures while setting
+up, and a ``weakref.finalize`` backstop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import mmap
+import os
+import re
+import resource
+import select
+import struct
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+
+from .._backend import PlannedUprobe, ProbeCounters, TraceTarget
+from .._errors import (
+    ClosedError,
+    FetchArgError,
+    PrivilegeError,
+    SysCallError,
+    TargetNotFoundError,
+    UsageError,
+)
+from .._records import Event
+from .._sys.perf import (
+    CLOCK_MONOTONIC,
+    FLAG_DISABLED,
+    FLAG_INHERIT,
+    FLAG_INHERIT_THREAD,
+    FLAG_USE_CLOCKID,
+    FLAG_WATERMARK,
+    PERF_COUNT_SW_DUMMY,
+    PERF_SAMPLE_CPU,
+    PERF_SAMPLE_RAW,
+    PERF_SAMPLE_TID,
+    PERF_SAMPLE_TIME,
+    PERF_TYPE_SOFTWARE,
+    PERF_TYPE_TRACEPOINT,
+    PerfEventAttr,
+    perf_event_enable,
+    perf_event_open,
+    perf_event_set_output,
+)
+from ._decode import SampleDecoder
+from ._eventformat import parse_format
+from ._fs import Tracefs
+from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
+from ._render import (
+    MAX_EVENT_NAME_LEN,
+    KernelProbe,
+    definition_line,
+    render_probe,
+)
+
+__all__ = [
+    "GROUP_PREFIX",
+    "TracefsSession",
+    "online_cpus",
+    "parse_cpu_list",
+    "parse_group",
+    "process_start_time",
+]
+
+_LOG = logging.getLogger("rawprobe")
+GROUP_PREFIX = "rawprobe_"
+_GROUP = re.compile(r"rawprobe_(\d+)_(\d+)_(\d+)")
+_SEQUENCE = itertools.count()
+_U16 = struct.Struct("<H")
+# How often wait() looks at the buffers: samples wake the reader only once a quarter of a
+# buffer is full (one wake-up per sample would cost an interrupt each), so sparse events are
+# found by looking. 50 ms is below what a person notices and costs nothing measurable.
+_POLL_INTERVAL = 0.05
+_MIN_BUFFER = 64 << 10
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse a kernel CPU list (``0-3,5,7-8``), as in ``/sys/devices/system/cpu/online``."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def online_cpus() -> list[int]:
+    """The CPUs online now."""
+    try:
+        with open("/sys/devices/system/cpu/online") as file:
+            return parse_cpu_list(file.read())
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+
+
+def process_start_time(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (field 22 of ``/proc/PID/stat``).
+
+    Returns:
+        The start time, or ``None`` if there is no such process.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            stat = file.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
+
+
+def parse_group(group: str) -> tuple[int, int] | None:
+    """``(pid, start time)`` of a group rawprobe's tracefs backend created, else ``None``."""
+    match = _GROUP.fullmatch(group)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def _proc_comm(tid: int) -> bytes:
+    try:
+        with open(f"/proc/{tid}/comm", "rb") as file:
+            return file.read().rstrip(b"\n")
+    except OSError:
+        return b""
+
+
+def _buffer_size(ring_size: int, cpus: int) -> int:
+    """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
+    page = mmap.PAGESIZE
+    share = max(ring_size // max(cpus, 1), _MIN_BUFFER, page)
+    size = page
+    while size * 2 <= share:
+        size *= 2
+    return size
+
+
+def _event_names(uprobes: Sequence[PlannedUprobe]) -> list[str]:
+    """Kernel event names: the layout's, made unique with a suffix and cut to the kernel's
+    length limit (one word may plant several sites under one name)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for uprobe in uprobes:
+        base = uprobe.layout.event
+        name = base[: MAX_EVENT_NAME_LEN - 1]
+        number = 1
+        while name in seen:
+            suffix = f"_{number}"
+            name = base[: MAX_EVENT_NAME_LEN - 1 - len(suffix)] + suffix
+            number += 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _render(uprobe: PlannedUprobe) -> KernelProbe:
+    """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
+    is not kept once planned)."""
+    try:
+        return render_probe(uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
+                            file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args)
+    except FetchArgError as error:
+        raise FetchArgError(f"probe {uprobe.layout.event}: {error.message}") from None
+    except UsageError as error:
+        raise UsageError(f"probe {uprobe.layout.event}: {error}") from None
+
+
+@dataclass
+class _Resources:
+    """Everything a session holds, apart from the session (for the finalizer)."""
+
+    tracefs: Tracefs | None = None
+    group: str = ""
+    defined: list[str] = field(default_factory=list)
+    event_fds: list[int] = field(default_factory=list)
+    leader_fds: list[int] = field(default_factory=list)
+    buffers: list[PerfBuffer] = field(default_factory=list)
+    epoll: select.epoll | None = None
+
+
+def _release_probes(resources: _Resources) -> None:
+    """Close the uprobe events, then remove their definitions (newest first)."""
+    fds, resources.event_fds = resources.event_fds, []
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    defined, resources.defined = resources.defined, []
+    tracefs = resources.tracefs
+    for event in reversed(defined):
+        if tracefs is None:
+            break
+        try:
+            tracefs.remove(resources.group, event)
+        except (OSError, SysCallError) as error:
+            _LOG.warning("removing uprobe event %s/%s failed: %s (run 'rawprobe probes "
+                         "--clean' once this process has ended)", resources.group, event, error)
+
+
+def _release_all(resources: _Resources) -> None:
+    try:
+        _release_probes(resources)
+    finally:
+        buffers, resources.buffers = resources.buffers, []
+        for buffer in buffers:
+            buffer.close()
+        leaders, resources.leader_fds = resources.leader_fds, []
+        for fd in leaders:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if resources.epoll is not None:
+            resources.epoll.close()
+            resources.epoll = None
+
+
+class TracefsSession:
+    """A run of the tracefs backend (implements :class:`rawprobe._backend.Session`).
+
+    Args:
+        uprobes: The uprobes to plant, indexed by event id.
+        ring_size: Bytes of ring buffer, shared out between the online CPUs (each gets a power
+            of two of pages, at least 64 KiB).
+        string_size: Bytes a string may take, NUL included (longer ones are cut and marked, as
+            in the BPF backend; the kernel itself copies up to 4096 bytes).
+        follow: Whether the session will trace a command and its children.
+
+    Raises:
+        KernelFeatureError: No tracefs, or no uprobe_events.
+        PrivilegeError: Not allowed to write tracefs or open the events.
+        FetchArgError, UsageError: A probe the kernel's syntax cannot express, or that the
+            kernel refused (its explanation from ``error_log`` is in the message).
+    """
+
+    def __init__(
+        self,
+        uprobes: Sequence[PlannedUprobe],
+        *,
+        ring_size: int,
+        string_size: int,
+        follow: bool,
+    ) -> None:
+        self._uprobes = list(uprobes)
+        self._follow = follow
+        self._string_size = string_size
+        resources = _Resources()
+        self._resources = resources
+        self._finalizer = weakref.finalize(self, _release_all, resources)
+        self._decoders: dict[int, SampleDecoder] = {}
+        self._type_ids: list[int] = []
+        self._counts = [0] * len(self._uprobes)
+        self._lost = 0
+        self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
+        self._final_hits: list[int] | None = None
+        self._cpus = online_cpus()
+        self._buffer_size = _buffer_size(ring_size, len(self._cpus))
+        try:
+            # Render everything before writing anything: a probe the kernel cannot express
+            # fails here with nothing planted.
+            probes = [_render(uprobe) for uprobe in self._uprobes]
+            resources.tracefs = Tracefs()
+            resources.group = (
+                f"{GROUP_PREFIX}{os.getpid()}_{process_start_time(os.getpid()) or 0}_"
+                f"{next(_SEQUENCE)}"
+            )
+            self.group = resources.group
+            self.event_names = _event_names(self._uprobes)
+            for uprobe, probe, name in zip(self._uprobes, probes, self.event_names,
+                                           strict=True):
+                self._define(uprobe, probe, name)
+            self._open_buffers()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- setting up -----------------------------------------------------------------------
+
+    def _define(self, uprobe: PlannedUprobe, probe: KernelProbe, name: str) -> None:
+        resources = self._resources
+        tracefs = resources.tracefs
+        assert tracefs is not None
+        line = definition_line("r" if uprobe.retprobe else "p", resources.group, name,
+                               uprobe.path, uprobe.file_offset, uprobe.ref_ctr_offset, probe)
+        tracefs.define(line)
+        resources.defined.append(name)
+        event_format = parse_format(tracefs.event_format(resources.group, name))
+        decoder = SampleDecoder(uprobe.event_id, uprobe.layout, probe, event_format,
+                                self._string_size)
+        self._decoders[decoder.type_id] = decoder
+        self._type_ids.append(decoder.type_id)
+
+    def _open_buffers(self) -> None:
+        resources = self._resources
+        resources.epoll = select.epoll()
+        for cpu in self._cpus:
+            attr = PerfEventAttr()
+            attr.type = PERF_TYPE_SOFTWARE
+            attr.config = PERF_COUNT_SW_DUMMY
+            attr.flags = FLAG_USE_CLOCKID | FLAG_WATERMARK
+            attr.clockid = CLOCK_MONOTONIC
+            attr.wakeup_events = self._buffer_size // 4  # union: wakeup_watermark
+            fd = self._perf_open(attr, -1, cpu, "a ring buffer")
+            resources.leader_fds.append(fd)
+            try:
+                buffer = PerfBuffer(fd, self._buffer_size)
+            except PermissionError:
+                raise PrivilegeError(
+                    f"not allowed to map {self._buffer_size >> 10} KiB of perf ring buffer per "
+                    "CPU: lower --ring-size, or raise /proc/sys/kernel/perf_event_mlock_kb",
+                    capability="CAP_IPC_LOCK",
+                ) from None
+            resources.buffers.append(buffer)
+            resources.epoll.register(fd, select.EPOLLIN)
+
+    def _perf_open(self, attr: PerfEventAttr, pid: int, cpu: int, what: str) -> int:
+        """perf_event_open with rawprobe's errors; raises the soft descriptor limit once when
+        it runs out (a process with many threads needs threads x CPUs x probes events)."""
+        for attempt in range(2):
+            try:
+                return perf_event_open(attr, pid, cpu)
+            except SysCallError as error:
+                code = error.errno
+                if code == errno.EMFILE and attempt == 0:
+                    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                    if soft < hard:
+                        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                        continue
+                    raise UsageError(
+                        f"out of file descriptors opening {what} (limit {soft}): raise it with "
+                        "'ulimit -n', or trace fewer threads or probes"
+                    ) from None
+                if code in (errno.EPERM, errno.EACCES):
+                    raise PrivilegeError(
+                        f"not allowed to open {what}: run rawprobe as root (or with "
+                        "CAP_PERFMON, and perf_event_paranoid allowing raw tracepoint samples)",
+                        capability="CAP_PERFMON",
+                    ) from None
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _event_attr(self, type_id: int, flags: int) -> PerfEventAttr:
+        attr = PerfEventAttr()
+        attr.type = PERF_TYPE_TRACEPOINT
+        attr.config = type_id
+        attr.sample_period = 1
+        attr.sample_type = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_CPU | PERF_SAMPLE_RAW
+        # Created disabled, enabled once its output goes to the CPU's buffer: a sample taken
+        # before PERF_EVENT_IOC_SET_OUTPUT would have nowhere to go.
+        attr.flags = FLAG_DISABLED | FLAG_USE_CLOCKID | FLAG_WATERMARK | flags
+        attr.clockid = CLOCK_MONOTONIC
+        return attr
+
+    def _open_events(self, pid: int, flags: int, opened: list[int]) -> None:
+        """Open every event for ``pid`` (-1: every process) on every CPU."""
+        for event_id, type_id in enumerate(self._type_ids):
+            for cpu, leader in zip(self._cpus, self._resources.leader_fds, strict=True):
+                fd = self._perf_open(self._event_attr(type_id, flags), pid, cpu,
+                                     "a uprobe event")
+                opened.append(fd)
+                self._fd_events[fd] = event_id
+                try:
+                    perf_event_set_output(fd, leader)
+                except OSError as error:
+                    raise SysCallError(error.errno or 0, "PERF_EVENT_IOC_SET_OUTPUT") from None
+
+    def attach_all(self, target: TraceTarget) -> None:
+        """Open the events for ``target`` and enable them.
+
+        Raises:
+            TargetNotFoundError: A ``-p`` process is gone.
+            PrivilegeError: Not allowed to open the events.
+        """
+        opened = self._resources.event_fds
+        start = len(opened)
+        try:
+            if target.command_pid is not None:
+                if not self._follow:
+                    raise ValueError("this session was not created to follow a command")
+                self._open_events(target.command_pid, FLAG_INHERIT, opened)
+            elif target.pids:
+                for pid in target.pids:
+                    self._open_process(pid, opened)
+            else:
+                self._open_events(-1, 0, opened)
+            for fd in opened[start:]:
+                perf_event_enable(fd)
+        except BaseException:
+            self.detach()
+            raise
+
+    def _open_process(self, pid: int, opened: list[int]) -> None:
+        """Open the events on every thread of ``pid``; threads started meanwhile are found by
+        listing again until no new one appears."""
+        flags = FLAG_INHERIT | FLAG_INHERIT_THREAD
+        done: set[int] = set()
+        while True:
+            try:
+                threads = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+            except OSError:
+                threads = []
+            new = [tid for tid in threads if tid not in done]
+            if not new:
+                break
+            for tid in new:
+                done.add(tid)
+                try:
+                    self._open_events(tid, flags, opened)
+                except SysCallError as error:
+                    if error.errno == errno.ESRCH:
+                        continue  # the thread ended meanwhile
+                    if error.errno == errno.EINVAL and flags & FLAG_INHERIT_THREAD:
+                        # Before Linux 5.13 there is no inherit_thread; plain inherit would
+                        # follow forked processes too, so threads started later are missed.
+                        _LOG.warning("this kernel cannot make per-thread events follow new "
+                                     "threads (Linux 5.13+): threads started from now on in "
+                                     "process %d are not traced", pid)
+                        flags = 0
+                        done.discard(tid)
+                        continue
+                    raise
+        if not done or not os.path.exists(f"/proc/{pid}"):
+            raise TargetNotFoundError(f"no process with pid {pid}")
+
+    # -- running --------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None) -> None:
+        epoll = self._resources.epoll
+        if epoll is None:
+            raise ClosedError("this tracefs session is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.pending():
+            step = _POLL_INTERVAL
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                if epoll.poll(step):
+                    return
+            except InterruptedError:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def watch(self, fd: int) -> None:
+        epoll = self._resources.epoll
+        if epoll is None:
+            raise ClosedError("this tracefs session is closed")
+        epoll.register(fd, select.EPOLLIN)
+
+    def pending(self) -> bool:
+        return any(buffer.pending() > 0 for buffer in self._resources.buffers)
+
+    def read(self) -> list[Event]:
+        """Every sample in the buffers, decoded; ordered by time when several CPUs had some."""
+        events: list[Event] = []
+        sources = 0
+        for buffer in self._resources.buffers:
+            chunk = buffer.read()
+            if not chunk:
+                continue
+            samples, lost, consumed = split_perf_records(chunk)
+            self._lost += lost
+            before = len(events)
+            self._decode(chunk, samples, events)
+            buffer.consume(consumed)
+            sources += len(events) > before
+        if sources > 1:
+            events.sort(key=attrgetter("ts_ns"))
+        return events
+
+    def _decode(self, chunk: bytes, samples: list[int], events: list[Event]) -> None:
+        decoders = self._decoders
+        counts = self._counts
+        unpack_sample = SAMPLE_FIELDS.unpack_from
+        type_of = _U16.unpack_from
+        append = events.append
+        for position in samples:
+            pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
+            raw = position + SAMPLE_RAW_OFFSET
+            decoder = decoders.get(type_of(chunk, raw)[0])
+            if decoder is None:
+                continue
+            values, faults, truncated, comm = decoder.decode(chunk, raw)
+            if not comm:  # no room was left for it (see _decode._Cut): the next best thing
+                comm = _proc_comm(tid)
+            counts[decoder.event_id] += 1
+            append(Event(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
+                         truncated))
+
+    def _hits(self) -> list[int]:
+        """Per event id, how often it fired: the sum of its perf events' counts.
+
+        A tracepoint event counts every hit before it tries to write the sample
+        (kernel/events/core.c, perf_swevent_event()), so the count includes samples that did
+        not fit; reading an inherited event adds its children's counts (perf_event_read_value()).
+        """
+        hits = [0] * len(self._counts)
+        for fd, event_id in self._fd_events.items():
+            with contextlib.suppress(OSError):
+                hits[event_id] += int.from_bytes(os.read(fd, 8), "little")
+        return hits
+
+    def detach(self) -> None:
+        """Close the uprobe events and remove their definitions; the buffers stay readable.
+
+        The events' hit counts are read first: they make the final accounting exact."""
+        if self._fd_events:
+            self._final_hits = self._hits()
+            self._fd_events = {}
+        _release_probes(self._resources)
+
+    def counters(self) -> list[ProbeCounters]:
+        """Per event id: hits, and samples lost because a ring buffer was full.
+
+        Once detached and drained, ``lost`` is exact per event: hits counted by the kernel
+        minus samples decoded. While running it is what PERF_RECORD_LOST records have said so
+        far (a shared buffer cannot say whose samples it dropped: they are put on event 0), and
+        the kernel only reports a loss once a later sample fits.
+        """
+        result = []
+        final = self._final_hits
+        hits = final if final is not None else self._hits()
+        for event_id, count in enumerate(self._counts):
+            if final is not None:
+                lost = max(0, final[event_id] - count)
+            else:
+                lost = self._lost if event_id == 0 else 0
+            result.append(ProbeCounters(hits=max(hits[event_id], count + lost), filtered=0,
+                                        lost=lost))
+        return result
+
+    def close(self) -> None:
+        """Detach and free everything (idempotent)."""
+        self._finalizer()
