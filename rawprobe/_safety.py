@@ -10,7 +10,9 @@ an AVX (VEX-encoded) instruction never fires. rawprobe refuses such sites unless
 
 from __future__ import annotations
 
-__all__ = ["probe_site_hazard"]
+import os
+
+__all__ = ["maps_file", "probe_site_hazard"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
@@ -45,3 +47,21 @@ def probe_site_hazard(path: str, file_offset: int) -> str | None:
             "does not fire. Probe a later instruction (SYMBOL+OFFSET), or --force"
         )
     return None
+
+
+def maps_file(pid: int, path: str) -> bool | None:
+    """Whether process ``pid`` maps the file at ``path`` (compared by device and inode, so a
+    file of the same name in another mount namespace does not count); None if unknown."""
+    try:
+        info = os.stat(path)
+        with open(f"/proc/{pid}/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
+    inode = str(info.st_ino)
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) >= 5 and parts[4] == inode and parts[3] == device:
+            return True
+    return False

@@ -46,7 +46,7 @@ from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._probetypes import Probe
 from ._records import Event, RecordLayout
-from ._safety import probe_site_hazard
+from ._safety import maps_file, probe_site_hazard
 from ._symbols import find_target, resolve_location
 
 __all__ = ["TraceStats", "Tracer"]
@@ -287,6 +287,15 @@ class Tracer:
         spec = parse_probe(probe) if isinstance(probe, str) else probe
         filter_expr = parse_filter(filter) if filter else None
         path = find_target(spec.target, self.pids[0] if self.pids else None)
+        if self.pids and not self.force and all(
+            maps_file(pid, path) is False for pid in self.pids
+        ):
+            raise UsageError(
+                f"{path}: not mapped by process {', '.join(map(str, self.pids))}, so the probe "
+                "would never fire there (is it another file of that name, in another mount "
+                "namespace? with -p, absolute paths are taken inside the process's root). If "
+                "the process loads it later, pass --force"
+            )
         sites: list[_Site] = []
         if spec.kind == "usdt":
             from ._usdt import find_usdt_probes

@@ -99,3 +99,16 @@ def test_missing_libbpf_names_the_package(add_program: Path) -> None:
     result = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", script],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert_clean_usage_error(result, "libbpf.so.1", "libbpf1")
+
+
+def test_pid_that_does_not_map_the_target(add_program: Path) -> None:
+    # A process that never maps the file: the probe would never fire there.
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        result = run_rawprobe("attach", "-p", str(sleeper.pid), f"p:{add_program}:add")
+        assert_clean_usage_error(result, "not mapped by process", "--force")
+        forced = run_rawprobe("attach", "--force", "-p", str(sleeper.pid),
+                              f"p:{add_program}:add", "--duration", "0.2")
+        assert forced.returncode == 0, forced.stderr
+    finally:
+        sleeper.kill()
