@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import select
 import shutil
@@ -42,6 +43,7 @@ from ._errors import (
 )
 from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
 from ._filter import FilterExpr, compile_filter, evaluate_filter, parse_filter
+from ._limits import out_of_descriptors, raise_descriptor_limit
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._probetypes import Probe
@@ -458,7 +460,20 @@ class Tracer:
             return
         if not self._uprobes:
             raise UsageError("no probes to attach")
-        command = self._command
+        session: Session
+        # Every map, program, link and perf event is a descriptor: use all the room there is.
+        raise_descriptor_limit()
+        try:
+            session = self._open_session()
+        except OSError as error:
+            if error.errno == errno.EMFILE:
+                raise out_of_descriptors("rawprobe's BPF maps and programs") from None
+            raise
+        self._session = session
+        self._finish_start(session)
+
+    def _open_session(self) -> Session:
+        """The session of the chosen backend (``auto``: BPF, else tracefs)."""
         session: Session
         if self.backend == "auto":
             # BPF where it works; the kernel's own tracer (tracefs) where it does not.
@@ -479,7 +494,10 @@ class Tracer:
         else:
             check_tracing_privileges(bpf=True)
             session = self._bpf_session()
-        self._session = session
+        return session
+
+    def _finish_start(self, session: Session) -> None:
+        command = self._command
         try:
             if command is not None:
                 command.spawn()

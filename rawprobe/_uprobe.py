@@ -25,6 +25,7 @@ from ._errors import (
     TargetNotFoundError,
     UsageError,
 )
+from ._limits import out_of_descriptors, raise_descriptor_limit
 from ._sys.perf import FLAG_INHERIT, PerfEventAttr, perf_event_open
 
 __all__ = ["UnplaceableProbeError", "UprobeEvent", "UprobePmu", "uprobe_pmu"]
@@ -163,11 +164,19 @@ class UprobeEvent:
         # CPU will do: the BPF program runs wherever the probe is hit (the uprobe's filter
         # admits every process once a host-wide event exists, kernel/trace/trace_uprobe.c).
         target_pid, cpu = (pid, -1) if pid is not None else (-1, 0)
-        try:
-            self._fd: int | None = perf_event_open(attr, target_pid, cpu)
-        except SysCallError as error:
-            raise _explain(error, path, file_offset, pid) from None
-        self._finalizer = weakref.finalize(self, os.close, self._fd)
+        fd = -1
+        for attempt in range(2):
+            try:
+                fd = perf_event_open(attr, target_pid, cpu)
+                break
+            except SysCallError as error:
+                if error.errno == errno.EMFILE:
+                    if attempt == 0 and raise_descriptor_limit():
+                        continue
+                    raise out_of_descriptors(f"a uprobe at {path}:{file_offset:#x}") from None
+                raise _explain(error, path, file_offset, pid) from None
+        self._fd: int | None = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
 
     @property
     def fd(self) -> int:

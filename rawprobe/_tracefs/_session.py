@@ -38,7 +38,6 @@ import logging
 import mmap
 import os
 import re
-import resource
 import select
 import struct
 import time
@@ -56,6 +55,7 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
+from .._limits import out_of_descriptors, raise_descriptor_limit
 from .._records import Event
 from .._sys.perf import (
     CLOCK_MONOTONIC,
@@ -352,15 +352,10 @@ class TracefsSession:
                 return perf_event_open(attr, pid, cpu)
             except SysCallError as error:
                 code = error.errno
-                if code == errno.EMFILE and attempt == 0:
-                    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                    if soft < hard:
-                        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                if code == errno.EMFILE:
+                    if attempt == 0 and raise_descriptor_limit():
                         continue
-                    raise UsageError(
-                        f"out of file descriptors opening {what} (limit {soft}): raise it with "
-                        "'ulimit -n', or trace fewer threads or probes"
-                    ) from None
+                    raise out_of_descriptors(what) from None
                 if code in (errno.EPERM, errno.EACCES):
                     raise PrivilegeError(
                         f"not allowed to open {what}: run rawprobe as root (or with "

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, require_tool, run_rawprobe, skip_or_fail
+from helpers import ADD_SOURCE, ROOT, build_c, require_tool, run_rawprobe, skip_or_fail
 
 
 def assert_clean_usage_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -112,3 +112,18 @@ def test_pid_that_does_not_map_the_target(add_program: Path) -> None:
         assert forced.returncode == 0, forced.stderr
     finally:
         sleeper.kill()
+
+
+def test_more_probes_than_descriptors_allowed(tmp_path: Path) -> None:
+    # Each probe on its own file takes a perf event descriptor; with the hard limit as low as
+    # the soft one there is no room, and the error names the limit.
+    programs = []
+    for index in range(12):
+        copy = tmp_path / f"prog{index}"
+        shutil.copy(build_c(ADD_SOURCE, name="main", flags=("-O0", "-g")), copy)
+        programs.append(copy)
+    words = " ".join(f"'p:a{index} {program}:add'" for index, program in enumerate(programs))
+    script = f"ulimit -n 24 && exec {sys.executable} -m rawprobe attach {words} --duration 0.1"
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert_clean_usage_error(result, "out of file descriptors", "RLIMIT_NOFILE", "ulimit -n")
