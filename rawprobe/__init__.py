@@ -56,10 +56,12 @@ if TYPE_CHECKING:
         HistSpec,
         parse_hist,
     )
-    from ._bpfbackend import DEFAULT_RING_SIZE
-    from ._compile import DEFAULT_STRING_SIZE
+    from ._defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
+    from ._doctor import Check, can_trace, run_checks
     from ._format import EventFormatter, WallClock
     from ._privileges import check_tracing_privileges as check_privileges
+    from ._probes import ActiveProbe, Inventory, list_probes
+    from ._probes import clean_stale as clean_stale_probes
     from ._probespec import ProbeSpec, parse_probe, split_place
     from ._probetypes import Probe, Uprobe, Uretprobe, Usdt
     from ._quick import count, histogram, latency
@@ -86,8 +88,15 @@ _LAZY = {
     "HistogramSet": ("._aggregate", "HistogramSet"),
     "HistSpec": ("._aggregate", "HistSpec"),
     "parse_hist": ("._aggregate", "parse_hist"),
-    "DEFAULT_RING_SIZE": ("._bpfbackend", "DEFAULT_RING_SIZE"),
-    "DEFAULT_STRING_SIZE": ("._compile", "DEFAULT_STRING_SIZE"),
+    "DEFAULT_RING_SIZE": ("._defaults", "DEFAULT_RING_SIZE"),
+    "DEFAULT_STRING_SIZE": ("._defaults", "DEFAULT_STRING_SIZE"),
+    "ActiveProbe": ("._probes", "ActiveProbe"),
+    "Inventory": ("._probes", "Inventory"),
+    "list_probes": ("._probes", "list_probes"),
+    "clean_stale_probes": ("._probes", "clean_stale"),
+    "Check": ("._doctor", "Check"),
+    "run_checks": ("._doctor", "run_checks"),
+    "can_trace": ("._doctor", "can_trace"),
     "EventFormatter": ("._format", "EventFormatter"),
     "WallClock": ("._format", "WallClock"),
     "check_privileges": ("._privileges", "check_tracing_privileges"),
@@ -134,9 +143,11 @@ def __dir__() -> list[str]:
 __all__ = [
     "DEFAULT_RING_SIZE",
     "DEFAULT_STRING_SIZE",
+    "ActiveProbe",
     "AddressResolver",
     "AggregationSpec",
     "BpfObjectError",
+    "Check",
     "ClosedError",
     "Count",
     "CountTable",
@@ -147,6 +158,7 @@ __all__ = [
     "HistSpec",
     "Histogram",
     "HistogramSet",
+    "Inventory",
     "KernelFeatureError",
     "LibbpfMissingError",
     "Location",
@@ -171,16 +183,20 @@ __all__ = [
     "UsdtSite",
     "WallClock",
     "__version__",
+    "can_trace",
     "check_privileges",
+    "clean_stale_probes",
     "count",
     "describe_target",
     "find_target",
     "histogram",
     "latency",
     "list_functions",
+    "list_probes",
     "list_usdt_probes",
     "parse_hist",
     "parse_probe",
     "resolve_location",
+    "run_checks",
     "split_place",
 ]

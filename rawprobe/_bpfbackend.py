@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from . import _bpfabi as abi
 from ._backend import PlannedUprobe, ProbeCounters, TraceTarget
+from ._defaults import DEFAULT_RING_SIZE
 from ._errors import (
     BpfObjectError,
     KernelFeatureError,
@@ -43,7 +44,6 @@ _ALL_PROGRAMS = (
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
 )
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
-DEFAULT_RING_SIZE = 8 << 20
 
 
 # ENOTSUPP (524, kernel-internal) and EINVAL: the kernel cannot place a uprobe on that

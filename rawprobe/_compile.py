@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import _bpfabi as abi
+from ._defaults import DEFAULT_STRING_SIZE, MAX_STRING_SIZE
 from ._errors import FetchArgError, UsageError
 from ._fetchargs import (
     ArgType,
@@ -40,8 +41,6 @@ __all__ = [
     "compile_fetchargs",
 ]
 
-DEFAULT_STRING_SIZE = 256
-MAX_STRING_SIZE = 4096  # the kernel's MAX_STRING_SIZE (PATH_MAX) for probe strings
 HEADER_SIZE = abi.HEADER.sizeof()
 
 

@@ -14,7 +14,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ._addrsym import AddressResolver
 from ._aggregate import (
@@ -50,6 +50,9 @@ from ._probetypes import Probe
 from ._records import Event, RecordLayout
 from ._safety import maps_file, probe_site_hazard
 from ._symbols import find_target, resolve_location
+
+if TYPE_CHECKING:
+    import asyncio  # imported by aevents() when used: most runs never need it
 
 __all__ = ["TraceStats", "Tracer"]
 
@@ -636,6 +639,8 @@ class Tracer:
                 async for event in tracer.aevents(timeout=5):
                     print(event.args["ptr"])
         """
+        import asyncio
+
         self.start()
         loop = asyncio.get_running_loop()
         fd = self.fileno()

@@ -14,22 +14,22 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from rawprobe import (
-    DEFAULT_RING_SIZE,
-    DEFAULT_STRING_SIZE,
-    AddressResolver,
-    AggregationSpec,
-    CountTable,
-    Event,
-    EventFormatter,
-    HistogramSet,
-    HistSpec,
-    Tracer,
-    TraceStats,
-    UsageError,
-    check_privileges,
-    parse_hist,
-)
+from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
+
+# The rest of the library is imported where it is used, so that building the parser (and
+# `rawprobe --help`) stays fast.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from rawprobe import (
+        AddressResolver,
+        AggregationSpec,
+        CountTable,
+        Event,
+        HistogramSet,
+        HistSpec,
+        Tracer,
+        TraceStats,
+    )
 
 __all__ = ["add_parser", "run_trace"]
 
@@ -49,6 +49,8 @@ def _positive_int(text: str) -> int:
 
 
 def _hist(text: str) -> HistSpec:
+    from rawprobe import parse_hist
+
     try:
         return parse_hist(text)
     except UsageError as error:
@@ -180,6 +182,7 @@ class _Printer:
         self.out = out
         self.as_json = as_json
         self.folded = folded
+        from rawprobe import EventFormatter
         self.limit = limit
         self.printed = 0
         self.truncated = 0  # events with a string cut at --string-size
@@ -192,6 +195,7 @@ class _Printer:
 
     def aggregates(self, result: CountTable | HistogramSet) -> None:
         """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
+        from rawprobe import CountTable
         if self.as_json:
             text = json.dumps(result.to_dict())
         elif self.folded and isinstance(result, CountTable):
@@ -268,6 +272,8 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
 
 
 def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
+    from rawprobe import AggregationSpec
+
     if args.count and args.hist:
         raise UsageError("--count and --hist: choose one")
     if args.by and not (args.count or args.hist):
@@ -284,6 +290,8 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
 
 
 def run_attach(args: argparse.Namespace) -> int:
+    from rawprobe import Tracer, check_privileges
+
     aggregation = _aggregation(args)
     check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
     out = _open_output(args.output)

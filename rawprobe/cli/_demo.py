@@ -7,7 +7,7 @@ import shlex
 import sys
 from typing import Any
 
-from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, Tracer
+from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
 
 from ._attach import _summary, run_trace
 
@@ -35,6 +35,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from rawprobe import Tracer
+
     print("rawprobe demo: every file a shell and its cat open through libc's open64(): path "
           "and flags on entry, the descriptor returned. The same as:", file=sys.stderr)
     print("  rawprobe attach " + " ".join(f"'{p}'" for p in DEMO_PROBES) + " -- "

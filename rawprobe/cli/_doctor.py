@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from .._doctor import can_trace, run_checks
-
 __all__ = ["add_parser"]
 
 
@@ -28,6 +26,8 @@ def add_parser(commands: Any) -> None:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
+    from rawprobe import can_trace, run_checks
+
     checks = run_checks()
     ok = can_trace(checks)
     if args.json:

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from .._probes import ActiveProbe, clean_stale, list_probes
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from rawprobe import ActiveProbe
 
 __all__ = ["add_parser", "format_table"]
 
@@ -75,6 +77,8 @@ def format_table(probes: list[ActiveProbe]) -> list[str]:
 def run_probes(args: argparse.Namespace) -> int:
     if args.clean:
         return _run_clean(args)
+    from rawprobe import list_probes
+
     inventory = list_probes()
     for warning in inventory.warnings:
         print(f"rawprobe: warning: {warning}", file=sys.stderr)
@@ -91,7 +95,9 @@ def run_probes(args: argparse.Namespace) -> int:
 
 
 def _run_clean(args: argparse.Namespace) -> int:
-    report = clean_stale()
+    from rawprobe import clean_stale_probes
+
+    report = clean_stale_probes()
     if args.json:
         print(json.dumps({
             "removed": [{"group": g, "event": e} for g, e in report.removed],
