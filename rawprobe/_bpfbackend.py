@@ -23,7 +23,7 @@ from ._errors import (
     UsageError,
 )
 from ._object import BpfObject, object_bytes
-from ._records import Event, decode_records
+from ._records import Decoder, Event
 from ._ringbuf import split_records
 from ._ringmap import RingMap
 from ._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
@@ -98,6 +98,7 @@ class BpfSession:
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
         self._uprobes = list(uprobes)
         self._layouts = [uprobe.layout for uprobe in uprobes]
+        self._decoder = Decoder(self._layouts)
         self._event_count = len(uprobes)
         self._follow = follow
         self._links: list[int] = []  # libbpf links (perf-event uprobes, tracepoints)
@@ -261,7 +262,7 @@ class BpfSession:
         if not chunk:
             return []
         records, consumed = split_records(chunk)
-        events = decode_records(chunk, records, self._layouts)
+        events = self._decoder.decode(chunk, records)
         ring.consume(consumed)
         return events
 

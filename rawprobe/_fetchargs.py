@@ -38,6 +38,7 @@ __all__ = [
     "StackPointer",
     "UsdtArg",
     "UsdtArgument",
+    "c_integer",
     "parse_fetcharg",
 ]
 
@@ -232,6 +233,24 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KERNEL_ONLY_TYPES = ("symstr", "%pd", "%pD")
 
 
+def c_integer(text: str) -> int:
+    """An integer as C (and the kernel's kstrtol with base 0) reads it: ``0x`` hexadecimal,
+    a leading ``0`` octal, otherwise decimal; an optional sign.
+
+    Raises:
+        ValueError: Not such a number (``08``, say).
+    """
+    digits = text.lstrip("+-")
+    negative = text.startswith("-")
+    if digits[:2] in ("0x", "0X"):
+        value = int(digits[2:], 16)
+    elif len(digits) > 1 and digits.startswith("0"):
+        value = int(digits[1:], 8)
+    else:
+        value = int(digits, 10)
+    return -value if negative else value
+
+
 def parse_type(text: str, word: str = "", column: int = 0) -> ArgType:
     """Parse a TYPE (the part after ``:``).
 
@@ -397,7 +416,10 @@ class _Parser:
             raise self.error(
                 f"dereferences nested too deep (at most {MAX_NESTING} levels)", position
             )
-        offset = int(match.group(3), 0)
+        try:
+            offset = c_integer(match.group(3))
+        except ValueError:
+            raise self.error(f"{match.group(3)!r} is not a number", position) from None
         if match.group(1) == "-":
             offset = -offset
         inner, end = self.source(match.end(), depth + 1)
@@ -414,7 +436,10 @@ class _Parser:
                 "expected @ADDR or @+OFFSET (symbols are resolved for kernel probes only)",
                 position,
             )
-        value = int(match.group(2), 0)
+        try:
+            value = c_integer(match.group(2))
+        except ValueError:
+            raise self.error(f"{match.group(2)!r} is not a number", position) from None
         if match.group(1):
             if self.retprobe:
                 raise self.error("@+OFFSET is only supported on entry probes", position)
@@ -431,7 +456,10 @@ class _Parser:
         match = re.compile(r"\\(-?(?:0[xX][0-9a-fA-F]+|\d+))").match(text, position)
         if not match:
             raise self.error("expected \\IMM (a number) or \\\"STRING\\\"", position)
-        return Immediate(int(match.group(1), 0)), match.end()
+        try:
+            return Immediate(c_integer(match.group(1))), match.end()
+        except ValueError:
+            raise self.error(f"{match.group(1)!r} is not a number", position) from None
 
 
 def parse_fetcharg(

@@ -25,6 +25,7 @@ from typing import Any
 from . import _bpfabi as abi
 from ._compile import CompiledProbe
 from ._errors import FilterError
+from ._fetchargs import c_integer
 
 __all__ = [
     "Comparison",
@@ -147,7 +148,11 @@ class _Parser:
         value_kind, value_text, value_column = self.take()
         value: int | str
         if value_kind == "num":
-            value = int(value_text, 0)
+            try:
+                value = c_integer(value_text)
+            except ValueError:
+                raise FilterError(f"{value_text!r} is not a number", self.text,
+                                  value_column) from None
         elif value_kind == "str":
             value = bytes(value_text[1:-1], "utf-8").decode("unicode_escape")
         else:

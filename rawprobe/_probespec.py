@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from ._errors import ProbeSyntaxError
-from ._fetchargs import FetchArg, parse_fetcharg
+from ._fetchargs import FetchArg, c_integer, parse_fetcharg
 
 __all__ = ["ProbeSpec", "parse_probe", "split_place"]
 
@@ -170,7 +170,11 @@ def parse_probe(word: str) -> ProbeSpec:
     ref_ctr_offset = None
     ref_match = _REF_CTR.search(place)
     if ref_match:
-        ref_ctr_offset = int(ref_match.group(1), 0)
+        try:
+            ref_ctr_offset = c_integer(ref_match.group(1))
+        except ValueError:
+            raise ProbeSyntaxError(f"{ref_match.group(1)!r} is not a number", word,
+                                   place_column + ref_match.start() + 1) from None
         place = place[: ref_match.start()]
     target, location = split_place(place, word, place_column, usdt=kind == "usdt")
     if kind == "usdt" and location.count(":") > 1:

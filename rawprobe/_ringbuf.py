@@ -11,15 +11,12 @@ mapping; everything here works on that copy.
 
 from __future__ import annotations
 
-import struct
-
 __all__ = ["BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE", "split_records"]
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 _LEN_MASK = DISCARD_BIT - 1
-_HEADER = struct.Struct("<I")
 
 
 def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int]:
@@ -35,11 +32,13 @@ def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int
         first record still BUSY, or at one that extends past the end of ``chunk``.
     """
     records: list[tuple[int, int]] = []
-    unpack = _HEADER.unpack_from
+    append = records.append
     end = len(chunk)
+    # Headers are 8-byte aligned: read them as 32-bit words (faster than struct per record).
+    words = memoryview(chunk)[: end & ~3].cast("I")
     position = 0
     while position + HEADER_SIZE <= end:
-        (header,) = unpack(chunk, position)
+        header = words[position >> 2]
         if header & BUSY_BIT:
             break
         length = header & _LEN_MASK
@@ -47,6 +46,6 @@ def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int
         if position + total > end:
             break
         if not header & DISCARD_BIT:
-            records.append((position + HEADER_SIZE, length))
+            append((position + HEADER_SIZE, length))
         position += total
     return records, position

@@ -29,7 +29,7 @@ LAYOUT = layout()
 
 def event(values: tuple[object, ...], comm: bytes = b"prog", faults: int = 0,
           truncated: int = 0) -> Event:
-    return Event(LAYOUT, 1_000_000_123, 10, 11, 1, comm.ljust(16, b"\0"), values, faults,
+    return Event.make(LAYOUT, 1_000_000_123, 10, 11, 1, comm.ljust(16, b"\0"), values, faults,
                  truncated)
 
 

@@ -115,3 +115,21 @@ def test_default_event_names() -> None:
 def test_fuzz_only_rawprobe_errors(word: str) -> None:
     with contextlib.suppress(RawprobeError):
         parse_probe(word)
+
+
+def test_numbers_read_as_c_reads_them() -> None:
+    # The kernel reads fetch-arg numbers with base 0: 0x hex, a leading 0 octal.
+    spec = parse_probe("p:./x:f a=+010(%di):u8 b=+0x10(%di):u8 c=\\-010:s32 d=@017:u8")
+    offsets = [arg.source for arg in spec.fetchargs]
+    assert offsets[0].offset == 8 and offsets[1].offset == 16  # type: ignore[union-attr]
+    assert offsets[2].value == -8  # type: ignore[union-attr]
+    assert offsets[3].address == 15  # type: ignore[union-attr]
+    with pytest.raises(ProbeSyntaxError, match="'08' is not a number"):
+        parse_probe("p:./x:f a=+08(%di)")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0123456789xX+-()%di:u8s@\\$ab=", max_size=30))
+def test_fuzz_fetchargs_only_rawprobe_errors(text: str) -> None:
+    with contextlib.suppress(RawprobeError):
+        parse_probe("p:./x:f " + text)

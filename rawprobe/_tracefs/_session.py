@@ -510,7 +510,7 @@ class TracefsSession:
             if not comm:  # no room was left for it (see _decode._Cut): the next best thing
                 comm = _proc_comm(tid)
             counts[decoder.event_id] += 1
-            append(Event(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
+            append(Event.make(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
                          truncated))
 
     def _hits(self) -> list[int]:
