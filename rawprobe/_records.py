@@ -327,8 +327,10 @@ class Decoder:
         new = tuple.__new__
         # Records start 8-byte aligned in the chunk: the event id is one 32-bit word away.
         words = memoryview(chunk)[: len(chunk) & ~3].cast("I")
+        known = len(table)
         for base, _length in records:
-            entry = table[words[(base + _EVENT_ID_OFFSET) >> 2]]
+            event_id = words[(base + _EVENT_ID_OFFSET) >> 2]
+            entry = table[event_id] if event_id < known else None
             if entry is None:
                 continue
             unpack, event_class, plain, layout = entry

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 import weakref
 
 from ._errors import ClosedError
 
 __all__ = ["RingMap"]
 
-_POSITION = struct.Struct("<Q")
 
 
 class RingMap:
@@ -41,10 +39,16 @@ class RingMap:
             self._consumer.close()
             raise
         self._data_start = page
+        # Positions are read and written as whole 64-bit words: struct.pack_into zeroes the
+        # field before writing it byte by byte, and a producer reading the consumer position
+        # in between sees the ring as full and drops a record it had room for.
+        self._consumer_word = memoryview(self._consumer).cast("Q")
+        self._producer_word = memoryview(self._producer)[:8].cast("Q")
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
         self._finalizer = weakref.finalize(
-            self, _close_all, self._epoll, self._producer, self._consumer
+            self, _close_all, self._epoll, self._producer, self._consumer,
+            (self._consumer_word, self._producer_word),
         )
         self.closed = False
 
@@ -73,15 +77,11 @@ class RingMap:
 
     def positions(self) -> tuple[int, int]:
         """The consumer and producer positions (bytes ever consumed and ever produced)."""
-        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
-        (producer,) = _POSITION.unpack_from(self._producer, 0)
-        return int(consumer), int(producer)
+        return int(self._consumer_word[0]), int(self._producer_word[0])
 
     def pending(self) -> int:
         """Bytes between the consumer and producer positions."""
-        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
-        (producer,) = _POSITION.unpack_from(self._producer, 0)
-        return int(producer - consumer)
+        return int(self._producer_word[0] - self._consumer_word[0])
 
     def read(self) -> bytes:
         """Copy out everything from the consumer position to the producer position.
@@ -89,8 +89,8 @@ class RingMap:
         The copy is taken once, so the producer may go on writing behind it; the caller
         releases what it has read with :meth:`consume`.
         """
-        (consumer,) = _POSITION.unpack_from(self._consumer, 0)
-        (producer,) = _POSITION.unpack_from(self._producer, 0)
+        consumer = self._consumer_word[0]
+        producer = self._producer_word[0]
         if producer == consumer:
             return b""
         start = self._data_start + (consumer & self._mask)
@@ -99,8 +99,7 @@ class RingMap:
     def consume(self, count: int) -> None:
         """Advance the consumer position by ``count`` bytes, handing the space back to BPF."""
         if count:
-            (consumer,) = _POSITION.unpack_from(self._consumer, 0)
-            _POSITION.pack_into(self._consumer, 0, consumer + count)
+            self._consumer_word[0] += count  # one aligned 64-bit store
 
     def close(self) -> None:
         if not self.closed:
@@ -108,7 +107,10 @@ class RingMap:
             self._finalizer()
 
 
-def _close_all(epoll: select.epoll, producer: mmap.mmap, consumer: mmap.mmap) -> None:
+def _close_all(epoll: select.epoll, producer: mmap.mmap, consumer: mmap.mmap,
+               views: tuple[memoryview, ...]) -> None:
     epoll.close()
+    for view in views:
+        view.release()
     producer.close()
     consumer.close()

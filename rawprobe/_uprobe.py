@@ -26,7 +26,7 @@ from ._errors import (
     UsageError,
 )
 from ._limits import out_of_descriptors, raise_descriptor_limit
-from ._sys.perf import FLAG_INHERIT, PerfEventAttr, perf_event_open
+from ._sys.perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr, perf_event_open
 
 __all__ = ["UnplaceableProbeError", "UprobeEvent", "UprobePmu", "uprobe_pmu"]
 
@@ -158,6 +158,9 @@ class UprobeEvent:
         attr.config2 = file_offset
         attr.sample_period = 1
         attr.wakeup_events = 1
+        # Disabled until a program is attached (libbpf enables it then): a hit in between
+        # would run no program and be counted nowhere.
+        attr.flags |= FLAG_DISABLED
         if inherit:
             attr.flags |= FLAG_INHERIT
         # A per-process event follows one task (cpu -1); a host-wide one needs a CPU, and any

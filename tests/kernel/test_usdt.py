@@ -172,7 +172,9 @@ def test_semaphore_of_a_running_process_rises_and_falls_with_the_probe() -> None
     # Raised at attach, lowered at detach by the kernel: some rounds ran guarded, not all.
     assert 0 < guarded < rounds, guarded
     assert counts and counts == list(range(counts[0], counts[0] + len(counts)))
-    assert guarded - counts[-1] in (0, 1)  # a round may fall between detach and lowering
+    # Rounds may still run guarded after the last event: removing a uprobe waits out an RCU
+    # grace period (~0.1 s here, two 50 ms rounds) before the kernel lowers the semaphore.
+    assert 0 <= guarded - counts[-1] <= 3
 
 
 # -- a probe at several sites, in a shared library ---------------------------------------------
