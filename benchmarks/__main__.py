@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def _host_lines(peers: dict[str, str]) -> list[str]:
     try:
         from rawprobe._sys.libbpf import libbpf as load_libbpf
 
-        major, minor = load_libbpf().version()
+        major, minor = load_libbpf().version
         libbpf = f"{major}.{minor}"
     except Exception:
         pass
@@ -110,6 +111,10 @@ def _load() -> str:
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds every `with Spawned(...)`: no tracer is left behind
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true",
@@ -128,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: the benchmarks plant uprobes")
+    # Started in the background by a shell, this process ignores SIGINT, and so would every
+    # process it starts: the tracers are stopped with SIGINT, as a user stops them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     wanted = None if args.peers is None else [p for p in args.peers.split(",") if p != "none"]
     peers = find_peers(wanted)
     numbers = args.only or sorted(SCENARIOS)

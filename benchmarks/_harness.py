@@ -197,6 +197,7 @@ class Spawned:
         self.stderr_text = ""
         self.stdout_rest: list[str] = []  # stdout lines not yet read when it was stopped
         self._stderr_lines: list[str] = []
+        self.exit_signal = signal.SIGINT  # what ending the ``with`` block sends
         self.status: int | None = None
         self._files: list[IO[Any]] = []
         self._pty_parent: int | None = None
@@ -298,7 +299,7 @@ class Spawned:
 
     def __exit__(self, *_exc: object) -> None:
         if self.status is None:
-            self.stop(signal.SIGINT, timeout=30)
+            self.stop(self.exit_signal, timeout=30)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -441,6 +442,7 @@ class LoopTarget(Spawned):
         argv = [str(loop), str(calls), str(rate), mode, "wait" if wait else "now",
                 str(linger_ms), str(runs)]
         super().__init__(argv, stdout="pipe", stderr="pipe", stdin=runs > 1)
+        self.exit_signal = signal.SIGTERM
         if wait and self.out.readline(10) != "waiting":
             self.stop(signal.SIGKILL)
             raise RuntimeError(f"{loop} did not start")

@@ -38,6 +38,7 @@ GLOBS = {10: "fn00*", 100: "fn0*", 1000: "fn*"}
 class ManyTarget(Spawned):
     def __init__(self, ctx: Context, count: int) -> None:
         super().__init__([str(ctx.many), str(count)], stdout="pipe", stderr="pipe")
+        self.exit_signal = signal.SIGTERM
         if self.out.readline(10) != f"watching {count}":
             self.stop(signal.SIGKILL)
             raise MeasurementError("the many target did not start")
