@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_target(loop: Path, calls: int) -> float:
     out = subprocess.run([str(loop), str(calls), "0", "str"], capture_output=True, text=True,
                          check=True).stdout
-    return float(out.split("elapsed_ns=")[1])
+    return float(out.split("elapsed_ns=")[1].split()[0])
 
 
 def wait_for(proc: subprocess.Popen[str], needle: str, stream: str) -> str:

@@ -48,11 +48,17 @@ def _environment(cache_dir: str, bytecode: bool) -> dict[str, str]:
     return env
 
 
-def _child(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, int, bool]:
-    """(process wall time, import time, call time, result length, pyelftools imported)."""
+def _child(argv: list[str], env: dict[str, str], cwd: str | None = None
+           ) -> tuple[float, float, float, int, bool]:
+    """(process wall time, import time, call time, result length, pyelftools imported).
+
+    ``cwd``: where the child runs; with ``python -c`` it comes first on ``sys.path``, so it
+    decides which rawprobe is imported when it holds one.
+    """
     started = time.perf_counter()
     output = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, *argv], env=env, capture_output=True, text=True, check=True,
+        cwd=cwd,
     ).stdout.split()
     wall = time.perf_counter() - started
     return wall, float(output[0]), float(output[1]), int(output[2]), output[3] == "True"

@@ -1,0 +1,1 @@
+"""rawprobe's benchmarks: ``python -m benchmarks`` (see ``__main__``) and standalone scripts."""
