@@ -1,13 +1,32 @@
-"""The x86-64 instruction length decoder (rawprobe._insn): hand-written encodings pin each
-quirk of the encoding, hypothesis shows that no byte string makes the decoder fail except with
-UndecodableInstruction, and is_instruction_boundary is checked on small files.
+"""The x86-64 instruction length decoder (rawprobe._insn), against objdump as the oracle.
+
+GNU objdump is an independent decoder. It checks every instruction of every function of real
+binaries on this host (libc with its AVX2 and AVX-512 code, bash, libstdc++, and a program
+compiled here with ``-O2 -mavx512f`` that also holds a function of hand-picked encoding quirks
+assembled by gas), a sweep over every opcode of every map under several prefixes and operand
+forms, and random bytes. Hand-written encodings pin each quirk, hypothesis shows that no byte
+string makes the decoder fail except with UndecodableInstruction, and llvm-objdump, when
+installed, is a second oracle for the sweep.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import random
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import NoteSection, SymbolTableSection
+from helpers import build_c
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,10 +39,20 @@ from rawprobe._insn import (
     is_instruction_boundary,
 )
 
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+BASH = "/usr/bin/bash"
+LIBSTDCXX = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+DEBUG_ROOT = "/usr/lib/debug/.build-id"
+
+pytestmark = pytest.mark.skipif(
+    os.uname().machine != "x86_64", reason="the oracle binaries are x86-64 ones"
+)
+
+
 # -- hand-written encodings -------------------------------------------------------------------
 
 # (bytes in hex, length, what it is). Each was checked with `objdump -D -b binary -m
-# i386:x86-64` when written.
+# i386:x86-64` when written; the oracle tests below check the tables at large.
 LENGTHS = [
     # The instructions uprobes meet at function entry, and padding.
     ("90", 1, "nop"),
@@ -470,7 +499,679 @@ def test_structured_random_bytes(prefixes: list[int], escape: bytes, rest: bytes
     assert instruction_length(code[:length]) == length
 
 
+# -- objdump as the oracle --------------------------------------------------------------------
+
+# What objdump prints for a prefix it could not attach to the instruction after it (a REX
+# before another prefix, a lone 66h): the processor takes such prefixes as part of that next
+# instruction, so they are merged with it.
+_PREFIX_WORDS = frozenset(
+    {"data16", "addr32", "cs", "ds", "es", "fs", "gs", "ss", "lock", "rep", "repz", "repnz",
+     "notrack", "bnd", "xacquire", "xrelease"}
+)
+
+
+class Listed(NamedTuple):
+    """One instruction as objdump lists it."""
+
+    length: int
+    bad: bool  # "(bad)" or ".byte": objdump could not decode it
+    text: str
+
+
+_PREFIX_LINE = re.compile(rf"(?:(?:{'|'.join(sorted(_PREFIX_WORDS))}|rex[.A-Z]*)(?:\s+|$))+$")
+
+
+def _prefix_only(text: str) -> bool:
+    return _PREFIX_LINE.match(text) is not None
+
+
+def _fwait_length(raw: str) -> int:
+    """The length of a FWAIT (with its prefixes) that starts the hex bytes ``raw``, or 0."""
+    if "9b" not in raw:
+        return 0
+    for index, byte in enumerate(bytes.fromhex(raw.replace(" ", ""))):
+        if byte == 0x9B:
+            return index + 1
+        if byte not in _LEGACY:
+            return 0
+    return 0
+
+
+def parse_objdump(output: str) -> dict[int, Listed]:
+    """``objdump -d -w`` output → {address: instruction}."""
+    listing: dict[int, Listed] = {}
+    pending: tuple[int, str, str] | None = None  # prefixes seen: (address, raw bytes, text)
+    for line in output.splitlines():
+        address_text, tab, rest = line.partition(":\t")
+        if not tab or not line.startswith(" "):
+            continue
+        raw, _, text = rest.partition("\t")
+        address, text = int(address_text, 16), text.strip()
+        bad = "(bad)" in text or text.startswith(".byte")
+        if pending is not None:
+            if pending[0] + len(pending[1].split()) == address:
+                address, raw = pending[0], f"{pending[1]} {raw}"
+                # objdump read the rest without the prefixes it split off: when those
+                # change lengths (66h, 67h), its length is not the processor's.
+                bad = bad or any(word in pending[2].split() for word in ("data16", "addr32"))
+                text = f"{pending[2]} {text}"
+            else:
+                listing[pending[0]] = Listed(len(pending[1].split()), False, pending[2])
+            pending = None
+        if _prefix_only(text):
+            pending = (address, raw, text)
+            continue
+        length = len(raw.split())
+        fwait = _fwait_length(raw)
+        if fwait and fwait < length:
+            # objdump folds FWAIT (9Bh) into the x87 instruction after it (fstcw for
+            # fwait + fnstcw); the processor runs two instructions.
+            listing[address] = Listed(fwait, False, "fwait")
+            address, length = address + fwait, length - fwait
+        listing[address] = Listed(length, bad, text)
+    if pending is not None:
+        listing[pending[0]] = Listed(len(pending[1].split()), False, pending[2])
+    return listing
+
+
+def run_objdump(*argv: str, drop_nops: bool = False) -> dict[int, Listed]:
+    """objdump's listing; ``drop_nops`` leaves out one-byte NOPs (fast, for the slots)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    output = subprocess.run(
+        [objdump, "-d", "-w", "-z", *argv], capture_output=True, text=True, check=True
+    ).stdout
+    return parse_objdump(_without_nops(output) if drop_nops else output)
+
+
+def _without_nops(output: str) -> str:
+    """``output`` without its lines of one NOP, unless a prefix line before belongs to it."""
+    kept, after_prefix = [], False
+    for line in output.splitlines():
+        if line.endswith("\tnop") and not after_prefix:
+            continue
+        kept.append(line)
+        after_prefix = _prefix_only(line.rpartition("\t")[2])
+    return "\n".join(kept)
+
+
+@dataclass(frozen=True)
+class Section:
+    address: int
+    file_offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Function:
+    address: int
+    size: int
+    name: str
+
+
+@dataclass
+class Binary:
+    """An ELF file's executable sections, its functions and objdump's listing of them."""
+
+    path: str
+    sections: list[Section]
+    functions: list[Function]
+    listing: dict[int, Listed]
+
+    def section_of(self, address: int) -> Section | None:
+        for section in self.sections:
+            if section.address <= address < section.address + len(section.data):
+                return section
+        return None
+
+
+def _debug_file(elf: ELFFile) -> str | None:
+    """The separate debug file (with the full .symtab) installed for ``elf``, if any."""
+    note_section = elf.get_section_by_name(".note.gnu.build-id")
+    if not isinstance(note_section, NoteSection):
+        return None
+    for note in note_section.iter_notes():
+        if note["n_type"] == "NT_GNU_BUILD_ID":
+            build_id = note["n_desc"]
+            path = f"{DEBUG_ROOT}/{build_id[:2]}/{build_id[2:]}.debug"
+            return path if os.path.exists(path) else None
+    return None
+
+
+def _functions(elf: ELFFile) -> Iterator[Function]:
+    for section in elf.iter_sections():
+        if not isinstance(section, SymbolTableSection):
+            continue
+        for symbol in section.iter_symbols():
+            if (
+                symbol["st_info"]["type"] in ("STT_FUNC", "STT_GNU_IFUNC")
+                and symbol["st_size"] > 0
+                and symbol["st_shndx"] != "SHN_UNDEF"
+            ):
+                yield Function(symbol["st_value"], symbol["st_size"], symbol.name)
+
+
+def load_binary(path: str) -> Binary:
+    """Read ``path``'s code and functions (from its debug file too), and objdump it."""
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not on this host")
+    with open(path, "rb") as file:
+        elf = ELFFile(file)
+        sections = [
+            Section(s["sh_addr"], s["sh_offset"], s.data())
+            for s in elf.iter_sections()
+            if s["sh_type"] == "SHT_PROGBITS" and s["sh_flags"] & 0x4  # SHF_EXECINSTR
+        ]
+        by_address = {f.address: f for f in _functions(elf)}
+        debug = _debug_file(elf)
+    if debug is not None:
+        with open(debug, "rb") as file:
+            for function in _functions(ELFFile(file)):
+                by_address.setdefault(function.address, function)
+    functions = sorted(by_address.values(), key=lambda f: f.address)
+    return Binary(path, sections, functions, run_objdump(path))
+
+
+AVX512_SOURCE = r"""
+#include <immintrin.h>
+#include <stddef.h>
+
+/* Never called: encodings with length quirks, assembled by gas, so objdump can judge them. */
+__asm__(
+    ".text\n.globl quirks\n.type quirks,@function\nquirks:\n"
+    "endbr64\n nop\n nopl (%rax)\n nopw 0x0(%rax,%rax,1)\n nopl 0x0(%rax)\n"
+    "nopw %cs:0x0(%rax,%rax,1)\n .byte 0x66,0x66,0x2e,0x0f,0x1f,0x84,0,0,0,0,0\n ud2\n int3\n"
+    "int $0x80\n ud1 %eax,%ecx\n ud0 (%rax),%ecx\n"
+    "movabs 0x1122334455667788,%eax\n movabs %al,0x1122334455667788\n"
+    "movabs 0x1122334455667788,%rax\n movabs %ax,0x1122334455667788\n"
+    ".byte 0x67,0xa1,0x44,0x33,0x22,0x11\n"
+    "movabs $0x1122334455667788,%rax\n movabs $0x1122334455667788,%r11\n mov $0x1234,%ax\n"
+    "mov $0x12345678,%r8d\n add $0x1234,%ax\n add $0x12345678,%eax\n add $0x12345678,%rax\n"
+    "pushw $0x1234\n push $0x12345678\n push $1\n imul $0x1234,%ax,%cx\n"
+    "imul $0x12345678,%eax,%ecx\n imul $5,%eax,%ecx\n movw $0x1234,(%rax)\n movl $1,8(%rsp)\n"
+    "movq $-1,0x11223344(%rip)\n movb $1,(%rip)\n"
+    "test $1,%cl\n test $0x1234,%cx\n testl $0x12345678,8(%rsp)\n testb $1,0x11223344(,%rax,8)\n"
+    "notl %eax\n negq %rax\n mull %ecx\n divq 8(%rsp)\n idivb (%rax)\n"
+    "ret $8\n lretq $8\n enter $0x10,$1\n leave\n lretq\n iretq\n"
+    "jmp 1f\n 1: call 2f\n 2: jne 3f\n 3: jne quirks\n loop 4f\n 4: jrcxz 5f\n 5: jecxz 6f\n"
+    "6: jmp quirks\n xbegin 7f\n 7: xabort $1\n xend\n data16 xbegin 8f\n 8:\n"
+    "mov %cr0,%rax\n mov %rax,%cr4\n mov %rax,%db7\n mov %db6,%rax\n"
+    "extrq $2,$1,%xmm0\n insertq $2,$1,%xmm1,%xmm0\n extrq %xmm1,%xmm0\n insertq %xmm1,%xmm0\n"
+    "popcnt %eax,%ecx\n lzcnt (%rax),%ecx\n tzcnt %eax,%ecx\n"
+    "femms\n pfadd %mm1,%mm0\n pfmul 8(%rsp),%mm0\n pi2fd 0x11223344(%rip),%mm1\n"
+    "prefetchw (%rax)\n pshufw $0x1b,%mm1,%mm0\n psrlw $2,%xmm0\n pslld $2,%mm0\n psrldq $2,%xmm0\n"
+    "shld $5,%eax,%ecx\n shrd $5,%eax,(%rdi)\n shld %cl,%eax,%ecx\n bt $5,%eax\n btsq $5,8(%rsp)\n"
+    "cmpps $0,%xmm1,%xmm0\n cmpsd $1,8(%rsp),%xmm0\n pinsrw $0,%eax,%xmm0\n pextrw $0,%xmm0,%eax\n"
+    "shufps $0,%xmm1,%xmm0\n palignr $8,%xmm1,%xmm0\n pextrd $1,%xmm0,%eax\n"
+    "pextrq $1,%xmm0,(%rax)\n roundps $1,(%rax),%xmm0\n pcmpistri $0,%xmm1,%xmm0\n"
+    "sha1rnds4 $0,%xmm1,%xmm0\n aeskeygenassist $1,%xmm1,%xmm0\n pclmulqdq $0x11,%xmm1,%xmm0\n"
+    "gf2p8affineqb $1,%xmm1,%xmm0\n pshufb %xmm1,%xmm0\n crc32b %al,%ecx\n crc32q (%rax),%rcx\n"
+    "movbe (%rdi),%eax\n sha256rnds2 %xmm0,%xmm1,%xmm2\n adcx %eax,%ecx\n adox (%rax),%rcx\n"
+    "syscall\n cpuid\n rdtsc\n rdtscp\n lfence\n mfence\n sfence\n clflush (%rax)\n"
+    "clflushopt (%rax)\n prefetcht0 (%rax)\n prefetchnta 0x40(%rax,%rbx,2)\n xsave (%rdi)\n"
+    "xrstor64 (%rdi)\n cmpxchg16b (%rdi)\n rdrand %eax\n rdseed %rax\n rdpid %rax\n"
+    "rdfsbase %rax\n wrgsbase %rax\n"
+    "lock cmpxchg %ecx,(%rdi)\n lock xaddq %rax,0x10(%rsp)\n rep movsb\n repne scasb\n"
+    "rep stosq\n mov %fs:0x28,%rax\n mov %gs:(%rax),%eax\n xchg %ax,%ax\n pause\n"
+    "fld %st(1)\n fldt 8(%rsp)\n fstpl (%rdi)\n fnstcw (%rsp)\n faddp\n fisttpll (%rax)\n fwait\n"
+    "movsxd (%rax),%rcx\n movzbl (%rax),%eax\n cmovne %eax,%ecx\n sete %al\n bswap %r9\n"
+    "cbw\n cwtl\n cltq\n cqto\n sahf\n lahf\n pushfq\n popfq\n in $0x80,%al\n out %al,$0x80\n"
+    "in (%dx),%eax\n insb\n outsl\n hlt\n cmc\n clc\n stc\n cli\n sti\n cld\n std\n int1\n"
+    "xlat\n lea 0x10(%rsp,%rax,8),%rdi\n lea 0x11223344(%rip),%rax\n lea (%r13),%rax\n"
+    "lea (%r12),%rax\n lea 0(,%rbx,4),%rax\n mov (%r13,%rax,2),%eax\n"
+    "mov 0x11223344(,%r13,1),%eax\n addr32 mov (%eax),%eax\n addr32 lea 0x10(%eip),%eax\n"
+    "notrack jmp *%rax\n jmp *0x11223344(%rip)\n"
+    "call *%rax\n call *8(%rax)\n lcall *(%rax)\n ljmp *(%rax)\n pop (%rax)\n pushq 8(%rsp)\n"
+    "incb (%rax)\n decl %eax\n sldt %eax\n lgdt (%rax)\n lar %ax,%cx\n lsl %eax,%ecx\n"
+    "clts\n invd\n wbinvd\n sysretq\n sysenter\n sysexitq\n getsec\n rdmsr\n wrmsr\n rdpmc\n"
+    "rsm\n push %fs\n pop %gs\n swapgs\n vmcall\n xgetbv\n monitor\n mwait\n clac\n stac\n"
+    "vmread %rax,%rcx\n vmwrite (%rax),%rcx\n vmptrld (%rax)\n invept (%rax),%rcx\n"
+    "movnti %eax,(%rdi)\n maskmovq %mm1,%mm0\n movq %mm0,%rax\n movd %eax,%xmm0\n"
+    "cvtsi2sd %rax,%xmm0\n cvttsd2si %xmm0,%eax\n movdqu (%rax),%xmm0\n"
+    "vzeroupper\n vzeroall\n vmovdqa (%rdi),%ymm0\n vpshufd $0x1b,%ymm1,%ymm0\n"
+    "vcmpps $0,%ymm1,%ymm0,%ymm2\n vbroadcastss 8(%rsp),%ymm0\n"
+    "vinsertf128 $1,%xmm1,%ymm0,%ymm0\n vpalignr $8,0x11223344(%rip),%ymm1,%ymm0\n"
+    "andn %eax,%ecx,%edx\n rorx $5,%eax,%ecx\n bextr %eax,(%rdi),%ecx\n pdep %rax,%rcx,%rdx\n"
+    "shlx %eax,%ecx,%edx\n vgatherdps %ymm2,(%rax,%ymm1,4),%ymm0\n vpermq $0x1b,%ymm1,%ymm0\n"
+    "vblendvps %ymm3,%ymm2,%ymm1,%ymm0\n vfmadd231ps (%rax),%ymm1,%ymm0\n vmovdqu (%r8),%xmm9\n"
+    "vpextrw $1,%xmm0,%eax\n vpinsrw $1,%eax,%xmm0,%xmm0\n vpsrlq $3,%ymm1,%ymm0\n"
+    "vshufps $0,%xmm1,%xmm0,%xmm0\n vcvtph2ps %xmm0,%ymm0\n vcvtps2ph $0,%ymm0,%xmm0\n"
+    "vpdpbusd %ymm1,%ymm2,%ymm3\n"
+    "kmovw %k1,%eax\n kortestw %k1,%k2\n kshiftlw $2,%k1,%k2\n kandq %k1,%k2,%k3\n"
+    "vaddps %zmm1,%zmm0,%zmm0\n vaddps {rn-sae},%zmm1,%zmm0,%zmm0\n vmovups 0x40(%rsp),%zmm0\n"
+    "vmovups %zmm31,0x11223344(%rax,%r15,8)\n vpternlogd $0xff,%zmm1,%zmm0,%zmm0\n"
+    "vpgatherdd (%rax,%zmm1,4),%zmm0{%k1}\n vcmpps $0,%zmm1,%zmm0,%k1\n"
+    "vpshufd $0x1b,%zmm1,%zmm0{%k1}{z}\n vpsrld $2,%zmm1,%zmm0\n vextractf32x4 $1,%zmm0,%xmm1\n"
+    "vaddps (%rax){1to16},%zmm0,%zmm0\n vpcmpeqb %zmm1,%zmm0,%k1\n vpcmpub $1,%zmm1,%zmm0,%k1\n"
+    "vpinsrw $1,%eax,%xmm16,%xmm16\n vpextrw $1,%xmm16,%eax\n vshufps $0,%zmm1,%zmm0,%zmm0\n"
+    "vpsllq $3,(%rax){1to8},%zmm0\n"
+    "vaddph %zmm1,%zmm0,%zmm0\n vfmadd132ph %zmm1,%zmm0,%zmm0\n vcvtph2psx %ymm1,%zmm0\n"
+    "vcmpph $0,%zmm1,%zmm0,%k1\n vmovsh (%rax),%xmm0\n vrcpph %zmm1,%zmm0\n"
+    "vpcmov %xmm3,%xmm2,%xmm1,%xmm0\n vprotb $1,%xmm1,%xmm0\n vprotb %xmm2,%xmm1,%xmm0\n"
+    "vpcomb $0,%xmm2,%xmm1,%xmm0\n vfrczps %xmm1,%xmm0\n vphaddbw (%rax),%xmm0\n"
+    "vpperm %xmm3,%xmm2,%xmm1,%xmm0\n bextr $0x1234,%eax,%ecx\n blcfill %eax,%ecx\n"
+    "blci %rax,%rcx\n llwpcb %eax\n lwpins $1,%eax,%ecx\n"
+    "ldtilecfg (%rax)\n tileloadd (%rax,%rbx,1),%tmm0\n tdpbssd %tmm1,%tmm2,%tmm3\n tilerelease\n"
+    "ret\n"
+    ".size quirks, .-quirks\n");
+
+void saxpy(float *restrict y, const float *restrict x, float a, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+float dot(const float *x, const float *y, size_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), acc);
+    __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+    acc = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(tail, x + i),
+                                _mm512_maskz_loadu_ps(tail, y + i), acc, tail);
+    return _mm512_reduce_add_ps(acc);
+}
+
+void gather(float *out, const float *table, const int *index, size_t n) {
+    for (size_t i = 0; i + 16 <= n; i += 16) {
+        __m512i idx = _mm512_loadu_si512(index + i);
+        __m512 v = _mm512_i32gather_ps(idx, table, 4);
+        __mmask16 big = _mm512_cmp_ps_mask(v, _mm512_set1_ps(1.0f), _CMP_GT_OQ);
+        v = _mm512_mask_add_round_ps(v, big, v, v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        v = _mm512_shuffle_ps(v, v, 0x1b);
+        __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(v), 3);
+        bits = _mm512_shuffle_epi32(bits, 0x4e);
+        bits = _mm512_ternarylogic_epi32(bits, idx, bits, 0x96);
+        _mm512_mask_compressstoreu_ps(out + i, big, _mm512_castsi512_ps(bits));
+        _mm_storeu_ps(out, _mm512_extractf32x4_ps(v, 3));
+    }
+}
+
+int main(int argc, char **argv) {
+    (void)argv;
+    float x[64], y[64];
+    int idx[64];
+    for (int i = 0; i < 64; i++) { x[i] = (float)i; y[i] = (float)argc; idx[i] = 63 - i; }
+    saxpy(y, x, 2.0f, 64);
+    gather(y, x, idx, 64);
+    return (int)dot(x, y, 64 - argc) & 1;
+}
+"""
+
+
+@functools.cache
+def avx512_program() -> str:
+    return str(build_c(AVX512_SOURCE, name="avx512", flags=("-O2", "-mavx512f")))
+
+
+@functools.cache
+def binaries() -> dict[str, Binary]:
+    """The oracle binaries, read and objdumped in parallel (once per test session)."""
+    paths = {"libc": LIBC, "bash": BASH, "libstdc++": LIBSTDCXX, "avx512": avx512_program()}
+    present = {name: path for name, path in paths.items() if os.path.exists(path)}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = dict(zip(present, pool.map(load_binary, present.values()), strict=True))
+    return loaded
+
+
+def binary(name: str) -> Binary:
+    loaded = binaries()
+    if name not in loaded:
+        pytest.skip(f"{name} is not on this host")
+    return loaded[name]
+
+
+@dataclass
+class Coverage:
+    """How one binary's functions compare with objdump."""
+
+    functions: int = 0
+    functions_agreeing: int = 0
+    functions_ending_in_data: int = 0  # stopped at bytes objdump cannot decode either
+    instructions: int = 0  # listed by objdump inside functions, (bad) ones excepted
+    instructions_agreeing: int = 0
+    disagreements: list[str] = field(default_factory=list)
+
+
+def compare_functions(binary: Binary) -> Coverage:
+    """Decode every function of ``binary`` from its start and hold each instruction against
+    objdump's: the same start, the same length. At bytes objdump calls (bad) (data in code)
+    the function ends; where this decoder refuses bytes objdump decodes, or decodes them to
+    another length, it disagrees."""
+    coverage = Coverage()
+    for function in binary.functions:
+        section = binary.section_of(function.address)
+        if section is None:
+            continue
+        coverage.functions += 1
+        start = function.address - section.address
+        end = min(start + function.size, len(section.data))
+        code = memoryview(section.data)[:end]
+        listed = [
+            binary.listing.get(address)
+            for address in range(function.address, function.address + (end - start))
+        ]
+        coverage.instructions += sum(1 for entry in listed if entry is not None and not entry.bad)
+        position, outcome = start, "agree"
+        while position < end:
+            entry = listed[position - start]
+            raw = bytes(code[position : position + 15]).hex()
+            where = f"{function.name}+{position - start:#x} ({raw})"
+            try:
+                length = instruction_length(code, position)
+            except UndecodableInstruction as error:
+                outcome = "data" if entry is not None and entry.bad else (
+                    f"{where}: refused ({error.reason}), objdump: {entry}"
+                )
+                break
+            if entry is not None and entry.bad:
+                outcome = "data"
+                break
+            if entry is None or entry.length != length:
+                outcome = f"{where}: length {length}, objdump: {entry}"
+                break
+            coverage.instructions_agreeing += 1
+            position += length
+        if outcome == "agree":
+            coverage.functions_agreeing += 1
+        elif outcome == "data":
+            coverage.functions_ending_in_data += 1
+        else:
+            coverage.disagreements.append(outcome)
+    return coverage
+
+
+@pytest.mark.parametrize("name", ["libc", "bash", "libstdc++", "avx512"])
+def test_every_function_agrees_with_objdump(name: str) -> None:
+    coverage = compare_functions(binary(name))
+    summary = (
+        f"{name}: {coverage.functions_agreeing}/{coverage.functions} functions agree "
+        f"({coverage.functions_ending_in_data} end in data), "
+        f"{coverage.instructions_agreeing}/{coverage.instructions} instructions"
+    )
+    print(summary)
+    assert not coverage.disagreements, summary + "\n" + "\n".join(coverage.disagreements[:20])
+    assert coverage.functions > 0
+    assert coverage.instructions_agreeing == coverage.instructions, summary
+
+
+@pytest.mark.parametrize("name", ["libc", "bash", "libstdc++", "avx512"])
+def test_every_listed_instruction_agrees_with_objdump(name: str) -> None:
+    """Beyond functions: every instruction objdump lists in the executable sections (PLT,
+    padding, code without a symbol) has the same length here, or objdump could not decode it."""
+    loaded = binary(name)
+    disagreements = []
+    for section in loaded.sections:
+        for offset in range(len(section.data)):
+            entry = loaded.listing.get(section.address + offset)
+            if entry is None:
+                continue
+            try:
+                length = instruction_length(section.data, offset)
+            except UndecodableInstruction as error:
+                if not entry.bad:
+                    disagreements.append(f"{section.address + offset:#x}: {error.reason} {entry}")
+                continue
+            if not entry.bad and length != entry.length:
+                disagreements.append(f"{section.address + offset:#x}: {length} {entry}")
+    assert not disagreements, "\n".join(disagreements[:20])
+
+
+def _opcode_kinds(loaded: Binary) -> set[str]:
+    """Which encodings (VEX, EVEX, XOP) objdump saw in ``loaded``'s functions."""
+    kinds = set()
+    for function in loaded.functions:
+        section = loaded.section_of(function.address)
+        if section is None:
+            continue
+        for address in range(function.address, function.address + function.size):
+            entry = loaded.listing.get(address)
+            if entry is None or entry.bad:
+                continue
+            offset = address - section.address
+            first, second = (section.data[offset : offset + 2] + b"\0")[:2]
+            if first == 0x8F:
+                kinds.add("XOP" if second & 0x38 else "legacy")
+            else:
+                kinds.add({0xC4: "VEX", 0xC5: "VEX", 0x62: "EVEX"}.get(first, "legacy"))
+    return kinds
+
+
+def test_the_oracle_binaries_hold_avx_and_avx512_code() -> None:
+    assert {"VEX", "EVEX", "XOP"} <= _opcode_kinds(binary("avx512"))
+    assert {"VEX", "EVEX"} <= _opcode_kinds(binary("libc"))
+
+
+# -- a sweep over every opcode, and random bytes, against objdump -----------------------------
+
+# Each candidate sits at the start of a slot, followed by NOPs (90h): whatever displacement
+# and immediate the decoders take come from them, and the NOPs after resynchronise objdump
+# before the next slot. The NOPs are dropped from the listings before parsing, so the few
+# candidates that are a bare NOP go uncompared here (the hand-written encodings have them).
+_SWEEP_SLOT = 20
+_RANDOM_SLOT = 32
+_MODRM_FORMS = [
+    b"\x04\x25",  # SIB without base: disp32
+    b"\xc1",  # register
+    b"\x05",  # RIP + disp32
+    b"\x45",  # disp8
+    b"\x84\x24",  # SIB + disp32
+    b"\x14",  # SIB, base register, no displacement
+]
+_SWEEP_PREFIXES = [b"\x66", b"\xf3", b"\xf2", b"\x48", b"\x67", b"\x66\x48", b"\xf0"]
+_LEGACY = frozenset(b"\x66\x67\xf2\xf3\xf0\x2e\x36\x3e\x26\x64\x65") | frozenset(range(0x40, 0x50))
+_ESCAPES = (0x0F, 0x62, 0xC4, 0xC5, 0x8F)
+
+
+@functools.cache
+def sweep_candidates() -> tuple[bytes, ...]:
+    """Every opcode of every map: without prefixes under six ModRM forms, under each of a few
+    prefixes with a register and a memory form; VEX and EVEX under each ``pp``, XOP."""
+    candidates = []
+    for prefix, forms in [(b"", _MODRM_FORMS)] + [(p, _MODRM_FORMS[:2]) for p in _SWEEP_PREFIXES]:
+        for opcode in range(256):
+            if opcode not in _LEGACY and opcode not in _ESCAPES:
+                candidates += [prefix + bytes([opcode]) + form for form in forms]
+            if opcode not in (0x38, 0x3A):
+                candidates += [prefix + bytes([0x0F, opcode]) + form for form in forms]
+            for escape in (0x38, 0x3A):
+                candidates += [prefix + bytes([0x0F, escape, opcode]) + form for form in forms]
+    candidates += [b"\x8f" + form for form in _MODRM_FORMS]
+    for pp in range(4):
+        for opcode in range(256):
+            for form in _MODRM_FORMS[:2]:
+                candidates.append(bytes([0xC5, 0xF8 | pp, opcode]) + form)
+                for vex_map in (1, 2, 3):
+                    candidates.append(bytes([0xC4, 0xE0 | vex_map, 0x78 | pp, opcode]) + form)
+                for evex_map in (1, 2, 3, 5, 6):
+                    evex = bytes([0x62, 0xF0 | evex_map, 0x7C | pp, 0x48, opcode])
+                    candidates.append(evex + form)
+    for xop_map in (8, 9, 10):
+        for opcode in range(256):
+            for form in _MODRM_FORMS[:2]:
+                with_reg_1 = bytes([form[0] | 0x08]) + form[1:]  # TBM groups need reg != 0
+                for modrm in (form, with_reg_1):
+                    candidates.append(bytes([0x8F, 0xE0 | xop_map, 0x78, opcode]) + modrm)
+    return tuple(candidates)
+
+
+def random_candidates(count: int, seed: int = 20240611) -> list[bytes]:
+    """Random byte strings, often behind an escape or a prefix; most are garbage, but
+    thousands decode as something."""
+    generator = random.Random(seed)
+    starts = [b"", b"", b"", b"\x66", b"\x48", b"\x0f", b"\x0f\x38", b"\x0f\x3a", b"\xc5",
+              b"\xc4", b"\x62", b"\x8f", b"\xf3\x0f", b"\x66\x0f"]
+    return [(generator.choice(starts) + generator.randbytes(16))[:16] for _ in range(count)]
+
+
+def _slots(candidates: Sequence[bytes], slot: int) -> bytes:
+    return b"".join(candidate.ljust(slot, b"\x90") for candidate in candidates)
+
+
+def objdump_slots(candidates: Sequence[bytes], slot: int, tmp_path: Path) -> list[Listed | None]:
+    """objdump's reading of each candidate."""
+    path = tmp_path / "candidates.bin"
+    path.write_bytes(_slots(candidates, slot))
+    listing = run_objdump("-D", "-b", "binary", "-m", "i386:x86-64", str(path), drop_nops=True)
+    return [listing.get(index * slot) for index in range(len(candidates))]
+
+
+# Where objdump decodes and this decoder refuses on purpose: no processor runs these as
+# objdump reads them, or Intel and AMD processors differ.
+DELIBERATE_REFUSALS = (
+    "Intel and AMD",  # 66 E8, 66 E9, 66 0F 8x
+    "after 66, F2, F3, F0 or REX",  # VEX/EVEX/XOP after these prefixes: #UD
+    "longer than 15 bytes",  # #GP
+    "is reserved",  # 66 0F 78 /1-/7, reserved in AMD's group 17; objdump reads EXTRQ
+)
+
+
+def compare_slots(
+    candidates: Sequence[bytes], slot: int, listed: Sequence[Listed | None]
+) -> tuple[int, list[str]]:
+    """(how many candidates both decoders decode alike, the disagreements)."""
+    agreeing, disagreements = 0, []
+    for candidate, entry in zip(candidates, listed, strict=True):
+        code = candidate.ljust(slot, b"\x90")
+        try:
+            length = instruction_length(code)
+        except UndecodableInstruction as error:
+            if entry is not None and not entry.bad and not any(
+                reason in error.reason for reason in DELIBERATE_REFUSALS
+            ):
+                disagreements.append(f"{code[:15].hex()}: refused ({error.reason}), {entry}")
+            continue
+        if entry is None or entry.bad:
+            continue
+        if entry.length == length:
+            agreeing += 1
+        else:
+            disagreements.append(f"{code[:15].hex()}: {length}, {entry}")
+    return agreeing, disagreements
+
+
+def test_every_opcode_agrees_with_objdump(tmp_path: Path) -> None:
+    candidates = sweep_candidates()
+    listed = objdump_slots(candidates, _SWEEP_SLOT, tmp_path)
+    agreeing, disagreements = compare_slots(candidates, _SWEEP_SLOT, listed)
+    assert not disagreements, f"{len(disagreements)}:\n" + "\n".join(disagreements[:30])
+    assert agreeing > 10000
+
+
+def test_random_bytes_agree_with_objdump(tmp_path: Path) -> None:
+    candidates = random_candidates(20000)
+    listed = objdump_slots(candidates, _RANDOM_SLOT, tmp_path)
+    agreeing, disagreements = compare_slots(candidates, _RANDOM_SLOT, listed)
+    assert not disagreements, f"{len(disagreements)}:\n" + "\n".join(disagreements[:30])
+    assert agreeing > 5000
+
+
+def _llvm_objdump() -> str | None:
+    found = shutil.which("llvm-objdump")
+    if found:
+        return found
+    installed = sorted(Path("/usr/lib").glob("llvm-*/bin/llvm-objdump"), reverse=True)
+    return str(installed[0]) if installed else None
+
+
+def _llvm_excuses(candidate: bytes) -> bool:
+    """Where llvm-objdump 19 departs from the manuals (or reads APX): left out."""
+    stripped = candidate.lstrip(bytes(_LEGACY))
+    prefixes = candidate[: len(candidate) - len(stripped)]
+    near_branch = stripped[:1] in (b"\xe8", b"\xe9") or (
+        stripped[:1] == b"\x0f" and 0x80 <= stripped[1] <= 0x8F
+    )
+    return (
+        # 66h before REX.W read as a rel16; the SDM and the APM give REX.W precedence.
+        (near_branch and 0x66 in prefixes)
+        # D5 read as APX's REX2 prefix, which processors without APX reject.
+        or stripped[:1] == b"\xd5"
+        # 66/F2/F3 0F 78 memory forms read as VMREAD.
+        or stripped[:2] == b"\x0f\x78"
+    )
+
+
+def test_every_opcode_agrees_with_llvm_objdump(tmp_path: Path) -> None:
+    """A second decoder, unrelated to binutils."""
+    llvm_objdump, objcopy = _llvm_objdump(), shutil.which("objcopy")
+    if llvm_objdump is None or objcopy is None:
+        pytest.skip("llvm-objdump or objcopy is not installed")
+    candidates = sweep_candidates()
+    blob, obj = tmp_path / "candidates.bin", tmp_path / "candidates.o"
+    blob.write_bytes(_slots(candidates, _SWEEP_SLOT))
+    subprocess.run(
+        [objcopy, "-I", "binary", "-O", "elf64-x86-64", "-B", "i386:x86-64", "--rename-section",
+         ".data=.text,alloc,load,readonly,code,contents", str(blob), str(obj)],
+        check=True,
+    )
+    output = subprocess.run(
+        [llvm_objdump, "-d", str(obj)], capture_output=True, text=True, check=True
+    ).stdout
+    # "   addr: bytes<TAB>text" becomes objdump's "   addr:<TAB>bytes<TAB>text".
+    lines = []
+    for line in _without_nops(output).splitlines():
+        address, colon, rest = line.partition(": ")
+        address = address.strip()
+        if colon and address and all(c in "0123456789abcdef" for c in address):
+            raw, _, text = rest.partition("\t")
+            text = "(bad)" if text.strip() == "<unknown>" else text.strip()
+            lines.append(f" {address}:\t{raw}\t{text}")
+    listing = parse_objdump("\n".join(lines))
+    listed = [
+        None if _llvm_excuses(candidate) else listing.get(index * _SWEEP_SLOT)
+        for index, candidate in enumerate(candidates)
+    ]
+    agreeing, disagreements = compare_slots(candidates, _SWEEP_SLOT, listed)
+    assert not disagreements, f"{len(disagreements)}:\n" + "\n".join(disagreements[:30])
+    assert agreeing > 10000
+
+
 # -- is_instruction_boundary ------------------------------------------------------------------
+
+
+def _boundary_cases(loaded: Binary, function: Function) -> Iterator[tuple[int, bool]]:
+    """(file offset, expected) for each instruction objdump lists in ``function``, and for
+    the byte after each start of a multi-byte instruction."""
+    section = loaded.section_of(function.address)
+    assert section is not None
+    for address in range(function.address, function.address + function.size):
+        entry = loaded.listing.get(address)
+        if entry is None:
+            continue
+        if entry.bad:
+            return
+        file_offset = address - section.address + section.file_offset
+        yield file_offset, True
+        if entry.length > 1:
+            yield file_offset + 1, False
+
+
+def _check_boundaries(loaded: Binary, functions: list[Function]) -> int:
+    checked = 0
+    for function in functions:
+        section = loaded.section_of(function.address)
+        assert section is not None
+        start = function.address - section.address + section.file_offset
+        for file_offset, expected in _boundary_cases(loaded, function):
+            found = is_instruction_boundary(loaded.path, start, function.size, file_offset)
+            assert found is expected, f"{function.name}+{file_offset - start:#x}"
+            checked += 1
+    return checked
+
+
+def test_boundaries_in_the_avx512_program() -> None:
+    loaded = binary("avx512")
+    assert _check_boundaries(loaded, loaded.functions) > 400
+
+
+def test_boundaries_in_libc() -> None:
+    loaded = binary("libc")
+    wanted = ("malloc", "free", "memcpy", "strlen", "printf", "open64")
+    sample = [
+        f for f in loaded.functions if f.name in wanted or f.name.startswith("__memset_avx512")
+    ]
+    sample += [f for f in loaded.functions[::200] if f.size < 2000]
+    assert len(sample) > 20
+    assert _check_boundaries(loaded, sample) > 1000
 
 
 def test_boundary_edges(tmp_path: Path) -> None:
