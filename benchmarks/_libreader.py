@@ -1,16 +1,9 @@
 """The library path: a :class:`rawprobe.Tracer` streaming a probe's events to a loop that
 touches each event's values and prints nothing, as a tool embedding rawprobe would.
 
-Run as root: ``python benchmarks/_libreader.py PID PROBE [atomic-consume]``. Prints ``ready``
-once the probe is planted; at SIGINT or SIGTERM (or when PID exits) it drains the ring
-buffer and prints one JSON object: ``events`` (delivered), ``lost``, ``hits``, ``rss_kib``
-(peak resident memory).
-
-``atomic-consume`` is an experiment, not rawprobe: it replaces ``RingMap.consume`` for this
-run with one that stores the consumer position in a single 8-byte write. rawprobe's own writes
-it with ``struct.pack_into``, which zeroes the 8 bytes before writing them one by one, so the
-kernel may read a consumer position of 0 (or a torn one), find the ring "full", and drop a
-record it had room for.
+Run as root: ``python benchmarks/_libreader.py PID PROBE``. Prints ``ready`` once the probe
+is planted; at SIGINT or SIGTERM (or when PID exits) it drains the ring buffer and prints one
+JSON object: ``events`` (delivered), ``lost``, ``hits``, ``rss_kib`` (peak resident memory).
 """
 
 from __future__ import annotations
@@ -22,18 +15,9 @@ import sys
 
 
 def main() -> None:
-    from rawprobe._tracer import Tracer
+    from rawprobe import Tracer
 
     pid, word = int(sys.argv[1]), sys.argv[2]
-    if sys.argv[3:] == ["atomic-consume"]:
-        from rawprobe._ringmap import RingMap
-
-        def consume(self: RingMap, count: int) -> None:
-            if count:
-                with memoryview(self._consumer) as raw, raw.cast("Q") as cell:
-                    cell[0] += count  # one aligned 8-byte store
-
-        RingMap.consume = consume  # type: ignore[method-assign]
     stopped = False
 
     def handler(_signum: int, _frame: object) -> None:

@@ -46,7 +46,6 @@ from ._harness import (
 )
 
 FUNCTION, MODE = "hit_nop5", "nop5"
-PATCHED = "EXPERIMENT: library, consume() as one 8-byte store"
 
 
 @dataclass
@@ -93,13 +92,6 @@ def _rawprobe_library(ctx: Context, pid: int, _out: Path) -> Spawned:
                    env=ctx.stage.env(), cwd=ctx.stage.directory)
 
 
-def _rawprobe_library_atomic(ctx: Context, pid: int, _out: Path) -> Spawned:
-    return Spawned(ctx.stage.script("_libreader.py", str(pid),
-                                    f"p:{ctx.loop}:{FUNCTION} a=%di:s64 b=%si:s64",
-                                    "atomic-consume"),
-                   env=ctx.stage.env(), cwd=ctx.stage.directory)
-
-
 def _library_account(tracer: Spawned, _out: Path) -> tuple[int, int]:
     line = next((text for text in tracer.stdout_rest if text.startswith("{")), None)
     if line is None:
@@ -131,8 +123,6 @@ def streamers(ctx: Context) -> list[Streamer]:
         Streamer("rawprobe library (Tracer.poll)", _rawprobe_library, _library_account,
                  200_000),
     ]
-    if not ctx.quick:
-        result.append(Streamer(PATCHED, _rawprobe_library_atomic, _library_account, 200_000))
     if "bpftrace" in ctx.peers:
         result.append(Streamer("bpftrace printf", _bpftrace, bpftrace_account, 200_000))
     if "bcc-trace" in ctx.peers:
@@ -321,10 +311,7 @@ def run(ctx: Context) -> ScenarioResult:
     if spurious:
         result.notes.append(
             "rawprobe runs that lost a handful of records at rates its ring could absorb ("
-            + "; ".join(spurious) + "): see the EXPERIMENT row. rawprobe's RingMap.consume "
-            "writes the consumer position with struct.pack_into, which zeroes the 8 bytes and "
-            "then writes them one by one, so the kernel can read a position of 0, find the "
-            "ring full and drop a record.")
+            + "; ".join(spurious) + "): a reader that stalls, or a torn consumer position.")
     result.notes.append(
         "Default buffers: rawprobe's ring is 8 MiB (≈116,000 records of 72 bytes); bpftrace's "
         "and bcc's perf buffers are 64 pages per CPU. A run of D seconds at rate R is lossless "

@@ -43,13 +43,14 @@ from ._errors import (
 )
 from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
 from ._filter import FilterExpr, compile_filter, evaluate_filter, parse_filter
+from ._insn import is_instruction_boundary
 from ._limits import out_of_descriptors, raise_descriptor_limit
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
 from ._probetypes import Probe
 from ._records import Event, RecordLayout
 from ._safety import maps_file, probe_site_hazard
-from ._symbols import find_target, resolve_location
+from ._symbols import Location, find_target, resolve_location
 
 if TYPE_CHECKING:
     import asyncio  # imported by aevents() when used: most runs never need it
@@ -98,6 +99,27 @@ class _Plan:
     layout: RecordLayout
     decoder: Any
     reads_memory: bool
+
+
+def _mid_instruction(path: str, location: Location) -> str | None:
+    """Why a probe inside a function (SYMBOL+OFFSET) is not known to start an instruction, or
+    None when it does: a uprobe in the middle of one corrupts the program."""
+    if not location.symbol_offset or location.symbol is None:
+        return None
+    start = location.file_offset - location.symbol_offset
+    try:
+        boundary = is_instruction_boundary(path, start, location.size or 0, location.file_offset)
+    except (OSError, ValueError):
+        boundary = None
+    if boundary:
+        return None
+    if boundary is None:
+        return (f"its instructions up to +{location.symbol_offset:#x} cannot be decoded, so it is "
+                "unknown whether an instruction starts there (a uprobe in the middle of one "
+                "corrupts the program); use --force if you know it does")
+    return (f"+{location.symbol_offset:#x} is in the middle of an instruction of "
+            f"{location.symbol}: a uprobe there would corrupt the program (see 'objdump -d' "
+            "for where instructions start)")
 
 
 def _some(names: Sequence[str], shown: int = 5) -> str:
@@ -320,7 +342,10 @@ class Tracer:
             left_in: list[str] = []
             for location in resolve_location(path, spec.location, force=self.force,
                                              retprobe=spec.retprobe):
-                hazard = None if self.force else probe_site_hazard(path, location.file_offset)
+                hazard = None if self.force else (
+                    _mid_instruction(path, location)
+                    or probe_site_hazard(path, location.file_offset)
+                )
                 if hazard is not None:
                     where = f"{location.symbol or spec.location} ({path}:{location.file_offset:#x})"
                     if not glob:

@@ -33,6 +33,7 @@ from fixtures_symbols.programs import (
 from helpers import CompileC
 
 from rawprobe import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
+from rawprobe._insn import instruction_starts
 from rawprobe._symbols import (
     AmbiguousLocationError,
     CorruptElfError,
@@ -191,10 +192,17 @@ def test_raw_offsets(nopie: Path) -> None:
     assert by_offset.symbol == "add" and by_offset.source == "offset"
     assert by_offset.address == start.address
     assert resolve_one(str(nopie), str(start.file_offset)).file_offset == start.file_offset
-    with pytest.raises(LocationError, match="bytes into add"):
-        resolve_one(str(nopie), hex(start.file_offset + 1))
-    forced = resolve_one(str(nopie), hex(start.file_offset + 1), force=True)
-    assert forced.symbol == "add" and forced.symbol_offset == 1
+    # Inside the function: fine where an instruction starts, refused in the middle of one.
+    code = nopie.read_bytes()[start.file_offset : start.file_offset + start.size]
+    starts = instruction_starts(code, 0, len(code))
+    inside = starts[1]
+    middle = next(o + 1 for o in starts if o + 1 not in starts)
+    at_instruction = resolve_one(str(nopie), hex(start.file_offset + inside))
+    assert at_instruction.symbol == "add" and at_instruction.symbol_offset == inside
+    with pytest.raises(LocationError, match=r"bytes into add.*not where an instruction starts"):
+        resolve_one(str(nopie), hex(start.file_offset + middle))
+    forced = resolve_one(str(nopie), hex(start.file_offset + middle), force=True)
+    assert forced.symbol == "add" and forced.symbol_offset == middle
     with pytest.raises(LocationError, match="no executable segment"):
         resolve_one(str(nopie), "0x0")
     with pytest.raises(LocationError, match="no executable segment"):

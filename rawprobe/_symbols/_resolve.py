@@ -11,6 +11,7 @@ import os
 import stat as stat_module
 
 from .._errors import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
+from .._insn import is_instruction_boundary
 from ._cache import default_cache
 from ._debuginfo import debug_roots
 from ._errors import (
@@ -560,16 +561,26 @@ def _resolve_offset(
     if function is None or function.address != address:
         if function is None:
             where = "is not inside any known function"
+            boundary = None
         else:
             chosen = min(function.entries, key=_preference)
             where = f"is {address - function.address:#x} bytes into {chosen.name}"
-        if not force:
-            raise LocationError(
-                f"file offset {file_offset:#x} {where} of {path}; a probe there must sit on an "
-                "instruction boundary, which rawprobe cannot check: use SYMBOL or SYMBOL+OFFSET, "
-                "or pass --force if you know it is one"
-            )
-        warnings.append(f"{file_offset:#x} {where}: not a function start (forced)")
+            into = address - function.address
+            try:
+                boundary = is_instruction_boundary(path, file_offset - into, function.size,
+                                                   file_offset)
+            except (OSError, ValueError):
+                boundary = None
+        if not boundary:
+            if not force:
+                why = ("which is not where an instruction starts" if boundary is False
+                       else "where rawprobe cannot check that an instruction starts")
+                raise LocationError(
+                    f"file offset {file_offset:#x} {where} of {path}, {why}: a uprobe in the "
+                    "middle of an instruction corrupts the program. Use SYMBOL or "
+                    "SYMBOL+OFFSET at an instruction, or pass --force if you know it is one"
+                )
+            warnings.append(f"{file_offset:#x} {where}: not a checked instruction (forced)")
     if function is None:
         return Location(
             path=path,

@@ -127,3 +127,21 @@ def test_more_probes_than_descriptors_allowed(tmp_path: Path) -> None:
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, cwd=ROOT,
                             timeout=60)
     assert_clean_usage_error(result, "out of file descriptors", "RLIMIT_NOFILE", "ulimit -n")
+
+
+def test_mid_instruction_offsets_are_refused(add_program: Path) -> None:
+    from rawprobe._insn import instruction_starts
+    from rawprobe._symbols import resolve_one
+
+    start = resolve_one(str(add_program), "add")
+    code = add_program.read_bytes()[start.file_offset : start.file_offset + start.size]
+    starts = instruction_starts(code, 0, len(code))
+    middle = next(offset + 1 for offset in starts if offset + 1 not in starts)
+    raw_offset = start.file_offset + middle
+    for word in (f"p:{add_program}:add+{middle}", f"p:{add_program}:{raw_offset:#x}"):
+        result = run_rawprobe("attach", word, "--", str(add_program))
+        assert_clean_usage_error(result, "instruction")
+    # At an instruction inside the function, the probe is planted and fires.
+    result = run_rawprobe("attach", f"p:{add_program}:add+{starts[1]}", "--", str(add_program),
+                          check_status=0)
+    assert "1 event, 0 lost" in result.stderr
