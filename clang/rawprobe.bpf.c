@@ -466,7 +466,7 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 event_id = (__u32)cookie;
-	__u32 config_id = (__u32)(cookie >> 32);
+	__u32 config_id = (__u32)(cookie >> 32) & ~RP_COOKIE_TALLY;
 	__u32 zero = 0, nest = 0, slot, tail, i;
 	const struct rp_probe *probe;
 	struct rp_stats *counters;
@@ -489,11 +489,11 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	if (!counters)
 		return 0;
 	__sync_fetch_and_add(&counters->hits, 1);
+	/* Counting calls, nothing more: the hit counter above is the answer. */
+	if (cookie >> 32 & RP_COOKIE_TALLY)
+		return 0;
 	probe = bpf_map_lookup_elem(&probes, &config_id);
 	if (!probe)
-		return 0;
-	/* Counting calls, nothing more: the hit counter above is the answer. */
-	if (probe->agg.action == RP_ACTION_TALLY && !probe->npredicates)
 		return 0;
 
 	if (sleepable) {

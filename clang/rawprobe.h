@@ -130,6 +130,10 @@ struct rp_aggregation {
 	__s64 lin_buckets;
 };
 
+/* In the configuration half of a cookie: this probe only counts its hits (RP_ACTION_TALLY,
+ * no filter), so the program need not even look its configuration up. */
+#define RP_COOKIE_TALLY (1U << 31)
+
 /* struct rp_probe.flags */
 #define RP_PROBE_RETURN (1U << 0)
 #define RP_PROBE_STACK (1U << 1) /* records carry the user stack (a data_loc at stack_dest) */

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ._bpfabi import COOKIE_TALLY
 from ._fetchargs import FetchArg, UsdtArgument
 from ._records import Event, RecordLayout
 
@@ -31,6 +32,7 @@ class PlannedUprobe:
         fetchargs: The probe's fetch-args as parsed (a backend may render them again).
         layout: Names, types and the record layout of the event.
         reads_memory: Whether the probe dereferences user memory.
+        tally_only: The probe only counts its hits (no fields, no filter, no record).
         usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
     """
 
@@ -43,7 +45,16 @@ class PlannedUprobe:
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
     reads_memory: bool = False
+    tally_only: bool = False
     usdt_args: tuple[UsdtArgument, ...] | None = None
+
+
+    @property
+    def cookie(self) -> int:
+        """The BPF cookie: the event id, and the configuration id (RP_COOKIE_TALLY set when
+        the probe only counts, so the program need not look its configuration up)."""
+        config = self.config_id | (COOKIE_TALLY if self.tally_only else 0)
+        return (config << 32) | self.event_id
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ __all__ = [
     "AGGREGATION",
     "AGG_KEY",
     "CMP_CODES",
+    "COOKIE_TALLY",
     "HEADER",
     "HEADER_STRUCT",
     "MAX_DEREF",
@@ -51,6 +52,7 @@ MAX_NEST = 4
 COMM_LEN = 16
 
 PROBE_RETURN = 1 << 0
+COOKIE_TALLY = 1 << 31  # in a cookie's configuration half: the probe only counts hits
 PROBE_STACK = 1 << 1
 PROBE_AT_ENTRY = 1 << 2
 KEY_LEN = 64

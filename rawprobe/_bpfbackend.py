@@ -227,7 +227,7 @@ class BpfSession:
                 program_fd,
                 path,
                 [uprobe.file_offset for uprobe in members],
-                cookies=[(u.config_id << 32) | u.event_id for u in members],
+                cookies=[uprobe.cookie for uprobe in members],
                 ref_ctr_offsets=[uprobe.ref_ctr_offset for uprobe in members],
                 retprobe=retprobe,
                 pid=pid,
@@ -283,7 +283,7 @@ class BpfSession:
         )
         opts = PerfEventOpts(
             sz=ctypes.sizeof(PerfEventOpts),
-            bpf_cookie=(uprobe.config_id << 32) | uprobe.event_id,
+            bpf_cookie=uprobe.cookie,
         )
         try:
             link = self._object.lib.program_attach_perf_event_opts(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -16,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from . import _bpfabi as abi
 from ._addrsym import AddressResolver
 from ._aggregate import (
     AggregationSpec,
@@ -99,6 +99,7 @@ class _Plan:
     layout: RecordLayout
     decoder: Any
     reads_memory: bool
+    tally_only: bool
 
 
 def _mid_instruction(path: str, location: Location) -> str | None:
@@ -447,8 +448,9 @@ class Tracer:
             reads_memory = compiled.reads_memory and not (
                 aggregation is not None and aggregation.stack
             )
+            tally_only = bool(agg and agg["action"] == abi.Action.TALLY and not predicates)
             cached = _Plan(self._configs.setdefault(config, len(self._configs)),
-                           RecordLayout(name, compiled), decoder, reads_memory)
+                           RecordLayout(name, compiled), decoder, reads_memory, tally_only)
             self._plans[key] = cached
         layout = cached.layout if cached.layout.event == name else cached.layout.renamed(name)
         self._needs_maps = self._needs_maps or layout.has_symbols or layout.has_stack
@@ -471,6 +473,7 @@ class Tracer:
                 layout,
                 cached.reads_memory,
                 usdt_args=site.usdt_args,
+                tally_only=cached.tally_only,
             )
         )
 
