@@ -17,7 +17,8 @@ not call faster (every probe hit costs it time).
 
 Then the library's reader on its own: records captured from a live run, framed and decoded
 again and again with no kernel involved (rawprobe._ringbuf.split_records +
-rawprobe._records.decode_records), and the CLI's JSON formatting on top.
+rawprobe._records.Decoder, fused in decode_chunk as the library reads), and the CLI's JSON
+formatting on top.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def search(ctx: Context, streamer: Streamer, seconds: float, refine: int,
 def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     """Records per second of the reader alone, on records captured from a live run."""
     from rawprobe._format import EventFormatter
-    from rawprobe._records import decode_records
+    from rawprobe._records import Decoder
     from rawprobe._ringbuf import split_records
     from rawprobe._tracer import Tracer
 
@@ -212,7 +213,7 @@ def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     total = sum(len(split_records(chunk)[0]) for chunk in chunks)
     framed = [(chunk, split_records(chunk)[0]) for chunk in chunks]
     events = [event for chunk, records in framed
-              for event in decode_records(chunk, records, layouts)]
+              for event in Decoder(layouts).decode(chunk, records)]
     rates: dict[str, float] = {}
 
     def measure(name: str, body: Callable[[], int]) -> None:
@@ -222,10 +223,11 @@ def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
         rates[name] = done / (time.perf_counter() - started)
 
     measure("split", lambda: sum(len(split_records(chunk)[0]) for chunk in chunks))
-    measure("decode", lambda: sum(len(decode_records(chunk, records, layouts))
+    decoder = Decoder(layouts)  # as the library's read path keeps one
+    measure("decode", lambda: sum(len(decoder.decode(chunk, records))
                                   for chunk, records in framed))
-    measure("split+decode", lambda: sum(len(decode_records(chunk, split_records(chunk)[0],
-                                                           layouts)) for chunk in chunks))
+    measure("split+decode", lambda: sum(len(decoder.decode_chunk(chunk)[0])
+                                        for chunk in chunks))
     formatter = EventFormatter()
     measure("json", lambda: len([formatter.json(event) for event in events]))
     rates["records"] = total
@@ -296,8 +298,8 @@ def run(ctx: Context) -> ScenarioResult:
                    f"{int(rates['chunks']):,} reads of a live run (records/s)",
                    ["step", "records/s"])
     for name, label in (("split", "split_records (framing)"),
-                        ("decode", "decode_records (Event objects)"),
-                        ("split+decode", "framing + decoding (the library's read path)"),
+                        ("decode", "Decoder.decode (Event objects)"),
+                        ("split+decode", "Decoder.decode_chunk: the library's read path"),
                         ("json", "EventFormatter.json (the CLI's --json, per event)")):
         decode.add(label, f"{rates[name]:,.0f}")
         result.numbers[f"reader_per_s.{name}"] = rates[name]

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import struct
+import time
 import weakref
 from collections.abc import Sequence
 
@@ -24,7 +25,6 @@ from ._errors import (
 )
 from ._object import BpfObject, object_bytes
 from ._records import Decoder, Event
-from ._ringbuf import split_records
 from ._ringmap import RingMap
 from ._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from ._sys.libbpf import Libbpf, PerfEventOpts
@@ -60,6 +60,10 @@ def _kernel_version() -> tuple[int, int]:
     except ValueError:
         return 0, 0
 
+
+# Reading fewer bytes than this right after a read that found records, wait this long first.
+_SMALL_BATCH = 4096
+_SETTLE_SECONDS = 0.0002
 
 # uprobe_multi links (one link, many uprobes; one detach for all of them) arrived in 6.6.
 _UPROBE_MULTI_KERNEL = (6, 6)
@@ -99,6 +103,7 @@ class BpfSession:
         self._uprobes = list(uprobes)
         self._layouts = [uprobe.layout for uprobe in uprobes]
         self._decoder = Decoder(self._layouts)
+        self._busy = False
         self._event_count = len(uprobes)
         self._follow = follow
         self._links: list[int] = []  # libbpf links (perf-event uprobes, tracepoints)
@@ -258,11 +263,15 @@ class BpfSession:
 
     def read(self) -> list[Event]:
         ring = self.ring
+        if 0 < ring.pending() < _SMALL_BATCH and self._busy:
+            # A busy stream whose reader keeps catching up gets woken for every record or
+            # two, and each small read costs as much as a big one: let a batch build up.
+            time.sleep(_SETTLE_SECONDS)
         chunk = ring.read()
+        self._busy = len(chunk) > 0
         if not chunk:
             return []
-        records, consumed = split_records(chunk)
-        events = self._decoder.decode(chunk, records)
+        events, consumed = self._decoder.decode_chunk(chunk)
         ring.consume(consumed)
         return events
 

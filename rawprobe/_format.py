@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -92,7 +92,8 @@ def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
     json_parts: list[str] = []
     json_args: list[str] = []
     for index, field in enumerate(layout.fields):
-        kind, value = field.type.kind, f"v[{index}]"
+        # An Event is a tuple: its header members, then its values (see _records.Event).
+        kind, value = field.type.kind, f"e[{_VALUES + index}]"
         if field.type.count is not None or kind == "symbol":
             return None
         key = json.dumps(field.name)
@@ -126,15 +127,14 @@ def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
         + _percent(json.dumps(event))
         + ',"args":{' + ",".join(json_parts) + "}}"
     )
+    # Header members by index: ts_ns 0, pid 1, tid 2, cpu 4, comm (bytes) 7.
     source = (
-        "def text(e, clock_text, comm):\n"
-        "    v = e.values\n"
-        f"    return {text_format!r} % (clock_text(e.ts_ns), comm(e), e.pid, e.tid"
-        + "".join(f", {a}" for a in text_args) + ")\n"
-        "def json_line(e, offset, comm_json, esc):\n"
-        "    v = e.values\n"
-        f"    return {json_format!r} % (e.ts_ns + offset, e.pid, e.tid, e.cpu, comm_json(e)"
-        + "".join(f", {a}" for a in json_args) + ")\n"
+        "def text(e, clock_text, comms, comm):\n"
+        f"    return {text_format!r} % (clock_text(e[0]), comms.get(e[7]) or comm(e), e[1], "
+        "e[2]" + "".join(f", {a}" for a in text_args) + ")\n"
+        "def json_line(e, offset, comms, comm_json, esc):\n"
+        f"    return {json_format!r} % (e[0] + offset, e[1], e[2], e[4], "
+        "comms.get(e[7]) or comm_json(e)" + "".join(f", {a}" for a in json_args) + ")\n"
     )
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<rawprobe format {event}>", "exec"), namespace)
@@ -146,6 +146,7 @@ def _percent(text: str) -> str:
 
 
 _escape = json.encoder.encode_basestring
+_VALUES = 8  # where an Event's values start in its tuple
 
 
 class EventFormatter:
@@ -161,12 +162,45 @@ class EventFormatter:
         self._fast: dict[int, _FastPair | None] = {}
         self._comms: dict[bytes, str] = {}
         self._comms_json: dict[bytes, str] = {}
+        self._json_by_class: dict[type, Any] = {}
+        self._text_by_class: dict[type, Any] = {}
 
     def _fast_for(self, layout: RecordLayout) -> _FastPair | None:
         key = id(layout)
         if key not in self._fast:
-            self._fast[key] = _fast_formatters(layout)
+            self._fast[key] = None if layout.has_stack else _fast_formatters(layout)
         return self._fast[key]
+
+    def lines(self, events: Sequence[Event], as_json: bool) -> str:
+        """Text or JSON lines for a batch of events, each ending in a newline: what
+        :meth:`text` and :meth:`json` give one by one, with the per-event checks kept to
+        two tuple lookups (the CLI's hot path)."""
+        by_class = self._json_by_class if as_json else self._text_by_class
+        general = self.json if as_json else self.text
+        parts: list[str] = []
+        append = parts.append
+        for event in events:
+            line = by_class.get(type(event))
+            if line is None:
+                line = by_class[type(event)] = self._line_function(event.layout, as_json)
+            # Header members 5 and 6: faults and truncated strings take the general path.
+            if line is not False and not event[5] and not event[6]:
+                append(line(event))
+            else:
+                append(general(event))
+        parts.append("")
+        return "\n".join(parts)
+
+    def _line_function(self, layout: RecordLayout, as_json: bool) -> Any:
+        fast = self._fast_for(layout)
+        if fast is None:
+            return False
+        text_line, json_line = fast
+        if as_json:
+            offset, comms, comm_json = self.clock.offset_ns, self._comms_json, self._comm_json
+            return lambda event: json_line(event, offset, comms, comm_json, _escape)
+        clock_text, comms, comm = self.clock.text, self._comms, self._comm
+        return lambda event: text_line(event, clock_text, comms, comm)
 
     def _comm(self, event: Event) -> str:
         raw = event._comm
@@ -227,7 +261,7 @@ class EventFormatter:
         if not event.faults and not event.truncated:
             fast = self._fast_for(layout)
             if fast is not None:
-                return fast[0](event, self.clock.text, self._comm)
+                return fast[0](event, self.clock.text, self._comms, self._comm)
         return self.text_general(event)
 
     def text_general(self, event: Event) -> str:
@@ -255,7 +289,8 @@ class EventFormatter:
         if not event.faults and not event.truncated and event.stack is None:
             fast = self._fast_for(layout)
             if fast is not None:
-                return fast[1](event, self.clock.offset_ns, self._comm_json, _escape)
+                return fast[1](event, self.clock.offset_ns, self._comms_json, self._comm_json,
+                               _escape)
         return self.json_general(event)
 
     def json_general(self, event: Event) -> str:

@@ -11,12 +11,12 @@ mapping; everything here works on that copy.
 
 from __future__ import annotations
 
-__all__ = ["BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE", "split_records"]
+__all__ = ["BUSY_BIT", "DISCARD_BIT", "HEADER_SIZE", "LEN_MASK", "split_records"]
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
-_LEN_MASK = DISCARD_BIT - 1
+LEN_MASK = DISCARD_BIT - 1
 
 
 def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int]:
@@ -41,7 +41,7 @@ def split_records(chunk: bytes | memoryview) -> tuple[list[tuple[int, int]], int
         header = words[position >> 2]
         if header & BUSY_BIT:
             break
-        length = header & _LEN_MASK
+        length = header & LEN_MASK
         total = (length + HEADER_SIZE + 7) & ~7
         if position + total > end:
             break

@@ -83,6 +83,20 @@ def test_fast_path_equals_general(a: int, b: int, h: int, c: str, s: str, comm: 
     assert formatter.json(e) == formatter.json_general(e)
 
 
+def test_batch_lines_equal_event_by_event() -> None:
+    formatter = EventFormatter()
+    s_slot = next(f for f in LAYOUT.fields if f.name == "s").slots[0]
+    events = [
+        event((1, 2, 3, "c", "plain", "con%st", "p")),
+        event((4, 5, 6, "d", None, "con%st", "p"), faults=1 << s_slot),
+        event((7, 8, 9, "e", "cut", "con%st", "p"), truncated=1 << s_slot),
+        event((0, 0, 0, "f", "other comm", "con%st", "p"), comm=b"other"),
+    ]
+    for as_json, one in ((True, formatter.json), (False, formatter.text)):
+        assert formatter.lines(events, as_json) == "".join(one(e) + "\n" for e in events)
+    assert formatter.lines([], True) == ""
+
+
 def test_decoded_record_formats() -> None:
     fixed = bytearray(LAYOUT.fixed_size)
     fixed[:HEADER_SIZE] = abi.HEADER.build(dict(ts_ns=5, pid=3, tid=4, event_id=0, cpu=0,

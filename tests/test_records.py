@@ -108,3 +108,34 @@ def test_layout_declares_padding_for_alignment() -> None:
     offsets = [f.offset for f in layout.fields]
     assert offsets == [HEADER_SIZE, HEADER_SIZE + 8]
     assert isinstance(layout.construct.subcons[1], c.Padded)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(2**31), 2**31 - 1), st.integers(0, 255),
+                          st.sampled_from([0, 1 << 30, 1 << 31])), max_size=12),
+       st.integers(0, 7))
+def test_fused_reader_frames_as_split_records_does(
+    items: list[tuple[int, int, int]], cut: int
+) -> None:
+    """decode_chunk (the hot path) frames a chunk exactly as split_records (the reference)
+    and decodes each record as decode() does."""
+    from rawprobe._records import Decoder
+
+    layout = layout_for("p:./x:f a=%di:s32 b=%si:u8")
+    fields = {f.name: f for f in layout.fields}
+    chunk = b""
+    for a, b, flags in items:
+        record = bytearray(layout.fixed_size)
+        record[:HEADER_SIZE] = header(0)
+        struct.pack_into("<i", record, fields["a"].offset, a)
+        record[fields["b"].offset] = b
+        padded = bytes(record) + b"\0" * (-(len(record) + 8) % 8)
+        chunk += struct.pack("<II", len(record) | flags, 0) + padded
+    chunk = chunk[: max(0, len(chunk) - cut)]  # a record cut short at the end
+    decoder = Decoder([layout])
+    events, consumed = decoder.decode_chunk(chunk)
+    from rawprobe._ringbuf import split_records
+
+    records, reference = split_records(chunk)
+    assert consumed == reference
+    assert [tuple(e) for e in events] == [tuple(e) for e in decoder.decode(chunk, records)]

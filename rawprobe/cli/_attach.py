@@ -187,7 +187,6 @@ class _Printer:
         self.printed = 0
         self.truncated = 0  # events with a string cut at --string-size
         self.formatter = EventFormatter(resolver=resolver)
-        self.format = self.formatter.json if as_json else self.formatter.text
 
     @property
     def full(self) -> bool:
@@ -210,8 +209,7 @@ class _Printer:
             events = events[: self.limit - self.printed]
         if not events:
             return
-        fmt = self.format
-        self.out.write("".join(fmt(event) + "\n" for event in events))
+        self.out.write(self.formatter.lines(events, self.as_json))
         self.out.flush()
         self.printed += len(events)
         self.truncated += sum(1 for event in events if event.truncated)
