@@ -83,6 +83,7 @@ def test_ref_ctr_offset_suffix() -> None:
         ("p:./main:add a=+0(%di", "missing ')'", 21),
         ("p:./main:add a=arg6", "only the 6 register arguments", 15),
         ("usdt:./x:a:b:c", "PROVIDER", 9),
+        ("p:./main:add a=" + "+0(" * 9 + "%di" + ")" * 9, "nested too deep", 39),
     ],
 )
 def test_errors_point_at_the_column(word: str, message: str, column: int) -> None:

@@ -229,3 +229,21 @@ def test_load_many_probes_on_busy_threads() -> None:
     per_function = {i: {counts[(f"n{i}_{k}", None)] for k in range(10)} for i in range(10)}
     # Every probe on one function counted every call of it: all ten agree.
     assert all(len(values) == 1 and values.pop() > 1000 for values in per_function.values())
+
+
+def test_nothing_pinned_or_left_writable(tmp_path: Path) -> None:
+    # rawprobe pins nothing in bpffs, and what it writes is its user's only.
+    program = private_program(build_c(LOOPER, name="looper", flags=("-O1",)), tmp_path)
+    bpffs = Path("/sys/fs/bpf")
+    before = set(bpffs.rglob("*")) if bpffs.is_dir() else set()
+    output = tmp_path / "out.json"
+    target = subprocess.Popen([str(program)])
+    try:
+        result = run_rawprobe("attach", "--json", "-o", str(output), "-p", str(target.pid),
+                              f"p:{program}:tick", "--duration", "0.3")
+    finally:
+        target.kill()
+    assert result.returncode == 0, result.stderr
+    after = set(bpffs.rglob("*")) if bpffs.is_dir() else set()
+    assert after == before
+    assert output.stat().st_mode & 0o077 == 0
