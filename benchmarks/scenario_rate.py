@@ -6,9 +6,6 @@ in. Each tracer streams both arguments of every call, with its default buffers:
 - rawprobe as a library: a ``Tracer`` whose loop touches each event's values (_libreader.py);
 - bpftrace ``printf("%d %d\\n", arg0, arg1)`` and bcc ``trace ... "%d %d", arg1, arg2``, both
   writing to a file whose lines are counted, plus the losses they report.
-The EXPERIMENT row is the library with rawprobe's ``RingMap.consume`` replaced at run time
-(see _libreader.py): what fixing its torn consumer-position write would give; it is not
-rawprobe as shipped and no goal is judged on it.
 A run is lossless when every call was delivered and no loss was reported. The rate goes up by
 doubling until a run loses, then is bisected between the best lossless and the lowest lossy
 rate; the table gives the best lossless rate. A tracer is stopped (SIGINT) once it has caught
