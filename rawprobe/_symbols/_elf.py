@@ -22,14 +22,14 @@ from ._arch import ELF_MACHINE_NAMES, arch_for_machine, host_arch
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
 from ._demangle import demangle
 from ._errors import CorruptElfError, UnsupportedElfError
-from ._index import ABSENT_KEY, SOURCES, FileKey, IndexData, IndexSymbol
+from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Any, BinaryIO
 
-__all__ = ["build_index_data", "check_elf_header", "file_key"]
+__all__ = ["build_index_data", "check_elf_header"]
 
 # ELF gABI constants.
 _ELFCLASS32, _ELFCLASS64 = 1, 2
@@ -62,18 +62,6 @@ _BINDINGS = {_STB_GLOBAL: 0, _STB_WEAK: 1, _STB_LOCAL: 2, _STB_GNU_UNIQUE: 3}
 _SOURCE_INDEX = {name: position for position, name in enumerate(SOURCES)}
 # A MiniDebugInfo payload is a few hundred kB; refuse to inflate a crafted one without bound.
 _MAX_DEBUGDATA = 256 << 20
-
-
-def file_key(info: os.stat_result) -> FileKey:
-    """A file's identity for the cache: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def _stat_key(path: str) -> FileKey:
-    try:
-        return file_key(os.stat(path))
-    except OSError:
-        return ABSENT_KEY
 
 
 def check_elf_header(head: bytes, path: str, file_size: int) -> None:
@@ -626,7 +614,7 @@ def _build(
     debug_table = None
     if data.build_id:
         for candidate in build_id_candidates(data.build_id, debug_roots, process_root):
-            data.dependencies.append((candidate, _stat_key(candidate)))
+            data.dependencies.append((candidate, current_key(candidate)))
             if data.dependencies[-1][1] == ABSENT_KEY:
                 continue
             debug_table = _debug_symbol_table(candidate, data.build_id)
@@ -642,7 +630,7 @@ def _build(
         if crc_at + 4 <= len(link_bytes):
             (expected_crc,) = struct.unpack_from("<I", link_bytes, crc_at)
             for candidate in debuglink_candidates(path, link_name, debug_roots, process_root):
-                data.dependencies.append((candidate, _stat_key(candidate)))
+                data.dependencies.append((candidate, current_key(candidate)))
                 if data.dependencies[-1][1] == ABSENT_KEY or file_crc32(candidate) != expected_crc:
                     continue
                 debug_table = _debug_symbol_table(candidate, data.build_id)

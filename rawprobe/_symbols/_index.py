@@ -18,6 +18,7 @@ aliases of a function are its neighbours.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from bisect import bisect_left, bisect_right
@@ -36,7 +37,9 @@ __all__ = [
     "IndexSymbol",
     "SymbolEntry",
     "SymbolIndex",
+    "current_key",
     "encode_index",
+    "file_key",
 ]
 
 _MAGIC = b"RPSYMIDX"
@@ -88,6 +91,19 @@ _FIELDS = (
 # included because mtime can be set back by anyone who can write the file; ctime cannot.
 FileKey = tuple[int, int, int, int, int]
 ABSENT_KEY: FileKey = (-1, -1, -1, -1, -1)
+
+
+def file_key(info: os.stat_result) -> FileKey:
+    """A file's identity for the cache, from its ``stat``."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def current_key(path: str) -> FileKey:
+    """The identity of ``path`` now, or :data:`ABSENT_KEY` when it cannot be stat'ed."""
+    try:
+        return file_key(os.stat(path))
+    except OSError:
+        return ABSENT_KEY
 
 
 class IndexFormatError(Exception):

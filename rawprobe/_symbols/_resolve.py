@@ -22,7 +22,14 @@ from ._errors import (
     OffsetMismatchError,
     UndefinedSymbolError,
 )
-from ._index import ABSENT_KEY, FileKey, IndexFormatError, SymbolEntry, SymbolIndex
+from ._index import (
+    FileKey,
+    IndexFormatError,
+    SymbolEntry,
+    SymbolIndex,
+    current_key,
+    file_key,
+)
 from ._model import Location, OffsetDerivation, Symbol, TargetInfo
 from ._target import split_root
 
@@ -57,21 +64,10 @@ def _remember(memo_key: tuple[str, tuple[str, ...]], index: SymbolIndex) -> None
         del _opened[next(iter(_opened))]
 
 
-def _file_key(info: os.stat_result) -> FileKey:
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def _current_key(path: str) -> FileKey:
-    try:
-        return _file_key(os.stat(path))
-    except OSError:
-        return ABSENT_KEY
-
-
 def _still_valid(index: SymbolIndex, path: str, key: FileKey) -> bool:
     if index.key != key or index.path != path:
         return False
-    return all(_current_key(dep) == dep_key for dep, dep_key in index.dependencies)
+    return all(current_key(dep) == dep_key for dep, dep_key in index.dependencies)
 
 
 def open_index(
@@ -106,7 +102,7 @@ def open_index(
         raise NotElfError(f"{path}: is a directory, not an ELF file")
     if not stat_module.S_ISREG(info.st_mode):
         raise NotElfError(f"{path}: not a regular file, so not a program or library")
-    key = _file_key(info)
+    key = file_key(info)
     roots = debug_roots(debug_root)
     memo_key = (path, roots)
     index = _opened.get(memo_key)
@@ -133,7 +129,7 @@ def open_index(
     encoded = encode_index(found)
     index = SymbolIndex.from_bytes(encoded)
     # Cache only what was read from the file the key describes (it may change while we read).
-    if cache is not None and _current_key(path) == key:
+    if cache is not None and current_key(path) == key:
         cache.write(entry_name, encoded)
     _remember(memo_key, index)
     return index
