@@ -21,7 +21,13 @@ from functools import lru_cache
 from typing import Any
 
 from ._errors import KernelFeatureError, RawprobeError, SysCallError
-from ._privileges import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN
+from ._privileges import (
+    CAP_BPF,
+    CAP_PERFMON,
+    CAP_SYS_ADMIN,
+    effective_capabilities,
+    parse_capabilities,
+)
 
 __all__ = [
     "Check",
@@ -97,14 +103,6 @@ def parse_kernel_config(text: str) -> dict[str, str]:
     return options
 
 
-def parse_capabilities(status: str) -> int:
-    """The effective capability mask (``CapEff:``) of a ``/proc/PID/status`` text."""
-    for line in status.splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def parse_lockdown(text: str) -> str:
     """The active mode of ``/sys/kernel/security/lockdown`` (``[none] integrity ...``)."""
     match = re.search(r"\[(\w+)\]", text)
@@ -136,17 +134,16 @@ def _kernel_config() -> tuple[dict[str, str] | None, str]:
     return None, ""
 
 
-def _capabilities() -> int:
-    return parse_capabilities(_read("/proc/self/status") or "")
-
-
 def _has(caps: int, cap: int) -> bool:
     return os.geteuid() == 0 or bool(caps >> cap & 1)
 
 
-def _may_bpf() -> bool:
-    caps = _capabilities()
+def _bpf_capable(caps: int) -> bool:
     return _has(caps, CAP_SYS_ADMIN) or (_has(caps, CAP_BPF) and _has(caps, CAP_PERFMON))
+
+
+def _may_bpf() -> bool:
+    return _bpf_capable(effective_capabilities())
 
 
 def _lockdown() -> str:
@@ -208,7 +205,7 @@ def tracefs_backend_available() -> str | None:
     if _lockdown() == "confidentiality":
         return ("kernel lockdown in confidentiality mode forbids tracefs: boot with "
                 "lockdown=integrity (or none) to use the tracefs backend")
-    caps = _capabilities()
+    caps = effective_capabilities()
     paranoid = _read("/proc/sys/kernel/perf_event_paranoid")
     if not (_has(caps, CAP_PERFMON) or _has(caps, CAP_SYS_ADMIN)) and (
         paranoid is None or int(paranoid) > -1
@@ -281,9 +278,9 @@ def _check_btf() -> Check:
 def _check_privileges() -> Check:
     if os.geteuid() == 0:
         return Check("privileges", OK, "running as root")
-    caps = _capabilities()
+    caps = effective_capabilities()
     held = [name for cap, name in _CAP_NAMES.items() if caps >> cap & 1]
-    if caps >> CAP_SYS_ADMIN & 1 or (caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1):
+    if _bpf_capable(caps):
         return Check("privileges", OK, "capabilities: " + ", ".join(held))
     return Check("privileges", FAIL, "not root; capabilities: " + (", ".join(held) or "none"),
                  "run rawprobe as root (sudo), or grant CAP_BPF and CAP_PERFMON: "
@@ -404,7 +401,7 @@ def _backend_check(name: str, reason: str | None, what: str) -> Check:
 
 def run_checks() -> list[Check]:
     """Every check, in the order ``rawprobe doctor`` prints them."""
-    caps = _capabilities()
+    caps = effective_capabilities()
     checks = [
         _check_kernel(),
         _check_config(),

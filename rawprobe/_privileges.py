@@ -6,7 +6,7 @@ import os
 
 from ._errors import PrivilegeError
 
-__all__ = ["check_tracing_privileges"]
+__all__ = ["check_tracing_privileges", "effective_capabilities", "parse_capabilities"]
 
 # include/uapi/linux/capability.h
 CAP_SYS_ADMIN = 21
@@ -14,15 +14,21 @@ CAP_PERFMON = 38
 CAP_BPF = 39
 
 
-def _effective_capabilities() -> int:
+def parse_capabilities(status: str) -> int:
+    """The effective capability mask (``CapEff:``) of a ``/proc/PID/status`` text."""
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability mask (0 when it cannot be read)."""
     try:
         with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
+            return parse_capabilities(status.read())
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return 0
 
 
 def check_tracing_privileges(bpf: bool = True) -> None:
@@ -33,7 +39,7 @@ def check_tracing_privileges(bpf: bool = True) -> None:
     """
     if os.geteuid() == 0:
         return
-    caps = _effective_capabilities()
+    caps = effective_capabilities()
     if caps >> CAP_SYS_ADMIN & 1:
         return
     missing = []
