@@ -18,6 +18,7 @@ import os
 import struct
 
 from .._errors import NotElfError, TargetNotFoundError
+from .._files import open_target
 from ._arch import ELF_MACHINE_NAMES, arch_for_machine, host_arch
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
 from ._demangle import demangle
@@ -463,22 +464,10 @@ def _undefined_functions(
     return list(undefined.items())
 
 
-def _open(path: str) -> tuple[BinaryIO, int]:
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise NotElfError(f"{path}: is a directory, not an ELF file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot open').lower()}") from None
-    return stream, os.fstat(stream.fileno()).st_size
-
-
 def _debug_symbol_table(path: str, expect_build_id: str) -> _SymbolTable | None:
     """The ``.symtab`` of a separate debug file, or None when it is unusable or not a match."""
     try:
-        stream, size = _open(path)
+        stream, size = open_target(path)
     except (TargetNotFoundError, NotElfError):
         return None
     with stream:
@@ -545,7 +534,7 @@ def build_index_data(
         NotElfError: It is not an ELF file (:class:`CorruptElfError` when damaged,
             :class:`UnsupportedElfError` when of another kind or machine).
     """
-    stream, size = _open(path)
+    stream, size = open_target(path)
     with stream:
         check_elf_header(stream.read(64), path, size)
         stream.seek(0)

@@ -8,9 +8,9 @@ path that imports pyelftools). Everything here after that works on the index alo
 from __future__ import annotations
 
 import os
-import stat as stat_module
 
-from .._errors import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
+from .._errors import SymbolNotFoundError, UsageError
+from .._files import stat_target
 from .._insn import is_instruction_boundary
 from ._cache import default_cache
 from ._debuginfo import debug_roots
@@ -92,16 +92,7 @@ def open_index(
         NotElfError: It is not an ELF file rawprobe can probe (see its subclasses).
     """
     path = os.path.abspath(path)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot stat').lower()}") from None
-    if stat_module.S_ISDIR(info.st_mode):
-        raise NotElfError(f"{path}: is a directory, not an ELF file")
-    if not stat_module.S_ISREG(info.st_mode):
-        raise NotElfError(f"{path}: not a regular file, so not a program or library")
+    info = stat_target(path)
     key = file_key(info)
     roots = debug_roots(debug_root)
     memo_key = (path, roots)

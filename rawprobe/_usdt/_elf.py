@@ -16,7 +16,6 @@ semaphore's.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +24,8 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .._errors import NotElfError, TargetNotFoundError
+from .._errors import NotElfError
+from .._files import open_target, stat_target
 from ._errors import UsdtNoteError
 from ._notes import SdtNote, parse_stapsdt_notes
 
@@ -111,14 +111,7 @@ class UsdtFile:
         self.path = path
         self._symbols: dict[str, set[int]] | None = None
         self._has_symbol_tables = False
-        try:
-            stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:
-            raise TargetNotFoundError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise NotElfError(f"{path}: is a directory, not an ELF file") from None
-        except OSError as error:
-            raise TargetNotFoundError(f"{path}: {error.strerror}") from None
+        stream, _size = open_target(path)
         with stream:
             if stream.read(4) != b"\x7fELF":
                 raise NotElfError(f"{path}: not an ELF file (no ELF magic)")
@@ -270,10 +263,5 @@ def open_usdt_file(path: str) -> UsdtFile:
         NotElfError: Not an ELF file, or a damaged one.
         UsdtNoteError: Its SDT notes are malformed or point outside the file's segments.
     """
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {error.strerror}") from None
+    stat = stat_target(path)
     return _usdt_file(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
