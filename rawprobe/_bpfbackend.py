@@ -18,17 +18,14 @@ from ._defaults import DEFAULT_RING_SIZE
 from ._errors import (
     BpfObjectError,
     KernelFeatureError,
-    PrivilegeError,
     SysCallError,
-    TargetNotFoundError,
-    UsageError,
 )
 from ._object import BpfObject, object_bytes
 from ._records import Decoder, Event
 from ._ringmap import RingMap
 from ._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from ._sys.libbpf import Libbpf, PerfEventOpts
-from ._uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent
+from ._uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
 
 __all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
 
@@ -239,7 +236,7 @@ class BpfSession:
             )
         except SysCallError as error:
             if error.errno not in _UNPLACEABLE:
-                raise _explain_multi(error, path, pid) from None
+                raise explain_uprobe_error(error, path, f"uprobes in {path}", pid) from None
             if len(members) == 1:
                 self.unplaced.append((members[0], _UNPLACEABLE_REASON))
                 return
@@ -381,19 +378,3 @@ def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:
             lib.link_destroy(link)
         except SysCallError as error:
             _LOG.warning("detaching a probe failed: %s", error)
-
-
-def _explain_multi(error: SysCallError, path: str, pid: int) -> Exception:
-    if error.errno in (errno.EPERM, errno.EACCES):
-        return PrivilegeError(
-            f"not allowed to plant uprobes in {path}: run rawprobe as root, or grant "
-            "CAP_PERFMON and CAP_BPF", capability="CAP_PERFMON")
-    if error.errno == errno.ESRCH:
-        return TargetNotFoundError(f"no process with pid {pid}")
-    if error.errno == errno.ENOENT:
-        return TargetNotFoundError(f"{path}: no such file")
-    if error.errno == errno.EINVAL:
-        return UsageError(
-            f"the kernel refused uprobes in {path}: every offset must fall on an instruction "
-            "of an executable mapping of the file")
-    return error

@@ -28,7 +28,13 @@ from ._errors import (
 from ._limits import out_of_descriptors, raise_descriptor_limit
 from ._sys.perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr, perf_event_open
 
-__all__ = ["UnplaceableProbeError", "UprobeEvent", "UprobePmu", "uprobe_pmu"]
+__all__ = [
+    "UnplaceableProbeError",
+    "UprobeEvent",
+    "UprobePmu",
+    "explain_uprobe_error",
+    "uprobe_pmu",
+]
 
 # ENOTSUPP: a kernel-internal errno the uprobe code returns for instructions it cannot probe.
 ENOTSUPP = 524
@@ -168,6 +174,7 @@ class UprobeEvent:
         # admits every process once a host-wide event exists, kernel/trace/trace_uprobe.c).
         target_pid, cpu = (pid, -1) if pid is not None else (-1, 0)
         fd = -1
+        where = f"a uprobe at {path}:{file_offset:#x}"
         for attempt in range(2):
             try:
                 fd = perf_event_open(attr, target_pid, cpu)
@@ -176,8 +183,8 @@ class UprobeEvent:
                 if error.errno == errno.EMFILE:
                     if attempt == 0 and raise_descriptor_limit():
                         continue
-                    raise out_of_descriptors(f"a uprobe at {path}:{file_offset:#x}") from None
-                raise _explain(error, path, file_offset, pid) from None
+                    raise out_of_descriptors(where) from None
+                raise explain_uprobe_error(error, path, where, pid) from None
         self._fd: int | None = fd
         self._finalizer = weakref.finalize(self, os.close, fd)
 
@@ -200,12 +207,14 @@ class UprobeEvent:
             self._finalizer()
 
 
-def _explain(error: SysCallError, path: str, file_offset: int, pid: int | None) -> Exception:
-    where = f"{path}:{file_offset:#x}"
+def explain_uprobe_error(error: SysCallError, path: str, where: str,
+                         pid: int | None) -> Exception:
+    """What the kernel's refusal to plant ``where`` (``a uprobe at FILE:OFFSET``, ``uprobes in
+    FILE``) in ``path`` means to the user."""
     code = error.errno
     if code in (errno.EPERM, errno.EACCES):
         return PrivilegeError(
-            f"not allowed to plant a uprobe at {where}: run rawprobe as root, or grant "
+            f"not allowed to plant {where}: run rawprobe as root, or grant "
             "CAP_PERFMON and CAP_BPF (CAP_SYS_ADMIN on kernels before 5.8)",
             capability="CAP_PERFMON",
         )
@@ -215,7 +224,7 @@ def _explain(error: SysCallError, path: str, file_offset: int, pid: int | None) 
         return TargetNotFoundError(f"{path}: no such file")
     if code in (errno.EINVAL, ENOTSUPP):
         return UnplaceableProbeError(
-            f"the kernel refused a uprobe at {where}: the offset must fall on an instruction "
+            f"the kernel refused {where}: the offset must fall on an instruction "
             "of an executable mapping of the file, one the kernel can probe"
         )
-    return SysCallError(code or 0, f"perf_event_open(uprobe {where})")
+    return SysCallError(code or 0, f"{error.context} ({where})")
