@@ -20,3 +20,13 @@ def compile_c() -> CompileC:
 def add_program() -> Path:
     """``main [TIMES [PAUSE_MS]]``: sleeps PAUSE_MS, then calls add(i + 1, 2) TIMES times."""
     return build_c(ADD_SOURCE, name="main", flags=("-O0", "-g"))
+
+
+@pytest.fixture
+def private_symbol_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Symbol caches go to this run's temporary directory, and no debug root comes from the
+    environment."""
+    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
+    monkeypatch.delenv("RAWPROBE_DEBUG_ROOT", raising=False)

@@ -16,12 +16,7 @@ from rawprobe._probespec import split_place
 from rawprobe._symbols import GoReturnProbeError, resolve_one
 from rawprobe.cli._symbols import run_list, run_resolve
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
+pytestmark = pytest.mark.usefixtures("private_symbol_cache")
 
 
 @pytest.fixture(scope="module")

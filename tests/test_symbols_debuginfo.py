@@ -32,15 +32,9 @@ from rawprobe._symbols import (
     resolve_one,
 )
 
+pytestmark = pytest.mark.usefixtures("private_symbol_cache")
+
 LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
-    monkeypatch.delenv("RAWPROBE_DEBUG_ROOT", raising=False)
 
 
 @pytest.fixture(scope="module")

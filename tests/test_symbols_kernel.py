@@ -36,17 +36,9 @@ from helpers import CompileC, require_kernel_tracing
 
 from rawprobe._symbols import Location, find_target, resolve_one
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("private_symbol_cache")]
 
 TRACEFS = Path("/sys/kernel/tracing")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
-    monkeypatch.delenv("RAWPROBE_DEBUG_ROOT", raising=False)
 
 
 class TracefsUprobes:

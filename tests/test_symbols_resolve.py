@@ -50,13 +50,7 @@ from rawprobe._symbols import (
     resolve_one,
 )
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
-    monkeypatch.delenv("RAWPROBE_DEBUG_ROOT", raising=False)
+pytestmark = pytest.mark.usefixtures("private_symbol_cache")
 
 
 @pytest.fixture(scope="session")

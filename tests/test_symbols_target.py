@@ -26,15 +26,10 @@ from rawprobe._symbols._ldcache import (
 )
 from rawprobe._symbols._target import resolve_in_root, split_root
 
+pytestmark = pytest.mark.usefixtures("private_symbol_cache")
+
 X86_64 = 0x0303  # FLAG_ELF_LIBC6 | FLAG_X8664_LIB64
 I386 = 0x0003
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("RAWPROBE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "symcache"))
 
 
 # -- building caches the way ldconfig lays them out (glibc sysdeps/generic/dl-cache.h) ----------
