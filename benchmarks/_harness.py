@@ -471,6 +471,35 @@ class LoopTarget(Spawned):
         raise MeasurementError(why)
 
 
+def capture_chunks(loop: Path, calls: int) -> tuple[list[bytes], list[Any]]:
+    """Ring-buffer chunks of ``p:LOOP:hit_nop5 a=%di:s64 b=%si:s64`` over ``calls`` calls of a
+    ``loop`` target, read as a live reader reads them (whatever is there at each wake-up), each
+    cut at its last whole record; and the tracer's record layouts, to decode them with."""
+    from rawprobe._ringbuf import split_records
+    from rawprobe._tracer import Tracer
+
+    chunks: list[bytes] = []
+    with LoopTarget(loop, calls, 0, "nop5", wait=True, linger_ms=60_000) as target, \
+            Tracer(pid=target.pid, ring_size=32 << 20) as tracer:
+        tracer.add(f"p:{loop}:hit_nop5 a=%di:s64 b=%si:s64")
+        tracer.start()
+        session = tracer._session
+        assert session is not None
+        ring = session.ring  # type: ignore[attr-defined]
+        done = False
+        while True:
+            ring.wait(0.05)
+            chunk = ring.read()
+            if chunk:
+                consumed = split_records(chunk)[1]
+                chunks.append(chunk[:consumed])
+                ring.consume(consumed)
+            elif done:
+                break
+            done = done or target.out.readline(0) is not None
+        return chunks, list(tracer._layouts)
+
+
 class MeasurementError(RuntimeError):
     """A measurement could not be taken (a tool failed to start, a target never ran)."""
 

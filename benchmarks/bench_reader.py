@@ -19,8 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import build_loop, host_description
 
-from rawprobe._records import decode_records
-from rawprobe._ringbuf import split_records
+from rawprobe._records import Decoder
 from rawprobe._tracer import Tracer
 
 
@@ -33,14 +32,15 @@ def live_run(calls: int) -> tuple[float, int, list[bytes]]:
         session = tracer._session
         assert session is not None
         ring = session.ring
+        decoder = Decoder(tracer._layouts)  # as the library's read path keeps one
         delivered = 0
         started = time.perf_counter()
         while True:
             ring.wait(0.2)
             chunk = ring.read()
             if chunk:
-                records, consumed = split_records(chunk)
-                delivered += len(decode_records(chunk, records, tracer._layouts))
+                events, consumed = decoder.decode_chunk(chunk)
+                delivered += len(events)
                 ring.consume(consumed)
                 if len(chunks) < 64:
                     chunks.append(chunk[:consumed])
@@ -55,14 +55,13 @@ def live_run(calls: int) -> tuple[float, int, list[bytes]]:
 
 
 def decode_only(chunks: list[bytes], layouts: object, seconds: float = 2.0) -> None:
-    prepared = [(chunk, split_records(chunk)[0]) for chunk in chunks]
-    total = sum(len(records) for _chunk, records in prepared)
+    decoder = Decoder(layouts)  # type: ignore[arg-type]
+    total = sum(len(decoder.decode_chunk(chunk)[0]) for chunk in chunks)
     decoded = 0
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
-        for chunk, _records in prepared:
-            records, _consumed = split_records(chunk)
-            decoded += len(decode_records(chunk, records, layouts))  # type: ignore[arg-type]
+        for chunk in chunks:
+            decoded += len(decoder.decode_chunk(chunk)[0])
     elapsed = time.perf_counter() - started
     print(f"decode only: {decoded:,} records ({total:,} distinct) in {elapsed:.2f} s -> "
           f"{decoded / elapsed:,.0f} records/s (framing + decoding + event objects)")

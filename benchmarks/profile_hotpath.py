@@ -21,33 +21,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from ._harness import LoopTarget
+from ._harness import capture_chunks
 from .common import build_loop
-
-
-def capture(calls: int = 200_000) -> tuple[list[bytes], list[object]]:
-    from rawprobe._ringbuf import split_records
-    from rawprobe._tracer import Tracer
-
-    loop = build_loop()
-    chunks: list[bytes] = []
-    with LoopTarget(loop, calls, 0, "nop5", wait=True, linger_ms=60_000) as target, \
-            Tracer(pid=target.pid, ring_size=32 << 20) as tracer:
-        tracer.add(f"p:{loop}:hit_nop5 a=%di:s64 b=%si:s64")
-        tracer.start()
-        ring = tracer._session.ring  # type: ignore[union-attr]
-        done = False
-        while True:
-            ring.wait(0.05)
-            chunk = ring.read()
-            if chunk:
-                consumed = split_records(chunk)[1]
-                chunks.append(chunk[:consumed])
-                ring.consume(consumed)
-            elif done:
-                break
-            done = done or target.out.readline(0) is not None
-        return chunks, list(tracer._layouts)
 
 
 def profile(label: str, body: Callable[[], int], seconds: float) -> None:
@@ -75,24 +50,23 @@ def profile(label: str, body: Callable[[], int], seconds: float) -> None:
 
 def main() -> None:
     from rawprobe._format import EventFormatter
-    from rawprobe._records import decode_records
-    from rawprobe._ringbuf import split_records
+    from rawprobe._records import Decoder
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
-    chunks, layouts = capture()
-    framed = [(chunk, split_records(chunk)[0]) for chunk in chunks]
-    print(f"{sum(len(r) for _c, r in framed):,} records in {len(chunks)} reads")
+    chunks, layouts = capture_chunks(build_loop(), 200_000)
+    decoder = Decoder(layouts)  # as the library's read path keeps one
+    print(f"{sum(len(decoder.decode_chunk(chunk)[0]) for chunk in chunks):,} records in "
+          f"{len(chunks)} reads")
     profile("framing + decoding (the library's read path)",
-            lambda: sum(len(decode_records(chunk, split_records(chunk)[0], layouts))  # type: ignore[arg-type]
-                        for chunk in chunks), seconds)
+            lambda: sum(len(decoder.decode_chunk(chunk)[0]) for chunk in chunks), seconds)
     formatter = EventFormatter()
 
     def decode_and_format() -> int:
         done = 0
-        for chunk, records in framed:
-            events = decode_records(chunk, records, layouts)  # type: ignore[arg-type]
-            text = "".join(formatter.json(event) + "\n" for event in events)
-            done += len(events) + 0 * len(text)
+        for chunk in chunks:
+            events = decoder.decode_chunk(chunk)[0]
+            formatter.lines(events, True)
+            done += len(events)
         return done
 
     profile("decoding + JSON lines (the CLI's --json path, without the write)",

@@ -37,6 +37,7 @@ from ._harness import (
     Spawned,
     Table,
     bpftrace_account,
+    capture_chunks,
     count_lines,
     goal_status,
     status_kib,
@@ -185,30 +186,10 @@ def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     from rawprobe._format import EventFormatter
     from rawprobe._records import Decoder
     from rawprobe._ringbuf import split_records
-    from rawprobe._tracer import Tracer
 
-    chunks: list[bytes] = []
-    with LoopTarget(ctx.loop, 200_000, 0, MODE, wait=True, linger_ms=60_000) as target, \
-            Tracer(pid=target.pid, ring_size=32 << 20) as tracer:
-        tracer.add(f"p:{ctx.loop}:{FUNCTION} a=%di:s64 b=%si:s64")
-        tracer.start()
-        session = tracer._session
-        assert session is not None
-        ring = session.ring  # type: ignore[attr-defined]
-        done = False
-        while True:  # read as a live reader does: whatever is there at each wake-up
-            ring.wait(0.05)
-            chunk = ring.read()
-            if chunk:
-                consumed = split_records(chunk)[1]
-                chunks.append(chunk[:consumed])
-                ring.consume(consumed)
-            elif done:
-                break
-            done = done or target.out.readline(0) is not None
-        layouts = tracer._layouts
-    total = sum(len(split_records(chunk)[0]) for chunk in chunks)
+    chunks, layouts = capture_chunks(ctx.loop, 200_000)
     framed = [(chunk, split_records(chunk)[0]) for chunk in chunks]
+    total = sum(len(records) for _chunk, records in framed)
     events = [event for chunk, records in framed
               for event in Decoder(layouts).decode(chunk, records)]
     rates: dict[str, float] = {}
@@ -226,7 +207,11 @@ def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     measure("split+decode", lambda: sum(len(decoder.decode_chunk(chunk)[0])
                                         for chunk in chunks))
     formatter = EventFormatter()
-    measure("json", lambda: len([formatter.json(event) for event in events]))
+    def json_lines() -> int:  # formatted in one batch, as the CLI formats what it reads
+        formatter.lines(events, True)
+        return len(events)
+
+    measure("json", json_lines)
     rates["records"] = total
     rates["chunks"] = len(chunks)
     return rates
@@ -297,7 +282,7 @@ def run(ctx: Context) -> ScenarioResult:
     for name, label in (("split", "split_records (framing)"),
                         ("decode", "Decoder.decode (Event objects)"),
                         ("split+decode", "Decoder.decode_chunk: the library's read path"),
-                        ("json", "EventFormatter.json (the CLI's --json, per event)")):
+                        ("json", "EventFormatter.lines: the CLI's --json formatting")):
         decode.add(label, f"{rates[name]:,.0f}")
         result.numbers[f"reader_per_s.{name}"] = rates[name]
     result.tables.append(decode)
