@@ -88,6 +88,28 @@ def _python_startup(env: dict[str, str], repeat: int) -> float:
     return statistics.median(times)
 
 
+def in_process_resolution(libc: str, cache_dir: str, runs: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``resolve_location(libc, "malloc")`` in this process, ``runs`` times each:
+    with the index read back from the disk cache in ``cache_dir``, and with it in memory."""
+    from rawprobe._symbols import clear_memory, resolve_location
+
+    os.environ["RAWPROBE_CACHE_DIR"] = cache_dir
+    try:
+        resolve_location(libc, "malloc")  # fills the cache
+        disk, memory = [], []
+        for _ in range(runs):
+            clear_memory()
+            started = time.perf_counter()
+            resolve_location(libc, "malloc")
+            disk.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            resolve_location(libc, "malloc")
+            memory.append(time.perf_counter() - started)
+    finally:
+        del os.environ["RAWPROBE_CACHE_DIR"]
+    return disk, memory
+
+
 def bench_resolution(libc: str, repeat: int) -> None:
     print(f"\nResolving malloc in {libc} (median of {repeat})")
     for bytecode in (True, False):
@@ -110,19 +132,7 @@ def bench_resolution(libc: str, repeat: int) -> None:
 
     sys.path.insert(0, str(REPO))
     cache_dir = tempfile.mkdtemp(prefix="rawprobe-bench-")
-    os.environ["RAWPROBE_CACHE_DIR"] = cache_dir
-    from rawprobe._symbols import clear_memory, resolve_location
-
-    resolve_location(libc, "malloc")  # fills the cache
-    samples_disk, samples_memory = [], []
-    for _ in range(max(repeat, 50)):
-        clear_memory()
-        started = time.perf_counter()
-        resolve_location(libc, "malloc")
-        samples_disk.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        resolve_location(libc, "malloc")
-        samples_memory.append(time.perf_counter() - started)
+    samples_disk, samples_memory = in_process_resolution(libc, cache_dir, max(repeat, 50))
     print(" in-process (median of 50):")
     for label, samples in (
         ("warm, index read from the disk cache", samples_disk),

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from ._harness import Context, Goal, ScenarioResult, Table, goal_status, median
-from .bench_symbols import LIBC_CANDIDATES, _child, largest_elf
+from .bench_symbols import LIBC_CANDIDATES, _child, in_process_resolution, largest_elf
 
 
 def _process_seconds(argv: list[str], env: dict[str, str] | None = None,
@@ -53,22 +53,7 @@ def run(ctx: Context) -> ScenarioResult:
     result.numbers["resolve_ms.cold_call"] = median([run[2] for run in cold]) * 1000
     result.numbers["resolve_ms.warm_call"] = median([run[2] for run in warm]) * 1000
 
-    os.environ["RAWPROBE_CACHE_DIR"] = str(ctx.scratch("symbols-inprocess-"))
-    try:
-        from rawprobe._symbols import clear_memory, resolve_location
-
-        resolve_location(libc, "malloc")
-        disk, memory = [], []
-        for _ in range(50):
-            clear_memory()
-            started = time.perf_counter()
-            resolve_location(libc, "malloc")
-            disk.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            resolve_location(libc, "malloc")
-            memory.append(time.perf_counter() - started)
-    finally:
-        del os.environ["RAWPROBE_CACHE_DIR"]
+    disk, memory = in_process_resolution(libc, str(ctx.scratch("symbols-inprocess-")), 50)
     table.add("warm, in process, index read from the disk cache", "", "",
               f"{median(disk) * 1000:.2f}")
     table.add("warm, in process, index in memory", "", "", f"{median(memory) * 1000:.3f}")
