@@ -237,6 +237,16 @@ _MODRM_LENGTH = _modrm_lengths()
 _SIB_WITHOUT_BASE = 5  # SIB.base 101b under mod 00: no base register, a disp32 instead
 
 
+def _past_modrm(code: bytes | memoryview, position: int) -> int:
+    """Where the operand bytes that start with the ModRM byte at ``position`` end: ModRM, then
+    a SIB byte and a displacement as ModRM (and SIB.base) ask for."""
+    modrm = code[position]
+    end = position + _MODRM_LENGTH[modrm]
+    if modrm & 0xC7 == 0x04 and code[position + 1] & 7 == _SIB_WITHOUT_BASE:
+        end += 4
+    return end
+
+
 # -- the decoder ------------------------------------------------------------------------------
 
 
@@ -331,10 +341,7 @@ def _decode(code: bytes | memoryview, offset: int) -> int:
         return _decode_one_byte_group(code, offset, position, opcode, operand_size, rex_w)
 
     if code_point & 1:
-        modrm = code[position]
-        position += _MODRM_LENGTH[modrm]
-        if modrm & 0xC7 == 0x04 and code[position - 1] & 7 == _SIB_WITHOUT_BASE:
-            position += 4
+        position = _past_modrm(code, position)
     immediate = code_point >> 1
     if immediate == _IMM_NONE:
         return position
@@ -370,9 +377,7 @@ def _decode_one_byte_group(
     vol. 2, table A-6 "Opcode Extensions for One- and Two-byte Opcodes by Group Number")."""
     modrm = code[position]
     reg, mod = (modrm >> 3) & 7, modrm >> 6
-    end = position + _MODRM_LENGTH[modrm]
-    if modrm & 0xC7 == 0x04 and code[position + 1] & 7 == _SIB_WITHOUT_BASE:
-        end += 4
+    end = _past_modrm(code, position)
     imm_z = 2 if operand_size and not rex_w else 4
     if opcode in (0xF6, 0xF7):
         # Group 3: TEST Eb,Ib / Ev,Iz under /0 (and its alias /1, AMD APM vol. 3 A.3); NOT,
@@ -454,10 +459,7 @@ def _decode_0f(
                 raise UndecodableInstruction(offset, "0F B8 without F3 (JMPE) is undefined")
             code_point = 1
     if code_point & 1:
-        modrm = code[position]
-        position += _MODRM_LENGTH[modrm]
-        if modrm & 0xC7 == 0x04 and code[position - 1] & 7 == _SIB_WITHOUT_BASE:
-            position += 4
+        position = _past_modrm(code, position)
     kind = code_point >> 1
     if kind == _IMM8:
         return position + 1
@@ -482,10 +484,7 @@ def _decode_vex(
         immediate = 1
     else:
         raise UndecodableInstruction(offset, f"VEX opcode map {opcode_map} is not known")
-    modrm = code[position]
-    position += _MODRM_LENGTH[modrm]
-    if modrm & 0xC7 == 0x04 and code[position - 1] & 7 == _SIB_WITHOUT_BASE:
-        position += 4
+    position = _past_modrm(code, position)
     return position + immediate
 
 
@@ -509,10 +508,7 @@ def _decode_evex(code: bytes | memoryview, offset: int, position: int) -> int:
         immediate = 0
     else:
         raise UndecodableInstruction(offset, f"EVEX opcode map {opcode_map} is not known")
-    modrm = code[position]
-    position += _MODRM_LENGTH[modrm]
-    if modrm & 0xC7 == 0x04 and code[position - 1] & 7 == _SIB_WITHOUT_BASE:
-        position += 4
+    position = _past_modrm(code, position)
     return position + immediate
 
 
@@ -522,10 +518,7 @@ def _decode_xop(code: bytes | memoryview, offset: int, position: int, prefixed: 
     none in map 9, imm32 in map 0Ah."""
     modrm = code[position]
     if modrm & 0x38 == 0:
-        end = position + _MODRM_LENGTH[modrm]
-        if modrm & 0xC7 == 0x04 and code[position + 1] & 7 == _SIB_WITHOUT_BASE:
-            end += 4
-        return end
+        return _past_modrm(code, position)
     opcode_map = modrm & 0x1F
     opcodes = _XOP_OPCODES.get(opcode_map)
     if opcodes is None:
@@ -538,10 +531,7 @@ def _decode_xop(code: bytes | memoryview, offset: int, position: int, prefixed: 
             offset, f"XOP map {opcode_map} opcode {opcode:02X} is undefined"
         )
     position += 3
-    modrm = code[position]
-    position += _MODRM_LENGTH[modrm]
-    if modrm & 0xC7 == 0x04 and code[position - 1] & 7 == _SIB_WITHOUT_BASE:
-        position += 4
+    position = _past_modrm(code, position)
     return position + (1 if opcode_map == 8 else 0 if opcode_map == 9 else 4)
 
 
