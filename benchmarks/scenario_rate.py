@@ -69,7 +69,6 @@ class Streamer:
     start: Callable[[Context, int, Path], Spawned]
     account: Callable[[Spawned, Path], tuple[int, int]]
     first_rate: int
-    ready_line: str | None = None  # a line on stdout that says the probe is in
 
 
 def _rawprobe_cli(ctx: Context, pid: int, _out: Path) -> Spawned:

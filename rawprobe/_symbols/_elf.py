@@ -326,7 +326,6 @@ class _Merger:
     def __init__(self, executable: list[tuple[int, int, int, int, int]]) -> None:
         self.executable = executable
         self.by_key: dict[tuple[str, int], list[IndexSymbol]] = {}
-        self.outside = 0
 
     def in_executable_segment(self, address: int) -> bool:
         for vaddr, _memsz, _offset, filesz, _flags in self.executable:
@@ -346,7 +345,6 @@ class _Merger:
         source: int,
     ) -> None:
         if not self.in_executable_segment(address):
-            self.outside += 1
             return
         group = self.by_key.setdefault((name, address), [])
         for existing in group:

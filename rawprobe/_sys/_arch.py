@@ -33,7 +33,6 @@ class Arch:
         return_register: The register holding a function's return value.
         stack_pointer: The stack pointer register.
         instruction_pointer: The instruction pointer register.
-        pt_regs_words: ``sizeof(struct pt_regs) / 8`` as the BPF program copies it.
     """
 
     name: str
@@ -44,7 +43,6 @@ class Arch:
     return_register: str
     stack_pointer: str
     instruction_pointer: str
-    pt_regs_words: int
 
 
 # struct pt_regs on x86_64, in order (arch/x86/include/asm/ptrace.h): r15 r14 r13 r12 bp bx
@@ -66,7 +64,6 @@ X86_64 = Arch(
     return_register="ax",
     stack_pointer="sp",
     instruction_pointer="ip",
-    pt_regs_words=len(_X86_64_PT_REGS),
 )
 
 _ARM64_REGISTERS = {f"x{i}": i for i in range(31)}
@@ -81,7 +78,6 @@ ARM64 = Arch(
     return_register="x0",
     stack_pointer="sp",
     instruction_pointer="pc",
-    pt_regs_words=34,
 )
 
 _BY_MACHINE = {"x86_64": X86_64, "aarch64": ARM64}

@@ -94,7 +94,6 @@ class Libbpf:
             "bpf_program__set_expected_attach_type", i, [p, i], ERR_NEGATIVE_ERRNO
         )
         self.link_destroy = fn("bpf_link__destroy", i, [p], ERR_NEGATIVE_ERRNO)
-        self.link_fd = fn("bpf_link__fd", i, [p], ERR_NEGATIVE_ERRNO)
         # Keep the callback object alive as long as libbpf may call it.
         self._print_callback = _PRINT_FN(_log_line)
         self.set_print(self._print_callback)
