@@ -43,7 +43,6 @@ from ._errors import (
 )
 from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
 from ._filter import FilterExpr, compile_filter, evaluate_filter, parse_filter
-from ._insn import is_instruction_boundary
 from ._limits import out_of_descriptors, raise_descriptor_limit
 from ._privileges import check_tracing_privileges
 from ._probespec import ProbeSpec, default_event_name, parse_probe
@@ -107,6 +106,8 @@ def _mid_instruction(path: str, location: Location) -> str | None:
     None when it does: a uprobe in the middle of one corrupts the program."""
     if not location.symbol_offset or location.symbol is None:
         return None
+    from ._insn import is_instruction_boundary  # its tables take ms to build
+
     start = location.file_offset - location.symbol_offset
     try:
         boundary = is_instruction_boundary(path, start, location.size or 0, location.file_offset)
