@@ -10,38 +10,12 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 
 from ._errors import RawprobeError
+from ._procmaps import Mapping, read_maps
 from ._symbols import list_functions
 
-__all__ = ["AddressResolver", "Mapping", "parse_maps"]
-
-
-@dataclass(frozen=True)
-class Mapping:
-    """One line of /proc/PID/maps that maps a file."""
-
-    start: int
-    end: int
-    file_offset: int
-    path: str
-
-
-def parse_maps(text: str) -> list[Mapping]:
-    """The file-backed mappings in the text of a /proc/PID/maps file, sorted by address."""
-    mappings = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 6 or not parts[5].startswith("/"):
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
-        path = parts[5]
-        if path.endswith(" (deleted)"):
-            path = path[: -len(" (deleted)")]
-        mappings.append(Mapping(start, end, int(parts[2], 16), path))
-    mappings.sort(key=lambda m: m.start)
-    return mappings
+__all__ = ["AddressResolver"]
 
 
 class _FunctionTable:
@@ -77,8 +51,7 @@ class AddressResolver:
         if pid in self._maps:
             return
         try:
-            with open(f"/proc/{pid}/maps") as maps:
-                self._maps[pid] = parse_maps(maps.read())
+            self._maps[pid] = read_maps(pid)
         except OSError:
             self._maps[pid] = []
 

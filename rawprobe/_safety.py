@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from ._procmaps import read_maps
+
 __all__ = ["maps_file", "probe_site_hazard"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
@@ -54,14 +56,8 @@ def maps_file(pid: int, path: str) -> bool | None:
     file of the same name in another mount namespace does not count); None if unknown."""
     try:
         info = os.stat(path)
-        with open(f"/proc/{pid}/maps") as maps:
-            lines = maps.read().splitlines()
+        mappings = read_maps(pid)
     except OSError:
         return None
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
-    inode = str(info.st_ino)
-    for line in lines:
-        parts = line.split(None, 5)
-        if len(parts) >= 5 and parts[4] == inode and parts[3] == device:
-            return True
-    return False
+    return any(m.inode == info.st_ino and m.device == device for m in mappings)

@@ -12,6 +12,7 @@ import os
 import stat
 
 from .._errors import TargetNotFoundError, UsageError
+from .._procmaps import read_maps
 from ._arch import host_arch
 from ._ldcache import library_name_matches, lookup_library, read_ld_cache
 
@@ -117,38 +118,24 @@ def _process_root(pid: int) -> str:
     return root
 
 
-def _mapped_files(pid: int) -> list[tuple[str, str]]:
-    """(address range, path) of each file mapped by process ``pid``, in map order."""
+def _library_in_maps(name: str, pid: int) -> str | None:
     try:
-        with open(f"/proc/{pid}/maps") as maps:
-            lines = maps.readlines()
+        mappings = read_maps(pid)
     except PermissionError:
         raise UsageError(
             f"cannot read /proc/{pid}/maps: run as root or as the process's owner"
         ) from None
     except OSError:
         raise TargetNotFoundError(f"no process with PID {pid}") from None
-    mapped = []
-    for line in lines:
-        # address perms offset dev inode pathname (proc(5)); the path may contain spaces.
-        fields = line.rstrip("\n").split(None, 5)
-        if len(fields) == 6 and fields[5].startswith("/"):
-            mapped.append((fields[0], fields[5]))
-    return mapped
-
-
-def _library_in_maps(name: str, pid: int) -> str | None:
-    for address_range, mapped in _mapped_files(pid):
-        deleted = mapped.endswith(" (deleted)")
-        path = mapped[: -len(" (deleted)")] if deleted else mapped
-        base = path.rsplit("/", 1)[-1]
+    for mapping in mappings:
+        base = mapping.path.rsplit("/", 1)[-1]
         if base == name or library_name_matches(name, base):
-            if deleted:
+            if mapping.deleted:
                 # The file was replaced on disk after the process mapped it. The mapping still
                 # names the old inode through map_files (proc(5)); the kernel follows that link
                 # to the inode, which is what a uprobe attaches to.
-                return f"/proc/{pid}/map_files/{address_range}"
-            return f"/proc/{pid}/root{path}"
+                return f"/proc/{pid}/map_files/{mapping.map_files_name}"
+            return f"/proc/{pid}/root{mapping.path}"
     return None
 
 
