@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import resource
 
-from ._errors import UsageError
+from ._errors import SysCallError, UsageError
+from ._sys.perf import PerfEventAttr, perf_event_open
 
-__all__ = ["out_of_descriptors", "raise_descriptor_limit"]
+__all__ = ["open_perf_event", "out_of_descriptors", "raise_descriptor_limit"]
 
 
 def raise_descriptor_limit() -> bool:
@@ -28,3 +30,22 @@ def out_of_descriptors(what: str) -> UsageError:
         "per CPU or thread, takes one. Raise it ('ulimit -n', or as root the hard limit "
         "too), or trace fewer probes"
     )
+
+
+def open_perf_event(attr: PerfEventAttr, pid: int, cpu: int, what: str) -> int:
+    """perf_event_open(2) of ``what``, again after raising the soft descriptor limit if this
+    process ran out of descriptors; :func:`out_of_descriptors` when it cannot be raised.
+
+    Raises:
+        SysCallError: Any other refusal, for the caller to explain.
+        UsageError: Out of descriptors.
+    """
+    for attempt in range(2):
+        try:
+            return perf_event_open(attr, pid, cpu)
+        except SysCallError as error:
+            if error.errno != errno.EMFILE:
+                raise
+            if attempt or not raise_descriptor_limit():
+                raise out_of_descriptors(what) from None
+    raise AssertionError("unreachable")  # pragma: no cover

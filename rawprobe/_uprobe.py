@@ -25,8 +25,8 @@ from ._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from ._limits import out_of_descriptors, raise_descriptor_limit
-from ._sys.perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr, perf_event_open
+from ._limits import open_perf_event
+from ._sys.perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr
 
 __all__ = [
     "UnplaceableProbeError",
@@ -173,18 +173,11 @@ class UprobeEvent:
         # CPU will do: the BPF program runs wherever the probe is hit (the uprobe's filter
         # admits every process once a host-wide event exists, kernel/trace/trace_uprobe.c).
         target_pid, cpu = (pid, -1) if pid is not None else (-1, 0)
-        fd = -1
         where = f"a uprobe at {path}:{file_offset:#x}"
-        for attempt in range(2):
-            try:
-                fd = perf_event_open(attr, target_pid, cpu)
-                break
-            except SysCallError as error:
-                if error.errno == errno.EMFILE:
-                    if attempt == 0 and raise_descriptor_limit():
-                        continue
-                    raise out_of_descriptors(where) from None
-                raise explain_uprobe_error(error, path, where, pid) from None
+        try:
+            fd = open_perf_event(attr, target_pid, cpu, where)
+        except SysCallError as error:
+            raise explain_uprobe_error(error, path, where, pid) from None
         self._fd: int | None = fd
         self._finalizer = weakref.finalize(self, os.close, fd)
 

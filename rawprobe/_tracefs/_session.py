@@ -55,7 +55,7 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from .._limits import out_of_descriptors, raise_descriptor_limit
+from .._limits import open_perf_event
 from .._records import Event
 from .._sys.perf import (
     CLOCK_MONOTONIC,
@@ -73,7 +73,6 @@ from .._sys.perf import (
     PERF_TYPE_TRACEPOINT,
     PerfEventAttr,
     perf_event_enable,
-    perf_event_open,
     perf_event_set_output,
 )
 from ._decode import SampleDecoder
@@ -347,23 +346,16 @@ class TracefsSession:
     def _perf_open(self, attr: PerfEventAttr, pid: int, cpu: int, what: str) -> int:
         """perf_event_open with rawprobe's errors; raises the soft descriptor limit once when
         it runs out (a process with many threads needs threads x CPUs x probes events)."""
-        for attempt in range(2):
-            try:
-                return perf_event_open(attr, pid, cpu)
-            except SysCallError as error:
-                code = error.errno
-                if code == errno.EMFILE:
-                    if attempt == 0 and raise_descriptor_limit():
-                        continue
-                    raise out_of_descriptors(what) from None
-                if code in (errno.EPERM, errno.EACCES):
-                    raise PrivilegeError(
-                        f"not allowed to open {what}: run rawprobe as root (or with "
-                        "CAP_PERFMON, and perf_event_paranoid allowing raw tracepoint samples)",
-                        capability="CAP_PERFMON",
-                    ) from None
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return open_perf_event(attr, pid, cpu, what)
+        except SysCallError as error:
+            if error.errno in (errno.EPERM, errno.EACCES):
+                raise PrivilegeError(
+                    f"not allowed to open {what}: run rawprobe as root (or with "
+                    "CAP_PERFMON, and perf_event_paranoid allowing raw tracepoint samples)",
+                    capability="CAP_PERFMON",
+                ) from None
+            raise
 
     def _event_attr(self, type_id: int, flags: int) -> PerfEventAttr:
         attr = PerfEventAttr()
