@@ -23,7 +23,7 @@ from ._arch import ELF_MACHINE_NAMES, arch_for_machine, host_arch
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
 from ._demangle import demangle
 from ._errors import CorruptElfError, UnsupportedElfError
-from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key
+from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key, split_version
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -202,17 +202,6 @@ def _parse_verneed(data: bytes, strings: bytes) -> dict[int, tuple[str, str]]:
     return needs
 
 
-def _split_version(name: str) -> tuple[str, str, bool]:
-    """``foo@@V`` → (foo, V, True); ``foo@V`` → (foo, V, False); as a ``.symver`` leaves it in a
-    ``.symtab`` (binutils ``gas`` manual, ".symver")."""
-    at = name.find("@")
-    if at <= 0:
-        return name, "", False
-    if name.startswith("@@", at):
-        return name[:at], name[at + 2 :], True
-    return name[:at], name[at + 1 :], False
-
-
 # -- the reader -----------------------------------------------------------------------------
 
 
@@ -377,7 +366,7 @@ class _Merger:
             raw_name = _c_string(strings, name_offset)
             if not raw_name:
                 continue
-            name, version, default_version = _split_version(raw_name)
+            name, version, default_version = split_version(raw_name)
             if versions is not None and number < len(versions) and versions[number][0]:
                 version, default_version = versions[number]
             self.add(

@@ -40,6 +40,7 @@ __all__ = [
     "current_key",
     "encode_index",
     "file_key",
+    "split_version",
 ]
 
 _MAGIC = b"RPSYMIDX"
@@ -104,6 +105,18 @@ def current_key(path: str) -> FileKey:
         return file_key(os.stat(path))
     except OSError:
         return ABSENT_KEY
+
+
+def split_version(name: str) -> tuple[str, str, bool]:
+    """``foo@@V`` → (foo, V, True); ``foo@V`` → (foo, V, False); ``foo`` → (foo, "", False): a
+    name as a ``.symver`` leaves it in a ``.symtab`` (binutils ``gas`` manual, ".symver"), and
+    as a probe names a version."""
+    at = name.find("@")
+    if at <= 0:
+        return name, "", False
+    if name.startswith("@@", at):
+        return name[:at], name[at + 2 :], True
+    return name[:at], name[at + 1 :], False
 
 
 class IndexFormatError(Exception):

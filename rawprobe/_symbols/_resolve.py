@@ -28,6 +28,7 @@ from ._index import (
     SymbolIndex,
     current_key,
     file_key,
+    split_version,
 )
 from ._model import Location, OffsetDerivation, Symbol, TargetInfo
 from ._target import split_root
@@ -185,17 +186,6 @@ def _check_agreement(derivation: OffsetDerivation, what: str, force: bool) -> st
 # -- names ----------------------------------------------------------------------------------
 
 
-def _split_version(name: str) -> tuple[str, str, bool | None]:
-    """``malloc@@V`` → (malloc, V, True); ``malloc@V`` → (malloc, V, None) (either kind);
-    ``malloc`` → (malloc, "", None)."""
-    at = name.find("@")
-    if at <= 0:
-        return name, "", None
-    if name.startswith("@@", at):
-        return name[:at], name[at + 2 :], True
-    return name[:at], name[at + 1 :], None
-
-
 def _preference(entry: SymbolEntry) -> tuple[int, int, int, int, str]:
     """Sort key for the name that best represents a function among its aliases."""
     if entry.default_version:
@@ -267,13 +257,15 @@ def _find_exact(index: SymbolIndex, name: str) -> list[int]:
 
 
 def _filter_versions(
-    entries: list[SymbolEntry], version: str, default: bool | None, location: str, path: str
+    entries: list[SymbolEntry], version: str, default: bool, location: str, path: str
 ) -> list[SymbolEntry]:
+    """The entries a probe's ``name@VERSION`` (either kind) or ``name@@VERSION`` (``default``:
+    the default one only) names; for a bare name, the default version where there is one."""
     if version:
         kept = [
             entry
             for entry in entries
-            if entry.version == version and (default is None or entry.default_version)
+            if entry.version == version and (not default or entry.default_version)
         ]
         if not kept:
             available = sorted({entry.versioned_name for entry in entries if entry.version})
@@ -386,7 +378,7 @@ def _find_needed(
 
 
 def _not_found(index: SymbolIndex, name: str, path: str, roots: tuple[str, ...]) -> UsageError:
-    bare = _split_version(name)[0]
+    bare = split_version(name)[0]
     if bare in index.undefined:
         library = _defining_library(index, bare, path, roots)
         return UndefinedSymbolError(bare, path, library or None)
@@ -666,7 +658,7 @@ def resolve_location(
     if _is_offset_literal(location):
         return [_resolve_offset(index, path, location, force)]
     name, symbol_offset = _split_symbol_offset(location)
-    bare, version, default = _split_version(name)
+    bare, version, default = split_version(name)
     records = _find_exact(index, bare)
     if records:
         entries = _filter_versions(
