@@ -20,6 +20,7 @@ from ._errors import (
     KernelFeatureError,
     SysCallError,
 )
+from ._kernel import kernel_version
 from ._object import BpfObject, object_bytes
 from ._records import Decoder, Event
 from ._ringmap import RingMap
@@ -47,15 +48,6 @@ _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 # instruction (arch/x86/kernel/uprobes.c refuses some), or the offset is not an instruction.
 _UNPLACEABLE = (ENOTSUPP, errno.EINVAL)
 _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at that offset"
-
-
-def _kernel_version() -> tuple[int, int]:
-    release = os.uname().release
-    try:
-        major, minor = release.split(".")[:2]
-        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
-    except ValueError:
-        return 0, 0
 
 
 # Reading fewer bytes than this right after a read that found records, wait this long first.
@@ -107,7 +99,7 @@ class BpfSession:
         self._link_fds: list[int] = []  # uprobe_multi links
         self._ring: RingMap | None = None
         if multi is None:
-            multi = _kernel_version() >= _UPROBE_MULTI_KERNEL
+            multi = kernel_version() >= _UPROBE_MULTI_KERNEL
         # Fall back step by step: without uprobe_multi links, then without sleepable programs.
         attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
         for index, (sleepable, use_multi) in enumerate(attempts):

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from ._errors import KernelFeatureError, RawprobeError, SysCallError
+from ._kernel import parse_kernel_version
 from ._privileges import (
     CAP_BPF,
     CAP_PERFMON,
@@ -75,18 +76,6 @@ class Check:
 
 
 # -- parsers (pure) ---------------------------------------------------------------------------
-
-
-def parse_kernel_version(release: str) -> tuple[int, int, int]:
-    """``(major, minor, patch)`` of a kernel release string (``6.8.0-45-generic``).
-
-    Raises:
-        ValueError: Not a kernel release.
-    """
-    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release.strip())
-    if not match:
-        raise ValueError(f"not a kernel release: {release!r}")
-    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
 def parse_kernel_config(text: str) -> dict[str, str]:
