@@ -15,10 +15,10 @@ import sys
 
 
 def main() -> None:
-    from rawprobe._object import BpfObject, object_bytes
     from rawprobe._symbols import resolve_location
+    from rawprobe._sys.bpfobject import BpfObject, object_bytes
     from rawprobe._sys.libbpf import PerfEventOpts
-    from rawprobe._uprobe import UprobeEvent
+    from rawprobe._sys.uprobe import UprobeEvent
 
     path, symbol, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
     stops = {signal.SIGINT, signal.SIGTERM}

@@ -475,7 +475,7 @@ def capture_chunks(loop: Path, calls: int) -> tuple[list[bytes], list[Any]]:
     """Ring-buffer chunks of ``p:LOOP:hit_nop5 a=%di:s64 b=%si:s64`` over ``calls`` calls of a
     ``loop`` target, read as a live reader reads them (whatever is there at each wake-up), each
     cut at its last whole record; and the tracer's record layouts, to decode them with."""
-    from rawprobe._ringbuf import split_records
+    from rawprobe._bpf.ring import split_records
     from rawprobe._tracer import Tracer
 
     chunks: list[bytes] = []

@@ -21,7 +21,7 @@ from common import host_description
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from rawprobe._insn import UndecodableInstruction, instruction_starts, is_instruction_boundary
+from rawprobe._plan.insn import UndecodableInstruction, instruction_starts, is_instruction_boundary
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import build_loop, host_description
 
-from rawprobe._records import Decoder
+from rawprobe._plan.events import Decoder
 from rawprobe._tracer import Tracer
 
 

@@ -13,8 +13,8 @@ up (no CPU used for 0.3 s) after the target's loop. A rate is ">=" when the targ
 not call faster (every probe hit costs it time).
 
 Then the library's reader on its own: records captured from a live run, framed and decoded
-again and again with no kernel involved (rawprobe._ringbuf.split_records +
-rawprobe._records.Decoder, fused in decode_chunk as the library reads), and the CLI's JSON
+again and again with no kernel involved (rawprobe._bpf.ring.split_records +
+rawprobe._plan.events.Decoder, fused in decode_chunk as the library reads), and the CLI's JSON
 formatting on top.
 """
 
@@ -182,9 +182,9 @@ def search(ctx: Context, streamer: Streamer, seconds: float, refine: int,
 
 def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     """Records per second of the reader alone, on records captured from a live run."""
-    from rawprobe._format import EventFormatter
-    from rawprobe._records import Decoder
-    from rawprobe._ringbuf import split_records
+    from rawprobe._bpf.ring import split_records
+    from rawprobe._output.format import EventFormatter
+    from rawprobe._plan.events import Decoder
 
     chunks, layouts = capture_chunks(ctx.loop, 200_000)
     framed = [(chunk, split_records(chunk)[0]) for chunk in chunks]

@@ -46,8 +46,12 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._addrsym import AddressResolver
-    from ._aggregate import (
+    from ._census import ActiveProbe, Inventory, list_probes
+    from ._census import clean_stale as clean_stale_probes
+    from ._doctor import Check, can_trace, run_checks
+    from ._host.privileges import check_tracing_privileges as check_privileges
+    from ._output.format import EventFormatter, WallClock
+    from ._plan.aggregate import (
         AggregationSpec,
         Count,
         CountTable,
@@ -56,16 +60,11 @@ if TYPE_CHECKING:
         HistSpec,
         parse_hist,
     )
-    from ._defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
-    from ._doctor import Check, can_trace, run_checks
-    from ._format import EventFormatter, WallClock
-    from ._privileges import check_tracing_privileges as check_privileges
-    from ._probes import ActiveProbe, Inventory, list_probes
-    from ._probes import clean_stale as clean_stale_probes
-    from ._probespec import ProbeSpec, parse_probe, split_place
-    from ._probetypes import Probe, Uprobe, Uretprobe, Usdt
+    from ._plan.events import Event
+    from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
+    from ._probe.typed import Probe, Uprobe, Uretprobe, Usdt
+    from ._probe.words import ProbeSpec, parse_probe, split_place
     from ._quick import count, histogram, latency
-    from ._records import Event
     from ._symbols import (
         Location,
         Symbol,
@@ -75,42 +74,43 @@ if TYPE_CHECKING:
         list_functions,
         resolve_location,
     )
+    from ._symbols.symbolize import AddressResolver
     from ._tracer import Tracer, TraceStats
     from ._usdt import UsdtNotFoundError, UsdtSite, list_usdt_probes
 
 # Public name -> (module, name in it), imported on first use.
 _LAZY = {
-    "AddressResolver": ("._addrsym", "AddressResolver"),
-    "AggregationSpec": ("._aggregate", "AggregationSpec"),
-    "Count": ("._aggregate", "Count"),
-    "CountTable": ("._aggregate", "CountTable"),
-    "Histogram": ("._aggregate", "Histogram"),
-    "HistogramSet": ("._aggregate", "HistogramSet"),
-    "HistSpec": ("._aggregate", "HistSpec"),
-    "parse_hist": ("._aggregate", "parse_hist"),
-    "DEFAULT_RING_SIZE": ("._defaults", "DEFAULT_RING_SIZE"),
-    "DEFAULT_STRING_SIZE": ("._defaults", "DEFAULT_STRING_SIZE"),
-    "ActiveProbe": ("._probes", "ActiveProbe"),
-    "Inventory": ("._probes", "Inventory"),
-    "list_probes": ("._probes", "list_probes"),
-    "clean_stale_probes": ("._probes", "clean_stale"),
+    "AddressResolver": ("._symbols.symbolize", "AddressResolver"),
+    "AggregationSpec": ("._plan.aggregate", "AggregationSpec"),
+    "Count": ("._plan.aggregate", "Count"),
+    "CountTable": ("._plan.aggregate", "CountTable"),
+    "Histogram": ("._plan.aggregate", "Histogram"),
+    "HistogramSet": ("._plan.aggregate", "HistogramSet"),
+    "HistSpec": ("._plan.aggregate", "HistSpec"),
+    "parse_hist": ("._plan.aggregate", "parse_hist"),
+    "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
+    "DEFAULT_STRING_SIZE": ("._probe.defaults", "DEFAULT_STRING_SIZE"),
+    "ActiveProbe": ("._census", "ActiveProbe"),
+    "Inventory": ("._census", "Inventory"),
+    "list_probes": ("._census", "list_probes"),
+    "clean_stale_probes": ("._census", "clean_stale"),
     "Check": ("._doctor", "Check"),
     "run_checks": ("._doctor", "run_checks"),
     "can_trace": ("._doctor", "can_trace"),
-    "EventFormatter": ("._format", "EventFormatter"),
-    "WallClock": ("._format", "WallClock"),
-    "check_privileges": ("._privileges", "check_tracing_privileges"),
-    "ProbeSpec": ("._probespec", "ProbeSpec"),
-    "parse_probe": ("._probespec", "parse_probe"),
-    "split_place": ("._probespec", "split_place"),
-    "Probe": ("._probetypes", "Probe"),
-    "Uprobe": ("._probetypes", "Uprobe"),
-    "Uretprobe": ("._probetypes", "Uretprobe"),
-    "Usdt": ("._probetypes", "Usdt"),
+    "EventFormatter": ("._output.format", "EventFormatter"),
+    "WallClock": ("._output.format", "WallClock"),
+    "check_privileges": ("._host.privileges", "check_tracing_privileges"),
+    "ProbeSpec": ("._probe.words", "ProbeSpec"),
+    "parse_probe": ("._probe.words", "parse_probe"),
+    "split_place": ("._probe.words", "split_place"),
+    "Probe": ("._probe.typed", "Probe"),
+    "Uprobe": ("._probe.typed", "Uprobe"),
+    "Uretprobe": ("._probe.typed", "Uretprobe"),
+    "Usdt": ("._probe.typed", "Usdt"),
     "count": ("._quick", "count"),
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
-    "Event": ("._records", "Event"),
+    "Event": ("._plan.events", "Event"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
     "TargetInfo": ("._symbols", "TargetInfo"),

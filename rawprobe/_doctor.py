@@ -21,14 +21,14 @@ from functools import lru_cache
 from typing import Any
 
 from ._errors import KernelFeatureError, RawprobeError, SysCallError
-from ._kernel import parse_kernel_version
-from ._privileges import (
+from ._host.privileges import (
     CAP_BPF,
     CAP_PERFMON,
     CAP_SYS_ADMIN,
     effective_capabilities,
     parse_capabilities,
 )
+from ._sys.features import parse_kernel_version
 
 __all__ = [
     "Check",
@@ -158,7 +158,7 @@ def bpf_backend_available() -> str | None:
                 "Linux 5.8)")
     try:
         from ._sys.libbpf import libbpf
-        from ._uprobe import uprobe_pmu
+        from ._sys.uprobe import uprobe_pmu
 
         libbpf()
         uprobe_pmu()
@@ -168,7 +168,7 @@ def bpf_backend_available() -> str | None:
         return (f"the kernel has no BTF ({BTF_PATH}): rawprobe's CO-RE programs need a kernel "
                 "built with CONFIG_DEBUG_INFO_BTF=y")
     try:
-        from ._bpfbackend import BpfSession
+        from ._bpf.session import BpfSession
 
         BpfSession([], [], ring_size=mmap.PAGESIZE, follow=False).close()
     except (RawprobeError, OSError) as error:
@@ -241,7 +241,7 @@ def _check_config() -> Check:
 
 
 def _check_pmu() -> Check:
-    from ._uprobe import uprobe_pmu
+    from ._sys.uprobe import uprobe_pmu
 
     try:
         pmu = uprobe_pmu()

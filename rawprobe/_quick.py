@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
-from ._probetypes import Probe
+from ._plan.aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
+from ._probe.typed import Probe
 from ._tracer import Tracer
 
 __all__ = ["count", "histogram", "latency"]

@@ -15,22 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from . import _bpfabi as abi
-from ._addrsym import AddressResolver
-from ._aggregate import (
-    AggregationSpec,
-    Count,
-    CountTable,
-    HistogramSet,
-    UserAggregator,
-    aggregation_config,
-    build_histograms,
-    key_decoder,
-    sort_counts,
-)
-from ._backend import PlannedUprobe, ProbeCounters, Session, TraceTarget
-from ._bpfbackend import DEFAULT_RING_SIZE, BpfSession
-from ._compile import DEFAULT_STRING_SIZE, compile_fetchargs
+from ._bpf.session import DEFAULT_RING_SIZE, BpfSession
 from ._errors import (
     BpfObjectError,
     ClosedError,
@@ -41,15 +26,30 @@ from ._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from ._fetchargs import Deref, FileOffset, Source, UsdtArgument
-from ._filter import FilterExpr, compile_filter, evaluate_filter, parse_filter
-from ._limits import out_of_descriptors, raise_descriptor_limit
-from ._privileges import check_tracing_privileges
-from ._probespec import ProbeSpec, default_event_name, parse_probe
-from ._probetypes import Probe
-from ._records import Event, RecordLayout
-from ._safety import maps_file, probe_site_hazard
+from ._host.limits import out_of_descriptors, raise_descriptor_limit
+from ._host.privileges import check_tracing_privileges
+from ._plan import abi
+from ._plan.aggregate import (
+    AggregationSpec,
+    Count,
+    CountTable,
+    HistogramSet,
+    UserAggregator,
+    aggregation_config,
+    build_histograms,
+    key_decoder,
+    sort_counts,
+)
+from ._plan.compile import DEFAULT_STRING_SIZE, compile_fetchargs
+from ._plan.events import Event, RecordLayout
+from ._plan.session import PlannedUprobe, ProbeCounters, Session, TraceTarget
+from ._plan.sites import maps_file, probe_site_hazard
+from ._probe.fetchargs import Deref, FileOffset, Source, UsdtArgument
+from ._probe.filters import FilterExpr, compile_filter, evaluate_filter, parse_filter
+from ._probe.typed import Probe
+from ._probe.words import ProbeSpec, default_event_name, parse_probe
 from ._symbols import Location, find_target, resolve_location
+from ._symbols.symbolize import AddressResolver
 
 if TYPE_CHECKING:
     import asyncio  # imported by aevents() when used: most runs never need it
@@ -106,7 +106,7 @@ def _mid_instruction(path: str, location: Location) -> str | None:
     None when it does: a uprobe in the middle of one corrupts the program."""
     if not location.symbol_offset or location.symbol is None:
         return None
-    from ._insn import is_instruction_boundary  # its tables take ms to build
+    from ._plan.insn import is_instruction_boundary  # its tables take ms to build
 
     start = location.file_offset - location.symbol_offset
     try:

@@ -10,8 +10,8 @@ import construct as c
 import pytest
 from helpers import ROOT, require_tool
 
-from rawprobe import _bpfabi as abi
-from rawprobe._object import object_bytes
+from rawprobe._plan import abi
+from rawprobe._sys.bpfobject import object_bytes
 
 STRUCTS = {
     "rp_header": abi.HEADER,

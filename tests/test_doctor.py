@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import require_kernel_tracing, run_rawprobe
 
+from rawprobe._census import ActiveProbe, parse_fdinfo, scan_descriptors, symbol_at
 from rawprobe._doctor import (
     Check,
     can_trace,
@@ -18,8 +19,7 @@ from rawprobe._doctor import (
     parse_kernel_version,
     parse_lockdown,
 )
-from rawprobe._privileges import CAP_BPF, CAP_PERFMON
-from rawprobe._probes import ActiveProbe, parse_fdinfo, scan_descriptors, symbol_at
+from rawprobe._host.privileges import CAP_BPF, CAP_PERFMON
 from rawprobe.cli._probes import format_table
 
 EVERY_CHECK = {

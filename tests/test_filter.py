@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from rawprobe import FilterError
-from rawprobe import _bpfabi as abi
-from rawprobe._compile import compile_fetchargs
-from rawprobe._filter import Comparison, Logical, Not, compile_filter, parse_filter
-from rawprobe._probespec import parse_probe
+from rawprobe._plan import abi
+from rawprobe._plan.compile import compile_fetchargs
+from rawprobe._probe.filters import Comparison, Logical, Not, compile_filter, parse_filter
+from rawprobe._probe.words import parse_probe
 
 
 def probe(word: str = "p:./x:f a=%di:s32 u=%si:u64 s=+0(%dx):string arr=+0(%cx):u8[2]"):

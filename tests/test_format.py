@@ -9,11 +9,11 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawprobe import _bpfabi as abi
-from rawprobe._compile import HEADER_SIZE, compile_fetchargs
-from rawprobe._format import EventFormatter
-from rawprobe._probespec import parse_probe
-from rawprobe._records import Event, RecordLayout
+from rawprobe._output.format import EventFormatter
+from rawprobe._plan import abi
+from rawprobe._plan.compile import HEADER_SIZE, compile_fetchargs
+from rawprobe._plan.events import Event, RecordLayout
+from rawprobe._probe.words import parse_probe
 
 WORD = ("p:ev ./x:f a=%di:s32 b=%si:u64 h=%dx:x16 c=+0(%cx):char s=+0(%r8):string "
         "k=\\\"con%st\" t=$comm")

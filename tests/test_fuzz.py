@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawprobe import RawprobeError
-from rawprobe._compile import compile_fetchargs
-from rawprobe._filter import compile_filter, parse_filter
-from rawprobe._probespec import parse_probe
-from rawprobe._records import RecordLayout, decode_records
-from rawprobe._ringbuf import split_records
+from rawprobe._bpf.ring import split_records
+from rawprobe._plan.compile import compile_fetchargs
+from rawprobe._plan.events import RecordLayout, decode_records
+from rawprobe._probe.filters import compile_filter, parse_filter
+from rawprobe._probe.words import parse_probe
 
 WORD = "p:./x:f a=%di:s32 u=%si:u64 s=+0(%dx):string arr=+0(%cx):u8[3] c=+0(%r8):char"
 SPEC = parse_probe(WORD)

@@ -1,4 +1,4 @@
-"""The x86-64 instruction length decoder (rawprobe._insn), against objdump as the oracle.
+"""The x86-64 instruction length decoder (rawprobe._plan.insn), against objdump as the oracle.
 
 GNU objdump is an independent decoder. It checks every instruction of every function of real
 binaries on this host (libc with its AVX2 and AVX-512 code, bash, libstdc++, libcrypto with
@@ -32,7 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawprobe import RawprobeError
-from rawprobe._insn import (
+from rawprobe._plan.insn import (
     MAX_INSTRUCTION_LENGTH,
     UndecodableInstruction,
     instruction_length,

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawprobe import ProbeSyntaxError, RawprobeError
-from rawprobe._fetchargs import Register
-from rawprobe._probespec import default_event_name, parse_probe, split_place
+from rawprobe._probe.fetchargs import Register
+from rawprobe._probe.words import default_event_name, parse_probe, split_place
 
 
 @pytest.mark.parametrize(

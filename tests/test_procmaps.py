@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from rawprobe._procmaps import parse_maps, read_maps
+from rawprobe._host.procmaps import parse_maps, read_maps
 
 MAPS = """\
 7f0000002000-7f0000003000 r-xp 00001000 fd:01 1234                       /usr/lib/libz.so.1

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rawprobe import _bpfabi as abi
-from rawprobe._compile import HEADER_SIZE, compile_fetchargs
-from rawprobe._probespec import parse_probe
-from rawprobe._records import RecordLayout, decode_records
+from rawprobe._plan import abi
+from rawprobe._plan.compile import HEADER_SIZE, compile_fetchargs
+from rawprobe._plan.events import RecordLayout, decode_records
+from rawprobe._probe.words import parse_probe
 
 
 def layout_for(word: str, string_size: int = 64) -> RecordLayout:
@@ -119,7 +119,7 @@ def test_fused_reader_frames_as_split_records_does(
 ) -> None:
     """decode_chunk (the hot path) frames a chunk exactly as split_records (the reference)
     and decodes each record as decode() does."""
-    from rawprobe._records import Decoder
+    from rawprobe._plan.events import Decoder
 
     layout = layout_for("p:./x:f a=%di:s32 b=%si:u8")
     fields = {f.name: f for f in layout.fields}
@@ -134,7 +134,7 @@ def test_fused_reader_frames_as_split_records_does(
     chunk = chunk[: max(0, len(chunk) - cut)]  # a record cut short at the end
     decoder = Decoder([layout])
     events, consumed = decoder.decode_chunk(chunk)
-    from rawprobe._ringbuf import split_records
+    from rawprobe._bpf.ring import split_records
 
     records, reference = split_records(chunk)
     assert consumed == reference

@@ -7,7 +7,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rawprobe._ringbuf import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, split_records
+from rawprobe._bpf.ring import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, split_records
 
 
 def record(payload: bytes, flags: int = 0) -> bytes:

@@ -12,7 +12,7 @@ from fixtures_symbols.programs import C_PROGRAM, CPP_PROGRAM, FAKE_GO_PROGRAM
 from helpers import CompileC
 
 from rawprobe import RawprobeError, SymbolNotFoundError, TargetNotFoundError, UsageError
-from rawprobe._probespec import split_place
+from rawprobe._probe.words import split_place
 from rawprobe._symbols import GoReturnProbeError, resolve_one
 from rawprobe.cli._symbols import run_list, run_resolve
 

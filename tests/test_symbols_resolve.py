@@ -33,7 +33,7 @@ from fixtures_symbols.programs import (
 from helpers import CompileC
 
 from rawprobe import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
-from rawprobe._insn import instruction_starts
+from rawprobe._plan.insn import instruction_starts
 from rawprobe._symbols import (
     AmbiguousLocationError,
     CorruptElfError,

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from rawprobe import FetchArgError, UsageError
-from rawprobe._backend import PlannedUprobe
-from rawprobe._compile import compile_fetchargs
-from rawprobe._fetchargs import Deref, ProbeRelative, Register, UsdtArgument
-from rawprobe._probespec import parse_probe
-from rawprobe._records import RecordLayout
+from rawprobe._plan.compile import compile_fetchargs
+from rawprobe._plan.events import RecordLayout
+from rawprobe._plan.session import PlannedUprobe
+from rawprobe._probe.fetchargs import Deref, ProbeRelative, Register, UsdtArgument
+from rawprobe._probe.words import parse_probe
 from rawprobe._sys.perf import PERF_RECORD_LOST, PERF_RECORD_SAMPLE
 from rawprobe._tracefs import (
     KernelProbe,

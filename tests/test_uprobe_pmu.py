@@ -7,7 +7,7 @@ import os
 import pytest
 
 from rawprobe import KernelFeatureError
-from rawprobe._uprobe import _ConfigBits, _parse_format, uprobe_pmu
+from rawprobe._sys.uprobe import _ConfigBits, _parse_format, uprobe_pmu
 
 
 def test_parse_single_bit_and_range() -> None:

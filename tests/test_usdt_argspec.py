@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from test_usdt_programs import semaphore_program
 
 from rawprobe import RawprobeError
-from rawprobe._fetchargs import Deref, Immediate, ProbeRelative, Register, Source
-from rawprobe._sys._arch import ARM64, X86_64
+from rawprobe._probe.fetchargs import Deref, Immediate, ProbeRelative, Register, Source
+from rawprobe._sys.arch import ARM64, X86_64
 from rawprobe._usdt import (
     UsdtArgumentError,
     UsdtNoteError,

@@ -11,9 +11,9 @@ from helpers import require_tool
 from test_usdt_programs import fixture_program, usdt_library
 
 from rawprobe import FetchArgError
-from rawprobe._compile import compile_fetchargs
-from rawprobe._fetchargs import Deref, ProbeRelative, Register
-from rawprobe._probespec import parse_probe
+from rawprobe._plan.compile import compile_fetchargs
+from rawprobe._probe.fetchargs import Deref, ProbeRelative, Register
+from rawprobe._probe.words import parse_probe
 from rawprobe._usdt import (
     UsdtNotFoundError,
     UsdtProbe,

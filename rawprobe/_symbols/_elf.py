@@ -18,7 +18,7 @@ import os
 import struct
 
 from .._errors import NotElfError, TargetNotFoundError
-from .._files import open_target
+from .._host.files import open_target
 from ._arch import ELF_MACHINE_NAMES, arch_for_machine, host_arch
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
 from ._demangle import demangle

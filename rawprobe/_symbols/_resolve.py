@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from .._errors import SymbolNotFoundError, UsageError
-from .._files import stat_target
+from .._host.files import stat_target
 from ._cache import default_cache
 from ._debuginfo import debug_roots
 from ._errors import (
@@ -544,7 +544,7 @@ def _resolve_offset(
             chosen = min(function.entries, key=_preference)
             where = f"is {address - function.address:#x} bytes into {chosen.name}"
             into = address - function.address
-            from .._insn import is_instruction_boundary  # its tables take ms to build
+            from .._plan.insn import is_instruction_boundary  # its tables take ms to build
 
             try:
                 boundary = is_instruction_boundary(path, file_offset - into, function.size,

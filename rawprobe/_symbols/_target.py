@@ -12,7 +12,7 @@ import os
 import stat
 
 from .._errors import TargetNotFoundError, UsageError
-from .._procmaps import read_maps
+from .._host.procmaps import read_maps
 from ._arch import host_arch
 from ._ldcache import library_name_matches, lookup_library, read_ld_cache
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from .._errors import SysCallError
-from ._arch import ARCH
+from .arch import ARCH
 from .libc import syscall6
 
 __all__ = [

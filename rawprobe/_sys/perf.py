@@ -11,7 +11,7 @@ import ctypes
 import fcntl
 
 from .._errors import SysCallError
-from ._arch import ARCH
+from .arch import ARCH
 from .libc import syscall6
 
 __all__ = [

@@ -4,7 +4,7 @@ rawprobe's probe words are written back in the kernel's syntax (:mod:`._render`)
 ``uprobe_events`` under a group of the run's own (:mod:`._fs`), opened as perf tracepoint
 events whose raw samples land in per-CPU perf ring buffers (:mod:`._perfbuf`), and decoded
 with layouts built from each event's ``format`` file (:mod:`._eventformat`, :mod:`._decode`)
-into the same :class:`~rawprobe._records.Event` objects the BPF backend produces. It needs no
+into the same :class:`~rawprobe._plan.events.Event` objects the BPF backend produces. It needs no
 BPF at all: root, perf events and tracefs are enough.
 """
 

@@ -3,7 +3,7 @@
 For each event a construct ``Struct`` is declared at run time from its ``format`` file: the
 kernel's offsets (fields are packed, see :mod:`._eventformat`), with rawprobe's own types for
 sign and width, padding for what is skipped. It is compiled once into a :class:`struct.Struct`
-(:func:`rawprobe._bpfabi.compile_struct`), and a small function generated per event turns the
+(:func:`rawprobe._plan.abi.compile_struct`), and a small function generated per event turns the
 unpacked tuple into the values, fault bits and truncation bits the BPF backend would have
 produced for the same probe word: the same Python types (``int``, ``str``, ``tuple`` for
 arrays, ``None`` where memory could not be read), strings cut at ``--string-size`` the way
@@ -19,9 +19,9 @@ from typing import Any
 
 import construct as c
 
-from .._bpfabi import compile_struct
 from .._errors import KernelFeatureError
-from .._records import RecordLayout
+from .._plan.abi import compile_struct
+from .._plan.events import RecordLayout
 from ._eventformat import EventFormat, FormatField
 from ._render import ArgRole, KernelArg, KernelProbe
 

@@ -1,9 +1,9 @@
 """Probe words rendered back into the kernel's uprobe_events syntax, meaning what they mean in BPF.
 
-rawprobe parses the kernel's fetch-arg language (:mod:`rawprobe._fetchargs`) and extends it; the
-BPF backend (:mod:`rawprobe._compile`) defines what each word means. This module writes the same
-word for ``uprobe_events`` (Documentation/trace/uprobetracer.rst) so the kernel's own tracer
-fetches the same bytes:
+rawprobe parses the kernel's fetch-arg language (:mod:`rawprobe._probe.fetchargs`) and extends
+it; the BPF backend (:mod:`rawprobe._plan.compile`) defines what each word means. This module
+writes the same word for ``uprobe_events`` (Documentation/trace/uprobetracer.rst) so the
+kernel's own tracer fetches the same bytes:
 
 - ``$argN`` and the ``arg0``.. aliases were already resolved to ABI registers by the parser;
   ``$retval`` to the return register. Registers are written ``%di``.
@@ -44,9 +44,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .._compile import CompiledField
 from .._errors import FetchArgError, UsageError
-from .._fetchargs import (
+from .._plan.compile import CompiledField
+from .._probe.fetchargs import (
     ArgType,
     Comm,
     Deref,

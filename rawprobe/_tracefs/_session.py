@@ -46,7 +46,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from .._backend import PlannedUprobe, ProbeCounters, TraceTarget
 from .._errors import (
     ClosedError,
     FetchArgError,
@@ -55,8 +54,9 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from .._limits import open_perf_event
-from .._records import Event
+from .._host.limits import open_perf_event
+from .._plan.events import Event
+from .._plan.session import PlannedUprobe, ProbeCounters, TraceTarget
 from .._sys.perf import (
     CLOCK_MONOTONIC,
     FLAG_DISABLED,
@@ -246,7 +246,7 @@ def _release_all(resources: _Resources) -> None:
 
 
 class TracefsSession:
-    """A run of the tracefs backend (implements :class:`rawprobe._backend.Session`).
+    """A run of the tracefs backend (implements :class:`rawprobe._plan.session.Session`).
 
     Args:
         uprobes: The uprobes to plant, indexed by event id.

@@ -22,8 +22,8 @@ import fnmatch
 from dataclasses import dataclass
 
 from .._errors import NotElfError
-from .._fetchargs import FetchArg, Memory, UsdtArg, UsdtArgument
-from .._sys._arch import ARCH
+from .._probe.fetchargs import FetchArg, Memory, UsdtArg, UsdtArgument
+from .._sys.arch import ARCH
 from ._argspec import translate_argument
 from ._elf import UsdtFile, UsdtSite, open_usdt_file
 from ._errors import UsdtArgumentError, UsdtNoteError, UsdtNotFoundError
@@ -44,7 +44,7 @@ __all__ = [
     "translate_argument",
 ]
 
-# The kernel's architecture names (rawprobe._sys._arch) against ELF machine names.
+# The kernel's architecture names (rawprobe._sys.arch) against ELF machine names.
 _HOST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}.get(ARCH.name, ARCH.name)
 _GLOB_CHARACTERS = "*?["
 _MAX_NAMES_SHOWN = 20
@@ -167,7 +167,7 @@ def _translate(usdt_file: UsdtFile, site: UsdtSite, spec: str) -> UsdtArgument:
         )
     except UsdtArgumentError as error:
         # Kept, not raised: a probe is still worth planting for its other arguments. The
-        # compiler refuses to read this one (rawprobe._compile), naming the spec; the
+        # compiler refuses to read this one (rawprobe._plan.compile), naming the spec; the
         # unreadable address is a backstop that can only ever fault.
         return UsdtArgument(size=8, signed=False, source=Memory(0), text=spec,
                             error=f"{error}; rawprobe does not guess")

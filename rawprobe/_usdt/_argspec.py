@@ -7,7 +7,7 @@ named may be a wider or narrower alias of where the value is (sys/sdt.h, the not
 PR24541), so a sub-register (``%edi``, ``%r8b``) stands for its full register and the value is
 truncated to SIZE when it is stored.
 
-Translations into the fetch-arg syntax tree of :mod:`rawprobe._fetchargs`:
+Translations into the fetch-arg syntax tree of :mod:`rawprobe._probe.fetchargs`:
 
 - ``-4@%edi`` → ``Register("di")``
 - ``8@-24(%rbp)`` → ``Deref(-24, Register("bp"))``
@@ -37,7 +37,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .._fetchargs import Deref, Immediate, ProbeRelative, Register, Source, UsdtArgument
+from .._probe.fetchargs import Deref, Immediate, ProbeRelative, Register, Source, UsdtArgument
 from ._errors import UsdtArgumentError
 
 __all__ = ["MACHINES", "SymbolLookup", "translate_argument"]

@@ -25,7 +25,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from .._errors import NotElfError
-from .._files import open_target, stat_target
+from .._host.files import open_target, stat_target
 from ._errors import UsdtNoteError
 from ._notes import SdtNote, parse_stapsdt_notes
 

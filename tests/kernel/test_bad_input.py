@@ -130,7 +130,7 @@ def test_more_probes_than_descriptors_allowed(tmp_path: Path) -> None:
 
 
 def test_mid_instruction_offsets_are_refused(add_program: Path) -> None:
-    from rawprobe._insn import instruction_starts
+    from rawprobe._plan.insn import instruction_starts
     from rawprobe._symbols import resolve_one
 
     start = resolve_one(str(add_program), "add")

@@ -10,8 +10,8 @@ import pytest
 from helpers import build_c, run_rawprobe
 
 from rawprobe import UsageError
-from rawprobe._aggregate import AggregationSpec
-from rawprobe._bpfbackend import BpfSession
+from rawprobe._bpf.session import BpfSession
+from rawprobe._plan.aggregate import AggregationSpec
 from rawprobe._tracer import Tracer
 
 MANY_SOURCE = "\n".join(

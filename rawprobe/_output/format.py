@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from ._addrsym import AddressResolver
-from ._fetchargs import ArgType
-from ._records import Event, RecordLayout
+from .._plan.events import Event, RecordLayout
+from .._probe.fetchargs import ArgType
+from .._symbols.symbolize import AddressResolver
 
 __all__ = ["EventFormatter", "WallClock"]
 

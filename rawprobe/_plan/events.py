@@ -1,7 +1,7 @@
 """Decoding records on the hot path, and the events they become.
 
 Each probe's record is the common header (``struct rp_header``) followed by its fields at the
-offsets :mod:`rawprobe._compile` chose. The layout is declared with construct
+offsets :mod:`rawprobe._plan.compile` chose. The layout is declared with construct
 (:meth:`RecordLayout.construct`) and compiled once into a :class:`struct.Struct`; fields that
 need more than a struct member (strings, arrays, bitfields, faults) are converted by a small
 function generated for that layout, so no per-record work runs in construct's interpreter.
@@ -17,11 +17,11 @@ from typing import Any
 
 import construct as c
 
-from . import _bpfabi as abi
-from ._compile import HEADER_SIZE, CompiledField, CompiledProbe
-from ._fetchargs import ArgType
-from ._ringbuf import BUSY_BIT, DISCARD_BIT, LEN_MASK
-from ._ringbuf import HEADER_SIZE as HEADER_SIZE_RING
+from .._bpf.ring import BUSY_BIT, DISCARD_BIT, LEN_MASK
+from .._bpf.ring import HEADER_SIZE as HEADER_SIZE_RING
+from .._probe.fetchargs import ArgType
+from . import abi
+from .compile import HEADER_SIZE, CompiledField, CompiledProbe
 
 __all__ = ["Decoder", "Event", "RecordLayout", "decode_records"]
 
@@ -301,7 +301,7 @@ _EVENT_ID_OFFSET = 16  # struct rp_header.event_id
 def decode_records(
     chunk: bytes, records: Sequence[tuple[int, int]], layouts: Sequence[RecordLayout | None]
 ) -> list[Event]:
-    """Decode the records found in ``chunk`` (see :func:`rawprobe._ringbuf.split_records`).
+    """Decode the records found in ``chunk`` (see :func:`rawprobe._bpf.ring.split_records`).
 
     Args:
         chunk: Bytes copied from the ring buffer.
@@ -325,7 +325,7 @@ class Decoder:
     def decode_chunk(self, chunk: bytes) -> tuple[list[Event], int]:
         """Frame and decode a chunk copied from the ring buffer in one pass.
 
-        The same framing as :func:`rawprobe._ringbuf.split_records` (the reference, which a
+        The same framing as :func:`rawprobe._bpf.ring.split_records` (the reference, which a
         property test holds this to), fused with decoding: the reader's hot path.
 
         Returns:

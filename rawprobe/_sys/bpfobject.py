@@ -9,8 +9,8 @@ import weakref
 from functools import lru_cache
 from pathlib import Path
 
-from ._errors import BpfObjectError, ClosedError, PrivilegeError, SysCallError
-from ._sys.libbpf import Libbpf, capture_log, libbpf
+from .._errors import BpfObjectError, ClosedError, PrivilegeError, SysCallError
+from .libbpf import Libbpf, capture_log, libbpf
 
 __all__ = ["BpfMap", "BpfObject", "object_bytes"]
 
@@ -26,8 +26,8 @@ def object_bytes(name: str = "rawprobe") -> bytes:
     """
     arch = _ARCH_NAMES.get(platform.machine(), platform.machine())
     file_name = f"{name}.{arch}.bpf.o"
-    here = Path(__file__).resolve().parent
-    for directory in (here / "bpfobj", here.parent / "bpfobj"):
+    package = Path(__file__).resolve().parent.parent
+    for directory in (package / "bpfobj", package.parent / "bpfobj"):
         path = directory / file_name
         if path.is_file():
             return path.read_bytes()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ._procmaps import read_maps
+from .._host.procmaps import read_maps
 
 __all__ = ["maps_file", "probe_site_hazard"]
 

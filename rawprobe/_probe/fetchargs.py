@@ -10,7 +10,7 @@ Grammar (Documentation/trace/uprobetracer.rst, and /sys/kernel/tracing/README):
 
 plus aliases for bpftrace users: ``arg0``..``arg5`` (0-based ABI argument registers),
 ``retval``, and ``str`` for ``string``. A missing NAME becomes ``argN`` (1-based position), as
-the kernel does. The tree says *what* to fetch; :mod:`rawprobe._compile` decides *how*.
+the kernel does. The tree says *what* to fetch; :mod:`rawprobe._plan.compile` decides *how*.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._errors import FetchArgError
-from ._sys._arch import ARCH
+from .._errors import FetchArgError
+from .._sys.arch import ARCH
 
 __all__ = [
     "MAX_ARRAY_LEN",

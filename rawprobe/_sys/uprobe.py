@@ -18,15 +18,15 @@ import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ._errors import (
+from .._errors import (
     KernelFeatureError,
     PrivilegeError,
     SysCallError,
     TargetNotFoundError,
     UsageError,
 )
-from ._limits import open_perf_event
-from ._sys.perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr
+from .._host.limits import open_perf_event
+from .perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr
 
 __all__ = [
     "UnplaceableProbeError",

@@ -15,8 +15,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from ._errors import ProbeSyntaxError
-from ._fetchargs import FetchArg, c_integer, parse_fetcharg
+from .._errors import ProbeSyntaxError
+from .fetchargs import FetchArg, c_integer, parse_fetcharg
 
 __all__ = ["ProbeSpec", "parse_probe", "split_place"]
 

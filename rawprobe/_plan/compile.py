@@ -2,7 +2,7 @@
 
 Each fetch-arg becomes one or more ``struct rp_field`` entries (clang/rawprobe.h): a base value
 (a register plus a constant, or a constant), a chain of dereferences, and how to store the
-result. The record layout that follows from them is what :mod:`rawprobe._records` decodes.
+result. The record layout that follows from them is what :mod:`rawprobe._plan.events` decodes.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import _bpfabi as abi
-from ._defaults import DEFAULT_STRING_SIZE, MAX_STRING_SIZE
-from ._errors import FetchArgError, UsageError
-from ._fetchargs import (
+from .._errors import FetchArgError, UsageError
+from .._probe.defaults import DEFAULT_STRING_SIZE, MAX_STRING_SIZE
+from .._probe.fetchargs import (
     ArgType,
     Comm,
     Deref,
@@ -31,7 +30,8 @@ from ._fetchargs import (
     UsdtArg,
     UsdtArgument,
 )
-from ._sys._arch import ARCH
+from .._sys.arch import ARCH
+from . import abi
 
 __all__ = [
     "DEFAULT_STRING_SIZE",
@@ -99,7 +99,7 @@ class CompiledProbe:
         """The ``struct rp_probe`` bytes for the ``probes`` map.
 
         Args:
-            predicates: The filter program (see :mod:`rawprobe._filter`).
+            predicates: The filter program (see :mod:`rawprobe._probe.filters`).
             strings: The filter's string constants.
             aggregation: ``struct rp_aggregation`` members (default: stream records).
         """

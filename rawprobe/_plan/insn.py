@@ -27,7 +27,7 @@ than these tables still decodes.
 
 from __future__ import annotations
 
-from ._errors import RawprobeError
+from .._errors import RawprobeError
 
 __all__ = [
     "MAX_INSTRUCTION_LENGTH",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ._errors import PrivilegeError
+from .._errors import PrivilegeError
 
 __all__ = ["check_tracing_privileges", "effective_capabilities", "parse_capabilities"]
 

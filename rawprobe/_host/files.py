@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ._errors import NotElfError, TargetNotFoundError
+from .._errors import NotElfError, TargetNotFoundError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

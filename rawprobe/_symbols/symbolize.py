@@ -11,9 +11,9 @@ from __future__ import annotations
 import bisect
 import os
 
-from ._errors import RawprobeError
-from ._procmaps import Mapping, read_maps
-from ._symbols import list_functions
+from .._errors import RawprobeError
+from .._host.procmaps import Mapping, read_maps
+from . import list_functions
 
 __all__ = ["AddressResolver"]
 

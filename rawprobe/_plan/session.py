@@ -3,7 +3,7 @@
 Two backends implement :class:`Session`: BPF (``_bpfbackend``: generic BPF programs write
 records into a BPF ring buffer) and tracefs (``_tracefs``: the kernel's own uprobe_events, read
 through perf ring buffers). The Tracer parses, resolves and lays out probes once; a session
-only plants them and turns what the kernel writes into :class:`~rawprobe._records.Event`.
+only plants them and turns what the kernel writes into :class:`~rawprobe._plan.events.Event`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._bpfabi import COOKIE_TALLY
-from ._fetchargs import FetchArg, UsdtArgument
-from ._records import Event, RecordLayout
+from .._probe.fetchargs import FetchArg, UsdtArgument
+from .abi import COOKIE_TALLY
+from .events import Event, RecordLayout
 
 __all__ = ["PlannedUprobe", "ProbeCounters", "Session", "TraceTarget"]
 

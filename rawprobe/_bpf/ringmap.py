@@ -12,7 +12,7 @@ import mmap
 import select
 import weakref
 
-from ._errors import ClosedError
+from .._errors import ClosedError
 
 __all__ = ["RingMap"]
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _bpfabi as abi
-from ._compile import CompiledProbe
-from ._errors import UsageError
+from .._errors import UsageError
+from . import abi
+from .compile import CompiledProbe
 
 __all__ = [
     "AggregationSpec",

@@ -12,21 +12,21 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from . import _bpfabi as abi
-from ._backend import PlannedUprobe, ProbeCounters, TraceTarget
-from ._defaults import DEFAULT_RING_SIZE
-from ._errors import (
+from .._errors import (
     BpfObjectError,
     KernelFeatureError,
     SysCallError,
 )
-from ._kernel import kernel_version
-from ._object import BpfObject, object_bytes
-from ._records import Decoder, Event
-from ._ringmap import RingMap
-from ._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
-from ._sys.libbpf import Libbpf, PerfEventOpts
-from ._uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .._plan import abi
+from .._plan.events import Decoder, Event
+from .._plan.session import PlannedUprobe, ProbeCounters, TraceTarget
+from .._probe.defaults import DEFAULT_RING_SIZE
+from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
+from .._sys.bpfobject import BpfObject, object_bytes
+from .._sys.features import kernel_version
+from .._sys.libbpf import Libbpf, PerfEventOpts
+from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .ringmap import RingMap
 
 __all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
 

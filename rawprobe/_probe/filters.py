@@ -22,10 +22,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import _bpfabi as abi
-from ._compile import CompiledProbe
-from ._errors import FilterError
-from ._fetchargs import c_integer
+from .._errors import FilterError
+from .._plan import abi
+from .._plan.compile import CompiledProbe
+from .fetchargs import c_integer
 
 __all__ = [
     "Comparison",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import resource
 
-from ._errors import SysCallError, UsageError
-from ._sys.perf import PerfEventAttr, perf_event_open
+from .._errors import SysCallError, UsageError
+from .._sys.perf import PerfEventAttr, perf_event_open
 
 __all__ = ["open_perf_event", "out_of_descriptors", "raise_descriptor_limit"]
 
