@@ -475,7 +475,7 @@ def capture_chunks(loop: Path, calls: int) -> tuple[list[bytes], list[Any]]:
     """Ring-buffer chunks of ``p:LOOP:hit_nop5 a=%di:s64 b=%si:s64`` over ``calls`` calls of a
     ``loop`` target, read as a live reader reads them (whatever is there at each wake-up), each
     cut at its last whole record; and the tracer's record layouts, to decode them with."""
-    from rawprobe._bpf.ring import split_records
+    from rawprobe._bpf.records import Decoder
     from rawprobe._tracer import Tracer
 
     chunks: list[bytes] = []
@@ -486,18 +486,19 @@ def capture_chunks(loop: Path, calls: int) -> tuple[list[bytes], list[Any]]:
         session = tracer._session
         assert session is not None
         ring = session.ring  # type: ignore[attr-defined]
+        decoder = Decoder(tracer.layouts)
         done = False
         while True:
             ring.wait(0.05)
             chunk = ring.read()
             if chunk:
-                consumed = split_records(chunk)[1]
+                consumed = decoder.decode_chunk(chunk)[1]
                 chunks.append(chunk[:consumed])
                 ring.consume(consumed)
             elif done:
                 break
             done = done or target.out.readline(0) is not None
-        return chunks, list(tracer._layouts)
+        return chunks, tracer.layouts
 
 
 class MeasurementError(RuntimeError):

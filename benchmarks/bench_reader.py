@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import build_loop, host_description
 
-from rawprobe._plan.events import Decoder
+from rawprobe._bpf.records import Decoder
 from rawprobe._tracer import Tracer
 
 
@@ -32,7 +32,7 @@ def live_run(calls: int) -> tuple[float, int, list[bytes]]:
         session = tracer._session
         assert session is not None
         ring = session.ring
-        decoder = Decoder(tracer._layouts)  # as the library's read path keeps one
+        decoder = Decoder(tracer.layouts)  # as the library's read path keeps one
         delivered = 0
         started = time.perf_counter()
         while True:
@@ -74,7 +74,7 @@ def main() -> None:
     _elapsed, _delivered, chunks = live_run(calls)
     with Tracer() as tracer:  # only for its layouts: nothing is started
         tracer.add(f"p:{loop}:hit a=%di:s64 b=%si:s64")
-        decode_only(chunks, tracer._layouts)
+        decode_only(chunks, tracer.layouts)
 
 
 if __name__ == "__main__":

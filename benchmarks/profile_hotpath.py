@@ -49,8 +49,8 @@ def profile(label: str, body: Callable[[], int], seconds: float) -> None:
 
 
 def main() -> None:
+    from rawprobe._bpf.records import Decoder
     from rawprobe._output.format import EventFormatter
-    from rawprobe._plan.events import Decoder
 
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     chunks, layouts = capture_chunks(build_loop(), 200_000)

@@ -74,7 +74,7 @@ def _tracer_run(ctx: Context, count: int, launch: list[str], env: dict[str, str]
 
 
 def _library_run(ctx: Context, count: int) -> tuple[float, float]:
-    from rawprobe._plan.aggregate import AggregationSpec
+    from rawprobe._probe.aggregations import AggregationSpec
     from rawprobe._tracer import Tracer
 
     with ManyTarget(ctx, count) as target:

@@ -13,9 +13,8 @@ up (no CPU used for 0.3 s) after the target's loop. A rate is ">=" when the targ
 not call faster (every probe hit costs it time).
 
 Then the library's reader on its own: records captured from a live run, framed and decoded
-again and again with no kernel involved (rawprobe._bpf.ring.split_records +
-rawprobe._plan.events.Decoder, fused in decode_chunk as the library reads), and the CLI's JSON
-formatting on top.
+again and again with no kernel involved (rawprobe._bpf.records.Decoder.decode_chunk, framing
+and decoding in one pass as the library reads), and the CLI's JSON formatting on top.
 """
 
 from __future__ import annotations
@@ -182,15 +181,12 @@ def search(ctx: Context, streamer: Streamer, seconds: float, refine: int,
 
 def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
     """Records per second of the reader alone, on records captured from a live run."""
-    from rawprobe._bpf.ring import split_records
+    from rawprobe._bpf.records import Decoder
     from rawprobe._output.format import EventFormatter
-    from rawprobe._plan.events import Decoder
 
     chunks, layouts = capture_chunks(ctx.loop, 200_000)
-    framed = [(chunk, split_records(chunk)[0]) for chunk in chunks]
-    total = sum(len(records) for _chunk, records in framed)
-    events = [event for chunk, records in framed
-              for event in Decoder(layouts).decode(chunk, records)]
+    events = [event for chunk in chunks for event in Decoder(layouts).decode_chunk(chunk)[0]]
+    total = len(events)
     rates: dict[str, float] = {}
 
     def measure(name: str, body: Callable[[], int]) -> None:
@@ -199,10 +195,7 @@ def _decode_only(ctx: Context, seconds: float) -> dict[str, float]:
             done += body()
         rates[name] = done / (time.perf_counter() - started)
 
-    measure("split", lambda: sum(len(split_records(chunk)[0]) for chunk in chunks))
     decoder = Decoder(layouts)  # as the library's read path keeps one
-    measure("decode", lambda: sum(len(decoder.decode(chunk, records))
-                                  for chunk, records in framed))
     measure("split+decode", lambda: sum(len(decoder.decode_chunk(chunk)[0])
                                         for chunk in chunks))
     formatter = EventFormatter()
@@ -278,9 +271,7 @@ def run(ctx: Context) -> ScenarioResult:
     decode = Table(f"the reader alone, on {int(rates['records']):,} records captured in "
                    f"{int(rates['chunks']):,} reads of a live run (records/s)",
                    ["step", "records/s"])
-    for name, label in (("split", "split_records (framing)"),
-                        ("decode", "Decoder.decode (Event objects)"),
-                        ("split+decode", "Decoder.decode_chunk: the library's read path"),
+    for name, label in (("split+decode", "Decoder.decode_chunk: the library's read path"),
                         ("json", "EventFormatter.lines: the CLI's --json formatting")):
         decode.add(label, f"{rates[name]:,.0f}")
         result.numbers[f"reader_per_s.{name}"] = rates[name]

@@ -605,6 +605,10 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 			__sync_fetch_and_add(&counters->lost, 1);
 		break;
 	}
+	case RP_ACTION_TALLY:
+		/* A filtered plain count: the hit counter less the filtered counter is the answer;
+		 * counting the hit again in the aggregates map would count it twice. */
+		break;
 	default: {
 		__s32 stack_id = -1;
 

@@ -51,16 +51,10 @@ if TYPE_CHECKING:
     from ._doctor import Check, can_trace, run_checks
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
-    from ._plan.aggregate import (
-        AggregationSpec,
-        Count,
-        CountTable,
-        Histogram,
-        HistogramSet,
-        HistSpec,
-        parse_hist,
-    )
+    from ._output.tables import Count, CountTable, Histogram, HistogramSet
     from ._plan.events import Event
+    from ._plan.planner import check_locations
+    from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
     from ._probe.typed import Probe, Uprobe, Uretprobe, Usdt
     from ._probe.words import ProbeSpec, parse_probe, split_place
@@ -81,13 +75,13 @@ if TYPE_CHECKING:
 # Public name -> (module, name in it), imported on first use.
 _LAZY = {
     "AddressResolver": ("._symbols.symbolize", "AddressResolver"),
-    "AggregationSpec": ("._plan.aggregate", "AggregationSpec"),
-    "Count": ("._plan.aggregate", "Count"),
-    "CountTable": ("._plan.aggregate", "CountTable"),
-    "Histogram": ("._plan.aggregate", "Histogram"),
-    "HistogramSet": ("._plan.aggregate", "HistogramSet"),
-    "HistSpec": ("._plan.aggregate", "HistSpec"),
-    "parse_hist": ("._plan.aggregate", "parse_hist"),
+    "AggregationSpec": ("._probe.aggregations", "AggregationSpec"),
+    "Count": ("._output.tables", "Count"),
+    "CountTable": ("._output.tables", "CountTable"),
+    "Histogram": ("._output.tables", "Histogram"),
+    "HistogramSet": ("._output.tables", "HistogramSet"),
+    "HistSpec": ("._probe.aggregations", "HistSpec"),
+    "parse_hist": ("._probe.aggregations", "parse_hist"),
     "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
     "DEFAULT_STRING_SIZE": ("._probe.defaults", "DEFAULT_STRING_SIZE"),
     "ActiveProbe": ("._census", "ActiveProbe"),
@@ -107,6 +101,7 @@ _LAZY = {
     "Uprobe": ("._probe.typed", "Uprobe"),
     "Uretprobe": ("._probe.typed", "Uretprobe"),
     "Usdt": ("._probe.typed", "Usdt"),
+    "check_locations": ("._plan.planner", "check_locations"),
     "count": ("._quick", "count"),
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
@@ -184,6 +179,7 @@ __all__ = [
     "WallClock",
     "__version__",
     "can_trace",
+    "check_locations",
     "check_privileges",
     "clean_stale_probes",
     "count",

@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from ._errors import RawprobeError, SysCallError
@@ -169,36 +168,39 @@ def scan_descriptors(proc: str = "/proc") -> Descriptors:
     return found
 
 
-@lru_cache(maxsize=64)
-def _functions(path: str) -> tuple[tuple[int, int, str], ...]:
-    from ._symbols import list_functions
-
-    # The path is what the prober named back then; opening something that is no longer a
-    # regular file (a FIFO) could block.
-    if not os.path.isfile(path):
-        return ()
-    try:
-        symbols = list_functions(path)
-    except (RawprobeError, OSError, ValueError):
-        return ()
-    return tuple((s.file_offset, s.size, s.name) for s in symbols)
-
-
 def symbol_at(path: str, file_offset: int) -> str | None:
     """The function of ``path`` containing ``file_offset``: ``name`` or ``name+0x10``.
 
     Returns:
         ``None`` when the file cannot be read or no function contains the offset.
     """
-    candidates = [(start, name) for start, size, name in _functions(path)
-                  if start <= file_offset < start + max(size, 1)]
-    if not candidates:
+    from ._symbols import function_at
+
+    # The path is what the prober named back then; opening something that is no longer a
+    # regular file (a FIFO) could block.
+    if not os.path.isfile(path):
         return None
-    # The innermost function; of aliases at one address, the public name (malloc, not
-    # __libc_malloc), then the shortest.
-    start, name = max(candidates, key=lambda c: (c[0], not c[1].startswith("_"), -len(c[1])))
-    delta = file_offset - start
-    return name if delta == 0 else f"{name}+{delta:#x}"
+    try:
+        found = function_at(path, file_offset)
+    except (RawprobeError, OSError, ValueError):
+        return None
+    return None if found is None else found.describe()
+
+
+_FD_PATH = re.compile(r"/proc/self/fd/(\d+)")
+
+
+def _real_path(path: str, pid: int | None) -> str:
+    """The file a probe was planted in. rawprobe hands the kernel ``/proc/self/fd/N`` (the file
+    it opened and resolved, whatever its name meanwhile), which the kernel keeps as the
+    probe's path: read what that descriptor of the owner names while the owner lives."""
+    match = _FD_PATH.fullmatch(path)
+    if match is None or pid is None:
+        return path
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{match.group(1)}")
+    except OSError:
+        return path
 
 
 def _tracefs_probes(definitions: Iterable[UprobeDefinition],
@@ -218,7 +220,8 @@ def _tracefs_probes(definitions: Iterable[UprobeDefinition],
             if bcc and os.path.exists(f"/proc/{bcc.group(1)}"):
                 pid = int(bcc.group(1))
         comm = None if pid is None else comms.get(pid) or _comm(pid)
-        result.append(ActiveProbe("tracefs", d.path, d.file_offset, d.retprobe, pid=pid,
+        result.append(ActiveProbe("tracefs", _real_path(d.path, pid), d.file_offset, d.retprobe,
+                                  pid=pid,
                                   comm=comm, group=d.group, event=d.event,
                                   ref_ctr_offset=d.ref_ctr_offset, stale=stale))
     return result
@@ -291,7 +294,7 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
         for path, offset, retprobe, cookie, ref_ctr in info.uprobes:
             linked.add((owner, info.prog_id, offset, retprobe))
             probes.append(ActiveProbe(
-                kind, path, offset, retprobe, pid=owner,
+                kind, _real_path(path, owner), offset, retprobe, pid=owner,
                 comm=None if owner is None else comms.get(owner), link_id=link_id,
                 prog_id=info.prog_id, prog_name=names[info.prog_id], cookie=cookie,
                 ref_ctr_offset=ref_ctr,
@@ -315,7 +318,8 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
             names[query.prog_id] = _program_name(query.prog_id)
         link = unresolved.get(query.prog_id)
         probes.append(ActiveProbe(
-            "bpf-perf" if link is not None else "perf", query.name, query.probe_offset,
+            "bpf-perf" if link is not None else "perf", _real_path(query.name, pid),
+            query.probe_offset,
             retprobe, pid=pid, comm=comms.get(pid),
             link_id=link[0] if link is not None else None, prog_id=query.prog_id,
             prog_name=names[query.prog_id],

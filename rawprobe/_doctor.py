@@ -14,13 +14,12 @@ import mmap
 import os
 import platform
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from ._errors import KernelFeatureError, RawprobeError, SysCallError
+from ._errors import KernelFeatureError, RawprobeError
 from ._host.privileges import (
     CAP_BPF,
     CAP_PERFMON,
@@ -28,7 +27,7 @@ from ._host.privileges import (
     effective_capabilities,
     parse_capabilities,
 )
-from ._sys.features import parse_kernel_version
+from ._sys.features import BPF_COOKIE, RINGBUF, UPROBE_MULTI, Feature, parse_kernel_version
 
 __all__ = [
     "Check",
@@ -169,8 +168,9 @@ def bpf_backend_available() -> str | None:
                 "built with CONFIG_DEBUG_INFO_BTF=y")
     try:
         from ._bpf.session import BpfSession
+        from ._plan.session import Plan
 
-        BpfSession([], [], ring_size=mmap.PAGESIZE, follow=False).close()
+        BpfSession(Plan((), ()), ring_size=mmap.PAGESIZE, follow=False).close()
     except (RawprobeError, OSError) as error:
         return f"rawprobe's BPF programs do not load on this kernel: {error}"
     return None
@@ -324,61 +324,16 @@ def _check_libbpf() -> Check:
     return Check("libbpf", OK, f"{LIBBPF_SONAME} version {major}.{minor}")
 
 
-def _instruction(code: int, imm: int = 0, dst: int = 0, src: int = 0, offset: int = 0) -> bytes:
-    """One ``struct bpf_insn`` (include/uapi/linux/bpf.h)."""
-    return struct.pack("<BBhi", code, dst | src << 4, offset, imm)
-
-
-_BPF_CALL = 0x85  # BPF_JMP | BPF_CALL
-_BPF_MOV64_IMM = 0xB7  # BPF_ALU64 | BPF_MOV | BPF_K
-_BPF_EXIT = 0x95  # BPF_JMP | BPF_EXIT
-_HELPER_GET_ATTACH_COOKIE = 174  # enum bpf_func_id, Linux 5.15
-_RETURN_0 = (_instruction(_BPF_MOV64_IMM), _instruction(_BPF_EXIT))
-
-
-def _feature_probe(name: str, needs: str, probe: Callable[[], None], detail: str,
-                   fix: str) -> Check:
+def _feature_check(feature: Feature, detail: str, fix: str) -> Check:
     if not _may_bpf():
-        return Check(name, WARN, "not checked: creating BPF objects needs root or CAP_BPF",
+        return Check(feature.name, WARN,
+                     "not checked: creating BPF objects needs root or CAP_BPF",
                      "run 'sudo rawprobe doctor'")
-    try:
-        probe()
-    except SysCallError as error:
-        return Check(name, FAIL, f"the kernel refused ({error}): {needs}", fix)
-    return Check(name, OK, detail)
-
-
-def _ringbuf_probe() -> None:
-    from ._sys import bpf
-
-    os.close(bpf.map_create(bpf.BPF_MAP_TYPE_RINGBUF, 0, 0, mmap.PAGESIZE))
-
-
-def _cookie_probe() -> None:
-    from ._sys import bpf
-
-    # r1 is the context at entry, which is the helper's argument.
-    program = (_instruction(_BPF_CALL, _HELPER_GET_ATTACH_COOKIE), *_RETURN_0)
-    os.close(bpf.prog_load(bpf.BPF_PROG_TYPE_KPROBE, program))
-
-
-def _uprobe_multi_probe() -> None:
-    import errno
-
-    from ._sys import bpf
-
-    fd = bpf.prog_load(bpf.BPF_PROG_TYPE_KPROBE, _RETURN_0,
-                       expected_attach_type=bpf.BPF_TRACE_UPROBE_MULTI)
-    try:
-        # As libbpf probes it: a uprobe_multi link on "/" must fail with EBADF (a directory
-        # is no ELF file) on a kernel that has such links, with EINVAL on one that does not.
-        link = bpf.link_create_uprobe_multi(fd, "/", [0])
-        os.close(link)
-    except SysCallError as error:
-        if error.errno != errno.EBADF:
-            raise
-    finally:
-        os.close(fd)
+    refusal = feature.check()
+    if refusal is not None:
+        return Check(feature.name, FAIL, f"the kernel refused ({refusal}): "
+                     f"{feature.description} needs Linux {feature.minimum}+", fix)
+    return Check(feature.name, OK, detail)
 
 
 def _backend_check(name: str, reason: str | None, what: str) -> Check:
@@ -410,14 +365,11 @@ def run_checks() -> list[Check]:
         _check_lockdown(),
         _check_tracefs(),
         _check_libbpf(),
-        _feature_probe("bpf-ringbuf", "the BPF ring buffer needs Linux 5.8+", _ringbuf_probe,
-                       "a BPF_MAP_TYPE_RINGBUF map was created",
+        _feature_check(RINGBUF, "a BPF_MAP_TYPE_RINGBUF map was created",
                        "upgrade to Linux 5.8+ for the BPF backend, or use --backend tracefs"),
-        _feature_probe("bpf-cookie", "bpf_get_attach_cookie() needs Linux 5.15+", _cookie_probe,
-                       "the verifier accepts bpf_get_attach_cookie()",
+        _feature_check(BPF_COOKIE, "the verifier accepts bpf_get_attach_cookie()",
                        "upgrade to Linux 5.15+ for the BPF backend, or use --backend tracefs"),
-        _feature_probe("uprobe-multi", "uprobe_multi links need Linux 6.6+",
-                       _uprobe_multi_probe, "uprobe_multi links can be created",
+        _feature_check(UPROBE_MULTI, "uprobe_multi links can be created",
                        "optional: Linux 6.6+ attaches many uprobes in one link"),
     ]
     if checks[-1].status == FAIL:  # optional: rawprobe does not need it

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._plan.aggregate import AggregationSpec, CountTable, HistogramSet, HistSpec, parse_hist
+from ._output.tables import CountTable, HistogramSet
+from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
 from ._probe.typed import Probe
 from ._tracer import Tracer
 

@@ -121,7 +121,7 @@ def test_can_trace_needs_one_backend() -> None:
 
 
 def test_bpf_instructions_are_encoded_as_the_kernel_reads_them() -> None:
-    from rawprobe._doctor import _BPF_CALL, _instruction
+    from rawprobe._sys.features import _BPF_CALL, _instruction
 
     assert _instruction(_BPF_CALL, 174) == struct.pack("<BBhi", 0x85, 0, 0, 174)
     assert _instruction(0xB7, 5, dst=2, src=1) == bytes([0xB7, 0x12, 0, 0, 5, 0, 0, 0])

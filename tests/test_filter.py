@@ -7,7 +7,8 @@ import pytest
 from rawprobe import FilterError
 from rawprobe._plan import abi
 from rawprobe._plan.compile import compile_fetchargs
-from rawprobe._probe.filters import Comparison, Logical, Not, compile_filter, parse_filter
+from rawprobe._plan.filters import compile_filter
+from rawprobe._probe.filters import Comparison, Logical, Not, parse_filter
 from rawprobe._probe.words import parse_probe
 
 

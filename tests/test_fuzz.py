@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawprobe import RawprobeError
-from rawprobe._bpf.ring import split_records
+from rawprobe._bpf.records import Decoder
 from rawprobe._plan.compile import compile_fetchargs
-from rawprobe._plan.events import RecordLayout, decode_records
-from rawprobe._probe.filters import compile_filter, parse_filter
+from rawprobe._plan.events import RecordLayout
+from rawprobe._plan.filters import compile_filter
+from rawprobe._probe.filters import parse_filter
 from rawprobe._probe.words import parse_probe
 
 WORD = "p:./x:f a=%di:s32 u=%si:u64 s=+0(%dx):string arr=+0(%cx):u8[3] c=+0(%r8):char"
@@ -34,14 +35,14 @@ def test_filter_parser_and_compiler(text: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=400))
 def test_record_decoder_on_random_bytes(chunk: bytes) -> None:
-    # Whatever a (buggy or hostile) producer wrote: framing may stop early, decoding may
-    # fail with struct.error on a short record, but it must not crash the reader otherwise.
-    records, consumed = split_records(chunk)
+    # Whatever a (buggy) producer wrote: framing may stop early, decoding may fail with
+    # struct.error on a record shorter than its layout, but nothing else.
+    try:
+        events, consumed = Decoder([LAYOUT]).decode_chunk(chunk)
+    except struct.error:
+        return
     assert 0 <= consumed <= len(chunk)
-    framed = [(offset, length) for offset, length in records
-              if length >= LAYOUT.fixed_size and offset + length <= len(chunk)]
     # Records of unknown event ids (all but 0 here) are skipped, not trusted.
-    events = decode_records(chunk, framed, [LAYOUT])
     for event in events:
         assert event.event_id == 0 and len(event.values) == len(LAYOUT.names)
 
@@ -54,6 +55,6 @@ def test_string_data_locs_out_of_range_do_not_crash(data_loc: int, filler: bytes
     struct.pack_into("<I", record, s_field.offset, data_loc)
     struct.pack_into("<I", record, 16, 0)  # event id 0
     chunk = struct.pack("<II", len(record), 0) + bytes(record)
-    (event,) = decode_records(chunk, [(8, len(record))], [LAYOUT])
+    (event,), _consumed = Decoder([LAYOUT]).decode_chunk(chunk)
     value = event.values[LAYOUT.names.index("s")]
     assert value is None or isinstance(value, str)

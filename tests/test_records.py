@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rawprobe._bpf.records import Decoder
 from rawprobe._plan import abi
 from rawprobe._plan.compile import HEADER_SIZE, compile_fetchargs
-from rawprobe._plan.events import RecordLayout, decode_records
+from rawprobe._plan.events import RecordLayout
 from rawprobe._probe.words import parse_probe
 
 
@@ -77,7 +78,7 @@ def test_decode_integers_strings_and_faults() -> None:
     fixed[fields["b"].offset : fields["b"].offset + 2] = b"\x07\x09"
     record = bytes(fixed) + text
     chunk = framed(record)
-    events = decode_records(chunk, [(8, len(record))], [layout])
+    events, _consumed = Decoder([layout]).decode_chunk(chunk)
     assert len(events) == 1
     event = events[0]
     assert event.args == {"a": -5, "s": "hello", "b": (7, 9), "k": "const"}
@@ -87,7 +88,7 @@ def test_decode_integers_strings_and_faults() -> None:
     faulty = bytearray(record)
     faulty[: HEADER_SIZE] = header(0, faults=1 << fields["s"].slots[0])
     chunk = framed(bytes(faulty))
-    (event,) = decode_records(chunk, [(8, len(faulty))], [layout])
+    (event,), _consumed = Decoder([layout]).decode_chunk(chunk)
     assert event.args["s"] is None and event.args["a"] == -5
     assert event.fault_names == ["s"]
 
@@ -99,7 +100,7 @@ def test_bitfield_and_char() -> None:
     fixed[:HEADER_SIZE] = header(0)
     struct.pack_into("<I", fixed, fields["bf"].offset, 0b10111 << 0)  # bits 2..4 = 0b101
     fixed[fields["ch"].offset] = ord("Z")
-    (event,) = decode_records(framed(bytes(fixed)), [(8, len(fixed))], [layout])
+    (event,), _consumed = Decoder([layout]).decode_chunk(framed(bytes(fixed)))
     assert event.args == {"bf": 0b101, "ch": "Z"}
 
 
@@ -108,34 +109,3 @@ def test_layout_declares_padding_for_alignment() -> None:
     offsets = [f.offset for f in layout.fields]
     assert offsets == [HEADER_SIZE, HEADER_SIZE + 8]
     assert isinstance(layout.construct.subcons[1], c.Padded)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(-(2**31), 2**31 - 1), st.integers(0, 255),
-                          st.sampled_from([0, 1 << 30, 1 << 31])), max_size=12),
-       st.integers(0, 7))
-def test_fused_reader_frames_as_split_records_does(
-    items: list[tuple[int, int, int]], cut: int
-) -> None:
-    """decode_chunk (the hot path) frames a chunk exactly as split_records (the reference)
-    and decodes each record as decode() does."""
-    from rawprobe._plan.events import Decoder
-
-    layout = layout_for("p:./x:f a=%di:s32 b=%si:u8")
-    fields = {f.name: f for f in layout.fields}
-    chunk = b""
-    for a, b, flags in items:
-        record = bytearray(layout.fixed_size)
-        record[:HEADER_SIZE] = header(0)
-        struct.pack_into("<i", record, fields["a"].offset, a)
-        record[fields["b"].offset] = b
-        padded = bytes(record) + b"\0" * (-(len(record) + 8) % 8)
-        chunk += struct.pack("<II", len(record) | flags, 0) + padded
-    chunk = chunk[: max(0, len(chunk) - cut)]  # a record cut short at the end
-    decoder = Decoder([layout])
-    events, consumed = decoder.decode_chunk(chunk)
-    from rawprobe._bpf.ring import split_records
-
-    records, reference = split_records(chunk)
-    assert consumed == reference
-    assert [tuple(e) for e in events] == [tuple(e) for e in decoder.decode(chunk, records)]

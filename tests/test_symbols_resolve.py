@@ -32,12 +32,17 @@ from fixtures_symbols.programs import (
 )
 from helpers import CompileC
 
-from rawprobe import NotElfError, SymbolNotFoundError, TargetNotFoundError, UsageError
+from rawprobe import (
+    NotElfError,
+    SymbolNotFoundError,
+    TargetNotFoundError,
+    UsageError,
+    check_locations,
+)
 from rawprobe._plan.insn import instruction_starts
 from rawprobe._symbols import (
     AmbiguousLocationError,
     CorruptElfError,
-    GoReturnProbeError,
     LocationError,
     NoSymbolsError,
     OffsetMismatchError,
@@ -193,10 +198,12 @@ def test_raw_offsets(nopie: Path) -> None:
     middle = next(o + 1 for o in starts if o + 1 not in starts)
     at_instruction = resolve_one(str(nopie), hex(start.file_offset + inside))
     assert at_instruction.symbol == "add" and at_instruction.symbol_offset == inside
-    with pytest.raises(LocationError, match=r"bytes into add.*not where an instruction starts"):
-        resolve_one(str(nopie), hex(start.file_offset + middle))
-    forced = resolve_one(str(nopie), hex(start.file_offset + middle), force=True)
-    assert forced.symbol == "add" and forced.symbol_offset == middle
+    assert check_locations(str(nopie), [at_instruction]) == [None]
+    # Resolution says where the offset is; attach's verdict refuses the middle of one.
+    middle_location = resolve_one(str(nopie), hex(start.file_offset + middle))
+    assert middle_location.symbol == "add" and middle_location.symbol_offset == middle
+    (refusal,) = check_locations(str(nopie), [middle_location])
+    assert refusal is not None and "middle of an instruction of add" in refusal
     with pytest.raises(LocationError, match="no executable segment"):
         resolve_one(str(nopie), "0x0")
     with pytest.raises(LocationError, match="no executable segment"):
@@ -303,9 +310,11 @@ def test_go_programs_refuse_return_probes(compile_c: CompileC) -> None:
     fake_go = str(compile_c(FAKE_GO_PROGRAM, name="fakego", flags=PIE_FLAGS))
     assert describe_target(fake_go).is_go
     assert resolve_one(fake_go, "handler").symbol == "handler"  # entry probes are fine
-    with pytest.raises(GoReturnProbeError, match="Go program"):
-        resolve_location(fake_go, "handler", retprobe=True)
-    assert resolve_one(fake_go, "handler", retprobe=True, force=True).symbol == "handler"
+    # Resolving describes; attach's verdict (check_locations, as the planner decides) refuses.
+    handler = resolve_location(fake_go, "handler")
+    assert check_locations(fake_go, handler) == [None]
+    (refusal,) = check_locations(fake_go, handler, retprobe=True)
+    assert refusal is not None and "Go program" in refusal
 
 
 def test_real_go_binary_if_present() -> None:
@@ -320,7 +329,7 @@ def test_c_program_is_not_go(nopie: Path) -> None:
     info = describe_target(str(nopie))
     assert not info.is_go
     assert info.build_id and info.function_count >= 5
-    resolve_one(str(nopie), "add", retprobe=True)
+    assert check_locations(str(nopie), [resolve_one(str(nopie), "add")], retprobe=True) == [None]
 
 
 def _patched(binary: Path, tmp_path: Path, edits: dict[int, bytes], name: str = "patched") -> str:

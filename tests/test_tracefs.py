@@ -14,7 +14,7 @@ import pytest
 from rawprobe import FetchArgError, UsageError
 from rawprobe._plan.compile import compile_fetchargs
 from rawprobe._plan.events import RecordLayout
-from rawprobe._plan.session import PlannedUprobe
+from rawprobe._plan.session import PlannedEvent
 from rawprobe._probe.fetchargs import Deref, ProbeRelative, Register, UsdtArgument
 from rawprobe._probe.words import parse_probe
 from rawprobe._sys.perf import PERF_RECORD_LOST, PERF_RECORD_SAMPLE
@@ -157,9 +157,9 @@ def test_definition_line() -> None:
 
 
 def test_event_names_are_unique_and_short_enough() -> None:
-    def planned(name: str) -> PlannedUprobe:
+    def planned(name: str) -> PlannedEvent:
         compiled = compile_fetchargs(())
-        return PlannedUprobe(0, 0, "/x", 0, False, 0, (), RecordLayout(name, compiled))
+        return PlannedEvent(0, 0, "/x", "/x", 0, False, 0, (), RecordLayout(name, compiled))
 
     names = _event_names([planned("a"), planned("a"), planned("b"), planned("a"),
                           planned("x" * 80), planned("x" * 80)])

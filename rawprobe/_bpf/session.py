@@ -1,9 +1,9 @@
 """The BPF backend: one loaded object, its maps filled with probe configurations, and the
-uprobes whose BPF programs write records into its ring buffer."""
+uprobes whose BPF programs write records into its ring buffer (implements
+:class:`rawprobe._plan.session.Session`)."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -12,23 +12,20 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from .._errors import (
-    BpfObjectError,
-    KernelFeatureError,
-    SysCallError,
-)
+from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._plan import abi
-from .._plan.events import Decoder, Event
-from .._plan.session import PlannedUprobe, ProbeCounters, TraceTarget
+from .._plan.events import Event
+from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
 from .._probe.defaults import DEFAULT_RING_SIZE
 from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from .._sys.bpfobject import BpfObject, object_bytes
-from .._sys.features import kernel_version
-from .._sys.libbpf import Libbpf, PerfEventOpts
+from .._sys.features import UPROBE_MULTI
+from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .records import Decoder
 from .ringmap import RingMap
 
-__all__ = ["DEFAULT_RING_SIZE", "BpfSession"]
+__all__ = ["BpfSession"]
 
 _LOG = logging.getLogger("rawprobe")
 _KEY = struct.Struct("<I")
@@ -43,45 +40,41 @@ _ALL_PROGRAMS = (
 )
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 
-
 # ENOTSUPP (524, kernel-internal) and EINVAL: the kernel cannot place a uprobe on that
 # instruction (arch/x86/kernel/uprobes.c refuses some), or the offset is not an instruction.
 _UNPLACEABLE = (ENOTSUPP, errno.EINVAL)
 _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at that offset"
 
-
 # Reading fewer bytes than this right after a read that found records, wait this long first.
 _SMALL_BATCH = 4096
 _SETTLE_SECONDS = 0.0002
 
-# uprobe_multi links (one link, many uprobes; one detach for all of them) arrived in 6.6.
-_UPROBE_MULTI_KERNEL = (6, 6)
 # A file's uprobes go on one uprobe_multi link from this many on: a perf-event uprobe costs
 # an RCU grace period (~0.1 s here) to remove, each.
 MULTI_THRESHOLD = 2
 
+_Group = tuple[str, bool, str]  # (kernel path, return probes, program suffix)
+
 
 class BpfSession:
-    """A loaded instance of rawprobe's BPF object, configured for a set of probes.
+    """A loaded instance of rawprobe's BPF object, configured for a plan.
 
     Each uprobe runs one of the generic programs: the entry or return one, the sleepable
     variant when it reads memory (and the kernel has them), and the uprobe_multi variant when
     it goes on a uprobe_multi link with the other uprobes of its file.
 
     Args:
-        uprobes: The uprobes to plant, indexed by event id.
-        configs: ``struct rp_probe`` bytes, indexed by configuration id.
+        plan: The events to plant and their configurations.
         ring_size: Bytes of the ring buffer (a power of two, at least a page).
         follow: Record only processes in the followed set (see :meth:`follow`), and grow the
             set as they fork.
-        multi: Whether to use uprobe_multi links where they help (None: when the kernel is
-            new enough).
+        multi: Whether to use uprobe_multi links where they help (None: when the kernel has
+            them).
     """
 
     def __init__(
         self,
-        uprobes: Sequence[PlannedUprobe],
-        configs: Sequence[bytes],
+        plan: Plan,
         *,
         ring_size: int = DEFAULT_RING_SIZE,
         follow: bool = False,
@@ -89,24 +82,25 @@ class BpfSession:
     ) -> None:
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
-        self._uprobes = list(uprobes)
-        self._layouts = [uprobe.layout for uprobe in uprobes]
-        self._decoder = Decoder(self._layouts)
+        self._plan_events = list(plan.events)
+        self._decoder = Decoder(plan.layouts)
         self._busy = False
-        self._event_count = len(uprobes)
         self._follow = follow
         self._links: list[int] = []  # libbpf links (perf-event uprobes, tracepoints)
         self._link_fds: list[int] = []  # uprobe_multi links
         self._ring: RingMap | None = None
+        self._tally_taken: dict[int, int] = {}
+        self.unplaced: list[tuple[PlannedEvent, str]] = []
+        self.poll_interval: float | None = None  # the ring buffer wakes its reader itself
         if multi is None:
-            multi = kernel_version() >= _UPROBE_MULTI_KERNEL
+            multi = UPROBE_MULTI.available()
         # Fall back step by step: without uprobe_multi links, then without sleepable programs.
         attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
         for index, (sleepable, use_multi) in enumerate(attempts):
             self.sleepable, self.multi = sleepable, use_multi
-            self._plan = self._make_plan()
+            self._programs = self._choose_programs()
             try:
-                self._object = self._load(configs, ring_size)
+                self._object = self._load(plan.configs, ring_size)
                 break
             except BpfObjectError:
                 if index == len(attempts) - 1:
@@ -127,36 +121,36 @@ class BpfSession:
             self, _destroy_links, obj.lib, self._links, self._link_fds
         )
 
-    def _make_plan(self) -> list[tuple[str, tuple[str, bool, str] | None]]:
-        """For each uprobe: its program, and its uprobe_multi group (None: a perf event)."""
+    def _choose_programs(self) -> list[tuple[str, _Group | None]]:
+        """For each event: its program, and its uprobe_multi group (None: a perf event)."""
         keys = []
-        sizes: dict[tuple[str, bool, str], int] = {}
-        for uprobe in self._uprobes:
-            suffix = "_sleepable" if self.sleepable and uprobe.reads_memory else ""
-            key = (uprobe.path, uprobe.retprobe, suffix)
+        sizes: dict[_Group, int] = {}
+        for event in self._plan_events:
+            suffix = "_sleepable" if self.sleepable and event.reads_memory else ""
+            key = (event.kernel_path, event.retprobe, suffix)
             sizes[key] = sizes.get(key, 0) + 1
             keys.append(key)
-        plan: list[tuple[str, tuple[str, bool, str] | None]] = []
-        for uprobe, key in zip(self._uprobes, keys, strict=True):
+        programs: list[tuple[str, _Group | None]] = []
+        for event, key in zip(self._plan_events, keys, strict=True):
             multi = self.multi and sizes[key] >= MULTI_THRESHOLD
-            program = ("rp_return" if uprobe.retprobe else "rp_entry") + (
+            program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
-            plan.append((program, key if multi else None))
-        return plan
+            programs.append((program, key if multi else None))
+        return programs
 
     def _load(self, configs: Sequence[bytes], ring_size: int) -> BpfObject:
         obj = BpfObject(object_bytes())
         try:
             self.cpus = int(obj.lib.num_possible_cpus())
             obj.map("probes").set_max_entries(max(1, len(configs)))
-            obj.map("stats").set_max_entries(max(1, self._event_count))
+            obj.map("stats").set_max_entries(max(1, len(self._plan_events)))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
             # const volatile struct rp_settings is the object's only read-only global.
             settings = abi.SETTINGS.build({"follow": int(self._follow),
                                            "self_tgid": os.getpid()})
             obj.rodata()[: len(settings)] = settings
-            wanted = {program for program, _group in self._plan}
+            wanted = {program for program, _group in self._programs}
             if self._follow:
                 wanted.update(_FOLLOW_PROGRAMS)
             for name in _ALL_PROGRAMS:
@@ -190,53 +184,82 @@ class BpfSession:
             if not self._follow:
                 raise ValueError("this session was not created to follow a command")
             self.follow(target.command_pid)
-        self.unplaced: list[tuple[PlannedUprobe, str]] = []
-        groups: dict[tuple[str, bool, str], list[PlannedUprobe]] = {}
+        self.unplaced = []
+        groups: dict[_Group, list[PlannedEvent]] = {}
         try:
-            for uprobe, (program, group) in zip(self._uprobes, self._plan, strict=True):
+            for event, (program, group) in zip(self._plan_events, self._programs, strict=True):
                 if group is not None:
-                    groups.setdefault(group, []).append(uprobe)
+                    groups.setdefault(group, []).append(event)
                     continue
                 for pid in target.pids or (None,):
                     try:
-                        self.attach(uprobe, self._object.program(program), pid)
+                        self._attach_perf_event(event, self._object.program(program), pid)
                     except UnplaceableProbeError as error:
-                        self.unplaced.append((uprobe, str(error)))
+                        self.unplaced.append((event, str(error)))
                         break
-            for (path, retprobe, suffix), members in groups.items():
+            for (_path, retprobe, suffix), members in groups.items():
                 name = ("rp_return_multi" if retprobe else "rp_entry_multi") + suffix
                 program_fd = int(self._object.lib.program_fd(self._object.program(name)))
                 for pid in target.pids or (0,):
-                    self._attach_multi(program_fd, path, retprobe, members, pid)
+                    self._attach_multi(program_fd, retprobe, members, pid)
         except BaseException:
             self.detach()
             raise
 
-    def _attach_multi(self, program_fd: int, path: str, retprobe: bool,
-                      members: Sequence[PlannedUprobe], pid: int) -> None:
+    def _attach_multi(self, program_fd: int, retprobe: bool,
+                      members: Sequence[PlannedEvent], pid: int) -> None:
         """One uprobe_multi link for ``members``; when the kernel refuses an offset in it,
         the set is halved until the offsets it refuses are found and left out."""
+        first = members[0]
         try:
             fd = link_create_uprobe_multi(
                 program_fd,
-                path,
-                [uprobe.file_offset for uprobe in members],
-                cookies=[uprobe.cookie for uprobe in members],
-                ref_ctr_offsets=[uprobe.ref_ctr_offset for uprobe in members],
+                first.kernel_path,
+                [event.file_offset for event in members],
+                cookies=[event.cookie for event in members],
+                ref_ctr_offsets=[event.ref_ctr_offset for event in members],
                 retprobe=retprobe,
                 pid=pid,
             )
         except SysCallError as error:
             if error.errno not in _UNPLACEABLE:
-                raise explain_uprobe_error(error, path, f"uprobes in {path}", pid) from None
+                raise explain_uprobe_error(error, first.path, f"uprobes in {first.path}",
+                                           pid) from None
             if len(members) == 1:
-                self.unplaced.append((members[0], _UNPLACEABLE_REASON))
+                self.unplaced.append((first, _UNPLACEABLE_REASON))
                 return
             half = len(members) // 2
-            self._attach_multi(program_fd, path, retprobe, members[:half], pid)
-            self._attach_multi(program_fd, path, retprobe, members[half:], pid)
+            self._attach_multi(program_fd, retprobe, members[:half], pid)
+            self._attach_multi(program_fd, retprobe, members[half:], pid)
             return
         self._link_fds.append(fd)
+
+    def _attach_perf_event(self, event: PlannedEvent, program: int, pid: int | None) -> None:
+        """Plant one uprobe as a perf event and attach ``program`` to it with its cookie."""
+        uprobe = UprobeEvent(
+            event.kernel_path,
+            event.file_offset,
+            retprobe=event.retprobe,
+            pid=pid,
+            ref_ctr_offset=event.ref_ctr_offset,
+            display_path=event.path,
+        )
+        try:
+            link = self._object.lib.attach_perf_event(program, uprobe.fd, event.cookie)
+        except SysCallError as error:
+            uprobe.close()
+            if error.errno == errno.EINVAL:  # no BPF cookies before Linux 5.15
+                raise KernelFeatureError(
+                    "the kernel refused to attach a BPF program with a cookie to a uprobe: "
+                    "rawprobe's BPF backend needs Linux 5.15 or newer (try --backend tracefs)",
+                    minimum_kernel="5.15",
+                ) from None
+            raise
+        # The link now owns the perf event's descriptor; libbpf closes both on destroy.
+        uprobe.detach()
+        self._links.append(link)
+
+    # -- reading -----------------------------------------------------------------------------
 
     def wait(self, timeout: float | None) -> None:
         self.ring.wait(timeout)
@@ -264,43 +287,9 @@ class BpfSession:
         ring.consume(consumed)
         return events
 
-    def attach(self, uprobe: PlannedUprobe, program: int, pid: int | None = None) -> None:
-        """Plant one uprobe as a perf event and attach ``program`` to it with its cookie.
-
-        Args:
-            uprobe: What to plant.
-            program: The libbpf program to run.
-            pid: Only in this process (``None``: host-wide).
-        """
-        event = UprobeEvent(
-            uprobe.path,
-            uprobe.file_offset,
-            retprobe=uprobe.retprobe,
-            pid=pid,
-            ref_ctr_offset=uprobe.ref_ctr_offset,
-        )
-        opts = PerfEventOpts(
-            sz=ctypes.sizeof(PerfEventOpts),
-            bpf_cookie=uprobe.cookie,
-        )
-        try:
-            link = self._object.lib.program_attach_perf_event_opts(
-                program, event.fd, ctypes.byref(opts)
-            )
-        except SysCallError as error:
-            event.close()
-            if error.errno == 22:  # EINVAL: no BPF cookie support (Linux < 5.15)
-                raise KernelFeatureError(
-                    "the kernel refused to attach a BPF program with a cookie to a uprobe: "
-                    "rawprobe's BPF backend needs Linux 5.15 or newer (try --backend tracefs)",
-                    minimum_kernel="5.15",
-                ) from None
-            raise
-        # The link now owns the perf event's descriptor; libbpf closes both on destroy.
-        event.detach()
-        self._links.append(int(link))
-
-    def aggregate_cells(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
+    def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
+        """The ``aggregates`` map's cells, and a cell per plain count: its hit counter less
+        what its filter rejected (the program counts nothing else for it)."""
         aggregates = self._object.map("aggregates")
         key_size = abi.AGG_KEY.sizeof()
         value_size = 8 * self.cpus
@@ -313,7 +302,17 @@ class BpfSession:
                 continue
             count = sum(struct.unpack(f"<{self.cpus}Q", value))
             event_id, stack_id, bucket = _AGG_KEY_HEAD.unpack_from(key)
-            cells.append((event_id, stack_id, bucket, key[_AGG_KEY_HEAD.size :], count))
+            cells.append(AggregateCell(event_id, stack_id, bucket, key[_AGG_KEY_HEAD.size:],
+                                       count))
+        counters = self.counters()
+        for event in self._plan_events:
+            if event.tally:
+                counter = counters[event.event_id]
+                total = counter.hits - counter.filtered
+                count = total - self._tally_taken.get(event.event_id, 0)
+                if reset:
+                    self._tally_taken[event.event_id] = total
+                cells.append(AggregateCell(event.event_id, -1, 0, b"", count))
         return cells
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
@@ -327,16 +326,12 @@ class BpfSession:
         raw = self._object.map("stack_pids").get(_KEY.pack(stack_id), 4)
         return None if raw is None else int(_KEY.unpack(raw)[0])
 
-    def detach(self) -> None:
-        """Remove every uprobe (the programs stop writing records)."""
-        _destroy_links(self._object.lib, self._links, self._link_fds)
-
     def counters(self) -> list[ProbeCounters]:
         """Per event id, what the programs counted (summed over CPUs)."""
         stats = self._object.map("stats")
         result = []
         size = _STATS.size
-        for event_id in range(self._event_count):
+        for event_id in range(len(self._plan_events)):
             raw = stats.lookup(_KEY.pack(event_id), size * self.cpus)
             hits = filtered = lost = 0
             for cpu in range(self.cpus):
@@ -346,6 +341,12 @@ class BpfSession:
                 lost += lo
             result.append(ProbeCounters(hits, filtered, lost))
         return result
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def detach(self) -> None:
+        """Remove every uprobe (the programs stop writing records)."""
+        _destroy_links(self._object.lib, self._links, self._link_fds)
 
     def close(self) -> None:
         """Detach everything and free the object (idempotent)."""

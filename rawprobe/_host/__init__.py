@@ -1,2 +1,2 @@
-"""Facts about this host that rawprobe reads from /proc and /sys, and the limits it runs into:
-process mappings, privileges, descriptor limits, and opening the files probes name."""
+"""Facts about this host that rawprobe reads from /proc and /sys:
+process mappings, privileges, and opening the files probes name."""

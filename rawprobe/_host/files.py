@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import weakref
 
 from .._errors import NotElfError, TargetNotFoundError
 
@@ -11,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-__all__ = ["open_target", "stat_target"]
+__all__ = ["TargetFile", "open_target", "stat_target"]
 
 
 def stat_target(path: str) -> os.stat_result:
@@ -37,16 +38,85 @@ def stat_target(path: str) -> os.stat_result:
 def open_target(path: str) -> tuple[BinaryIO, int]:
     """``path`` opened for reading in binary, and its size; the caller closes it.
 
+    Only a regular file is opened: a FIFO or a device planted where a program, a library or a
+    debug file was expected (a ``.gnu_debuglink`` name, a build-id path) is refused without
+    blocking on it (the open is non-blocking, and the type is checked on the descriptor).
+
     Raises:
         TargetNotFoundError: No such file, or it cannot be read.
-        NotElfError: A directory.
+        NotElfError: A directory, or anything else that is not a regular file.
     """
     try:
-        stream = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise TargetNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise NotElfError(f"{path}: is a directory, not an ELF file") from None
     except OSError as error:
         raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot open').lower()}") from None
-    return stream, os.fstat(stream.fileno()).st_size
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise NotElfError(f"{path}: is a directory, not an ELF file")
+        raise NotElfError(f"{path}: not a regular file, so not a program or library")
+    return os.fdopen(fd, "rb"), info.st_size
+
+
+class TargetFile:
+    """A file a probe goes into, opened once for the whole run.
+
+    Resolution, the safety checks and the kernel must all see the same inode: a file renamed
+    over between resolving a symbol and planting the probe would otherwise get a probe at an
+    offset computed for another file (in the middle of an instruction, say). So the planner
+    opens each target once, checks that the symbol index it used describes this very file
+    (:attr:`key`), reads the probed bytes through this descriptor, and hands the kernel
+    :attr:`kernel_path`, which names this open file and nothing else (proc(5),
+    ``/proc/PID/fd/``).
+
+    Args:
+        path: The file (absolute, as resolved from the probe's TARGET).
+
+    Raises:
+        TargetNotFoundError: No such file, or it cannot be read.
+        NotElfError: A directory, a device, a FIFO: anything but a regular file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            # O_NONBLOCK: a FIFO put where a program was expected must not block the open.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise TargetNotFoundError(f"{path}: no such file") from None
+        except OSError as error:
+            raise TargetNotFoundError(
+                f"{path}: {(error.strerror or 'cannot open').lower()}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise NotElfError(f"{path}: is a directory, not an ELF file")
+            raise NotElfError(f"{path}: not a regular file, so not a program or library")
+        self.fd: int = fd
+        self.info = info
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int]:
+        """The file's identity: device, inode, size, mtime and ctime (as the symbol cache keys
+        a file)."""
+        info = self.info
+        return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+    @property
+    def kernel_path(self) -> str:
+        """A path that names this open file: what the kernel is given to plant a probe."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
+        if offset < 0 or offset >= self.info.st_size or size <= 0:
+            return b""
+        return os.pread(self.fd, min(size, self.info.st_size - offset), offset)
+
+    def close(self) -> None:
+        self._finalizer()

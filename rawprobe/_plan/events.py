@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import copy
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
 import construct as c
 
-from .._bpf.ring import BUSY_BIT, DISCARD_BIT, LEN_MASK
-from .._bpf.ring import HEADER_SIZE as HEADER_SIZE_RING
 from .._probe.fetchargs import ArgType
 from . import abi
 from .compile import HEADER_SIZE, CompiledField, CompiledProbe
 
-__all__ = ["Decoder", "Event", "RecordLayout", "decode_records"]
+__all__ = ["Event", "RecordLayout"]
 
 _CONSTRUCTS = {(1, False): c.Int8ul, (2, False): c.Int16ul, (4, False): c.Int32ul,
                (8, False): c.Int64ul, (1, True): c.Int8sl, (2, True): c.Int16sl,
@@ -293,91 +291,3 @@ class Event(tuple[Any, ...]):
             f"Event({self.event!r}, pid={self.pid}, tid={self.tid}, comm={self.comm!r}, "
             f"args={self.args!r})"
         )
-
-
-_EVENT_ID_OFFSET = 16  # struct rp_header.event_id
-
-
-def decode_records(
-    chunk: bytes, records: Sequence[tuple[int, int]], layouts: Sequence[RecordLayout | None]
-) -> list[Event]:
-    """Decode the records found in ``chunk`` (see :func:`rawprobe._bpf.ring.split_records`).
-
-    Args:
-        chunk: Bytes copied from the ring buffer.
-        records: ``(offset, length)`` of each record in ``chunk``.
-        layouts: Layouts indexed by event id.
-    """
-    return Decoder(layouts).decode(chunk, records)
-
-
-class Decoder:
-    """Decodes records of a fixed set of layouts (indexed by event id), with what each needs
-    looked up once instead of per record."""
-
-    def __init__(self, layouts: Sequence[RecordLayout | None]) -> None:
-        self.table = [
-            None if layout is None
-            else (layout.unpack_record, layout.event_class, layout.plain, layout)
-            for layout in layouts
-        ]
-
-    def decode_chunk(self, chunk: bytes) -> tuple[list[Event], int]:
-        """Frame and decode a chunk copied from the ring buffer in one pass.
-
-        The same framing as :func:`rawprobe._bpf.ring.split_records` (the reference, which a
-        property test holds this to), fused with decoding: the reader's hot path.
-
-        Returns:
-            The events, and how many bytes of ``chunk`` were consumed.
-        """
-        events: list[Event] = []
-        append = events.append
-        table = self.table
-        known = len(table)
-        new = tuple.__new__
-        end = len(chunk)
-        words = memoryview(chunk)[: end & ~3].cast("I")
-        position = 0
-        while position + HEADER_SIZE_RING <= end:
-            header = words[position >> 2]
-            if header & BUSY_BIT:
-                break
-            total = ((header & LEN_MASK) + HEADER_SIZE_RING + 7) & ~7
-            if position + total > end:
-                break
-            if not header & DISCARD_BIT:
-                base = position + HEADER_SIZE_RING
-                event_id = words[(base + _EVENT_ID_OFFSET) >> 2]
-                entry = table[event_id] if event_id < known else None
-                if entry is not None:
-                    unpack, event_class, plain, layout = entry
-                    raw = unpack(chunk, base)
-                    if plain and not raw[5]:
-                        append(new(event_class, raw))
-                    else:
-                        append(layout.slow_event(raw, chunk, base))
-            position += total
-        return events, position
-
-    def decode(self, chunk: bytes, records: Sequence[tuple[int, int]]) -> list[Event]:
-        events: list[Event] = []
-        append = events.append
-        table = self.table
-        new = tuple.__new__
-        # Records start 8-byte aligned in the chunk: the event id is one 32-bit word away.
-        words = memoryview(chunk)[: len(chunk) & ~3].cast("I")
-        known = len(table)
-        for base, _length in records:
-            event_id = words[(base + _EVENT_ID_OFFSET) >> 2]
-            entry = table[event_id] if event_id < known else None
-            if entry is None:
-                continue
-            unpack, event_class, plain, layout = entry
-            raw = unpack(chunk, base)
-            if plain and not raw[5]:
-                # Integers only and nothing unreadable: the unpacked tuple is the event.
-                append(new(event_class, raw))
-            else:
-                append(layout.slow_event(raw, chunk, base))
-        return events

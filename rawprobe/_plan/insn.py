@@ -32,6 +32,7 @@ from .._errors import RawprobeError
 __all__ = [
     "MAX_INSTRUCTION_LENGTH",
     "UndecodableInstruction",
+    "boundary_in",
     "instruction_length",
     "instruction_starts",
     "is_instruction_boundary",
@@ -591,6 +592,12 @@ def is_instruction_boundary(
     with open(path, "rb") as file:
         file.seek(function_file_offset)
         code = file.read(size)
+    return boundary_in(code, target)
+
+
+def boundary_in(code: bytes | memoryview, target: int) -> bool | None:
+    """Whether an instruction starts ``target`` bytes into ``code``, a function's code from
+    its first byte: True or False, or None when the bytes up to ``target`` do not decode."""
     position = 0
     try:
         while position < target:

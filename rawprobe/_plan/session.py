@@ -1,53 +1,89 @@
-"""What the Tracer asks of a backend: plant uprobes for a target, hand over events, count.
+"""What a backend is given and what it must do: the plan, and the :class:`Session` protocol.
 
-Two backends implement :class:`Session`: BPF (``_bpfbackend``: generic BPF programs write
-records into a BPF ring buffer) and tracefs (``_tracefs``: the kernel's own uprobe_events, read
-through perf ring buffers). The Tracer parses, resolves and lays out probes once; a session
-only plants them and turns what the kernel writes into :class:`~rawprobe._plan.events.Event`.
+The planner (:mod:`rawprobe._plan.planner`) turns probe words into a :class:`Plan`: one frozen
+:class:`PlannedEvent` per event id, and the BPF configurations they use. A backend's session
+plants the plan's uprobes and hands back what the kernel recorded. Both backends, BPF
+(:mod:`rawprobe._bpf`) and tracefs (:mod:`rawprobe._tracefs`), implement :class:`Session` in
+full: what one backend cannot do in the kernel (tracefs filters, aggregates, stacks) it does
+in a stage of its own, so the Tracer above never needs to know which backend it drives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
+from .._probe.aggregations import AggregationSpec
 from .._probe.fetchargs import FetchArg, UsdtArgument
+from .._probe.filters import FilterExpr
 from .abi import COOKIE_TALLY
 from .events import Event, RecordLayout
 
-__all__ = ["PlannedUprobe", "ProbeCounters", "Session", "TraceTarget"]
+__all__ = [
+    "AggregateCell",
+    "Plan",
+    "PlannedEvent",
+    "ProbeCounters",
+    "Session",
+    "TraceTarget",
+]
 
 
 @dataclass(frozen=True)
-class PlannedUprobe:
-    """One uprobe to plant.
+class PlannedEvent:
+    """One uprobe to plant, and everything about its event.
 
     Attributes:
         event_id: Index of the event, dense from 0 (the BPF cookie's low half).
         config_id: Index of its BPF configuration (the cookie's high half); probes with the
             same fetch program share one.
-        path: The file to probe; ``file_offset`` where.
+        path: The file as the user named it (resolved); what messages show.
+        kernel_path: The path handed to the kernel: ``/proc/self/fd/N`` of the file the
+            planner opened and resolved, so the probe lands in that very inode even if
+            ``path`` is replaced meanwhile.
+        file_offset: Where in the file.
         retprobe: A return probe.
         ref_ctr_offset: A USDT semaphore's file offset, or 0.
-        fetchargs: The probe's fetch-args as parsed (a backend may render them again).
+        fetchargs: The probe's fetch-args as parsed (tracefs renders them again).
         layout: Names, types and the record layout of the event.
         reads_memory: Whether the probe dereferences user memory.
-        tally_only: The probe only counts its hits (no fields, no filter, no record).
+        tally: The probe's count is its hit counter (less what its filter rejected): a plain
+            ``--count``, no key, no stack.
+        tally_only: ``tally`` without a filter: the program counts the hit and returns.
         usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
+        role: ``entry`` or ``return`` for the two halves of a latency measurement, else ``""``;
+            a return half is planned right after its entry half (event id + 1).
+        from_glob: Matched by a glob among others: a site the kernel refuses is left out with
+            a warning instead of failing the run.
+        at_entry: On a function's first instruction, where a frame-pointer walk misses the
+            caller (stacks add it from the top of the stack).
+        filter: The filter expression, for a backend that filters in user space.
+        key_decoder: Turns an aggregation key's bytes back into a value (None: not grouped).
     """
 
     event_id: int
     config_id: int
     path: str
+    kernel_path: str
     file_offset: int
     retprobe: bool
     ref_ctr_offset: int
     fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
     reads_memory: bool = False
+    tally: bool = False
     tally_only: bool = False
     usdt_args: tuple[UsdtArgument, ...] | None = None
+    role: str = ""
+    from_glob: bool = False
+    at_entry: bool = False
+    filter: FilterExpr | None = None
+    key_decoder: Callable[[bytes], Any] | None = None
 
+    @property
+    def name(self) -> str:
+        return self.layout.event
 
     @property
     def cookie(self) -> int:
@@ -55,6 +91,29 @@ class PlannedUprobe:
         the probe only counts, so the program need not look its configuration up)."""
         config = self.config_id | (COOKIE_TALLY if self.tally_only else 0)
         return (config << 32) | self.event_id
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a backend needs to run: the events and how they aggregate.
+
+    Attributes:
+        events: Indexed by event id.
+        configs: ``struct rp_probe`` bytes, indexed by configuration id.
+        aggregation: How events aggregate (None: they stream).
+        stack: Streamed events carry the user stack; aggregations group by it.
+        string_size: Bytes kept per string, NUL included.
+    """
+
+    events: tuple[PlannedEvent, ...]
+    configs: tuple[bytes, ...]
+    aggregation: AggregationSpec | None = None
+    stack: bool = False
+    string_size: int = 256
+
+    @property
+    def layouts(self) -> list[RecordLayout]:
+        return [event.layout for event in self.events]
 
 
 @dataclass(frozen=True)
@@ -74,15 +133,50 @@ class TraceTarget:
 
 @dataclass(frozen=True)
 class ProbeCounters:
-    """What the kernel side counted for one event id."""
+    """What was counted for one event id.
+
+    Attributes:
+        hits: Times the probe fired in traced processes.
+        filtered: Hits a filter rejected.
+        lost: Records that could not be kept (ring buffer full, maps full, nesting).
+    """
 
     hits: int = 0
     filtered: int = 0
     lost: int = 0
 
 
+class AggregateCell(NamedTuple):
+    """One cell of an aggregation, as a backend counted it.
+
+    Attributes:
+        event_id: The event.
+        stack_id: The user stack it was grouped by (see :meth:`Session.stack`), or -1.
+        bucket: The histogram bucket (numbered as ``bucket_of`` numbers them), 0 for counts.
+        key: The grouping key's bytes (``struct rp_agg_key.data``), empty when not grouped.
+        value: How many hits fell in it.
+    """
+
+    event_id: int
+    stack_id: int
+    bucket: int
+    key: bytes
+    value: int
+
+
 class Session(Protocol):
-    """A backend's run: created with the planned uprobes, then attached, read, closed."""
+    """A backend's run of one plan: created, attached, read, closed.
+
+    Attributes:
+        unplaced: After :meth:`attach_all`, the events the kernel refused to place (an
+            instruction it cannot probe), each with the reason; they are left out.
+        poll_interval: How often a reader waiting on :meth:`fileno` must look anyway, in
+            seconds (a backend whose buffers wake their reader only when well filled finds
+            sparse events by looking); None when :meth:`fileno` always wakes it.
+    """
+
+    unplaced: list[tuple[PlannedEvent, str]]
+    poll_interval: float | None
 
     def attach_all(self, target: TraceTarget) -> None:
         """Plant every uprobe for ``target``; on failure nothing stays planted."""
@@ -100,17 +194,18 @@ class Session(Protocol):
         """Whether records are waiting to be read."""
 
     def read(self) -> list[Event]:
-        """Every event ready now, decoded, in the order written."""
+        """Every event ready now that passed its filter, decoded, in time order. With an
+        aggregation, events are aggregated instead and nothing is returned."""
 
     def detach(self) -> None:
         """Remove every uprobe; events already recorded stay readable."""
 
     def counters(self) -> list[ProbeCounters]:
-        """Per event id, hits, filtered and lost records (as far as the backend knows)."""
+        """Per event id: hits, filtered and lost."""
 
-    def aggregate_cells(self, reset: bool) -> list[tuple[int, int, int, bytes, int]]:
-        """The aggregates: ``(event_id, stack_id, bucket, key bytes, count)`` per cell,
-        emptied after reading when ``reset``."""
+    def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
+        """Every cell of the aggregation (plain counts included), emptied after reading when
+        ``reset``."""
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         """The return addresses of a recorded user stack, innermost first."""

@@ -1,63 +1,218 @@
-"""Probe sites the kernel cannot be trusted with.
+"""Where a probe may go. Every site a run probes passes through :func:`check_site`.
 
 The kernel has no blacklist for uprobes: it plants a breakpoint wherever it is asked and runs
-the displaced instruction out of line. On x86_64 that is not safe for every instruction. On the
-hosts rawprobe is tested on, an AVX-512 (EVEX-encoded) instruction run out of line computes
-with the wrong vector registers, so a probe on one silently corrupts the traced program (and,
-host-wide, every program using that code: libc's AVX-512 memset is such a site); a probe on
-an AVX (VEX-encoded) instruction never fires. rawprobe refuses such sites unless forced.
+the displaced instruction out of line. So before anything is planted, each site is checked
+here, once, whatever asked for it: an entry probe, the return probe ``--hist latency`` adds,
+each member of a glob, a USDT site from a note, a probe made through the library.
+
+- A return probe in a Go program: the trampoline replaces the return address, and Go's
+  runtime, which walks and moves goroutine stacks, crashes the program.
+- With ``-p``: a file the processes do not map (another file of that name, in another mount
+  namespace), where the probe would never fire.
+- x86-64: an offset that is not where an instruction starts (decoded from the start of the
+  function holding it, :mod:`.insn`); a USDT site that is not the ``nop`` sys/sdt.h puts there;
+  an instruction the kernel refuses or mishandles out of line: AVX-512 (EVEX, run with the
+  wrong vector registers: the probe corrupts the program; host-wide on libc's AVX-512 memset
+  it breaks every process), AVX (VEX, the probe never fires), and the prefixes the kernel's
+  x86 uprobe code refuses (``lock`` and the CS/DS/ES/SS segment overrides,
+  arch/x86/kernel/uprobes.c, is_prefix_bad()), which it reports only once a process maps the
+  file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from .._host.files import TargetFile
 from .._host.procmaps import read_maps
+from .._probe.fetchargs import UsdtArgument
+from .._sys.arch import ARCH
 
-__all__ = ["maps_file", "probe_site_hazard"]
+__all__ = ["Site", "check_site", "instruction_hazard", "maps_file"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
+# Prefixes the kernel refuses on a probed instruction (arch/x86/kernel/uprobes.c,
+# is_prefix_bad()): lock, and the ES, CS, SS and DS segment overrides.
+_REFUSED_PREFIXES = {
+    0xF0: "a lock prefix",
+    0x26: "an ES segment-override prefix",
+    0x2E: "a CS segment-override prefix",
+    0x36: "an SS segment-override prefix",
+    0x3E: "a DS segment-override (notrack) prefix",
+}
 _VEX = (0xC4, 0xC5)
 _EVEX = 0x62  # in 64-bit mode always EVEX (BOUND does not exist there)
+_NOP = 0x90
+_MULTIBYTE_NOP = b"\x0f\x1f"
 
 
-def probe_site_hazard(path: str, file_offset: int) -> str | None:
-    """Why a uprobe at ``file_offset`` of ``path`` would harm the program or never fire,
-    or None when nothing is known against it (x86_64)."""
-    try:
-        with open(path, "rb") as file:
-            file.seek(file_offset)
-            code = file.read(8)
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class Site:
+    """One place a probe word resolved to.
+
+    Attributes:
+        symbol: The function holding it (None: no known function does).
+        file_offset: Where the probe goes, as a file offset.
+        symbol_offset: Bytes from the start of ``symbol`` (0: its first instruction).
+        function_size: The function's size in bytes (0 when unknown).
+        ref_ctr_offset: A USDT semaphore's file offset, or 0.
+        usdt_args: A USDT site's arguments (None for a function probe).
+        kind: ``func``, ``ifunc`` (the address is a resolver's), ``offset`` (a raw file
+            offset) or ``usdt``.
+        warning: Something the user should know about this site, or None.
+    """
+
+    symbol: str | None
+    file_offset: int
+    symbol_offset: int = 0
+    function_size: int = 0
+    ref_ctr_offset: int = 0
+    usdt_args: tuple[UsdtArgument, ...] | None = None
+    kind: str = "func"
+    warning: str | None = None
+
+    @property
+    def at_entry(self) -> bool:
+        """On a function's first instruction (its frame is not set up yet)."""
+        return self.symbol is not None and self.symbol_offset == 0 and self.kind != "usdt"
+
+    def describe(self, path: str) -> str:
+        where = f"{path}:{self.file_offset:#x}"
+        if self.symbol is None:
+            return where
+        inside = f"+{self.symbol_offset:#x}" if self.symbol_offset else ""
+        return f"{self.symbol}{inside} ({where})"
+
+
+def check_site(
+    target: TargetFile,
+    site: Site,
+    *,
+    retprobe: bool,
+    go_evidence: str = "",
+    pids: Sequence[int] = (),
+) -> str | None:
+    """Why a uprobe at ``site`` of ``target`` would harm the program, never fire, or is not
+    known to be safe; None when nothing is known against it.
+
+    Args:
+        target: The opened file (its bytes are read through it).
+        site: The site.
+        retprobe: A return probe.
+        go_evidence: Why the file is a Go program, or ``""``.
+        pids: With ``-p``, the processes traced.
+
+    Returns:
+        The reason to refuse (to be shown with the site), or None.
+    """
+    if retprobe and go_evidence:
+        return (
+            f"{target.path} is a Go program ({go_evidence}): a return probe replaces the "
+            "return address on the stack with a trampoline, and Go's runtime, which moves "
+            "goroutine stacks and walks them, then finds a return address it does not know "
+            "and crashes the program; probe the function's entry instead (or its RET "
+            "instructions by offset)"
+        )
+    if pids and all(maps_file(pid, target) is False for pid in pids):
+        return (
+            f"{target.path} is not mapped by process {', '.join(map(str, pids))}, so the probe "
+            "would never fire there (is it another file of that name, in another mount "
+            "namespace? with -p, absolute paths are taken inside the process's root); if the "
+            "process loads it later, this is expected"
+        )
+    if ARCH.machine == "x86_64":
+        return _x86_hazard(target, site)
+    return _fixed_width_hazard(site, ARCH.instruction_size)
+
+
+def _x86_hazard(target: TargetFile, site: Site) -> str | None:
+    if site.kind == "usdt":
+        code = target.read(site.file_offset, 2)
+        if not code or (code[0] != _NOP and code[:2] != _MULTIBYTE_NOP):
+            return (
+                f"its SDT note puts a probe at file offset {site.file_offset:#x}, but no nop "
+                "is there (sys/sdt.h marks each probe with one): the note does not describe "
+                "this file's code, and a uprobe there could land mid-instruction"
+            )
+    elif site.symbol is None:
+        return (
+            f"file offset {site.file_offset:#x} is not inside any known function, so rawprobe "
+            "cannot check that an instruction starts there (a uprobe in the middle of one "
+            "corrupts the program); use SYMBOL or SYMBOL+OFFSET"
+        )
+    elif site.symbol_offset:
+        boundary = _boundary(target, site)
+        if boundary is None:
+            return (
+                f"its instructions up to +{site.symbol_offset:#x} cannot be decoded, so it is "
+                "unknown whether an instruction starts there (a uprobe in the middle of one "
+                "corrupts the program)"
+            )
+        if not boundary:
+            return (
+                f"+{site.symbol_offset:#x} is in the middle of an instruction of {site.symbol}: "
+                "a uprobe there would corrupt the program (see 'objdump -d' for where "
+                "instructions start)"
+            )
+    return instruction_hazard(target.read(site.file_offset, 16))
+
+
+def _boundary(target: TargetFile, site: Site) -> bool | None:
+    from .insn import MAX_INSTRUCTION_LENGTH, boundary_in  # its tables take ms to build
+
+    start = site.file_offset - site.symbol_offset
+    size = site.function_size or site.symbol_offset + MAX_INSTRUCTION_LENGTH
+    return boundary_in(target.read(start, size), site.symbol_offset)
+
+
+def instruction_hazard(code: bytes) -> str | None:
+    """Why the kernel cannot be trusted with a uprobe on the x86-64 instruction that starts
+    ``code``, or None."""
     position = 0
     while position < len(code) and code[position] in _LEGACY_PREFIXES:
+        refused = _REFUSED_PREFIXES.get(code[position])
+        if refused is not None:
+            return (
+                f"its instruction carries {refused}, which the kernel refuses to probe "
+                "(arch/x86/kernel/uprobes.c): the probe would never fire. Probe another "
+                "instruction (SYMBOL+OFFSET)"
+            )
         position += 1
     if position >= len(code):
         return None
     opcode = code[position]
     if opcode == _EVEX:
         return (
-            "its first instruction is an AVX-512 (EVEX) instruction, which the kernel runs out "
-            "of line with the wrong vector registers: the probe would corrupt the program. "
-            "Probe a later instruction (SYMBOL+OFFSET), or --force"
+            "its instruction is an AVX-512 (EVEX) instruction, which the kernel runs out of "
+            "line with the wrong vector registers: the probe would corrupt the program. Probe "
+            "another instruction (SYMBOL+OFFSET)"
         )
     if opcode in _VEX:
         return (
-            "its first instruction is an AVX (VEX) instruction, on which the kernel's uprobe "
-            "does not fire. Probe a later instruction (SYMBOL+OFFSET), or --force"
+            "its instruction is an AVX (VEX) instruction, on which the kernel's uprobe does "
+            "not fire. Probe another instruction (SYMBOL+OFFSET)"
         )
     return None
 
 
-def maps_file(pid: int, path: str) -> bool | None:
-    """Whether process ``pid`` maps the file at ``path`` (compared by device and inode, so a
-    file of the same name in another mount namespace does not count); None if unknown."""
+def _fixed_width_hazard(site: Site, width: int) -> str | None:
+    """Architectures whose instructions all have one width: a site must be aligned to it."""
+    if site.symbol is not None and site.symbol_offset % width:
+        return (f"+{site.symbol_offset:#x} is not a multiple of {width}, so it is not where an "
+                f"instruction of {site.symbol} starts")
+    return None
+
+
+def maps_file(pid: int, target: TargetFile) -> bool | None:
+    """Whether process ``pid`` maps ``target`` (compared by device and inode, so a file of the
+    same name in another mount namespace does not count); None if unknown."""
     try:
-        info = os.stat(path)
         mappings = read_maps(pid)
     except OSError:
         return None
+    info = target.info
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
     return any(m.inode == info.st_ino and m.device == device for m in mappings)

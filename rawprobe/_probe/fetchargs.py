@@ -352,7 +352,8 @@ class _Parser:
     def register(self, name: str, position: int) -> Register:
         if name not in ARCH.registers:
             known = ", ".join("%" + reg for reg in ARCH.registers)
-            raise self.error(f"unknown register %{name} on {ARCH.name}; known: {known}", position)
+            raise self.error(f"unknown register %{name} on {ARCH.machine}; known: {known}",
+                             position)
         return Register(name)
 
     def variable(self, name: str, position: int) -> Source:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from .._errors import ProbeSyntaxError
 from .fetchargs import FetchArg, c_integer, parse_fetcharg
 
-__all__ = ["ProbeSpec", "parse_probe", "split_place"]
+__all__ = ["ProbeSpec", "default_event_name", "is_glob", "parse_probe", "quote_target",
+           "split_place"]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -58,6 +59,47 @@ class ProbeSpec:
         return f"{self.target}:{self.location}"
 
 
+_GLOB_CHARS = "*?["
+
+
+def is_glob(location: str) -> bool:
+    """Whether a LOCATION (or a USDT NAME) is a glob pattern (``mem*``)."""
+    return any(char in location for char in _GLOB_CHARS)
+
+
+def quote_target(target: str) -> str:
+    """A TARGET as a probe word spells it: quoted when it holds whitespace, a colon or a
+    quote (``"/opt/my app/bin"``); a quote inside is written ``\\"``."""
+    if not target or any(char.isspace() or char in ':"' for char in target):
+        return '"' + target.replace('"', '\\"') + '"'
+    return target
+
+
+def _split_quoted(place: str, word: str, column: int) -> tuple[str, str]:
+    """``"TARGET":LOCATION``: a TARGET in double quotes may hold anything (``\\"`` for a
+    quote)."""
+    position, target = 1, []
+    while position < len(place):
+        char = place[position]
+        if char == "\\" and place[position + 1 : position + 2] == '"':
+            target.append('"')
+            position += 2
+            continue
+        if char == '"':
+            break
+        target.append(char)
+        position += 1
+    else:
+        raise ProbeSyntaxError("unterminated quoted TARGET", word or place, column)
+    if place[position + 1 : position + 2] != ":" or position + 2 >= len(place):
+        raise ProbeSyntaxError(
+            'a quoted TARGET is followed by :LOCATION ("/opt/my app/bin":main)',
+            word or place, column + position + 1)
+    if not target:
+        raise ProbeSyntaxError("empty TARGET", word or place, column)
+    return "".join(target), place[position + 2 :]
+
+
 def split_place(
     place: str, word: str = "", column: int = 0, *, usdt: bool = False
 ) -> tuple[str, str]:
@@ -69,9 +111,13 @@ def split_place(
     may then contain a colon as long as the LOCATION has none. A USDT place,
     ``TARGET:[PROVIDER:]NAME``, splits at its first such colon instead.
 
+    A TARGET in double quotes (``"/opt/my app/bin":main``) may hold spaces and colons.
+
     Raises:
         ProbeSyntaxError: No separator, or an empty TARGET or LOCATION.
     """
+    if place.startswith('"'):
+        return _split_quoted(place, word, column)
     candidates = []
     position = 0
     while position < len(place):
@@ -107,16 +153,19 @@ def split_place(
 
 
 def _tokens(word: str) -> list[tuple[str, int]]:
-    """Split on whitespace outside string constants, keeping each token's column."""
+    """Split on whitespace outside string constants (``\\"a b"``) and quoted TARGETs
+    (``"/opt/my app/bin"``, where ``\\"`` is a quote), keeping each token's column."""
     tokens: list[tuple[str, int]] = []
     start: int | None = None
-    quoted = False
+    state = ""  # "", "constant" or "target"
     for position, char in enumerate(word):
-        if char == '"' and position and word[position - 1] == "\\":
-            quoted = True
-        elif char == '"' and quoted:
-            quoted = False
-        if char.isspace() and not quoted:
+        escaped = position > 0 and word[position - 1] == "\\"
+        if char == '"':
+            if not state:
+                state = "constant" if escaped else "target"
+            elif state == "constant" or not escaped:
+                state = ""
+        if char.isspace() and not state:
             if start is not None:
                 tokens.append((word[start:position], start))
                 start = None

@@ -11,6 +11,8 @@ Public entry points (the rest of rawprobe uses only these):
 - :func:`resolve_location` turns a LOCATION into one or more :class:`Location` objects
   (:func:`resolve_one` when exactly one is needed);
 - :func:`list_functions` lists probe-able functions of a file;
+- :func:`function_at` names the function holding a file offset (the one way back from an
+  offset to a function);
 - :func:`describe_target` summarises a file (build-id, symbol sources, Go or not);
 - :func:`demangle` demangles a C++ symbol name;
 - :func:`cache_status` says whether the symbol cache is in use (and why not).
@@ -25,21 +27,17 @@ from ._cache import cache_directory, default_cache
 from ._errors import (
     AmbiguousLocationError,
     CorruptElfError,
-    GoReturnProbeError,
     LocationError,
     NoSymbolsError,
     OffsetMismatchError,
+    TargetChangedError,
     UndefinedSymbolError,
     UnsupportedElfError,
 )
-from ._model import Location, OffsetDerivation, Symbol, TargetInfo
-from ._resolve import (
-    clear_memory,
-    describe_target,
-    list_functions,
-    resolve_location,
-    resolve_one,
-)
+from ._functions import describe_target, function_at, list_functions
+from ._model import FunctionAt, Location, OffsetDerivation, Symbol, TargetInfo
+from ._open import clear_memory, open_index
+from ._resolve import resolve_location, resolve_one
 from ._target import find_target
 
 
@@ -73,13 +71,14 @@ def demangle(name: str) -> str | None:
 __all__ = [
     "AmbiguousLocationError",
     "CorruptElfError",
-    "GoReturnProbeError",
+    "FunctionAt",
     "Location",
     "LocationError",
     "NoSymbolsError",
     "OffsetDerivation",
     "OffsetMismatchError",
     "Symbol",
+    "TargetChangedError",
     "TargetInfo",
     "UndefinedSymbolError",
     "UnsupportedElfError",
@@ -89,7 +88,9 @@ __all__ = [
     "demangle",
     "describe_target",
     "find_target",
+    "function_at",
     "list_functions",
+    "open_index",
     "resolve_location",
     "resolve_one",
 ]

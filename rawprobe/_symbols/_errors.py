@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AmbiguousLocationError",
     "CorruptElfError",
-    "GoReturnProbeError",
     "LocationError",
     "NoSymbolsError",
     "OffsetMismatchError",
+    "TargetChangedError",
     "UndefinedSymbolError",
     "UnsupportedElfError",
 ]
@@ -110,5 +110,13 @@ class AmbiguousLocationError(UsageError):
         )
 
 
-class GoReturnProbeError(UsageError):
-    """A return probe on a Go program, which uretprobes are known to crash."""
+class TargetChangedError(UsageError):
+    """The file at a probe's path was replaced (or modified) while rawprobe resolved it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} changed while rawprobe was reading it (replaced or rewritten, by a "
+            "package upgrade say): offsets computed for one file must not be planted in "
+            "another; run rawprobe again once it is stable"
+        )

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     _RecordT = TypeVar("_RecordT", bound="_Record")
 
-__all__ = ["Location", "OffsetDerivation", "Symbol", "TargetInfo"]
+__all__ = ["FunctionAt", "Location", "OffsetDerivation", "Symbol", "TargetInfo"]
 
 
 class _Record:
@@ -76,6 +76,48 @@ class _Record:
                 value = list(value)
             result[name] = value
         return result
+
+
+class FunctionAt(tuple):  # type: ignore[type-arg]
+    """The function holding a file offset: ``(name, file_offset, size, offset, kind)``.
+
+    Attributes:
+        name: Its preferred symbol name.
+        file_offset: Where the function starts in the file.
+        size: Its size in bytes (0 when unknown).
+        offset: How far into it the asked offset is.
+        kind: ``func`` or ``ifunc``.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, file_offset: int, size: int, offset: int,
+                kind: str = "func") -> FunctionAt:
+        return tuple.__new__(cls, (name, file_offset, size, offset, kind))
+
+    @property
+    def name(self) -> str:
+        return str(self[0])
+
+    @property
+    def file_offset(self) -> int:
+        return int(self[1])
+
+    @property
+    def size(self) -> int:
+        return int(self[2])
+
+    @property
+    def offset(self) -> int:
+        return int(self[3])
+
+    @property
+    def kind(self) -> str:
+        return str(self[4])
+
+    def describe(self) -> str:
+        """``name`` at the start of the function, ``name+0x10`` inside it."""
+        return self.name if not self.offset else f"{self.name}+{self.offset:#x}"
 
 
 # Fields are set through object.__setattr__ (the records refuse normal assignment), one call per

@@ -1,327 +1,41 @@
-"""LOCATION → file offsets: symbol lookup over a file's index, and the offset arithmetic.
-
-The index of a file comes from memory (same process), else from the on-disk cache when its key
-still matches the file and every debug file that shaped it, else from reading the ELF (the only
-path that imports pyelftools). Everything here after that works on the index alone.
-"""
+"""LOCATION → file offsets: symbol lookup over a file's index, and the offset arithmetic."""
 
 from __future__ import annotations
 
 import os
 
 from .._errors import SymbolNotFoundError, UsageError
-from .._host.files import stat_target
-from ._cache import default_cache
 from ._debuginfo import debug_roots
 from ._errors import (
     AmbiguousLocationError,
-    GoReturnProbeError,
     LocationError,
     NoSymbolsError,
-    OffsetMismatchError,
     UndefinedSymbolError,
 )
-from ._index import (
-    FileKey,
-    IndexFormatError,
-    SymbolEntry,
-    SymbolIndex,
-    current_key,
-    file_key,
-    split_version,
+from ._functions import (
+    _check_agreement,
+    _containing_function,
+    _derive,
+    _filter_versions,
+    _find_exact,
+    _Function,
+    _function_at,
+    _glob_functions,
+    _preference,
 )
-from ._model import Location, OffsetDerivation, Symbol, TargetInfo
+from ._index import FileKey, SymbolEntry, SymbolIndex, split_version
+from ._model import Location
+from ._open import open_index
 from ._target import split_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-__all__ = [
-    "clear_memory",
-    "describe_target",
-    "list_functions",
-    "open_index",
-    "resolve_location",
-    "resolve_one",
-]
+__all__ = ["resolve_location", "resolve_one"]
 
-_PF_X = 0x1  # p_flags: executable (ELF gABI)
-_SHF_EXECINSTR = 0x4
 _GLOB_CHARS = ("*", "?", "[")
-_BINDING_RANK = {"global": 0, "weak": 1, "unique": 1, "local": 2}
-
-# Indexes already opened by this process: (path, debug roots) → index, least recently opened
-# first. A tracer attaching to many files keeps the most recent ones.
-_opened: dict[tuple[str, tuple[str, ...]], SymbolIndex] = {}
-_OPENED_MAX = 64
-
-
-def _remember(memo_key: tuple[str, tuple[str, ...]], index: SymbolIndex) -> None:
-    _opened.pop(memo_key, None)
-    _opened[memo_key] = index
-    while len(_opened) > _OPENED_MAX:
-        del _opened[next(iter(_opened))]
-
-
-def _still_valid(index: SymbolIndex, path: str, key: FileKey) -> bool:
-    if index.key != key or index.path != path:
-        return False
-    return all(current_key(dep) == dep_key for dep, dep_key in index.dependencies)
-
-
-def open_index(
-    path: str,
-    *,
-    debug_root: str | Sequence[str] | None = None,
-    use_cache: bool = True,
-) -> SymbolIndex:
-    """The symbol index of ``path``: from this process's memory, the disk cache, or the ELF.
-
-    Args:
-        path: The file (absolute or relative).
-        debug_root: Global debug directories (colon-separated string or sequence); None means
-            ``$RAWPROBE_DEBUG_ROOT`` or ``/usr/lib/debug``.
-        use_cache: False to ignore (and not write) the disk cache.
-
-    Returns:
-        The index.
-
-    Raises:
-        TargetNotFoundError: The file does not exist or cannot be read.
-        NotElfError: It is not an ELF file rawprobe can probe (see its subclasses).
-    """
-    path = os.path.abspath(path)
-    info = stat_target(path)
-    key = file_key(info)
-    roots = debug_roots(debug_root)
-    memo_key = (path, roots)
-    index = _opened.get(memo_key)
-    if index is not None and _still_valid(index, path, key):
-        return index
-    cache = default_cache() if use_cache else None
-    entry_name = cache.entry_name(path + "\0" + ":".join(roots), key) if cache else ""
-    if cache is not None:
-        data = cache.read(entry_name)
-        if data is not None:
-            try:
-                index = SymbolIndex.from_bytes(data)
-            except IndexFormatError:
-                index = None
-            if index is not None and _still_valid(index, path, key):
-                _remember(memo_key, index)
-                return index
-    # The cold path: only now is pyelftools imported.
-    from ._elf import build_index_data
-    from ._index import encode_index
-
-    found = build_index_data(path, roots, split_root(path)[0])
-    found.key = key
-    encoded = encode_index(found)
-    index = SymbolIndex.from_bytes(encoded)
-    # Cache only what was read from the file the key describes (it may change while we read).
-    if cache is not None and current_key(path) == key:
-        cache.write(entry_name, encoded)
-    _remember(memo_key, index)
-    return index
-
-
-def clear_memory() -> None:
-    """Forget the indexes opened by this process (the disk cache is untouched)."""
-    _opened.clear()
-
-
-# -- offsets --------------------------------------------------------------------------------
-
-
-def _derive(index: SymbolIndex, address: int) -> OffsetDerivation | None:
-    """Address → file offset through the executable PT_LOAD holding it, cross-checked with the
-    section holding it. None when no executable segment maps ``address`` from the file."""
-    for vaddr, _memsz, offset, filesz, flags in index.segments:
-        if flags & _PF_X and vaddr <= address < vaddr + filesz:
-            file_offset = address - vaddr + offset
-            best = None
-            for section in index.sections:
-                name, sh_addr, sh_offset, sh_size, sh_flags, _progbits = section
-                # Prefer the executable section where allocated ones overlap (.tbss and the like).
-                if sh_addr <= address < sh_addr + sh_size and (
-                    best is None or sh_flags & _SHF_EXECINSTR
-                ):
-                    best = section
-            if best is None:
-                return OffsetDerivation(address, vaddr, offset, file_offset)
-            name, sh_addr, sh_offset = best[0], best[1], best[2]
-            return OffsetDerivation(
-                address,
-                vaddr,
-                offset,
-                file_offset,
-                section_name=name,
-                section_address=sh_addr,
-                section_offset=sh_offset,
-                section_file_offset=address - sh_addr + sh_offset,
-            )
-    return None
-
-
-def _check_agreement(derivation: OffsetDerivation, what: str, force: bool) -> str | None:
-    if derivation.agrees is not False:
-        return None
-    text = (
-        f"{what}: the program headers put address {derivation.address:#x} at file offset "
-        f"{derivation.file_offset:#x} (PT_LOAD p_vaddr {derivation.segment_vaddr:#x}, p_offset "
-        f"{derivation.segment_offset:#x}), but section {derivation.section_name} puts it at "
-        f"{derivation.section_file_offset:#x} (sh_addr {derivation.section_address:#x}, "
-        f"sh_offset {derivation.section_offset:#x})"
-    )
-    if not force:
-        raise OffsetMismatchError(
-            text + "; the file's headers contradict each other (damaged or unusually linked), "
-            "so a probe could land mid-instruction; pass --force to use the program headers' "
-            "offset, which is how the kernel maps the file"
-        )
-    return text + "; using the program headers' offset (forced)"
-
-
-# -- names ----------------------------------------------------------------------------------
-
-
-def _preference(entry: SymbolEntry) -> tuple[int, int, int, int, str]:
-    """Sort key for the name that best represents a function among its aliases."""
-    if entry.default_version:
-        version_rank = 0
-    elif not entry.version:
-        version_rank = 1
-    else:
-        version_rank = 2
-    underscores = len(entry.name) - len(entry.name.lstrip("_"))
-    return (
-        _BINDING_RANK.get(entry.binding, 1),
-        version_rank,
-        underscores,
-        len(entry.name),
-        entry.name,
-    )
-
-
-class _Function:
-    """The records at one address: a function and all its names."""
-
-    __slots__ = ("address", "entries", "size")
-
-    def __init__(self, entries: list[SymbolEntry]) -> None:
-        self.entries = entries
-        self.address = entries[0].address
-        self.size = max(entry.size for entry in entries)
-
-    @property
-    def kind(self) -> str:
-        for entry in self.entries:
-            if entry.kind == "ifunc":
-                return "ifunc"
-        return "func"
-
-    def aliases(self, chosen: SymbolEntry) -> tuple[str, ...]:
-        names: list[str] = []
-        for entry in sorted(self.entries, key=_preference):
-            if entry is chosen:
-                continue
-            spelled = entry.versioned_name
-            if spelled not in names and spelled != chosen.versioned_name:
-                names.append(spelled)
-        return tuple(names)
-
-
-def _function_at(index: SymbolIndex, record: int) -> _Function:
-    return _Function([index.entry(i) for i in index.same_address(record)])
-
-
-def _looks_cplusplus(name: str) -> bool:
-    return "::" in name or "(" in name or "<" in name or "~" in name or " " in name
-
-
-def _find_exact(index: SymbolIndex, name: str) -> list[int]:
-    records = index.find_name(name)
-    if records or not _looks_cplusplus(name):
-        return records
-    records = index.find_demangled(name)
-    if records:
-        return records
-    # "ns::Foo::bar" names every overload of bar: demangled "ns::Foo::bar(...)" (after the
-    # return type, for template functions); compiler clones (".cold" parts) are left out.
-    return [
-        record
-        for record in index.find_demangled_function(name)
-        if " [clone " not in index.entry(record).demangled
-    ]
-
-
-def _filter_versions(
-    entries: list[SymbolEntry], version: str, default: bool, location: str, path: str
-) -> list[SymbolEntry]:
-    """The entries a probe's ``name@VERSION`` (either kind) or ``name@@VERSION`` (``default``:
-    the default one only) names; for a bare name, the default version where there is one."""
-    if version:
-        kept = [
-            entry
-            for entry in entries
-            if entry.version == version and (not default or entry.default_version)
-        ]
-        if not kept:
-            available = sorted({entry.versioned_name for entry in entries if entry.version})
-            hint = (
-                f"; it has {', '.join(available)}"
-                if available
-                else "; it is not versioned: drop the @VERSION"
-            )
-            raise LocationError(f"{location!r}: no such version in {path}{hint}")
-        return kept
-    defaults = {entry.address for entry in entries if entry.default_version}
-    if defaults:
-        # A bare name means what the linker binds new references to: the default version
-        # (ld's "name@@VERSION"; LSB "Symbol Versioning").
-        return [entry for entry in entries if entry.address in defaults]
-    return entries
-
-
-def _compile_glob(pattern: str) -> Callable[[str], object]:
-    import fnmatch
-    import re
-
-    return re.compile(fnmatch.translate(pattern)).match
-
-
-def _glob_functions(index: SymbolIndex, pattern: str) -> list[tuple[_Function, SymbolEntry]]:
-    """(function, the name that matched best) for each function with a name matching
-    ``pattern`` (bare, versioned or demangled)."""
-    matches = _compile_glob(pattern)
-    names = index.names()
-    demangled = index.demangled_names()
-    matched_records = [
-        record
-        for record in range(index.count)
-        if matches(names[record]) or (demangled[record] and matches(demangled[record]))
-    ]
-    if not matched_records and "@" in pattern:
-        entries_by_name = [
-            record for record in range(index.count) if matches(index.entry(record).versioned_name)
-        ]
-        matched_records = entries_by_name
-    found: list[tuple[_Function, SymbolEntry]] = []
-    seen: set[int] = set()
-    for record in matched_records:
-        address = index.address_of(record)
-        if address in seen:
-            continue
-        seen.add(address)
-        function = _function_at(index, record)
-        matching = [
-            entry
-            for entry in function.entries
-            if matches(entry.name) or (entry.demangled and matches(entry.demangled))
-        ] or function.entries
-        found.append((function, min(matching, key=_preference)))
-    return found
+_PF_X = 0x1  # p_flags: executable (ELF gABI)
 
 
 def _defining_library(index: SymbolIndex, name: str, path: str, roots: tuple[str, ...]) -> str:
@@ -354,7 +68,7 @@ def _find_needed(
 ) -> str | None:
     """Where the dynamic linker would find a DT_NEEDED library: DT_RUNPATH/DT_RPATH (with
     ``$ORIGIN``), then its cache, then its trusted directories (glibc ``elf/dl-load.c``)."""
-    from ._arch import host_arch
+    from .._sys.arch import host_arch
     from ._ldcache import lookup_library, read_ld_cache
 
     if "/" in library:
@@ -496,25 +210,6 @@ def _location_for(
     )
 
 
-def _containing_function(index: SymbolIndex, address: int) -> _Function | None:
-    low, high = 0, index.count
-    while low < high:  # first record with address > target
-        middle = (low + high) // 2
-        if index.address_of(middle) <= address:
-            low = middle + 1
-        else:
-            high = middle
-    record = low - 1
-    checked = 0
-    while record >= 0 and checked < 64:
-        function = _function_at(index, record)
-        if function.address == address or address < function.address + function.size:
-            return function
-        record = function.entries[0].index - 1
-        checked += 1
-    return None
-
-
 def _resolve_offset(
     index: SymbolIndex, path: str, location: str, force: bool
 ) -> Location:
@@ -536,31 +231,6 @@ def _resolve_offset(
     if mismatch:
         warnings.append(mismatch)
     function = _containing_function(index, address)
-    if function is None or function.address != address:
-        if function is None:
-            where = "is not inside any known function"
-            boundary = None
-        else:
-            chosen = min(function.entries, key=_preference)
-            where = f"is {address - function.address:#x} bytes into {chosen.name}"
-            into = address - function.address
-            from .._plan.insn import is_instruction_boundary  # its tables take ms to build
-
-            try:
-                boundary = is_instruction_boundary(path, file_offset - into, function.size,
-                                                   file_offset)
-            except (OSError, ValueError):
-                boundary = None
-        if not boundary:
-            if not force:
-                why = ("which is not where an instruction starts" if boundary is False
-                       else "where rawprobe cannot check that an instruction starts")
-                raise LocationError(
-                    f"file offset {file_offset:#x} {where} of {path}, {why}: a uprobe in the "
-                    "middle of an instruction corrupts the program. Use SYMBOL or "
-                    "SYMBOL+OFFSET at an instruction, or pass --force if you know it is one"
-                )
-            warnings.append(f"{file_offset:#x} {where}: not a checked instruction (forced)")
     if function is None:
         return Location(
             path=path,
@@ -599,9 +269,9 @@ def resolve_location(
     location: str,
     *,
     force: bool = False,
-    retprobe: bool = False,
     debug_root: str | Sequence[str] | None = None,
     use_cache: bool = True,
+    expect_key: FileKey | None = None,
 ) -> list[Location]:
     """Resolve a probe's LOCATION in the file ``path`` to file offsets.
 
@@ -613,19 +283,21 @@ def resolve_location(
       name of a versioned symbol means its default version, as the linker binds it;
     - ``SYMBOL+OFFSET``: OFFSET bytes into the function, which must stay within its size;
     - ``0xOFFSET`` (or decimal): a file offset, as the kernel takes it; it must lie in an
-      executable segment, and unless ``force`` at the start of a known function;
+      executable segment (the function holding it, if any, is named);
     - a glob (``mem*``, ``ns::Foo::*``): one Location per matching function.
 
     Args:
         path: The file to probe (usually from :func:`find_target`).
         location: The LOCATION text.
-        force: Accept what would otherwise be refused: an offset past a function's end or not at
-            a function's start, a section/segment disagreement, a return probe on Go code.
-            Locations keep a ``warning`` saying what was forced.
-        retprobe: The probe is a return probe (refused on Go programs unless ``force``).
+        force: Accept what would otherwise be refused: an offset past a function's end, a
+            section/segment disagreement. Locations keep a ``warning`` saying what was forced.
+            (Whether a probe may go there, which instruction, which program, is decided for
+            every site by :func:`rawprobe._plan.sites.check_site`.)
         debug_root: Global debug directories; None means ``$RAWPROBE_DEBUG_ROOT`` or
             ``/usr/lib/debug``.
         use_cache: False to bypass the on-disk symbol cache.
+        expect_key: The identity of the file the caller opened (:class:`TargetChangedError`
+            when ``path`` is another file by now).
 
     Returns:
         One Location per distinct function (several for globs, for C++ overloads named without
@@ -638,7 +310,7 @@ def resolve_location(
             :class:`UndefinedSymbolError` when the file only calls it.
         LocationError: A bad offset or version (:class:`OffsetMismatchError` when the file's
             headers disagree about the offset).
-        GoReturnProbeError: ``retprobe`` on a Go program without ``force``.
+        TargetChangedError: ``path`` no longer is the file ``expect_key`` describes.
         UsageError: An empty or malformed LOCATION.
     """
     location = location.strip()
@@ -646,15 +318,7 @@ def resolve_location(
         raise UsageError("empty LOCATION: give a function name, NAME+OFFSET or 0xOFFSET")
     path = os.path.abspath(path)
     roots = debug_roots(debug_root)
-    index = open_index(path, debug_root=roots, use_cache=use_cache)
-    if index.go_evidence and retprobe and not force:
-        raise GoReturnProbeError(
-            f"{path} is a Go program ({index.go_evidence}): a return probe replaces the return "
-            "address on the stack with a trampoline, and Go's runtime, which moves goroutine "
-            "stacks and walks them for garbage collection and tracebacks, then finds a return "
-            "address it does not know and crashes the program; probe the function's entry "
-            "instead (or its RET instructions by offset), or pass --force to risk it"
-        )
+    index = open_index(path, debug_root=roots, use_cache=use_cache, expect_key=expect_key)
     if _is_offset_literal(location):
         return [_resolve_offset(index, path, location, force)]
     name, symbol_offset = _split_symbol_offset(location)
@@ -690,7 +354,6 @@ def resolve_one(
     location: str,
     *,
     force: bool = False,
-    retprobe: bool = False,
     debug_root: str | Sequence[str] | None = None,
     use_cache: bool = True,
 ) -> Location:
@@ -701,8 +364,7 @@ def resolve_one(
         (and everything :func:`resolve_location` raises)
     """
     locations = resolve_location(
-        path, location, force=force, retprobe=retprobe, debug_root=debug_root,
-        use_cache=use_cache,
+        path, location, force=force, debug_root=debug_root, use_cache=use_cache,
     )
     if len(locations) > 1:
         raise AmbiguousLocationError(
@@ -712,150 +374,4 @@ def resolve_one(
         )
     return locations[0]
 
-
-def list_functions(
-    path: str,
-    pattern: str = "*",
-    *,
-    debug_root: str | Sequence[str] | None = None,
-    use_cache: bool = True,
-) -> list[Symbol]:
-    """The probe-able functions of ``path`` whose names match a glob, one per address.
-
-    Args:
-        path: The file.
-        pattern: A glob matched against bare, versioned (``name@@V``) and demangled C++ names.
-        debug_root: Global debug directories (see :func:`resolve_location`).
-        use_cache: False to bypass the on-disk symbol cache.
-
-    Returns:
-        Symbols sorted by file offset; each carries the other names at its address in
-        ``aliases``.
-
-    Raises:
-        TargetNotFoundError: ``path`` does not exist.
-        NotElfError: ``path`` is not a probe-able ELF file.
-    """
-    path = os.path.abspath(path)
-    index = open_index(path, debug_root=debug_root, use_cache=use_cache)
-    if pattern in ("", "*"):
-        chosen_functions: list[tuple[_Function, SymbolEntry]] = []
-        group: list[SymbolEntry] = []
-        for entry in index.entries():
-            if group and entry.address != group[0].address:
-                chosen = group[0] if len(group) == 1 else min(group, key=_preference)
-                chosen_functions.append((_Function(group), chosen))
-                group = []
-            group.append(entry)
-        if group:
-            chosen_functions.append((_Function(group), min(group, key=_preference)))
-    else:
-        chosen_functions = _glob_functions(index, pattern)
-    offsets = _OffsetTable(index)
-    symbols = []
-    for function, chosen in chosen_functions:
-        file_offset, agrees = offsets.lookup(function.address)
-        if file_offset is None:
-            continue
-        kind = function.kind
-        warning = None
-        if kind == "ifunc":
-            warning = "IFUNC: a probe here fires in the resolver, not on calls"
-        elif agrees is False:
-            warning = "program headers and section headers disagree about this offset"
-        symbols.append(
-            Symbol(
-                name=chosen.name,
-                address=function.address,
-                size=function.size,
-                file_offset=file_offset,
-                source=chosen.source,
-                kind=kind,
-                version=chosen.version or None,
-                default_version=chosen.default_version,
-                binding=chosen.binding,
-                aliases=function.aliases(chosen) if len(function.entries) > 1 else (),
-                demangled=chosen.demangled or None,
-                sources=chosen.sources,
-                warning=warning,
-            )
-        )
-    symbols.sort(key=lambda sym: (sym.file_offset, sym.name))
-    return symbols
-
-
-class _OffsetTable:
-    """:func:`_derive` for many addresses at once, without building a derivation for each."""
-
-    def __init__(self, index: SymbolIndex) -> None:
-        self.segments = [
-            (vaddr, vaddr + filesz, offset)
-            for vaddr, _memsz, offset, filesz, flags in index.segments
-            if flags & _PF_X
-        ]
-        self.index = index
-        self.last_section: tuple[int, int, int] | None = None
-
-    def lookup(self, address: int) -> tuple[int | None, bool | None]:
-        """(file offset, whether the section-based offset agrees) of an address."""
-        for start, end, offset in self.segments:
-            if start <= address < end:
-                file_offset = address - start + offset
-                break
-        else:
-            return None, None
-        last = self.last_section
-        if last is None or not last[0] <= address < last[1]:
-            derivation = _derive(self.index, address)
-            if derivation is None or derivation.section_file_offset is None:
-                return file_offset, None
-            self.last_section = last = (
-                derivation.section_address,
-                derivation.section_address + self._section_size(derivation.section_address),
-                derivation.section_offset - derivation.section_address,
-            )
-        return file_offset, address + last[2] == file_offset
-
-    def _section_size(self, section_address: int) -> int:
-        sizes = [
-            size for _name, address, _offset, size, _flags, _bits in self.index.sections
-            if address == section_address
-        ]
-        return max(sizes, default=1)
-
-
-def describe_target(
-    path: str,
-    *,
-    debug_root: str | Sequence[str] | None = None,
-    use_cache: bool = True,
-) -> TargetInfo:
-    """What rawprobe knows about a file as a whole: build-id, symbol sources, Go or not.
-
-    Args:
-        path: The file.
-        debug_root: Global debug directories (see :func:`resolve_location`).
-        use_cache: False to bypass the on-disk symbol cache.
-
-    Returns:
-        The summary.
-
-    Raises:
-        TargetNotFoundError: ``path`` does not exist.
-        NotElfError: ``path`` is not a probe-able ELF file.
-    """
-    path = os.path.abspath(path)
-    index = open_index(path, debug_root=debug_root, use_cache=use_cache)
-    addresses = set()
-    for record in range(index.count):
-        addresses.add(index.address_of(record))
-    return TargetInfo(
-        path=path,
-        build_id=index.build_id or None,
-        machine=index.machine,
-        go_evidence=index.go_evidence or None,
-        debug_sources=tuple(index.debug_sources),
-        function_count=len(addresses),
-        needed=tuple(index.needed),
-    )
 

@@ -13,7 +13,7 @@ import stat
 
 from .._errors import TargetNotFoundError, UsageError
 from .._host.procmaps import read_maps
-from ._arch import host_arch
+from .._sys.arch import host_arch
 from ._ldcache import library_name_matches, lookup_library, read_ld_cache
 
 __all__ = ["find_target", "resolve_in_root", "split_root"]

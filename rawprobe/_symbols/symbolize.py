@@ -1,9 +1,9 @@
 """Run-time addresses of a process, back to ``function+offset`` through its mappings.
 
-An address in a process is a place in a mapped file: ``/proc/PID/maps`` gives the file and the
-file offset of each mapping, and the file's symbol table (through :mod:`rawprobe._symbols`)
-gives the function around that file offset. Mappings are read once per process and kept, so
-addresses of a process that has since exited still resolve if it was seen alive.
+An address in a process is a place in a mapped file: the process's mappings give the file and
+the file offset of each mapping, and :func:`rawprobe._symbols.function_at` gives the function
+around that file offset. Mappings are kept per process once seen, so addresses of a process
+that has since exited still resolve if its mappings were seen while it lived.
 """
 
 from __future__ import annotations
@@ -13,30 +13,10 @@ import os
 
 from .._errors import RawprobeError
 from .._host.procmaps import Mapping, read_maps
-from . import list_functions
+from ._functions import function_at
+from ._model import FunctionAt
 
 __all__ = ["AddressResolver"]
-
-
-class _FunctionTable:
-    def __init__(self, path: str) -> None:
-        try:
-            functions = list_functions(path)
-        except RawprobeError:
-            functions = []
-        functions = sorted(functions, key=lambda f: f.file_offset)
-        self.starts = [f.file_offset for f in functions]
-        self.functions = functions
-
-    def lookup(self, file_offset: int) -> tuple[str, int] | None:
-        index = bisect.bisect_right(self.starts, file_offset) - 1
-        if index < 0:
-            return None
-        function = self.functions[index]
-        distance = file_offset - function.file_offset
-        if function.size and distance >= function.size:
-            return None
-        return function.name, distance
 
 
 class AddressResolver:
@@ -44,20 +24,33 @@ class AddressResolver:
 
     def __init__(self) -> None:
         self._maps: dict[int, list[Mapping]] = {}
-        self._tables: dict[str, _FunctionTable] = {}
+        self._starts: dict[int, list[int]] = {}
+        self._functions: dict[tuple[str, int], FunctionAt | None] = {}
 
     def remember(self, pid: int) -> None:
         """Read (once) the mappings of ``pid`` while it is alive."""
         if pid in self._maps:
             return
         try:
-            self._maps[pid] = read_maps(pid)
+            mappings = read_maps(pid)
         except OSError:
-            self._maps[pid] = []
+            mappings = []
+        self.add_mappings(pid, mappings)
+
+    def add_mappings(self, pid: int, mappings: list[Mapping]) -> None:
+        """Take ``pid``'s mappings from elsewhere (a recording, the kernel's mmap records)."""
+        mappings = sorted(mappings, key=lambda m: m.start)
+        self._maps[pid] = mappings
+        self._starts[pid] = [m.start for m in mappings]
+
+    def forget(self, pid: int) -> None:
+        """Drop what is known of ``pid`` (it exec'd, or its pid is reused)."""
+        self._maps.pop(pid, None)
+        self._starts.pop(pid, None)
 
     def _mapping(self, pid: int, address: int) -> Mapping | None:
         mappings = self._maps[pid]
-        index = bisect.bisect_right([m.start for m in mappings], address) - 1
+        index = bisect.bisect_right(self._starts[pid], address) - 1
         if index < 0 or address >= mappings[index].end:
             return None
         return mappings[index]
@@ -68,7 +61,7 @@ class AddressResolver:
         mapping = self._mapping(pid, address)
         if mapping is None:
             # Mappings change (dlopen, exec): read them again once before giving up.
-            del self._maps[pid]
+            self.forget(pid)
             self.remember(pid)
             mapping = self._mapping(pid, address)
         if mapping is None:
@@ -77,13 +70,20 @@ class AddressResolver:
         root_path = f"/proc/{pid}/root{path}"
         if os.path.exists(root_path):
             path = root_path  # the file the process really maps, in its own mount namespace
-        table = self._tables.get(path)
-        if table is None:
-            table = self._tables[path] = _FunctionTable(path)
-        found = table.lookup(address - mapping.start + mapping.file_offset)
+        found = self._function(path, address - mapping.start + mapping.file_offset)
         if found is None:
             return None
-        return found[0], found[1], mapping.path
+        return found.name, found.offset, mapping.path
+
+    def _function(self, path: str, file_offset: int) -> FunctionAt | None:
+        key = (path, file_offset)
+        if key not in self._functions:
+            try:
+                found = function_at(path, file_offset) if os.path.isfile(path) else None
+            except (RawprobeError, OSError, ValueError):
+                found = None
+            self._functions[key] = found
+        return self._functions[key]
 
     def describe(self, pid: int, address: int) -> str:
         """``function+0xoffset`` (``function`` at offset 0), or the address in hex."""

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import platform
 import weakref
 from functools import lru_cache
 from pathlib import Path
 
 from .._errors import BpfObjectError, ClosedError, PrivilegeError, SysCallError
+from .arch import ARCH
 from .libbpf import Libbpf, capture_log, libbpf
 
 __all__ = ["BpfMap", "BpfObject", "object_bytes"]
 
-_ARCH_NAMES = {"x86_64": "x86", "aarch64": "arm64"}
 
 
 @lru_cache(maxsize=4)
@@ -24,7 +23,7 @@ def object_bytes(name: str = "rawprobe") -> bytes:
     Raises:
         BpfObjectError: No object was built for this architecture.
     """
-    arch = _ARCH_NAMES.get(platform.machine(), platform.machine())
+    arch = ARCH.kernel_name
     file_name = f"{name}.{arch}.bpf.o"
     package = Path(__file__).resolve().parent.parent
     for directory in (package / "bpfobj", package.parent / "bpfobj"):
@@ -33,7 +32,7 @@ def object_bytes(name: str = "rawprobe") -> bytes:
             return path.read_bytes()
     raise BpfObjectError(
         f"no BPF object {file_name} in the rawprobe package: this build of rawprobe has no "
-        f"programs for {platform.machine()} (rebuild with 'make -C clang')"
+        f"programs for {ARCH.machine} (rebuild with 'make -C clang')"
     )
 
 
@@ -173,7 +172,9 @@ class BpfObject:
             try:
                 self.lib.object_load(self.pointer)
             except SysCallError as error:
-                if error.errno == 1:  # EPERM
+                if error.errno == errno.EMFILE:
+                    raise  # out of descriptors: the caller names the limit
+                if error.errno == errno.EPERM:
                     raise PrivilegeError(
                         "loading BPF programs needs root or CAP_BPF and CAP_PERFMON "
                         "(CAP_SYS_ADMIN on kernels before 5.8): run rawprobe as root",

@@ -102,6 +102,17 @@ class Libbpf:
     def version(self) -> tuple[int, int]:
         return int(self.major_version()), int(self.minor_version())
 
+    def attach_perf_event(self, program: int, perf_event_fd: int, cookie: int) -> int:
+        """Attach ``program`` to a perf event with a BPF cookie; returns the libbpf link,
+        which owns the event's descriptor from then on (``bpf_link__destroy`` closes both).
+
+        Raises:
+            SysCallError: The kernel refused (EINVAL: no BPF cookies before Linux 5.15).
+        """
+        opts = PerfEventOpts(sz=ctypes.sizeof(PerfEventOpts), bpf_cookie=cookie)
+        link = self.program_attach_perf_event_opts(program, perf_event_fd, ctypes.byref(opts))
+        return int(link)
+
 
 def _log_line(level: int, fmt: bytes | None, va_list: int | None) -> int:
     if fmt is None:

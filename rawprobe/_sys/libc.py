@@ -7,7 +7,7 @@ import ctypes.util
 
 from ._ffi import ERR_NEGATIVE, ERR_NONE, declare
 
-__all__ = ["LIBC", "syscall6", "vsnprintf"]
+__all__ = ["LIBC", "PR_SET_PDEATHSIG", "prctl", "syscall6", "vsnprintf"]
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -28,4 +28,14 @@ vsnprintf = declare(
     ctypes.c_int,
     [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p],
     ERR_NONE,
+)
+
+# int prctl(int option, unsigned long arg2, ...): for PR_SET_PDEATHSIG (include/uapi/linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+prctl = declare(
+    LIBC,
+    "prctl",
+    ctypes.c_int,
+    [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong],
+    ERR_NEGATIVE,
 )

@@ -18,6 +18,7 @@ __all__ = [
     "CLOCK_MONOTONIC",
     "FLAG_DISABLED",
     "FLAG_ENABLE_ON_EXEC",
+    "FLAG_EXCLUDE_CALLCHAIN_KERNEL",
     "FLAG_INHERIT",
     "FLAG_INHERIT_THREAD",
     "FLAG_USE_CLOCKID",
@@ -27,6 +28,7 @@ __all__ = [
     "PERF_RECORD_LOST",
     "PERF_RECORD_LOST_SAMPLES",
     "PERF_RECORD_SAMPLE",
+    "PERF_SAMPLE_CALLCHAIN",
     "PERF_SAMPLE_CPU",
     "PERF_SAMPLE_RAW",
     "PERF_SAMPLE_TID",
@@ -75,6 +77,7 @@ FLAG_DISABLED = 1 << 0
 FLAG_INHERIT = 1 << 1
 FLAG_ENABLE_ON_EXEC = 1 << 12
 FLAG_WATERMARK = 1 << 14  # wake up after wakeup_watermark bytes, not wakeup_events samples
+FLAG_EXCLUDE_CALLCHAIN_KERNEL = 1 << 21  # callchains hold the user stack only
 FLAG_USE_CLOCKID = 1 << 25  # time samples with attr.clockid (Linux 4.1+)
 FLAG_INHERIT_THREAD = 1 << 35  # inherit only into threads, not forked processes (Linux 5.13+)
 
@@ -88,6 +91,7 @@ PERF_COUNT_SW_DUMMY = 9
 # enum perf_event_sample_format: what a PERF_RECORD_SAMPLE carries, in this order when set.
 PERF_SAMPLE_TID = 1 << 1
 PERF_SAMPLE_TIME = 1 << 2
+PERF_SAMPLE_CALLCHAIN = 1 << 5
 PERF_SAMPLE_CPU = 1 << 7
 PERF_SAMPLE_RAW = 1 << 10
 

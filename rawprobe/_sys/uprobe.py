@@ -25,7 +25,7 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from .._host.limits import open_perf_event
+from .limits import open_perf_event
 from .perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr
 
 __all__ = [
@@ -133,6 +133,7 @@ class UprobeEvent:
         pid: Follow this process (``None``: every process on the host).
         inherit: Also follow children the process creates after this call.
         ref_ctr_offset: File offset of a USDT semaphore the kernel raises while probed.
+        display_path: The file's name for messages, when ``path`` is a ``/proc/self/fd/N``.
 
     Raises:
         PrivilegeError: Not allowed (names the capability).
@@ -150,9 +151,10 @@ class UprobeEvent:
         pid: int | None = None,
         inherit: bool = False,
         ref_ctr_offset: int = 0,
+        display_path: str | None = None,
     ) -> None:
         pmu = uprobe_pmu()
-        self.path = path
+        self.path = display_path or path
         self.file_offset = file_offset
         self.retprobe = retprobe
         self.pid = pid
@@ -173,11 +175,11 @@ class UprobeEvent:
         # CPU will do: the BPF program runs wherever the probe is hit (the uprobe's filter
         # admits every process once a host-wide event exists, kernel/trace/trace_uprobe.c).
         target_pid, cpu = (pid, -1) if pid is not None else (-1, 0)
-        where = f"a uprobe at {path}:{file_offset:#x}"
+        where = f"a uprobe at {self.path}:{file_offset:#x}"
         try:
             fd = open_perf_event(attr, target_pid, cpu, where)
         except SysCallError as error:
-            raise explain_uprobe_error(error, path, where, pid) from None
+            raise explain_uprobe_error(error, self.path, where, pid) from None
         self._fd: int | None = fd
         self._finalizer = weakref.finalize(self, os.close, fd)
 

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import time
+import weakref
 from dataclasses import dataclass
 
 from .._errors import KernelFeatureError, PrivilegeError, SysCallError, UsageError
@@ -144,16 +146,33 @@ class Tracefs:
 
     def __init__(self, root: str | None = None) -> None:
         self.root = root or find_tracefs()
+        # uprobe_events stays open once written: removing definitions must not need a new
+        # descriptor (a run that failed for lack of descriptors still cleans up).
+        self._events_fd: int | None = None
+        self._finalizer = weakref.finalize(self, _close_fd, [None])
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
     def _write(self, file: str, line: str) -> None:
+        if file == "uprobe_events":
+            if self._events_fd is None:
+                self._events_fd = os.open(self.path(file),
+                                          os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, _close_fd, [self._events_fd])
+            os.write(self._events_fd, line.encode() + b"\n")
+            return
         fd = os.open(self.path(file), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             os.write(fd, line.encode() + b"\n")
         finally:
             os.close(fd)
+
+    def close(self) -> None:
+        """Close what this object keeps open (idempotent)."""
+        self._events_fd = None
+        self._finalizer()
 
     def define(self, line: str) -> None:
         """Add one definition to ``uprobe_events``.
@@ -225,3 +244,10 @@ class Tracefs:
         """Every uprobe defined through tracefs (``uprobe_events``)."""
         with open(self.path("uprobe_events")) as file:
             return parse_definitions(file.read())
+
+
+def _close_fd(holder: list[int | None]) -> None:
+    fd = holder[0]
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

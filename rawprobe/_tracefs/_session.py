@@ -54,17 +54,20 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
-from .._host.limits import open_perf_event
+from .._plan import abi
 from .._plan.events import Event
-from .._plan.session import PlannedUprobe, ProbeCounters, TraceTarget
+from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._sys.limits import open_perf_event
 from .._sys.perf import (
     CLOCK_MONOTONIC,
     FLAG_DISABLED,
+    FLAG_EXCLUDE_CALLCHAIN_KERNEL,
     FLAG_INHERIT,
     FLAG_INHERIT_THREAD,
     FLAG_USE_CLOCKID,
     FLAG_WATERMARK,
     PERF_COUNT_SW_DUMMY,
+    PERF_SAMPLE_CALLCHAIN,
     PERF_SAMPLE_CPU,
     PERF_SAMPLE_RAW,
     PERF_SAMPLE_TID,
@@ -85,6 +88,7 @@ from ._render import (
     definition_line,
     render_probe,
 )
+from ._userstage import UserStage
 
 __all__ = [
     "GROUP_PREFIX",
@@ -158,6 +162,22 @@ def _proc_comm(tid: int) -> bytes:
         return b""
 
 
+# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
+# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
+_SAMPLE_HEAD = struct.Struct("<IIQII")
+_U64 = struct.Struct("<Q")
+# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
+_PERF_CONTEXT_MAX = (1 << 64) - 4095
+
+
+def _callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
+    """The user stack a sample carries (innermost first), and where its raw data starts."""
+    (count,) = _U64.unpack_from(chunk, position)
+    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
+    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
+    return stack, position + 8 + 8 * count + 4
+
+
 def _buffer_size(ring_size: int, cpus: int) -> int:
     """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
     page = mmap.PAGESIZE
@@ -168,7 +188,7 @@ def _buffer_size(ring_size: int, cpus: int) -> int:
     return size
 
 
-def _event_names(uprobes: Sequence[PlannedUprobe]) -> list[str]:
+def _event_names(uprobes: Sequence[PlannedEvent]) -> list[str]:
     """Kernel event names: the layout's, made unique with a suffix and cut to the kernel's
     length limit (one word may plant several sites under one name)."""
     names: list[str] = []
@@ -186,7 +206,7 @@ def _event_names(uprobes: Sequence[PlannedUprobe]) -> list[str]:
     return names
 
 
-def _render(uprobe: PlannedUprobe) -> KernelProbe:
+def _render(uprobe: PlannedEvent) -> KernelProbe:
     """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
     is not kept once planned)."""
     try:
@@ -233,6 +253,8 @@ def _release_all(resources: _Resources) -> None:
     try:
         _release_probes(resources)
     finally:
+        if resources.tracefs is not None:
+            resources.tracefs.close()
         buffers, resources.buffers = resources.buffers, []
         for buffer in buffers:
             buffer.close()
@@ -248,12 +270,15 @@ def _release_all(resources: _Resources) -> None:
 class TracefsSession:
     """A run of the tracefs backend (implements :class:`rawprobe._plan.session.Session`).
 
+    What the kernel's tracer cannot do (filters, aggregations, latencies) is done on the
+    decoded samples by a :class:`~rawprobe._tracefs._userstage.UserStage`; stacks come with
+    each sample (``PERF_SAMPLE_CALLCHAIN``, the user part only).
+
     Args:
-        uprobes: The uprobes to plant, indexed by event id.
+        plan: The events to plant. Strings longer than its string size are cut and marked,
+            as in the BPF backend (the kernel itself copies up to 4096 bytes).
         ring_size: Bytes of ring buffer, shared out between the online CPUs (each gets a power
             of two of pages, at least 64 KiB).
-        string_size: Bytes a string may take, NUL included (longer ones are cut and marked, as
-            in the BPF backend; the kernel itself copies up to 4096 bytes).
         follow: Whether the session will trace a command and its children.
 
     Raises:
@@ -265,15 +290,18 @@ class TracefsSession:
 
     def __init__(
         self,
-        uprobes: Sequence[PlannedUprobe],
+        plan: Plan,
         *,
         ring_size: int,
-        string_size: int,
         follow: bool,
     ) -> None:
-        self._uprobes = list(uprobes)
+        self._uprobes = list(plan.events)
         self._follow = follow
-        self._string_size = string_size
+        self._string_size = plan.string_size
+        self._callchain = plan.stack
+        self._stage = UserStage(plan.events, plan.aggregation)
+        self.unplaced: list[tuple[PlannedEvent, str]] = []
+        self.poll_interval: float | None = _POLL_INTERVAL
         resources = _Resources()
         self._resources = resources
         self._finalizer = weakref.finalize(self, _release_all, resources)
@@ -306,12 +334,13 @@ class TracefsSession:
 
     # -- setting up -----------------------------------------------------------------------
 
-    def _define(self, uprobe: PlannedUprobe, probe: KernelProbe, name: str) -> None:
+    def _define(self, uprobe: PlannedEvent, probe: KernelProbe, name: str) -> None:
         resources = self._resources
         tracefs = resources.tracefs
         assert tracefs is not None
         line = definition_line("r" if uprobe.retprobe else "p", resources.group, name,
-                               uprobe.path, uprobe.file_offset, uprobe.ref_ctr_offset, probe)
+                               uprobe.kernel_path, uprobe.file_offset, uprobe.ref_ctr_offset,
+                               probe)
         tracefs.define(line)
         resources.defined.append(name)
         event_format = parse_format(tracefs.event_format(resources.group, name))
@@ -366,6 +395,11 @@ class TracefsSession:
         # Created disabled, enabled once its output goes to the CPU's buffer: a sample taken
         # before PERF_EVENT_IOC_SET_OUTPUT would have nowhere to go.
         attr.flags = FLAG_DISABLED | FLAG_USE_CLOCKID | FLAG_WATERMARK | flags
+        if self._callchain:
+            # The user stack of each hit, as bpf_get_stack(BPF_F_USER_STACK) gives it.
+            attr.sample_type |= PERF_SAMPLE_CALLCHAIN
+            attr.flags |= FLAG_EXCLUDE_CALLCHAIN_KERNEL
+            attr.sample_max_stack = abi.STACK_DEPTH
         attr.clockid = CLOCK_MONOTONIC
         return attr
 
@@ -484,7 +518,7 @@ class TracefsSession:
             sources += len(events) > before
         if sources > 1:
             events.sort(key=attrgetter("ts_ns"))
-        return events
+        return self._stage.process(events)
 
     def _decode(self, chunk: bytes, samples: list[int], events: list[Event]) -> None:
         decoders = self._decoders
@@ -492,9 +526,15 @@ class TracefsSession:
         unpack_sample = SAMPLE_FIELDS.unpack_from
         type_of = _U16.unpack_from
         append = events.append
+        callchain = self._callchain
+        stack: tuple[int, ...] | None = None
         for position in samples:
-            pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
-            raw = position + SAMPLE_RAW_OFFSET
+            if callchain:
+                pid, tid, ts_ns, cpu, _res = _SAMPLE_HEAD.unpack_from(chunk, position + 8)
+                stack, raw = _callchain(chunk, position + 8 + _SAMPLE_HEAD.size)
+            else:
+                pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
+                raw = position + SAMPLE_RAW_OFFSET
             decoder = decoders.get(type_of(chunk, raw)[0])
             if decoder is None:
                 continue
@@ -503,7 +543,7 @@ class TracefsSession:
                 comm = _proc_comm(tid)
             counts[decoder.event_id] += 1
             append(Event.make(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
-                         truncated))
+                              truncated, stack, decoder.event_id))
 
     def _hits(self) -> list[int]:
         """Per event id, how often it fired: the sum of its perf events' counts.
@@ -543,9 +583,27 @@ class TracefsSession:
                 lost = max(0, final[event_id] - count)
             else:
                 lost = self._lost if event_id == 0 else 0
-            result.append(ProbeCounters(hits=max(hits[event_id], count + lost), filtered=0,
-                                        lost=lost))
+            filtered = self._stage.filtered[event_id]
+            result.append(ProbeCounters(hits=max(hits[event_id], count + lost),
+                                        filtered=filtered, lost=lost))
         return result
+
+    def fileno(self) -> int:
+        """The epoll descriptor: readable when a buffer passes its watermark or a watched
+        descriptor turns readable (sparse samples are found by :meth:`wait`'s polling)."""
+        epoll = self._resources.epoll
+        if epoll is None:
+            raise ClosedError("this tracefs session is closed")
+        return epoll.fileno()
+
+    def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
+        return self._stage.cells(reset)
+
+    def stack(self, stack_id: int) -> tuple[int, ...]:
+        return self._stage.stack(stack_id)
+
+    def stack_pid(self, stack_id: int) -> int | None:
+        return self._stage.stack_pid(stack_id)
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

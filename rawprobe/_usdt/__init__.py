@@ -21,9 +21,7 @@ import difflib
 import fnmatch
 from dataclasses import dataclass
 
-from .._errors import NotElfError
 from .._probe.fetchargs import FetchArg, Memory, UsdtArg, UsdtArgument
-from .._sys.arch import ARCH
 from ._argspec import translate_argument
 from ._elf import UsdtFile, UsdtSite, open_usdt_file
 from ._errors import UsdtArgumentError, UsdtNoteError, UsdtNotFoundError
@@ -40,12 +38,11 @@ __all__ = [
     "find_usdt_probes",
     "list_usdt_probes",
     "parse_stapsdt_notes",
+    "semaphore_offsets",
     "split_argument_specs",
     "translate_argument",
 ]
 
-# The kernel's architecture names (rawprobe._sys.arch) against ELF machine names.
-_HOST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}.get(ARCH.name, ARCH.name)
 _GLOB_CHARACTERS = "*?["
 _MAX_NAMES_SHOWN = 20
 
@@ -114,7 +111,18 @@ def list_usdt_probes(path: str, pattern: str | None = None) -> list[UsdtSite]:
     return _select(usdt_file, pattern, globbing=True)
 
 
-def find_usdt_probes(path: str, location: str) -> list[UsdtProbe]:
+def semaphore_offsets(path: str) -> set[int]:
+    """The file offsets of every USDT semaphore of ``path`` (empty without SDT notes)."""
+    try:
+        usdt_file = open_usdt_file(path)
+    except UsdtNoteError:
+        return set()
+    return {site.semaphore_offset for site in usdt_file.sites
+            if site.semaphore_offset is not None}
+
+
+def find_usdt_probes(path: str, location: str,
+                     expect_key: tuple[int, ...] | None = None) -> list[UsdtProbe]:
     """Every site of the USDT probe ``[PROVIDER:]NAME`` in ``path``.
 
     A name may be a glob (``function__*``). Without a provider, the name must not match
@@ -132,17 +140,13 @@ def find_usdt_probes(path: str, location: str) -> list[UsdtProbe]:
     Raises:
         UsdtNotFoundError: No SDT notes, no such probe (the ones that exist are listed), or
             an ambiguous name.
-        NotElfError: The file is for another machine than this host.
+        NotElfError: The file is not one rawprobe can probe (another machine, say).
         TargetNotFoundError, UsdtNoteError: The file cannot be read.
+        TargetChangedError: ``path`` is no longer the file ``expect_key`` describes.
     """
-    usdt_file = _with_notes(path)
+    usdt_file = _with_notes(path, expect_key)
     sites = _select(usdt_file, location, globbing=any(ch in location for ch in
                                                       _GLOB_CHARACTERS))
-    if usdt_file.machine != _HOST_MACHINE:
-        raise NotElfError(
-            f"{path} is a {usdt_file.machine} file and this host is {_HOST_MACHINE}: its "
-            "probes cannot run here"
-        )
     return [
         UsdtProbe(
             provider=site.provider,
@@ -173,8 +177,8 @@ def _translate(usdt_file: UsdtFile, site: UsdtSite, spec: str) -> UsdtArgument:
                             error=f"{error}; rawprobe does not guess")
 
 
-def _with_notes(path: str) -> UsdtFile:
-    usdt_file = open_usdt_file(path)
+def _with_notes(path: str, expect_key: tuple[int, ...] | None = None) -> UsdtFile:
+    usdt_file = open_usdt_file(path, expect_key)
     if not usdt_file.sites:
         what = "no .note.stapsdt section" if not usdt_file.has_notes else \
             "its .note.stapsdt section has no SDT notes"

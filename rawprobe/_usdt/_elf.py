@@ -16,16 +16,14 @@ semaphore's.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
-from .._errors import NotElfError
-from .._host.files import open_target, stat_target
+from .._errors import NotElfError, TargetNotFoundError
+from .._host.files import stat_target
+from .._symbols import TargetChangedError
+from .._symbols.elf import ElfReader, c_string, damaged, open_elf
+from .._sys.arch import ARCH
 from ._errors import UsdtNoteError
 from ._notes import SdtNote, parse_stapsdt_notes
 
@@ -35,22 +33,8 @@ _NOTE_SECTION = ".note.stapsdt"
 _BASE_SECTION = ".stapsdt.base"
 _PF_X = 1
 _PF_W = 2
-# e_machine values (ELF gABI; include/uapi/linux/elf-em.h) and the kernel's names for them.
-# What pyelftools raises besides ELFError on damaged headers: its bundled construct's errors,
-# and plain errors from values that point nowhere.
-_DAMAGED_FILE_ERRORS: tuple[type[Exception], ...] = (
-    ELFError, ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, struct.error,
-)
-try:
-    from elftools.construct.core import ConstructError as _ElftoolsConstructError
-
-    _DAMAGED_FILE_ERRORS += (_ElftoolsConstructError,)
-except ImportError:  # pyelftools without a bundled construct
-    pass
-
-_MACHINE_NAMES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64", "EM_386": "i386",
-                  "EM_ARM": "arm", "EM_PPC64": "ppc64", "EM_S390": "s390",
-                  "EM_RISCV": "riscv"}
+_SHN_UNDEF = 0
+_STT_SECTION, _STT_FILE = 3, 4
 
 
 @dataclass(frozen=True)
@@ -101,7 +85,7 @@ class UsdtFile:
 
     Attributes:
         path: The file.
-        machine: Its machine, by the kernel's name (``x86_64``).
+        machine: Its machine (``x86_64``): this host's, as :func:`open_elf` checks.
         relocatable: Whether it is position-independent (ET_DYN: a shared library or PIE).
         has_notes: Whether it has a ``.note.stapsdt`` section at all.
         sites: Every probe site, in note order.
@@ -110,43 +94,34 @@ class UsdtFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self._symbols: dict[str, set[int]] | None = None
-        self._has_symbol_tables = False
-        stream, _size = open_target(path)
-        with stream:
-            if stream.read(4) != b"\x7fELF":
-                raise NotElfError(f"{path}: not an ELF file (no ELF magic)")
-            stream.seek(0)
+        with open_elf(path) as reader:
             try:
-                self._read(ELFFile(stream))
-            except _DAMAGED_FILE_ERRORS as error:
-                raise NotElfError(f"{path}: corrupt ELF file ({error})") from None
+                self._read(reader)
+            except (NotElfError, TargetNotFoundError, UsdtNoteError):
+                raise
+            except Exception as error:
+                raise damaged(path, error) from None
 
-    def _read(self, elf: Any) -> None:
-        machine = elf["e_machine"]
-        self.machine = _MACHINE_NAMES.get(machine, str(machine))
-        self.relocatable = elf["e_type"] == "ET_DYN"
+    def _read(self, reader: ElfReader) -> None:
+        self.machine = ARCH.machine
+        self.relocatable = reader.relocatable
         self._has_symbol_tables = any(
-            elf.get_section_by_name(name) is not None for name in (".symtab", ".dynsym")
+            reader.section(name) is not None for name in (".symtab", ".dynsym")
         )
-        self.segments = [
-            _Segment(seg["p_vaddr"], seg["p_memsz"], seg["p_offset"], seg["p_filesz"],
-                     seg["p_flags"])
-            for seg in elf.iter_segments()
-            if seg["p_type"] == "PT_LOAD"
-        ]
-        notes_section = elf.get_section_by_name(_NOTE_SECTION)
+        self.segments = [_Segment(*segment) for segment in reader.load_segments()]
+        notes_section = reader.section(_NOTE_SECTION)
         self.has_notes = notes_section is not None
         self.sites: list[UsdtSite] = []
         if notes_section is None:
             return
         if notes_section["sh_type"] != "SHT_NOTE":
             raise UsdtNoteError(f"{self.path}: {_NOTE_SECTION} is not a note section")
-        base_section = elf.get_section_by_name(_BASE_SECTION)
+        base_section = reader.section(_BASE_SECTION)
         actual_base = base_section["sh_addr"] if base_section is not None else None
         notes = parse_stapsdt_notes(
-            notes_section.data(),
-            address_size=8 if elf.elfclass == 64 else 4,
-            little_endian=elf.little_endian,
+            reader.section_bytes(notes_section),
+            address_size=8,
+            little_endian=True,
             alignment=8 if notes_section["sh_addralign"] == 8 else 4,
         )
         self.sites = [self._place(note, actual_base) for note in notes]
@@ -201,29 +176,22 @@ class UsdtFile:
 
     def _read_symbols(self) -> dict[str, set[int]]:
         """Every defined symbol's addresses, by name; read when an argument first names one
-        (rare: a %rip-relative operand), from the file opened again."""
+        (rare: a %rip-relative operand)."""
         symbols: dict[str, set[int]] = {}
         try:
-            with open(self.path, "rb") as stream:
-                elf = ELFFile(stream)
-                for name in (".symtab", ".dynsym"):
-                    section = elf.get_section_by_name(name)
-                    if section is not None:
-                        self._add_symbols(section, symbols)
-        except OSError as error:
+            with open_elf(self.path) as reader:
+                for table in reader.symbol_tables():
+                    for name_offset, info, _other, shndx, value, _size in table.entries:
+                        if shndx == _SHN_UNDEF or info & 0xF in (_STT_SECTION, _STT_FILE):
+                            continue
+                        name = c_string(table.strings, name_offset)
+                        if name:
+                            symbols.setdefault(name.split("@", 1)[0], set()).add(value)
+        except (NotElfError, TargetNotFoundError) as error:
             raise LookupError(f"cannot read the symbols of {self.path}: {error}") from None
-        except _DAMAGED_FILE_ERRORS as error:
+        except Exception as error:
             raise LookupError(f"the symbol tables of {self.path} are damaged ({error})") from None
         return symbols
-
-    @staticmethod
-    def _add_symbols(section: Any, symbols: dict[str, set[int]]) -> None:
-        for symbol in section.iter_symbols():
-            if symbol["st_shndx"] == "SHN_UNDEF" or not symbol.name:
-                continue
-            if symbol["st_info"]["type"] in ("STT_SECTION", "STT_FILE"):
-                continue
-            symbols.setdefault(symbol.name.split("@", 1)[0], set()).add(symbol["st_value"])
 
     def symbol_address(self, name: str) -> int:
         """The link-time address of the symbol ``name`` (``.symtab`` or ``.dynsym``).
@@ -251,17 +219,26 @@ class UsdtFile:
 
 
 @lru_cache(maxsize=32)
-def _usdt_file(path: str, _mtime_ns: int, _size: int, _inode: int) -> UsdtFile:
+def _usdt_file(path: str, _key: tuple[int, ...]) -> UsdtFile:
     return UsdtFile(path)
 
 
-def open_usdt_file(path: str) -> UsdtFile:
+def open_usdt_file(path: str, expect_key: tuple[int, ...] | None = None) -> UsdtFile:
     """Read (or reuse, while the file is unchanged) the USDT probe sites of ``path``.
+
+    Args:
+        path: The file.
+        expect_key: The identity of a file the caller opened at ``path`` (device, inode,
+            size, mtime, ctime): the sites must be that very file's.
 
     Raises:
         TargetNotFoundError: No such file.
-        NotElfError: Not an ELF file, or a damaged one.
+        NotElfError: Not an ELF file rawprobe can probe, or a damaged one.
         UsdtNoteError: Its SDT notes are malformed or point outside the file's segments.
+        TargetChangedError: ``path`` is no longer the file ``expect_key`` describes.
     """
-    stat = stat_target(path)
-    return _usdt_file(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    info = stat_target(path)
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    if expect_key is not None and key != expect_key:
+        raise TargetChangedError(path)
+    return _usdt_file(path, key)

@@ -57,8 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.WARNING,
         format="rawprobe: %(message)s",
     )
+    # libbpf's own warnings come back in rawprobe's errors (a failed load carries its log):
+    # shown as they happen with -v, its debug output with -vv.
     if args.verbose < 2:
-        logging.getLogger("rawprobe.libbpf").setLevel(logging.WARNING)
+        logging.getLogger("rawprobe.libbpf").setLevel(
+            logging.WARNING if args.verbose else logging.ERROR)
     try:
         status: int = args.run(args)
         return status

@@ -9,6 +9,8 @@ from __future__ import annotations
 from rawprobe import (
     Location,
     Symbol,
+    UsageError,
+    check_locations,
     describe_target,
     find_target,
     list_functions,
@@ -245,18 +247,37 @@ def run_resolve(
     if retprobe:
         location = location[: -len(_RETURN_SUFFIX)]
     path = find_target(target, pid)
-    locations = resolve_location(path, location, force=force, retprobe=retprobe)
+    locations = resolve_location(path, location, force=force)
+    verdicts = check_locations(path, locations, retprobe=retprobe,
+                               pids=(pid,) if pid is not None else ())
     if json_output:
         import json
 
-        for resolved in locations:
-            out.write(json.dumps(_location_json(resolved)) + "\n")
-        return 0
-    info = describe_target(path)
-    for number, resolved in enumerate(locations):
-        if number:
-            out.write("\n")
-        _explain(resolved, info, out)
-    if len(locations) > 1:
-        out.write(f"\n{len(locations)} functions match {location!r}\n")
+        for resolved, refusal in zip(locations, verdicts, strict=True):
+            row = _location_json(resolved)
+            row["refused"] = refusal
+            out.write(json.dumps(row) + "\n")
+    else:
+        info = describe_target(path)
+        for number, (resolved, refusal) in enumerate(zip(locations, verdicts, strict=True)):
+            if number:
+                out.write("\n")
+            _explain(resolved, info, out)
+            _verdict_line(refusal, force, out)
+        if len(locations) > 1:
+            out.write(f"\n{len(locations)} functions match {location!r}\n")
+    # Attach's verdict: a single location it would refuse is an error there too.
+    if len(locations) == 1 and verdicts[0] is not None and not force:
+        raise UsageError(f"attach would refuse to probe {location}: {verdicts[0]} (--force "
+                         "plants it anyway)")
     return 0
+
+
+def _verdict_line(refusal: str | None, force: bool, out: TextIO) -> None:
+    if refusal is None:
+        verdict = "accepted"
+    elif force:
+        verdict = f"refused without --force: {refusal}"
+    else:
+        verdict = f"refused: {refusal}"
+    out.write(f"  {'attach':<14}{verdict}\n")

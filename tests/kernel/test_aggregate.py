@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import build_c, run_rawprobe
 
-from rawprobe._plan.aggregate import AggregationSpec, HistSpec
+from rawprobe._probe.aggregations import AggregationSpec, HistSpec
 from rawprobe._tracer import Tracer
 
 SOURCE = r"""

@@ -11,7 +11,7 @@ from helpers import build_c, run_rawprobe
 
 from rawprobe import UsageError
 from rawprobe._bpf.session import BpfSession
-from rawprobe._plan.aggregate import AggregationSpec
+from rawprobe._probe.aggregations import AggregationSpec
 from rawprobe._tracer import Tracer
 
 MANY_SOURCE = "\n".join(

@@ -6,9 +6,23 @@ import errno
 import resource
 
 from .._errors import SysCallError, UsageError
-from .._sys.perf import PerfEventAttr, perf_event_open
+from .perf import PerfEventAttr, perf_event_open
 
-__all__ = ["open_perf_event", "out_of_descriptors", "raise_descriptor_limit"]
+__all__ = [
+    "open_perf_event",
+    "original_descriptor_limit",
+    "out_of_descriptors",
+    "raise_descriptor_limit",
+]
+
+# The limit this process started with, before rawprobe raised it: what a command it starts
+# must get back (it is the user's program, not rawprobe's).
+_ORIGINAL_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def original_descriptor_limit() -> tuple[int, int]:
+    """RLIMIT_NOFILE as it was when rawprobe started: ``(soft, hard)``."""
+    return _ORIGINAL_NOFILE
 
 
 def raise_descriptor_limit() -> bool:

@@ -1,46 +1,32 @@
 """Reading an ELF file (and its separate debug information) into a symbol index: the cold path.
 
-This is the only module that imports pyelftools. pyelftools parses the structure (the ELF
-header, program and section headers, the dynamic section); the bulk tables inside sections
-(``Elf64_Sym`` arrays, ``.gnu.version``, version definitions and requirements, notes) are decoded
-with :mod:`struct` straight from the section bytes. Those are fixed-layout arrays (ELF gABI,
-"Symbol Table"; LSB "Symbol Versioning"), and decoding them in bulk is about forty times faster
-than pyelftools' per-entry objects: on a library with 50,000 symbols that is the difference
-between a tenth of a second and four seconds. Every bound is checked against the file size, so a
-damaged file ends in :class:`CorruptElfError`, never in another exception.
+The file is read through :class:`~rawprobe._symbols.elf.ElfReader`; this module merges its
+symbol tables (``.dynsym``, ``.symtab``, a build-id or debug-link debug file, MiniDebugInfo)
+with their versions into the records the index keeps.
 """
 
 from __future__ import annotations
 
 import io
 import lzma
-import os
 import struct
 
 from .._errors import NotElfError, TargetNotFoundError
-from .._host.files import open_target
-from ._arch import ELF_MACHINE_NAMES, arch_for_machine, host_arch
+from .._sys.arch import host_arch
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
 from ._demangle import demangle
-from ._errors import CorruptElfError, UnsupportedElfError
 from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key, split_version
+from .elf import ElfReader, SymbolTable, c_string, check_elf_header, damaged, open_elf
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-    from typing import Any, BinaryIO
+    from collections.abc import Sequence
 
-__all__ = ["build_index_data", "check_elf_header"]
+__all__ = ["build_index_data"]
 
-# ELF gABI constants.
-_ELFCLASS32, _ELFCLASS64 = 1, 2
-_ELFDATA2LSB, _ELFDATA2MSB = 1, 2
-_ET_REL, _ET_EXEC, _ET_DYN, _ET_CORE = 1, 2, 3, 4
 _PF_X = 0x1
 _SHF_ALLOC = 0x2
-_SHT_NOBITS = 8
 _SHN_UNDEF = 0
-_SHN_LORESERVE = 0xFF00
 _STT_NOTYPE, _STT_FUNC, _STT_GNU_IFUNC = 0, 2, 10
 _STB_LOCAL, _STB_GLOBAL, _STB_WEAK, _STB_GNU_UNIQUE = 0, 1, 2, 10
 _NT_GNU_BUILD_ID = 3
@@ -49,116 +35,15 @@ _NT_GO_BUILDID = 4  # Go's linker: note name "Go", type 4 (cmd/link/internal/ld/
 # hides a version (a non-default, "name@VERSION", definition).
 _VER_NDX_GLOBAL = 1
 _VERSYM_HIDDEN = 0x8000
-
-_EHDR64 = struct.Struct("<16sHHIQQQIHHHHHH")
-_SYM64 = struct.Struct("<IBBHQQ")  # st_name, st_info, st_other, st_shndx, st_value, st_size
 # vd_version, vd_flags, vd_ndx, vd_cnt, vd_hash, vd_aux, vd_next
 _VERDEF = struct.Struct("<HHHHIII")
 _VERDAUX = struct.Struct("<II")  # vda_name, vda_next
 _VERNEED = struct.Struct("<HHIII")  # vn_version, vn_cnt, vn_file, vn_aux, vn_next
 _VERNAUX = struct.Struct("<IHHII")  # vna_hash, vna_flags, vna_other, vna_name, vna_next
-_NOTE = struct.Struct("<III")
-
 _BINDINGS = {_STB_GLOBAL: 0, _STB_WEAK: 1, _STB_LOCAL: 2, _STB_GNU_UNIQUE: 3}
 _SOURCE_INDEX = {name: position for position, name in enumerate(SOURCES)}
 # A MiniDebugInfo payload is a few hundred kB; refuse to inflate a crafted one without bound.
 _MAX_DEBUGDATA = 256 << 20
-
-
-def check_elf_header(head: bytes, path: str, file_size: int) -> None:
-    """Refuse anything but a 64-bit executable or shared library of this host's machine.
-
-    Args:
-        head: The first 64 bytes of the file (or all of it, if shorter).
-        path: The file's name, for messages.
-        file_size: Its size in bytes.
-
-    Raises:
-        NotElfError: Not an ELF file at all.
-        CorruptElfError: An ELF header that is truncated or inconsistent.
-        UnsupportedElfError: 32-bit, big-endian, another machine, an object file or a core dump.
-    """
-    if not head.startswith(b"\x7fELF"):
-        hint = ""
-        if head.startswith(b"#!"):
-            hint = " (a script: probe its interpreter instead)"
-        elif head[:2] in (b"PK", b"\xca\xfe"):
-            hint = " (an archive or class file)"
-        raise NotElfError(f"{path}: not an ELF file{hint}; give an executable or shared library")
-    if len(head) < 20:
-        raise CorruptElfError(f"{path}: truncated ELF file ({file_size} bytes)")
-    elf_class, elf_data = head[4], head[5]
-    if elf_class not in (_ELFCLASS32, _ELFCLASS64) or elf_data not in (_ELFDATA2LSB, _ELFDATA2MSB):
-        raise CorruptElfError(f"{path}: corrupt ELF header (class {elf_class}, data {elf_data})")
-    order = "<" if elf_data == _ELFDATA2LSB else ">"
-    e_type, e_machine = struct.unpack_from(order + "HH", head, 16)
-    host = host_arch()
-    host_name = host.name if host else os.uname().machine
-    machine_name = ELF_MACHINE_NAMES.get(e_machine, f"machine {e_machine}")
-    arch = arch_for_machine(e_machine)
-    if elf_class == _ELFCLASS32:
-        raise UnsupportedElfError(
-            f"{path}: a 32-bit ELF file ({machine_name}); rawprobe probes 64-bit {host_name} "
-            "programs on this host"
-        )
-    if host is None:
-        raise UnsupportedElfError(
-            f"{path}: rawprobe cannot probe programs on this host's machine ({host_name})"
-        )
-    if arch is None or arch is not host or (elf_data == _ELFDATA2LSB) != host.little_endian:
-        raise UnsupportedElfError(
-            f"{path}: built for {machine_name}; this host is {host_name} and the kernel can only "
-            f"probe {host_name} code"
-        )
-    if e_type == _ET_REL:
-        raise UnsupportedElfError(
-            f"{path}: an object file (ET_REL) is never run; link it into an executable or "
-            "shared library and probe that"
-        )
-    if e_type == _ET_CORE:
-        raise UnsupportedElfError(f"{path}: a core dump, not a program")
-    if e_type not in (_ET_EXEC, _ET_DYN):
-        raise CorruptElfError(f"{path}: unknown ELF file type {e_type}")
-    if len(head) < _EHDR64.size:
-        raise CorruptElfError(f"{path}: truncated ELF header ({file_size} bytes)")
-    (_ident, _type, _machine, _version, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum,
-     shentsize, shnum, _shstrndx) = _EHDR64.unpack_from(head)
-    if phnum and (phentsize != 56 or phoff + phnum * phentsize > file_size):
-        raise CorruptElfError(
-            f"{path}: program headers lie past the end of the file (truncated or damaged)"
-        )
-    if shoff and (shentsize != 64 or shoff + max(shnum, 1) * shentsize > file_size):
-        raise CorruptElfError(
-            f"{path}: section headers lie past the end of the file (truncated or damaged)"
-        )
-
-
-# -- small decoders over raw bytes ----------------------------------------------------------
-
-
-def _c_string(table: bytes, offset: int) -> str:
-    if offset >= len(table):
-        return ""
-    end = table.find(b"\0", offset)
-    if end < 0:
-        end = len(table)
-    return table[offset:end].decode("utf-8", "backslashreplace")
-
-
-def _parse_notes(data: bytes) -> Iterator[tuple[bytes, int, bytes]]:
-    """(name, type, descriptor) of each ELF note (gABI "Note Section"; 4-byte alignment)."""
-    position = 0
-    while position + _NOTE.size <= len(data):
-        namesz, descsz, note_type = _NOTE.unpack_from(data, position)
-        name_start = position + _NOTE.size
-        desc_start = name_start + ((namesz + 3) & ~3)
-        end = desc_start + ((descsz + 3) & ~3)
-        if desc_start + descsz > len(data):
-            return
-        yield data[name_start : name_start + namesz].rstrip(b"\0"), note_type, data[
-            desc_start : desc_start + descsz
-        ]
-        position = end
 
 
 def _parse_verdef(data: bytes, strings: bytes) -> dict[int, str]:
@@ -171,7 +56,7 @@ def _parse_verdef(data: bytes, strings: bytes) -> dict[int, str]:
         _version, _flags, ndx, count, _hash, aux, next_offset = _VERDEF.unpack_from(data, position)
         if count and position + aux + _VERDAUX.size <= len(data):
             name_offset, _next = _VERDAUX.unpack_from(data, position + aux)
-            names[ndx] = _c_string(strings, name_offset)
+            names[ndx] = c_string(strings, name_offset)
         if not next_offset:
             break
         position += next_offset
@@ -186,13 +71,13 @@ def _parse_verneed(data: bytes, strings: bytes) -> dict[int, tuple[str, str]]:
         if position + _VERNEED.size > len(data):
             break
         _version, count, file_offset, aux, next_offset = _VERNEED.unpack_from(data, position)
-        library = _c_string(strings, file_offset)
+        library = c_string(strings, file_offset)
         aux_position = position + aux
         for _ in range(min(count, 4096)):
             if aux_position + _VERNAUX.size > len(data):
                 break
             _hash, _flags, other, name_offset, aux_next = _VERNAUX.unpack_from(data, aux_position)
-            needs[other] = (_c_string(strings, name_offset), library)
+            needs[other] = (c_string(strings, name_offset), library)
             if not aux_next:
                 break
             aux_position += aux_next
@@ -200,113 +85,6 @@ def _parse_verneed(data: bytes, strings: bytes) -> dict[int, tuple[str, str]]:
             break
         position += next_offset
     return needs
-
-
-# -- the reader -----------------------------------------------------------------------------
-
-
-class _SymbolTable:
-    """A symbol table's raw entries and its string table."""
-
-    def __init__(self, entries: list[tuple[int, int, int, int, int, int]], strings: bytes) -> None:
-        self.entries = entries
-        self.strings = strings
-
-
-class _ElfReader:
-    """One opened ELF file, with every read bounds-checked against the file's size."""
-
-    def __init__(self, stream: BinaryIO, path: str, file_size: int) -> None:
-        from elftools.elf.elffile import ELFFile
-
-        self.path = path
-        self.file_size = file_size
-        self.elf = ELFFile(stream)
-        self.sections = list(self.elf.iter_sections())
-
-    def section(self, name: str) -> Any | None:
-        for section in self.sections:
-            if section.name == name:
-                return section
-        return None
-
-    def section_bytes(self, section: Any) -> bytes:
-        if section["sh_type"] == "SHT_NOBITS":
-            return b""
-        offset, size = section["sh_offset"], section["sh_size"]
-        if offset + size > self.file_size:
-            raise CorruptElfError(
-                f"{self.path}: section {section.name or '?'} lies past the end of the file "
-                "(truncated or damaged)"
-            )
-        data: bytes = section.data()
-        return data
-
-    def symbol_table(self, section: Any) -> _SymbolTable:
-        data = self.section_bytes(section)
-        link = section["sh_link"]
-        if not 0 < link < len(self.sections):
-            raise CorruptElfError(f"{self.path}: {section.name} has no string table")
-        strings = self.section_bytes(self.sections[link])
-        usable = len(data) - len(data) % _SYM64.size
-        return _SymbolTable(list(_SYM64.iter_unpack(data[:usable])), strings)
-
-    def load_segments(self) -> list[tuple[int, int, int, int, int]]:
-        segments = []
-        for segment in self.elf.iter_segments():
-            if segment["p_type"] == "PT_LOAD":
-                segments.append(
-                    (
-                        segment["p_vaddr"],
-                        segment["p_memsz"],
-                        segment["p_offset"],
-                        segment["p_filesz"],
-                        segment["p_flags"],
-                    )
-                )
-        return segments
-
-    def notes(self) -> list[tuple[bytes, int, bytes]]:
-        found: list[tuple[bytes, int, bytes]] = []
-        note_sections = [s for s in self.sections if s["sh_type"] == "SHT_NOTE"]
-        if note_sections:
-            for section in note_sections:
-                found += _parse_notes(self.section_bytes(section))
-            return found
-        for segment in self.elf.iter_segments():
-            if segment["p_type"] == "PT_NOTE":
-                offset, size = segment["p_offset"], segment["p_filesz"]
-                if offset + size <= self.file_size:
-                    found += _parse_notes(segment.data())
-        return found
-
-    def build_id(self) -> str:
-        for name, note_type, descriptor in self.notes():
-            if name == b"GNU" and note_type == _NT_GNU_BUILD_ID and descriptor:
-                return descriptor.hex()
-        return ""
-
-    def dynamic_tags(self) -> tuple[list[str], list[str]]:
-        """(DT_NEEDED names, DT_RUNPATH or else DT_RPATH directories)."""
-        needed: list[str] = []
-        runpath: list[str] = []
-        rpath: list[str] = []
-        section = self.section(".dynamic")
-        if section is None or section["sh_type"] == "SHT_NOBITS":
-            return needed, runpath
-        self.section_bytes(section)  # bounds check before pyelftools walks it
-        for tag in section.iter_tags():
-            kind = tag.entry.d_tag
-            if kind == "DT_NEEDED":
-                needed.append(tag.needed)
-            elif kind == "DT_RUNPATH":
-                runpath += tag.runpath.split(":")
-            elif kind == "DT_RPATH":
-                rpath += tag.rpath.split(":")
-            elif kind == "DT_NULL":
-                break
-        # ld.so ignores DT_RPATH when DT_RUNPATH is present (glibc elf/dl-load.c).
-        return needed, [d for d in (runpath or rpath) if d]
 
 
 class _Merger:
@@ -353,7 +131,7 @@ class _Merger:
 
     def add_table(
         self,
-        table: _SymbolTable,
+        table: SymbolTable,
         source: str,
         versions: list[tuple[str, bool]] | None = None,
     ) -> None:
@@ -363,7 +141,7 @@ class _Merger:
             symbol_type = info & 0xF
             if symbol_type not in (_STT_FUNC, _STT_GNU_IFUNC) or shndx == _SHN_UNDEF:
                 continue
-            raw_name = _c_string(strings, name_offset)
+            raw_name = c_string(strings, name_offset)
             if not raw_name:
                 continue
             name, version, default_version = split_version(raw_name)
@@ -392,7 +170,7 @@ class _Merger:
         return found
 
 
-def _dynsym_versions(reader: _ElfReader, count: int) -> tuple[list[tuple[str, bool]], dict[
+def _dynsym_versions(reader: ElfReader, count: int) -> tuple[list[tuple[str, bool]], dict[
     int, tuple[str, str]]]:
     """Per dynsym entry: (version, is default) for definitions; and the requirements table."""
     versym_section = reader.section(".gnu.version")
@@ -428,7 +206,7 @@ def _dynsym_versions(reader: _ElfReader, count: int) -> tuple[list[tuple[str, bo
 
 
 def _undefined_functions(
-    table: _SymbolTable, versym: bytes | None, requirements: dict[int, tuple[str, str]]
+    table: SymbolTable, versym: bytes | None, requirements: dict[int, tuple[str, str]]
 ) -> list[tuple[str, str]]:
     undefined: dict[str, str] = {}
     entries = table.entries
@@ -441,7 +219,7 @@ def _undefined_functions(
             continue
         if info >> 4 not in (_STB_GLOBAL, _STB_WEAK):
             continue
-        name = _c_string(table.strings, name_offset)
+        name = c_string(table.strings, name_offset)
         if not name:
             continue
         library = ""
@@ -451,28 +229,23 @@ def _undefined_functions(
     return list(undefined.items())
 
 
-def _debug_symbol_table(path: str, expect_build_id: str) -> _SymbolTable | None:
+def _debug_symbol_table(path: str, expect_build_id: str) -> SymbolTable | None:
     """The ``.symtab`` of a separate debug file, or None when it is unusable or not a match."""
     try:
-        stream, size = open_target(path)
-    except (TargetNotFoundError, NotElfError):
-        return None
-    with stream:
-        try:
-            check_elf_header(stream.read(64), path, size)
-            stream.seek(0)
-            reader = _ElfReader(stream, path, size)
+        with open_elf(path) as reader:
             if expect_build_id and reader.build_id() not in ("", expect_build_id):
                 return None
             section = reader.section(".symtab")
             if section is None:
                 return None
             return reader.symbol_table(section)
-        except Exception:
-            return None
+    except (TargetNotFoundError, NotElfError):
+        return None
+    except Exception:
+        return None  # a damaged debug file is not the probed file's fault: go without
 
 
-def _minidebuginfo_table(reader: _ElfReader) -> _SymbolTable | None:
+def _minidebuginfo_table(reader: ElfReader) -> SymbolTable | None:
     section = reader.section(".gnu_debugdata")
     if section is None:
         return None
@@ -484,14 +257,14 @@ def _minidebuginfo_table(reader: _ElfReader) -> _SymbolTable | None:
             return None
         stream = io.BytesIO(inner)
         check_elf_header(inner[:64], f"{reader.path} (.gnu_debugdata)", len(inner))
-        inner_reader = _ElfReader(stream, f"{reader.path} (.gnu_debugdata)", len(inner))
+        inner_reader = ElfReader(stream, f"{reader.path} (.gnu_debugdata)", len(inner))
         symtab = inner_reader.section(".symtab")
         return inner_reader.symbol_table(symtab) if symtab is not None else None
     except Exception:
         return None
 
 
-def _go_evidence(reader: _ElfReader, notes: list[tuple[bytes, int, bytes]]) -> str:
+def _go_evidence(reader: ElfReader, notes: list[tuple[bytes, int, bytes]]) -> str:
     for marker in (".go.buildinfo", ".note.go.buildid", ".gopclntab"):
         if reader.section(marker) is not None:
             return f"section {marker}"
@@ -521,36 +294,25 @@ def build_index_data(
         NotElfError: It is not an ELF file (:class:`CorruptElfError` when damaged,
             :class:`UnsupportedElfError` when of another kind or machine).
     """
-    stream, size = open_target(path)
-    with stream:
-        check_elf_header(stream.read(64), path, size)
-        stream.seek(0)
+    with open_elf(path) as reader:
         try:
-            return _build(stream, path, size, debug_roots, process_root)
+            return _build(reader, path, debug_roots, process_root)
         except (NotElfError, TargetNotFoundError):
             raise
         except Exception as error:
-            # pyelftools reports damage with ELFError, ELFParseError, struct.error,
-            # construct errors, ValueError, IndexError, KeyError, UnicodeDecodeError... One
-            # clear error is better for the user than any of those.
-            raise CorruptElfError(
-                f"{path}: damaged ELF file ({type(error).__name__}: {error}); "
-                "rawprobe cannot probe it"
-            ) from None
+            raise damaged(path, error) from None
 
 
 def _build(
-    stream: BinaryIO,
+    reader: ElfReader,
     path: str,
-    size: int,
     debug_roots: Sequence[str],
     process_root: str,
 ) -> IndexData:
-    reader = _ElfReader(stream, path, size)
     data = IndexData()
     data.path = path
     host = host_arch()
-    data.machine = host.name if host else ""
+    data.machine = host.machine if host else ""
     data.segments = reader.load_segments()
     executable = [segment for segment in data.segments if segment[4] & _PF_X]
     for section in reader.sections:
@@ -601,7 +363,7 @@ def _build(
     link = reader.section(".gnu_debuglink")
     if debug_table is None and link is not None:
         link_bytes = reader.section_bytes(link)
-        link_name = _c_string(link_bytes, 0)
+        link_name = c_string(link_bytes, 0)
         crc_at = (len(link_name.encode()) + 1 + 3) & ~3
         if crc_at + 4 <= len(link_bytes):
             (expected_crc,) = struct.unpack_from("<I", link_bytes, crc_at)
@@ -626,7 +388,7 @@ def _build(
     return data
 
 
-def _add_dynamic_segment_symbols(reader: _ElfReader, merger: _Merger) -> None:
+def _add_dynamic_segment_symbols(reader: ElfReader, merger: _Merger) -> None:
     """Without section headers (``sstrip``), the exported functions are still found through
     PT_DYNAMIC (DT_SYMTAB, sized by DT_HASH/DT_GNU_HASH), as the dynamic linker finds them."""
     from elftools.elf.dynamic import DynamicSegment

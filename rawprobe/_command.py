@@ -1,0 +1,123 @@
+"""The command a tracer starts (``attach -- COMMAND``): held at the door until the probes are
+in place, then run exactly as the user's shell would have run it.
+
+The command must not see rawprobe: Python ignores SIGPIPE and SIGXFSZ (an ignored signal stays
+ignored across exec), rawprobe raises its own descriptor limit for its perf events, and its
+handlers for Ctrl-C and SIGTERM are its own. The child puts all of that back before exec. It
+also asks for SIGTERM when rawprobe dies (PR_SET_PDEATHSIG), so a rawprobe killed with SIGKILL
+does not leave the command running untraced.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+
+from ._errors import TargetNotFoundError, UsageError
+from ._sys.libc import PR_SET_PDEATHSIG, prctl
+from ._sys.limits import original_descriptor_limit
+
+__all__ = ["Command"]
+
+# Signals Python sets to SIG_IGN at start-up (Python/pylifecycle.c, signal_install_handlers):
+# the command gets their default action back, as subprocess's restore_signals does.
+_PYTHON_IGNORES = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ")
+                        if hasattr(signal, name))
+# The signal mask rawprobe was started with (Python does not change it).
+_ORIGINAL_MASK = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+class Command:
+    """A command started by the tracer, held at the door until the probes are in place.
+
+    Args:
+        argv: The command and its arguments (looked up in ``$PATH``).
+
+    Raises:
+        UsageError: No command.
+        TargetNotFoundError: No such command.
+    """
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv:
+            raise UsageError("no command given after --")
+        if shutil.which(argv[0]) is None:
+            raise TargetNotFoundError(f"{argv[0]}: command not found")
+        self.argv = list(argv)
+        self.pid = 0
+        self.pidfd = -1
+        self.status: int | None = None
+        self._gate_write = -1
+
+    def spawn(self) -> None:
+        """Fork the child; it waits for :meth:`release` before it execs the command."""
+        gate_read, gate_write = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: put the user's environment back, wait for the go, exec
+            try:
+                os.close(gate_write)
+                _restore_environment(parent)
+                if not os.read(gate_read, 1):
+                    os._exit(127)  # rawprobe ended before releasing the command
+                os.close(gate_read)
+                os.execvp(self.argv[0], self.argv)
+            except BaseException:
+                os._exit(127)
+        os.close(gate_read)
+        self.pid = pid
+        self._gate_write = gate_write
+        self.pidfd = os.pidfd_open(pid)
+
+    def release(self) -> None:
+        """Let the child exec the command."""
+        if self._gate_write >= 0:
+            os.write(self._gate_write, b"x")
+            os.close(self._gate_write)
+            self._gate_write = -1
+
+    def poll(self) -> bool:
+        """Whether the command has ended (reaping it)."""
+        if self.status is None and self.pid:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+        return self.status is not None
+
+    def close(self) -> None:
+        """Never leave the child behind: one that never ran is killed, one still running is
+        sent SIGTERM (and SIGKILL if it has not ended within a second)."""
+        if self._gate_write >= 0:
+            os.kill(self.pid, signal.SIGKILL)
+            os.close(self._gate_write)
+            self._gate_write = -1
+            os.waitpid(self.pid, 0)
+            self.status = -signal.SIGKILL
+        elif self.pid and not self.poll():
+            os.kill(self.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 1.0
+            while not self.poll() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not self.poll():
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                self.status = -signal.SIGKILL
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def _restore_environment(parent: int) -> None:
+    """In the forked child, before exec: what the user's shell would have given the command."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, *_PYTHON_IGNORES):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, _ORIGINAL_MASK)
+    resource.setrlimit(resource.RLIMIT_NOFILE, original_descriptor_limit())
+    # SIGTERM when rawprobe goes, however it goes; if it is already gone, do not start.
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(127)

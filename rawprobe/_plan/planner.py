@@ -1,0 +1,368 @@
+"""The planner: probe specs in, a :class:`~rawprobe._plan.session.Plan` out.
+
+For each probe spec: find its file and open it once (:class:`~rawprobe._host.files.TargetFile`),
+resolve its LOCATION to sites (symbols, offsets, globs, USDT notes), pass every site through
+:func:`~rawprobe._plan.sites.check_site`, name the events, and compile each event's fetch-args,
+filter and aggregation into the BPF configuration and record layout it runs with. The result is
+one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import UsageError
+from .._host.files import TargetFile
+from .._probe.aggregations import AggregationSpec
+from .._probe.defaults import DEFAULT_STRING_SIZE
+from .._probe.fetchargs import Deref, FetchArg, FileOffset, Source
+from .._probe.filters import FilterExpr, parse_filter
+from .._probe.words import ProbeSpec, default_event_name, is_glob
+from .aggregate import aggregation_config, key_decoder
+from .compile import compile_fetchargs
+from .events import RecordLayout
+from .filters import compile_filter
+from .session import Plan, PlannedEvent
+from .sites import Site, check_site
+
+__all__ = ["Planner", "check_locations"]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What the events of one probe word share: configuration, layout, key decoder."""
+
+    config_id: int
+    layout: RecordLayout
+    decoder: Any
+    reads_memory: bool
+    tally: bool
+    tally_only: bool
+
+
+def _position_dependent(fetchargs: Sequence[FetchArg]) -> bool:
+    """Whether a fetch depends on where the probe is (``@+OFFSET`` is relative to it)."""
+
+    def walk(source: Source) -> bool:
+        if isinstance(source, FileOffset):
+            return True
+        return isinstance(source, Deref) and walk(source.inner)
+
+    return any(walk(arg.source) for arg in fetchargs)
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """The first few names, and how many more."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_locations(
+    path: str,
+    locations: Sequence[Any],
+    *,
+    retprobe: bool = False,
+    pids: Sequence[int] = (),
+) -> list[str | None]:
+    """Attach's verdict on resolved locations: why each would be refused, or None.
+
+    Args:
+        path: The file (as :func:`rawprobe.find_target` gives it).
+        locations: :class:`rawprobe.Location` objects of that file.
+        retprobe: For return probes.
+        pids: With ``-p``, the traced processes.
+
+    Returns:
+        Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
+    """
+    from .._symbols import describe_target
+
+    target = TargetFile(path)
+    try:
+        go_evidence = describe_target(path).go_evidence or ""
+        return [
+            check_site(target, Site(location.symbol, location.file_offset,
+                                    location.symbol_offset, location.size,
+                                    kind="offset" if location.symbol is None else location.kind),
+                       retprobe=retprobe, go_evidence=go_evidence, pids=pids)
+            for location in locations
+        ]
+    finally:
+        target.close()
+
+
+class Planner:
+    """Turns probe specs into planned events.
+
+    Args:
+        pids: With ``-p``, the traced processes (targets are looked up in them, and a file
+            they do not map is refused).
+        string_size: Bytes kept per string, NUL included.
+        aggregation: How the events aggregate (None: they stream).
+        stack: Events carry the user stack, or aggregations group by it.
+        force: Plant what :func:`~rawprobe._plan.sites.check_site` would refuse.
+    """
+
+    def __init__(
+        self,
+        *,
+        pids: Sequence[int] = (),
+        string_size: int = DEFAULT_STRING_SIZE,
+        aggregation: AggregationSpec | None = None,
+        stack: bool = False,
+        force: bool = False,
+    ) -> None:
+        if aggregation is not None and stack and not aggregation.stack:
+            aggregation = dataclasses.replace(aggregation, stack=True)
+        self.pids = tuple(pids)
+        self.string_size = string_size
+        self.aggregation = aggregation
+        self.stack = stack or (aggregation is not None and aggregation.stack)
+        self.force = force
+        self.warnings: list[str] = []  # what a user should know about the probes added
+        self.events: list[PlannedEvent] = []
+        self._configs: dict[bytes, int] = {}
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self._names: set[str] = set()
+        self._files: dict[str, TargetFile] = {}
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def add(self, spec: ProbeSpec, filter_text: str | None = None) -> list[str]:
+        """Plan every event of one probe spec.
+
+        Returns:
+            The event names it produces (one per matched function).
+
+        Raises:
+            ProbeSyntaxError, FilterError: The filter is malformed or names an unknown field.
+            TargetNotFoundError, NotElfError, SymbolNotFoundError, UsageError: Its place does
+                not resolve, or a site is refused (and it was not one of a glob's).
+        """
+        filter_expr = parse_filter(filter_text) if filter_text else None
+        latency = self.aggregation is not None and self.aggregation.hist is not None and (
+            self.aggregation.hist.is_latency
+        )
+        if latency and spec.kind != "p":
+            raise UsageError(
+                f"--hist latency measures from entry to return: give entry probes (p:), "
+                f"not {spec.text!r}; the return probe is added for you"
+            )
+        target = self._open(spec)
+        roles = ("entry", "return") if latency else ("",)
+        glob = is_glob(spec.location)
+        sites, go_evidence = self._sites(spec, target)
+        accepted: list[Site] = []
+        left_out: dict[str, list[str]] = {}
+        for site in sites:
+            refusal = None if self.force else next(
+                (reason for role in roles if (reason := check_site(
+                    target, site, retprobe=spec.retprobe or role == "return",
+                    go_evidence=go_evidence, pids=self.pids)) is not None),
+                None,
+            )
+            if refusal is not None:
+                if not glob:
+                    raise UsageError(f"refusing to probe {site.describe(target.path)}: "
+                                     f"{refusal} (--force plants it anyway)")
+                left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
+                continue
+            accepted.append(site)
+        self._warn(spec, accepted, left_out, glob)
+        names: list[str] = []
+        for site in accepted:
+            name = default_event_name(spec, site.symbol, site.file_offset, target.path)
+            # One word may name several sites (a USDT probe at several places); two words
+            # may not share a name.
+            if name in self._names and name not in names:
+                raise UsageError(
+                    f"two probes are both named {name!r}: name one of them "
+                    f"({spec.kind}:NAME TARGET:LOCATION ...)"
+                )
+            for role in roles:
+                self._plan_event(spec, site, target, name, role, filter_expr, filter_text, glob)
+            self._names.add(name)
+            if name not in names:
+                names.append(name)
+        return names
+
+    def _open(self, spec: ProbeSpec) -> TargetFile:
+        from .._symbols import find_target
+
+        path = find_target(spec.target, self.pids[0] if self.pids else None)
+        target = self._files.get(path)
+        if target is None:
+            target = self._files[path] = TargetFile(path)
+        return target
+
+    def _sites(self, spec: ProbeSpec, target: TargetFile) -> tuple[list[Site], str]:
+        """The sites a spec names in ``target``, and why the file is a Go program (or "")."""
+        if spec.kind == "usdt":
+            from .._usdt import find_usdt_probes
+
+            if spec.ref_ctr_offset is not None:
+                raise UsageError(
+                    f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
+                    "(OFFSET) after the place"
+                )
+            return [
+                Site(probe.name, probe.file_offset, ref_ctr_offset=probe.semaphore_offset or 0,
+                     usdt_args=probe.arguments, kind="usdt")
+                for probe in find_usdt_probes(target.path, spec.location, expect_key=target.key)
+            ], ""
+        from .._symbols import describe_target, resolve_location
+
+        locations = resolve_location(target.path, spec.location, force=self.force,
+                                     expect_key=target.key)
+        if spec.ref_ctr_offset is not None:
+            self._check_ref_ctr(spec, target)
+        go_evidence = describe_target(target.path).go_evidence or ""
+        return [
+            Site(location.symbol, location.file_offset, location.symbol_offset, location.size,
+                 spec.ref_ctr_offset or 0, None,
+                 "offset" if location.symbol is None else location.kind, location.warning)
+            for location in locations
+        ], go_evidence
+
+    def _check_ref_ctr(self, spec: ProbeSpec, target: TargetFile) -> None:
+        """A reference counter the kernel raises must be a semaphore a USDT note names: any
+        other word of the program's data would be incremented under its feet."""
+        if self.force:
+            return
+        from .._usdt import semaphore_offsets
+
+        if spec.ref_ctr_offset not in semaphore_offsets(target.path):
+            raise UsageError(
+                f"{spec.text}: ({spec.ref_ctr_offset:#x}) is not the file offset of a USDT "
+                f"semaphore of {target.path} (see 'rawprobe list --usdt {target.path}'): the "
+                "kernel would increment whatever is there while the probe is planted, changing "
+                "the program's data; --force to do it anyway"
+            )
+
+    def _warn(self, spec: ProbeSpec, sites: Sequence[Site], left_out: dict[str, list[str]],
+              glob: bool) -> None:
+        ifuncs = [site.symbol or hex(site.file_offset) for site in sites
+                  if site.kind == "ifunc" and site.symbol_offset == 0]
+        for site in sites:
+            if site.warning and not (glob and site.kind == "ifunc"):
+                self.warnings.append(f"{site.symbol or spec.location}: {site.warning}")
+        if glob and ifuncs:
+            self.warnings.append(
+                f"{len(ifuncs)} of the functions {spec.location} matches are indirect "
+                f"functions (IFUNC) ({_some(ifuncs)}): their probes hit the resolver the "
+                "dynamic linker runs once, not the calls; probe the implementations")
+        for reason, symbols in left_out.items():
+            self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
+                                 f"left out ({_some(symbols)}): {reason}")
+
+    def _plan_event(
+        self,
+        spec: ProbeSpec,
+        site: Site,
+        target: TargetFile,
+        name: str,
+        role: str,
+        filter_expr: FilterExpr | None,
+        filter_text: str | None,
+        glob: bool,
+    ) -> None:
+        """Plan one uprobe of a site (a latency measurement takes two: entry and return).
+
+        Sites of one probe word share their layout and configuration unless a fetch depends
+        on the site's own offset (``@+OFFSET``, USDT arguments), so a glob over thousands of
+        functions compiles them once.
+        """
+        retprobe = spec.retprobe or role == "return"
+        at_entry = site.at_entry and not retprobe and self.stack
+        fetchargs = spec.fetchargs
+        if site.usdt_args is not None and not fetchargs:
+            from .._usdt import default_fetchargs
+
+            fetchargs = default_fetchargs(site.usdt_args)
+        position = site.file_offset if _position_dependent(fetchargs) else None
+        key = (fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(
+                spec, site, name, role, retprobe, at_entry, fetchargs, filter_expr, filter_text)
+        layout = compiled.layout if compiled.layout.event == name else (
+            compiled.layout.renamed(name))
+        self.events.append(PlannedEvent(
+            event_id=len(self.events),
+            config_id=compiled.config_id,
+            path=target.path,
+            kernel_path=target.kernel_path,
+            file_offset=site.file_offset,
+            retprobe=retprobe,
+            ref_ctr_offset=site.ref_ctr_offset,
+            fetchargs=fetchargs,
+            layout=layout,
+            reads_memory=compiled.reads_memory,
+            tally=compiled.tally,
+            tally_only=compiled.tally_only,
+            usdt_args=site.usdt_args,
+            role=role,
+            from_glob=glob,
+            at_entry=at_entry,
+            filter=filter_expr if role != "return" else None,
+            key_decoder=compiled.decoder,
+        ))
+
+    def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
+                 at_entry: bool, fetchargs: tuple[FetchArg, ...],
+                 filter_expr: FilterExpr | None, filter_text: str | None) -> _Compiled:
+        aggregation = self.aggregation
+        compiled = compile_fetchargs(
+            fetchargs if role != "return" else (),
+            word=spec.text,
+            retprobe=retprobe,
+            probe_file_offset=site.file_offset,
+            string_size=self.string_size,
+            usdt_args=site.usdt_args,
+            stack=self.stack and aggregation is None,
+        )
+        compiled.at_entry = at_entry
+        predicates: list[dict[str, object]] = []
+        strings: list[bytes] = []
+        if filter_expr is not None and role != "return":
+            program = compile_filter(filter_expr, compiled, filter_text or "")
+            predicates, strings = program.predicates, program.strings
+        agg = decoder = None
+        if aggregation is not None:
+            agg = aggregation_config(aggregation, compiled, word=spec.text, role=role)
+            decoder = key_decoder(aggregation.by, compiled)
+        config = compiled.config(predicates, strings, agg)
+        # Stack maps are for non-sleepable programs only.
+        reads_memory = compiled.reads_memory and not (
+            aggregation is not None and aggregation.stack
+        )
+        from . import abi
+
+        tally = bool(agg and agg["action"] == abi.Action.TALLY)
+        return _Compiled(self._configs.setdefault(config, len(self._configs)),
+                         RecordLayout(name, compiled), decoder, reads_memory, tally,
+                         tally and not predicates)
+
+    # -- the result ------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """The plan of everything added so far.
+
+        Raises:
+            UsageError: No probes were added.
+        """
+        if not self.events:
+            raise UsageError("no probes to attach")
+        return Plan(tuple(self.events), tuple(self._configs), self.aggregation, self.stack,
+                    self.string_size)
+
+    def release_files(self) -> None:
+        """Close the opened targets. A run keeps them open while its probes are planted: the
+        kernel keeps ``/proc/self/fd/N`` as each probe's path, and ``rawprobe probes`` reads
+        the file's name from that descriptor."""
+        files, self._files = self._files, {}
+        for target in files.values():
+            target.close()
