@@ -1,4 +1,4 @@
-"""rawprobe's x86-64 length decoder (rawprobe._insn) against the capstone package.
+"""rawprobe's x86-64 length decoder (rawprobe._plan.insn) against the capstone package.
 
 Why rawprobe keeps a decoder of its own: this script measures, for every function of a few
 large binaries, whether capstone finds the same instruction starts, how fast each decodes, and
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_insn import functions
 from common import host_description
 
-from rawprobe._insn import UndecodableInstruction, instruction_length
+from rawprobe._plan.insn import UndecodableInstruction, instruction_length
 
 DEFAULT_BINARIES = [
     "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -68,8 +68,8 @@ def main() -> None:
     print(host_description())
     print(f"capstone {version('capstone')}")
     engine = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    print(f"import, fresh interpreter (median of 7): rawprobe._insn "
-          f"{import_cost('import rawprobe._insn') * 1000:.1f} ms, capstone "
+    print(f"import, fresh interpreter (median of 7): rawprobe._plan.insn "
+          f"{import_cost('import rawprobe._plan.insn') * 1000:.1f} ms, capstone "
           f"{import_cost('import capstone') * 1000:.1f} ms")
     for path in sys.argv[1:] or DEFAULT_BINARIES:
         data, address, _file_offset, symbols = functions(path)
@@ -93,8 +93,8 @@ def main() -> None:
                                     "by capstone")
         instructions = sum(len(ours(data, v - address, v - address + s)) for v, s, _ in symbols)
         print(f"{path}: {len(symbols)} functions, {instructions} instructions; same starts "
-              f"{same}, different {differ}; rawprobe._insn {time_ours * 1000:.0f} ms, capstone "
-              f"{time_capstone * 1000:.0f} ms")
+              f"{same}, different {differ}; rawprobe._plan.insn {time_ours * 1000:.0f} ms, "
+              f"capstone {time_capstone * 1000:.0f} ms")
         for example in examples:
             print(f"  {example}")
 

@@ -326,13 +326,13 @@ def test_every_symbol_of_a_cxx20_program_agrees_with_cxxfilt(optimization: str) 
 
 def test_the_runtime_buffer_is_freed(monkeypatch: pytest.MonkeyPatch) -> None:
     freed: list[Any] = []
-    real_free = demangle_module._free
+    real_free = demangle_module.free
 
     def counting_free(pointer: Any) -> None:
         freed.append(pointer)
         real_free(pointer)
 
-    monkeypatch.setattr(demangle_module, "_free", counting_free)
+    monkeypatch.setattr(demangle_module, "free", counting_free)
     names = ["_Z3foov", "_ZN2ns3Foo3barEi", "_Z9foov", "malloc"]
     results = [demangle(name) for name in names]
     assert results == ["foo()", "ns::Foo::bar(int)", None, None]

@@ -158,16 +158,19 @@ class Planner:
         accepted: list[Site] = []
         left_out: dict[str, list[str]] = {}
         for site in sites:
-            refusal = None if self.force else next(
+            refusal = next(
                 (reason for role in roles if (reason := check_site(
                     target, site, retprobe=spec.retprobe or role == "return",
-                    go_evidence=go_evidence, pids=self.pids)) is not None),
+                    go_evidence=go_evidence, pids=self.pids, force=self.force)) is not None),
                 None,
             )
             if refusal is not None:
                 if not glob:
+                    hint = "" if self.force else " (--force plants it anyway)"
+                    if "kernel refuses" in refusal:
+                        hint = ""
                     raise UsageError(f"refusing to probe {site.describe(target.path)}: "
-                                     f"{refusal} (--force plants it anyway)")
+                                     f"{refusal}{hint}")
                 left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
                 continue
             accepted.append(site)

@@ -11,12 +11,12 @@ each member of a glob, a USDT site from a note, a probe made through the library
   namespace), where the probe would never fire.
 - x86-64: an offset that is not where an instruction starts (decoded from the start of the
   function holding it, :mod:`.insn`); a USDT site that is not the ``nop`` sys/sdt.h puts there;
-  an instruction the kernel refuses or mishandles out of line: AVX-512 (EVEX, run with the
-  wrong vector registers: the probe corrupts the program; host-wide on libc's AVX-512 memset
-  it breaks every process), AVX (VEX, the probe never fires), and the prefixes the kernel's
-  x86 uprobe code refuses (``lock`` and the CS/DS/ES/SS segment overrides,
-  arch/x86/kernel/uprobes.c, is_prefix_bad()), which it reports only once a process maps the
-  file.
+  an instruction the kernel refuses (:mod:`.x86_refusals`: a ``lock`` or CS/DS/ES/SS prefix,
+  an opcode outside its tables; it says so only once a process maps the file, and a probe
+  that will never fire is refused even with ``--force``), or mishandles out of line: AVX-512
+  (EVEX, run with the wrong vector registers: the probe corrupts the program; host-wide on
+  libc's AVX-512 memset it breaks every process) and AVX (VEX: the kernel skips some, never
+  fires on others).
 """
 
 from __future__ import annotations
@@ -34,15 +34,6 @@ __all__ = ["Site", "check_site", "instruction_hazard", "maps_file"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
-# Prefixes the kernel refuses on a probed instruction (arch/x86/kernel/uprobes.c,
-# is_prefix_bad()): lock, and the ES, CS, SS and DS segment overrides.
-_REFUSED_PREFIXES = {
-    0xF0: "a lock prefix",
-    0x26: "an ES segment-override prefix",
-    0x2E: "a CS segment-override prefix",
-    0x36: "an SS segment-override prefix",
-    0x3E: "a DS segment-override (notrack) prefix",
-}
 _VEX = (0xC4, 0xC5)
 _EVEX = 0x62  # in 64-bit mode always EVEX (BOUND does not exist there)
 _NOP = 0x90
@@ -94,6 +85,7 @@ def check_site(
     retprobe: bool,
     go_evidence: str = "",
     pids: Sequence[int] = (),
+    force: bool = False,
 ) -> str | None:
     """Why a uprobe at ``site`` of ``target`` would harm the program, never fire, or is not
     known to be safe; None when nothing is known against it.
@@ -104,10 +96,24 @@ def check_site(
         retprobe: A return probe.
         go_evidence: Why the file is a Go program, or ``""``.
         pids: With ``-p``, the processes traced.
+        force: The user takes the risks rawprobe knows of: only what the kernel itself
+            refuses (which no option changes) is still reported.
 
     Returns:
         The reason to refuse (to be shown with the site), or None.
     """
+    if ARCH.machine == "x86_64":
+        from .x86_refusals import kernel_refuses
+
+        try:
+            refused = kernel_refuses(target.read(site.file_offset, 16))
+        except ValueError:  # the file ends before the instruction does
+            refused = "the file ends in the middle of it"
+        if refused is not None:
+            return (f"the kernel refuses a uprobe on its instruction ({refused}), so the probe "
+                    "would never fire")
+    if force:
+        return None
     if retprobe and go_evidence:
         return (
             f"{target.path} is a Go program ({go_evidence}): a return probe replaces the "
@@ -173,13 +179,6 @@ def instruction_hazard(code: bytes) -> str | None:
     ``code``, or None."""
     position = 0
     while position < len(code) and code[position] in _LEGACY_PREFIXES:
-        refused = _REFUSED_PREFIXES.get(code[position])
-        if refused is not None:
-            return (
-                f"its instruction carries {refused}, which the kernel refuses to probe "
-                "(arch/x86/kernel/uprobes.c): the probe would never fire. Probe another "
-                "instruction (SYMBOL+OFFSET)"
-            )
         position += 1
     if position >= len(code):
         return None

@@ -59,11 +59,11 @@ def demangle(name: str) -> str | None:
         name: A symbol name such as ``_ZN2ns3Foo3barEi``.
 
     Returns:
-        The demangled name, or None when ``name`` is not mangled or uses grammar the demangler
-        does not cover (the mangled name then stays the function's name).
+        The demangled name, or None when ``name`` is not mangled, is not valid, or this host
+        has no C++ runtime (the mangled name then stays the function's name).
     """
     # Imported on first use: resolving a C function from the cache never needs it.
-    from ._demangle import demangle as demangle_name
+    from .._sys.demangle import demangle as demangle_name
 
     return demangle_name(name)
 

@@ -13,8 +13,8 @@ import struct
 
 from .._errors import NotElfError, TargetNotFoundError
 from .._sys.arch import host_arch
+from .._sys.demangle import demangle
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
-from ._demangle import demangle
 from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key, split_version
 from .elf import ElfReader, SymbolTable, c_string, check_elf_header, damaged, open_elf
 

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 _MAGIC = b"RPSYMIDX"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: names demangled by the C++ runtime
 _PREAMBLE = struct.Struct("<8sIII")
 _RECORD = struct.Struct("<QQIHH")  # address, size, version index, flags, reserved
 _KEY = struct.Struct("<5q")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._ffi import ERR_NONE, declare
-from .libc import LIBC
+from .libc import free
 
 __all__ = ["LIBSTDCXX_SONAME", "demangle", "demangler_available"]
 
@@ -39,8 +39,6 @@ _lock = threading.Lock()
 _loaded = False
 _cxa_demangle: Callable[..., Any] | None = None
 
-# void free(void *ptr): the demangled text is malloc()ed by the runtime and ours to free.
-_free = declare(LIBC, "free", None, [ctypes.c_void_p], ERR_NONE)
 
 
 def _load() -> Callable[..., Any] | None:
@@ -106,5 +104,5 @@ def demangle(name: str) -> str | None:
             return None
         text = ctypes.string_at(result).decode("utf-8", "backslashreplace")
     finally:
-        _free(result)
+        free(result)
     return text + at + version

@@ -7,7 +7,7 @@ import ctypes.util
 
 from ._ffi import ERR_NEGATIVE, ERR_NONE, declare
 
-__all__ = ["LIBC", "PR_SET_PDEATHSIG", "prctl", "syscall6", "vsnprintf"]
+__all__ = ["LIBC", "PR_SET_PDEATHSIG", "free", "prctl", "syscall6", "vsnprintf"]
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -29,6 +29,10 @@ vsnprintf = declare(
     [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p],
     ERR_NONE,
 )
+
+# void free(void *ptr): for memory a C library malloc()ed and handed over (the C++ runtime's
+# demangled names).
+free = declare(LIBC, "free", None, [ctypes.c_void_p], ERR_NONE)
 
 # int prctl(int option, unsigned long arg2, ...): for PR_SET_PDEATHSIG (include/uapi/linux/prctl.h).
 PR_SET_PDEATHSIG = 1

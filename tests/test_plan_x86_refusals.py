@@ -1,4 +1,4 @@
-"""Which x86-64 instructions the kernel refuses a uprobe on (rawprobe._x86_uprobe_refusals).
+"""Which x86-64 instructions the kernel refuses a uprobe on (rawprobe._plan.x86_refusals).
 
 Pure tests hold the tables against the kernel's own comments and decide hand-assembled
 encodings; the kernel test plants a uprobe through tracefs on each of a set of instructions
@@ -19,7 +19,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 from helpers import build_c, require_kernel_tracing
 
-from rawprobe._x86_uprobe_refusals import GOOD_2BYTE_INSNS, GOOD_INSNS_64, kernel_refuses
+from rawprobe._plan.x86_refusals import GOOD_2BYTE_INSNS, GOOD_INSNS_64, kernel_refuses
 
 pytestmark = pytest.mark.skipif(
     os.uname().machine != "x86_64", reason="x86-64 instructions and the x86 kernel's rules"

@@ -28,13 +28,13 @@ Accepted is not the same as safe. ``branch_setup_xol_ops()`` looks at the same o
 without asking whether the instruction is VEX-encoded, so a VEX or EVEX instruction whose
 opcode is 70h-7Fh, E8h, E9h or EBh is emulated as a Jcc, CALL or JMP: measured on Linux 6.18,
 a uprobe on ``vpor %xmm0,%xmm1,%xmm2`` (C5 F1 EB D0) makes the program skip the ``vpor``.
-:mod:`rawprobe._safety` refuses probes on VEX and EVEX instructions altogether; this module
-answers only what the kernel refuses.
+:func:`rawprobe._plan.sites.check_site` refuses probes on VEX and EVEX instructions
+altogether; this module answers only what the kernel refuses.
 
 Not modelled, because they need the kernel decoder's full attribute tables: instructions that
 decoder rejects (ENOEXEC), and, on recent kernels, the 10-byte ``66 2E 0F 1F 84`` NOP the
 uprobe optimisation accepts despite its CS prefix. Call :func:`kernel_refuses` on code that
-:mod:`rawprobe._insn` decodes; 32-bit (compat) processes use other tables and are out of scope.
+:mod:`rawprobe._plan.insn` decodes; 32-bit (compat) processes use other tables and are out of scope.
 """
 
 from __future__ import annotations
