@@ -287,7 +287,7 @@ text { font-family: monospace; font-size: 11px; fill: rgb(0,0,0); }
 .f { cursor: pointer; }
 .f:hover rect { stroke: rgb(0,0,0); stroke-width: 0.5; }
 .f text { pointer-events: none; }
-.parent { opacity: 0.5; }
+.parent rect, .parent text { fill-opacity: 0.5; }
 </style>
 """
 
