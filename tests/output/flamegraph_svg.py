@@ -121,8 +121,9 @@ def expected_frames(stacks: Iterable[tuple[Sequence[str], int]]) -> dict[tuple[s
         result[path] = Expected(inclusive[path], start)
         offset = start + self_count.get(path, 0)
         for name in sorted(children.get(path, ())):
-            place((*path, name), offset)
-            offset += inclusive[(*path, name)]
+            child = (*path, name)
+            place(child, offset)
+            offset += inclusive[child]
 
     if ("all",) in inclusive:
         place(("all",), 0)

@@ -254,7 +254,7 @@ def test_colors_follow_names() -> None:
 # -- what the script works on ----------------------------------------------------------------
 
 def test_script_data_is_consistent() -> None:
-    stacks = parse_folded(PROFILE) + [(("main", "f(int) (const)"), 3)]
+    stacks = [*parse_folded(PROFILE), (("main", "f(int) (const)"), 3)]
     svg = render_flamegraph(stacks)
     config = script_config(svg)
     frames = read_frames(svg)
