@@ -2,8 +2,9 @@
 
 :class:`TraceEventWriter` streams: each event is written to the stream as it is given, and the
 document is valid JSON once :meth:`~TraceEventWriter.close` has written its end. The writer
-keeps only what balancing needs: the names of the slices still open on each thread, and each
-thread's last name (so a name is written once, not with every event).
+keeps only what balancing needs: the names of the slices still open on each thread (and, while
+any is open, the thread's last timestamp), and each thread's last name (so a name is written
+once, not with every event). Memory stays flat however long the trace.
 
 The document (`Trace Event Format`_, JSON Object Format)::
 
@@ -39,6 +40,7 @@ begun.
 Balance is guaranteed whatever the probes deliver: viewers nest ``E`` under the latest ``B`` of
 the thread, so a return whose entry was missed, or a missing return (a lost record, ``longjmp``,
 a C++ exception unwinding past the function), would otherwise mis-nest everything after it.
+
 - An ``end`` closes the innermost open slice of that name on the thread. Slices opened inside
   it and still open get an ``E`` first, at the same time, with ``"unfinished": true`` in
   ``args``.
@@ -294,10 +296,9 @@ class TraceEventWriter:
         if duration_ns < 0:
             raise UsageError(f"trace event {name!r}: negative duration {duration_ns} ns")
         ts_ns = self._stamp(pid, tid, ts_ns)
-        self._last_ns = max(self._last_ns or ts_ns, ts_ns + duration_ns)
-        event = self._event(name, "X", ts_ns, pid, tid, args, category)
-        event["dur"] = duration_ns / 1000
-        self._write(event)
+        self._last_ns = max(ts_ns, self._last_ns or 0, ts_ns + duration_ns)
+        self._write(self._event(name, "X", ts_ns, pid, tid, args, category,
+                                duration_ns=duration_ns))
 
     def close(self, end_ns: int | None = None) -> None:
         """End every open slice and finish the document; later calls do nothing.
@@ -307,11 +308,11 @@ class TraceEventWriter:
         """
         if self._closed:
             return
-        last = self._last_ns if end_ns is None else max(end_ns, self._last_ns or end_ns)
         for (pid, tid), thread in self._threads.items():
+            # Never before the thread's own last event, so no slice ends before it began.
+            ts_ns = max(thread.last_ns, self._last_ns or 0, end_ns or 0)
             while thread.open_names:
                 name = thread.open_names.pop()
-                ts_ns = max(last if last is not None else thread.last_ns, thread.last_ns)
                 self._write(self._event(name, "E", ts_ns, pid, tid, {"unfinished": True}, None))
         self._threads.clear()
         tail = _ENCODE(_finite({"displayTimeUnit": "ns", "otherData": self._other_data}))
@@ -357,7 +358,9 @@ class TraceEventWriter:
         args: Mapping[str, Any] | None,
         category: str | None,
         scope: bool = False,
+        duration_ns: int | None = None,
     ) -> dict[str, Any]:
+        """One event as a dict whose key order is the documented one."""
         assert self._base_ns is not None  # set by _stamp, which every event goes through
         event: dict[str, Any] = {"name": name, "ph": phase}
         if scope:
@@ -365,6 +368,8 @@ class TraceEventWriter:
         if category is not None:
             event["cat"] = category
         event["ts"] = (ts_ns - self._base_ns) / 1000
+        if duration_ns is not None:
+            event["dur"] = duration_ns / 1000
         event["pid"] = pid
         event["tid"] = tid
         if args:

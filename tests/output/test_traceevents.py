@@ -102,7 +102,7 @@ def test_documented_example() -> None:
         '{"name":"process_name","ph":"M","pid":41,"tid":41,"args":{"name":"srv"}},\n'
         '{"name":"thread_name","ph":"M","pid":41,"tid":42,"args":{"name":"worker"}},\n'
         '{"name":"handle","ph":"B","ts":0.0,"pid":41,"tid":42,"args":{"fd":3}},\n'
-        '{"name":"read","ph":"X","ts":1.5,"pid":41,"tid":42,"args":{"ret":512},"dur":20.25},\n'
+        '{"name":"read","ph":"X","ts":1.5,"dur":20.25,"pid":41,"tid":42,"args":{"ret":512}},\n'
         '{"name":"cache_miss","ph":"i","s":"t","ts":30.0,"pid":41,"tid":42,'
         '"args":{"key":"k1"}},\n'
         '{"name":"handle","ph":"E","ts":52.125,"pid":41,"tid":42,"args":{"ret":0}}\n'
