@@ -207,3 +207,30 @@ def test_hostile_names_render_as_text(browser: Browser,
     titles = page.evaluate('[...document.querySelectorAll("g.f > title")].map(t => t.textContent)')
     assert f"a<b>&\"c'd (4 samples, {100 * 4 / TOTAL:.2f}%)" in titles
     assert page.evaluate('document.querySelectorAll("script").length') == 1
+
+
+def test_labels_fit_inside_their_frames_as_drawn(browser: Browser, tmp_path: Path) -> None:
+    """The label width is estimated from a monospace font's 0.6 em; the browser measures it."""
+    stacks = [(("main", f"{'long_function_name_' * 6}{n}"), n) for n in range(1, 60)]
+    svg = render_flamegraph(stacks)
+    path = tmp_path / "labels.svg"
+    path.write_text(svg, encoding="utf-8")
+    height = int(svg.split('height="', 1)[1].split('"', 1)[0])
+    page = open_graph(browser, path, height)
+    overflow_js = """[...document.querySelectorAll("g.f")].flatMap((g) => {
+        const rect = g.querySelector("rect");
+        const text = g.querySelector("text");
+        if (!text || g.getAttribute("display") === "none" || !text.textContent) return [];
+        const right = Number(rect.getAttribute("x")) + Number(rect.getAttribute("width"));
+        const end = Number(text.getAttribute("x")) + text.getComputedTextLength();
+        return end > right ? [[text.textContent, end - right]] : [];
+    })"""
+    assert page.evaluate('document.querySelectorAll("g.f text").length') > 20
+    assert page.evaluate(overflow_js) == []
+    # After a zoom the script writes the labels again, by the same rule.
+    widest = max(read_frames(svg)[2:], key=lambda frame: frame.width)
+    page.click(*centre(widest))
+    selector = f'g.f[data-s="{widest.start}"][data-n="{widest.count}"] text'
+    assert page.evaluate(f"[...document.querySelectorAll('{selector}')].map(t => t.textContent)"
+                         ) == [widest.name]
+    assert page.evaluate(overflow_js) == []
