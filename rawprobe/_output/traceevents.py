@@ -300,14 +300,18 @@ class TraceEventWriter:
         self._write(self._event(name, "X", ts_ns, pid, tid, args, category,
                                 duration_ns=duration_ns))
 
-    def close(self, end_ns: int | None = None) -> None:
+    def close(self, end_ns: int | None = None, *,
+              summary: Mapping[str, Any] | None = None) -> None:
         """End every open slice and finish the document; later calls do nothing.
 
         Args:
             end_ns: When tracing ended; by default the last timestamp given (or ended).
+            summary: Entries added to ``otherData`` now that the run is over (events
+                delivered, events lost: what explains an ``unfinished`` slice).
         """
         if self._closed:
             return
+        self._other_data.update(summary or {})
         for (pid, tid), thread in self._threads.items():
             # Never before the thread's own last event, so no slice ends before it began.
             ts_ns = max(thread.last_ns, self._last_ns or 0, end_ns or 0)

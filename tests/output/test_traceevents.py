@@ -220,6 +220,17 @@ def test_close_at_a_given_end_time() -> None:
     assert load(text)["traceEvents"][-1]["ts"] == 1.0
 
 
+def test_summary_and_metadata_go_to_other_data() -> None:
+    stream = io.StringIO()
+    writer = TraceEventWriter(stream, metadata={"command": ["make", "-j4"]})
+    writer.begin("f", 1000, 1, 1)
+    writer.close(summary={"events": 1, "lost": 3})
+    document = load(stream.getvalue())
+    assert document["otherData"] == {
+        "generator": "rawprobe", "command": ["make", "-j4"], "events": 1, "lost": 3
+    }
+
+
 def test_end_without_begin_is_an_instant() -> None:
     events = validate(load(write([
         ("begin", ("f", 1000, 1, 1), {}),
