@@ -1,1 +1,3 @@
-"""What people and other tools read: events as text and JSON, tables and histograms."""
+"""What people and other tools read: events as text and JSON (:mod:`.format`), count tables and
+histograms (:mod:`.tables`), flame graphs (:mod:`.flamegraph`) and Chrome trace events
+(:mod:`.traceevents`)."""
