@@ -1,0 +1,1 @@
+"""System call and kernel tracepoint probes: tables, metadata and strace-like formatting."""
