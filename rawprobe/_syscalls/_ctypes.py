@@ -91,10 +91,9 @@ def c_type(spelling: str) -> CType:
     (8 bytes, unsigned) and marked ``known=False``.
     """
     normalized = " ".join(spelling.split())
-    if "*" in normalized or normalized in _POINTER_TYPEDEFS:
+    base = " ".join(word for word in normalized.split() if word not in _QUALIFIERS)
+    if "*" in normalized or base in _POINTER_TYPEDEFS:
         return CType(normalized, 8, False, pointer=True)
-    words = [word for word in normalized.split() if word not in _QUALIFIERS]
-    base = " ".join(words)
     if base.startswith("enum "):
         return CType(normalized, 4, True)
     if base in _SCALARS:

@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from . import _ctypes
+
 __all__ = [
     "ARGUMENT_DECODERS",
     "DIRFD_NAMES",
@@ -229,8 +231,6 @@ STRING_NAMES = frozenset({
 })
 # unsigned long arguments that hold addresses.
 ADDRESS_NAMES = frozenset({"addr", "start", "brk", "new_addr", "newsp", "tls", "shmaddr"})
-# Typedefs of pointer types in SYSCALL_DEFINEs (include/uapi/linux/capability.h).
-POINTER_TYPEDEFS = frozenset({"cap_user_header_t", "cap_user_data_t"})
 
 
 def classify_argument(syscall: str, name: str, c_type: str) -> ArgDecoder:
@@ -258,7 +258,7 @@ def classify_argument(syscall: str, name: str, c_type: str) -> ArgDecoder:
         return _STRING
     if spelled == "char *" and name in STRING_NAMES:
         return _STRING
-    if "*" in spelled or spelled in POINTER_TYPEDEFS:
+    if _ctypes.c_type(spelled).pointer:
         return _shown(Display.POINTER)
     if spelled == "umode_t":
         return _shown(Display.OCTAL)

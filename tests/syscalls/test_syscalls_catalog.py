@@ -163,7 +163,7 @@ def test_event_names() -> None:
     ("int", 4, True), ("unsigned int", 4, False), ("unsigned", 4, False), ("umode_t", 2, False),
     ("const clockid_t", 4, True), ("size_t", 8, False), ("loff_t", 8, True),
     ("const char *const *", 8, False), ("const enum landlock_rule_type", 4, True),
-    ("cap_user_header_t", 8, False), ("uid_t", 4, False),
+    ("cap_user_header_t", 8, False), ("const cap_user_data_t", 8, False), ("uid_t", 4, False),
 ])
 def test_c_types(spelling: str, size: int, signed: bool) -> None:
     assert (c_type(spelling).size, c_type(spelling).signed) == (size, signed)
