@@ -17,6 +17,11 @@ The decision is made in :func:`classify_argument`, in this order:
    Other pointers are shown as addresses; integers as their C type's signedness says.
 
 Return values are shown in decimal except where :data:`RETURN_DISPLAYS` says otherwise.
+
+A few arguments are shown according to another one's value, as strace shows them; those rules
+live with the formatter (:mod:`._format`): ``open``'s mode only with ``O_CREAT``/``O_TMPFILE``,
+``fcntl``'s third argument by command, ``socket``'s protocol by address family, ``clone``'s
+arguments by its flags.
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ class Display(str, Enum):
     SOCKET_FAMILY = "socket_family"
     SOCKET_TYPE = "socket_type"  # SOCK_STREAM|SOCK_CLOEXEC
     SOCKET_FLAGS = "socket_flags"  # SOCK_CLOEXEC|SOCK_NONBLOCK (accept4)
+    IP_PROTOCOL = "ip_protocol"  # IPPROTO_TCP (socket's protocol with AF_INET, AF_INET6)
+    NETLINK_PROTOCOL = "netlink_protocol"  # NETLINK_ROUTE (with AF_NETLINK)
     WAIT_OPTIONS = "wait_options"
     CLOCK_ID = "clock_id"
     EPOLL_CTL_OP = "epoll_ctl_op"

@@ -232,6 +232,8 @@ _RENDERERS: dict[Display, Callable[[int, str | None], str]] = {
     Display.SOCKET_FAMILY: _enum("socket_families"),
     Display.SOCKET_TYPE: _socket_type,
     Display.SOCKET_FLAGS: _header_ordered("socket_types", ("SOCK_CLOEXEC", "SOCK_NONBLOCK")),
+    Display.IP_PROTOCOL: _enum("ip_protocols"),
+    Display.NETLINK_PROTOCOL: _enum("netlink_protocols"),
     Display.WAIT_OPTIONS: _ascending("wait_options"),
     Display.CLOCK_ID: _enum("clock_ids"),
     Display.EPOLL_CTL_OP: _enum("epoll_ctl_ops"),
@@ -243,7 +245,7 @@ NAMED_DISPLAYS = frozenset(_RENDERERS)
 _ENUM_DISPLAYS = frozenset({
     Display.MADVISE_ADVICE, Display.SIGNAL, Display.SIGPROCMASK_HOW, Display.SEEK_WHENCE,
     Display.FCNTL_COMMAND, Display.SOCKET_FAMILY, Display.CLOCK_ID, Display.EPOLL_CTL_OP,
-    Display.RLIMIT_RESOURCE,
+    Display.RLIMIT_RESOURCE, Display.IP_PROTOCOL, Display.NETLINK_PROTOCOL,
 })
 
 

@@ -16,7 +16,8 @@ conventions are strace's (its defaults: ``-s 32``, no ``-y``, ``-T`` for the dur
 - a failed call as ``-1 ENAME (strerror text)``; a call the kernel will restart after a
   signal handler as ``? ERESTARTSYS (To be restarted if SA_RESTART is set)``;
 - ``open``'s mode only with ``O_CREAT`` or ``O_TMPFILE``; ``fcntl``'s third argument only for
-  commands that take one; ``clone``'s arguments named (``child_stack=``, ``flags=``).
+  commands that take one; ``socket``'s protocol named for IP and netlink families;
+  ``clone``'s arguments named (``child_stack=``, ``flags=``).
 
 Where rawprobe does not decode what strace does (structures such as ``struct stat``, an
 execve environment's size), it writes the address.
@@ -201,6 +202,17 @@ def _fcntl_argument(command: int | None, machine: str | None) -> Display | None:
     return Display.INT
 
 
+def _socket_protocol(family: int | None, machine: str | None) -> Display | None:
+    """How socket(2)'s protocol is shown for address ``family`` (None: as a number)."""
+    name = named_constants("socket_families", machine).by_value.get(
+        to_declared(family, 4, True)) if family is not None else None
+    if name in ("AF_INET", "AF_INET6"):
+        return Display.IP_PROTOCOL
+    if name == "AF_NETLINK":
+        return Display.NETLINK_PROTOCOL
+    return None
+
+
 def _argument_texts(signature: SyscallSignature, values: dict[str, ArgValue],
                     machine: str | None, string_limit: int | None) -> list[str]:
     if signature.args is None:
@@ -226,6 +238,11 @@ def _argument_texts(signature: SyscallSignature, values: dict[str, ArgValue],
             del shown[index]
         else:
             shown[index] = replace(by_name["arg"], decoder=ArgDecoder(third))
+    elif signature.name in ("socket", "socketpair") and "protocol" in by_name:
+        protocol = _socket_protocol(_int_or_none(values.get("family")), machine)
+        if protocol is not None:
+            index = shown.index(by_name["protocol"])
+            shown[index] = replace(by_name["protocol"], decoder=ArgDecoder(protocol))
     elif signature.name == "clone" and "clone_flags" in by_name:
         return _clone_texts(signature, values, machine)
     return [text(arg) for arg in shown]

@@ -125,6 +125,8 @@ UAPI_HEADERS = (
     "linux/eventpoll.h",
     "linux/resource.h",
     "linux/stat.h",
+    "linux/in.h",
+    "linux/netlink.h",
 )
 LIBC_HEADERS = ("unistd.h", "sys/socket.h")
 
@@ -212,6 +214,12 @@ CONSTANT_SETS = (
                 ("asm-generic/resource.h",), r"RLIMIT_\w+", exclude=r"RLIMIT_INFINITY"),
     ConstantSet("file_types", "file type bits of a mode (S_IF*); S_IFMT masks them",
                 ("linux/stat.h",), r"S_IF\w+", radix=8),
+    ConstantSet("ip_protocols", "IP protocols (socket(2) with AF_INET, AF_INET6)",
+                ("linux/in.h",), r"IPPROTO_\w+", exclude=r"IPPROTO_MAX"),
+    # Protocols come first in linux/netlink.h; the socket options defined after them reuse
+    # their values and so are left out.
+    ConstantSet("netlink_protocols", "netlink protocols (socket(2) with AF_NETLINK)",
+                ("linux/netlink.h",), r"NETLINK_\w+"),
     ConstantSet("access_modes", "access(2) modes (POSIX <unistd.h>)", ("/unistd.h",),
                 r"[RWXF]_OK", source="libc"),
     ConstantSet("socket_families", "socket address families", ("bits/socket.h",), r"AF_\w+",

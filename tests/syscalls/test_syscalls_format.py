@@ -154,7 +154,10 @@ def test_file_modes_and_umask() -> None:
 
 
 def test_sockets() -> None:
-    assert line("socket", [2, 0x80001, 0], 3) == "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 0) = 3"
+    assert line("socket", [2, 0x80001, 0], 3) == \
+        "socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC, IPPROTO_IP) = 3"
+    assert line("socket", [10, 3, 255], 3) == "socket(AF_INET6, SOCK_RAW, IPPROTO_RAW) = 3"
+    assert line("socket", [16, 3, 0], 3) == "socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE) = 3"
     assert line("socket", [1, 0x802, 0], 4) == "socket(AF_UNIX, SOCK_DGRAM|SOCK_NONBLOCK, 0) = 4"
 
 
