@@ -242,7 +242,7 @@ def test_formatter_writes_what_strace_writes(catalog: SyscallCatalog, tmp_path: 
             args: list[ArgValue] | dict[str, ArgValue] = {
                 key: value for key, value in by_name.items() if value != "skip"}
         else:
-            args = [0 if value == "skip" else value for value in values]  # type: ignore[misc]
+            args = [0 if value == "skip" else value for value in values]
         ours = format_syscall(signature, args, return_value(want.group("ret")))
         mine = _LINE.match(ours)
         assert mine is not None, ours
