@@ -25,6 +25,7 @@ __all__ = [
     "errno_name",
     "errno_number",
     "host_machine",
+    "named_constants",
     "syscall_numbers",
 ]
 
