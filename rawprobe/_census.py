@@ -30,7 +30,7 @@ from typing import Any
 
 from ._errors import RawprobeError, SysCallError
 from ._sys import bpf
-from ._tracefs import Tracefs, UprobeDefinition, parse_group, process_start_time
+from ._tracefs import Tracefs, UprobeDefinition, owner_alive, parse_group
 
 __all__ = [
     "ActiveProbe",
@@ -211,10 +211,8 @@ def _tracefs_probes(definitions: Iterable[UprobeDefinition],
         stale = False
         owner = parse_group(d.group)
         if owner is not None:
-            if process_start_time(owner[0]) == owner[1]:
-                pid = owner[0]
-            else:
-                stale = True
+            alive, pid = owner_alive(owner)
+            stale = alive is False
         else:
             bcc = _BCC_EVENT.search(d.event)
             if bcc and os.path.exists(f"/proc/{bcc.group(1)}"):
@@ -354,8 +352,9 @@ class CleanReport:
 def clean_stale(tracefs: Tracefs | None = None) -> CleanReport:
     """Remove the uprobe_events definitions of rawprobe runs whose process is gone.
 
-    A group ``rawprobe_<pid>_<start>_<n>`` is stale when no process ``pid`` exists or the one
-    that does started at another time (the pid was reused); only stale groups are touched.
+    Only groups whose run is provably gone are touched (see :mod:`rawprobe._tracefs._groups`:
+    a run in another PID namespace is not taken for a dead one); a group whose owner cannot
+    be told from here is kept, with pid ``-1``.
 
     Raises:
         KernelFeatureError: tracefs is not mounted.
@@ -368,9 +367,9 @@ def clean_stale(tracefs: Tracefs | None = None) -> CleanReport:
         owner = parse_group(d.group)
         if owner is None:
             continue
-        pid, start = owner
-        if process_start_time(pid) == start:
-            kept.append((d.group, d.event, pid))
+        alive, pid = owner_alive(owner)
+        if alive is not False:
+            kept.append((d.group, d.event, -1 if pid is None else pid))
             continue
         try:
             if fs.remove(d.group, d.event, attempts=1):

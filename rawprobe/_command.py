@@ -1,5 +1,6 @@
-"""The command a tracer starts (``attach -- COMMAND``): held at the door until the probes are
-in place, then run exactly as the user's shell would have run it.
+"""The processes a run follows: the command a tracer starts (``attach -- COMMAND``), held at the
+door until the probes are in place and then run exactly as the user's shell would have run it;
+or the ``-p`` processes, watched until they have all exited.
 
 The command must not see rawprobe: Python ignores SIGPIPE and SIGXFSZ (an ignored signal stays
 ignored across exec), rawprobe raises its own descriptor limit for its perf events, and its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import shutil
 import signal
 import time
@@ -21,7 +23,7 @@ from ._errors import TargetNotFoundError, UsageError
 from ._sys.libc import PR_SET_PDEATHSIG, prctl
 from ._sys.limits import original_descriptor_limit
 
-__all__ = ["Command"]
+__all__ = ["Command", "Processes"]
 
 # Signals Python sets to SIG_IGN at start-up (Python/pylifecycle.c, signal_install_handlers):
 # the command gets their default action back, as subprocess's restore_signals does.
@@ -121,3 +123,35 @@ def _restore_environment(parent: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(127)
+
+
+class Processes:
+    """The ``-p`` processes of a run, watched through pidfds (readable once a process exits,
+    zombie or not)."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        for pid in pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise TargetNotFoundError(f"no process with pid {pid}")
+        self.pids = tuple(pids)
+        self._pidfds: list[int] = []
+
+    def open(self) -> list[int]:
+        """One pidfd per process, for the run's wait to watch."""
+        for pid in self.pids:
+            self._pidfds.append(os.pidfd_open(pid))
+        return list(self._pidfds)
+
+    def finished(self) -> bool:
+        """Whether every process has exited (never, without any)."""
+        if not self._pidfds:
+            return False
+        poller = select.poll()
+        for fd in self._pidfds:
+            poller.register(fd, select.POLLIN)
+        return len(poller.poll(0)) == len(self._pidfds)
+
+    def close(self) -> None:
+        fds, self._pidfds = self._pidfds, []
+        for fd in fds:
+            os.close(fd)

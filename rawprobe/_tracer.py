@@ -9,68 +9,29 @@ The Tracer holds the run's lifecycle and its event loop, nothing more: the plann
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import os
-import select
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from ._command import Command
+from ._backends import BACKENDS, open_session, plant
+from ._command import Command, Processes
 from ._errors import (
-    BpfObjectError,
     ClosedError,
-    KernelFeatureError,
-    LibbpfMissingError,
-    PrivilegeError,
     RawprobeError,
-    TargetNotFoundError,
     UsageError,
 )
-from ._host.privileges import check_tracing_privileges
-from ._output.tables import Count, CountTable, HistogramSet, build_histograms, count_table
+from ._output.tables import CountTable, HistogramSet, aggregate_results
 from ._plan.events import Event, RecordLayout
 from ._plan.planner import Planner
-from ._plan.session import Plan, ProbeCounters, Session, TraceTarget
+from ._plan.session import Plan, Session, TraceStats, summarize
 from ._probe.aggregations import AggregationSpec
 from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
 from ._probe.typed import Probe
-from ._probe.words import ProbeSpec, parse_probe
+from ._probe.words import ProbeSpec
 from ._symbols.symbolize import AddressResolver
-from ._sys.limits import out_of_descriptors, raise_descriptor_limit
-
-if TYPE_CHECKING:
-    import asyncio  # imported by aevents() when used: most runs never need it
 
 __all__ = ["TraceStats", "Tracer"]
-
-
-@dataclass(frozen=True)
-class TraceStats:
-    """Accounting of one run.
-
-    Attributes:
-        events: Records delivered to the caller.
-        lost: Records the kernel side could not keep (ring buffer full).
-        hits: Times the probes fired (in traced processes).
-        filtered: Hits the filter rejected.
-        truncated: Delivered events with a string cut at the string size.
-        probes: The counts per event name: ``{event: ProbeCounters}`` (sites of one name
-            summed).
-        not_delivered: Events decoded but not delivered because the run ended first (the
-            command line's ``-n`` limit).
-    """
-
-    events: int
-    lost: int
-    hits: int
-    filtered: int
-    truncated: int = 0
-    probes: dict[str, ProbeCounters] = dataclasses.field(default_factory=dict)
-    not_delivered: int = 0
 
 
 class Tracer:
@@ -111,10 +72,8 @@ class Tracer:
         )
         if self.pids and command is not None:
             raise UsageError("give either -p PID or a command, not both")
-        for p in self.pids:
-            if not os.path.exists(f"/proc/{p}"):
-                raise TargetNotFoundError(f"no process with pid {p}")
-        if backend not in ("auto", "bpf", "tracefs"):
+        self._processes = Processes(self.pids)
+        if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}: use auto, bpf or tracefs")
         if aggregation is not None and aggregation.stack and not stack:
             stack = True
@@ -129,9 +88,9 @@ class Tracer:
         self._notes: list[str] = []
         self._command = Command(command) if command is not None else None
         self._plan: Plan | None = None
+        self._symbolizes = False
         self._session: Session | None = None
         self.resolver = AddressResolver()
-        self._pidfds: list[int] = []
         self._watched: list[int] = []
         self._delivered = 0
         self._callbacks: list[Callable[[Event], object]] = []
@@ -168,13 +127,7 @@ class Tracer:
         self._check_open()
         if self._session is not None:
             raise UsageError("probes must be added before the tracer starts")
-        if isinstance(probe, Probe):
-            spec = probe.spec()
-        elif isinstance(probe, str):
-            spec = parse_probe(probe)
-        else:
-            spec = probe
-        return self._planner.add(spec, filter)
+        return self._planner.add(probe, filter)
 
     def event_names(self) -> list[str]:
         return [event.name for event in self._planner.events]
@@ -197,77 +150,21 @@ class Tracer:
         if self._session is not None:
             return
         plan = self._planner.plan()
-        # Every map, program, link and perf event is a descriptor: use all the room there is.
-        raise_descriptor_limit()
-        try:
-            self._session = self._open_session(plan)
-        except OSError as error:
-            if error.errno == errno.EMFILE:
-                raise out_of_descriptors("rawprobe's BPF maps and programs") from None
-            raise
+        self._session, self.backend, note = open_session(
+            plan, self.backend, ring_size=self.ring_size, follow=self._command is not None)
+        if note:
+            self._notes.append(note)
         self._plan = plan
+        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
         self._attach(self._session)
 
-    def _open_session(self, plan: Plan) -> Session:
-        """The session of the chosen backend (``auto``: BPF, else tracefs)."""
-        follow = self._command is not None
-        if self.backend == "auto":
-            check_tracing_privileges(bpf=False)
-            try:
-                check_tracing_privileges(bpf=True)
-                session = self._bpf_session(plan, follow)
-                self.backend = "bpf"
-                return session
-            except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
-                    PrivilegeError) as error:
-                self.backend = "tracefs"
-                self._notes.append(f"using the tracefs backend: {str(error).splitlines()[0]}")
-                return self._tracefs_session(plan, follow)
-        check_tracing_privileges(bpf=self.backend == "bpf")
-        if self.backend == "tracefs":
-            return self._tracefs_session(plan, follow)
-        return self._bpf_session(plan, follow)
-
-    def _bpf_session(self, plan: Plan, follow: bool) -> Session:
-        from ._bpf.session import BpfSession
-
-        return BpfSession(plan, ring_size=self.ring_size, follow=follow)
-
-    def _tracefs_session(self, plan: Plan, follow: bool) -> Session:
-        from ._tracefs import TracefsSession
-
-        return TracefsSession(plan, ring_size=self.ring_size, follow=follow)
-
     def _attach(self, session: Session) -> None:
-        command = self._command
         try:
-            if command is not None:
-                command.spawn()
-                session.attach_all(TraceTarget(command_pid=command.pid))
-                self._check_unplaced(session)
-                session.watch(command.pidfd)
-                command.release()
-            else:
-                session.attach_all(TraceTarget(pids=self.pids))
-                self._check_unplaced(session)
-                for pid in self.pids:
-                    pidfd = os.pidfd_open(pid)
-                    self._pidfds.append(pidfd)
-                    session.watch(pidfd)
-            session.watch(self._wake_read)
-            for fd in self._watched:
-                session.watch(fd)
+            self._notes += plant(session, self._command, self._processes,
+                                 [self._wake_read, *self._watched])
         except BaseException:
             self.close()
             raise
-
-    def _check_unplaced(self, session: Session) -> None:
-        """Uprobes the kernel would not place: an error for a probe named on its own, a
-        warning (and a probe left out) for one matched by a glob among others."""
-        for event, reason in session.unplaced:
-            if not event.from_glob:
-                raise UsageError(f"{event.name} ({event.path}:{event.file_offset:#x}): {reason}")
-            self._notes.append(f"{event.name} left out: {reason}")
 
     @property
     def poll_interval(self) -> float | None:
@@ -303,13 +200,7 @@ class Tracer:
         """Whether what is traced has ended: the command, or every ``-p`` process."""
         if self._command is not None:
             return self._command.poll()
-        if self._pidfds:
-            # A pidfd turns readable when its process exits, zombie or not.
-            poller = select.poll()
-            for fd in self._pidfds:
-                poller.register(fd, select.POLLIN)
-            return len(poller.poll(0)) == len(self._pidfds)
-        return False
+        return self._processes.finished()
 
     def poll(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (``None``: forever) for events; return those ready."""
@@ -323,16 +214,12 @@ class Tracer:
     def _read(self, session: Session) -> list[Event]:
         events = session.read()
         self._delivered += len(events)
-        if self.stack or self._has_symbols():
+        if self._symbolizes:
             # Addresses are described through the process's mappings: read them while the
             # process is (most likely) still alive.
             for event in events:
                 self.resolver.remember(event.pid)
         return events
-
-    def _has_symbols(self) -> bool:
-        plan = self._plan
-        return plan is not None and any(event.layout.has_symbols for event in plan.events)
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Yield events until ``timeout`` seconds pass, or what is traced ends.
@@ -350,7 +237,7 @@ class Tracer:
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
-    async def aevents(self, timeout: float | None = None) -> AsyncIterator[Event]:
+    def aevents(self, timeout: float | None = None) -> AsyncIterator[Event]:
         """:meth:`events` for asyncio: waits on the session's descriptor in the event loop
         instead of blocking it.
 
@@ -361,37 +248,14 @@ class Tracer:
                 async for event in tracer.aevents(timeout=5):
                     print(event.args["ptr"])
         """
-        import asyncio
+        from ._aio import aevents  # asyncio is imported only by a run that uses it
 
-        self.start()
-        loop = asyncio.get_running_loop()
-        fd = self.fileno()
-        assert self._session is not None
-        interval = self._session.poll_interval
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self._stopped:
-            batch = self.poll(0)
-            for event in batch:
-                yield event
-            if self.finished():
-                for event in self.drain():
-                    yield event
-                return
-            if batch:
-                continue
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return
-            wait = remaining if interval is None else min(interval, remaining or interval)
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve, ready)
-            try:
-                await asyncio.wait_for(ready, wait)
-            except asyncio.TimeoutError:
-                if wait == remaining:
-                    return
-            finally:
-                loop.remove_reader(fd)
+        return aevents(self, timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopped
 
     def on_event(self, callback: Callable[[Event], object]) -> None:
         """Call ``callback(event)`` for every event while :meth:`run` runs."""
@@ -452,65 +316,24 @@ class Tracer:
         Returns:
             A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms.
         """
-        aggregation = self.aggregation
-        if aggregation is None:
+        if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
         session, plan = self._session, self._plan
         if session is None or plan is None:
             raise UsageError("the tracer has not started")
-        events = plan.events
-        cells = session.aggregate_cells(reset)
 
-        def key(event_id: int, data: bytes) -> Any:
-            decoder = events[event_id].key_decoder
-            return None if decoder is None else decoder(data)
+        def stack(stack_id: int, caller: int) -> tuple[str, ...]:
+            return self.resolver.describe_stack(session.stack_pid(stack_id),
+                                                session.stack(stack_id), caller)
 
-        if aggregation.kind == "hist":
-            assert aggregation.hist is not None
-            return build_histograms(aggregation.hist, (
-                (events[c.event_id].name, key(c.event_id, c.key), c.bucket, c.value)
-                for c in cells
-            ))
-        return count_table(
-            Count(events[c.event_id].name, key(c.event_id, c.key), c.value,
-                  self._stack(session, c.stack_id, c.key if events[c.event_id].at_entry
-                              else None) if c.stack_id >= 0 else None)
-            for c in cells
-        )
-
-    def _stack(self, session: Session, stack_id: int, key_data: bytes | None) -> tuple[str, ...]:
-        addresses = session.stack(stack_id)
-        if key_data is not None and addresses:
-            # At a function's entry a frame-pointer walk may skip the caller (kernels since
-            # 6.13 add it when the first instruction is push %rbp); the kernel side kept its
-            # return address in the key's last 8 bytes (RP_PROBE_AT_ENTRY).
-            caller = int.from_bytes(key_data[-8:], "little")
-            if caller and (len(addresses) < 2 or addresses[1] != caller):
-                addresses = (addresses[0], caller, *addresses[1:])
-        pid = session.stack_pid(stack_id)
-        if pid is None:
-            return tuple(f"{address:#x}" for address in addresses)
-        return tuple(self.resolver.describe(pid, address) for address in addresses)
+        return aggregate_results(plan, session.aggregate_cells(reset), stack)
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""
         session, plan = self._session, self._plan
         if session is None or plan is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
-        counters = session.counters()
-        probes: dict[str, ProbeCounters] = {}
-        for event, counter in zip(plan.events, counters, strict=True):
-            seen = probes.get(event.name)
-            probes[event.name] = counter if seen is None else ProbeCounters(
-                seen.hits + counter.hits, seen.filtered + counter.filtered,
-                seen.lost + counter.lost)
-        return TraceStats(
-            events=self._delivered,
-            lost=sum(c.lost for c in counters),
-            hits=sum(c.hits for c in counters),
-            filtered=sum(c.filtered for c in counters),
-            probes=probes,
-        )
+        return summarize(plan, session.counters(), self._delivered)
 
     # -- lifetime -------------------------------------------------------------------------
 
@@ -546,19 +369,13 @@ class Tracer:
         self.close()
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _finalize(state: dict[str, object]) -> None:
     """Free what a tracer holds; run by close(), or at garbage collection or interpreter exit
     for a tracer left open."""
     session = state.get("_session")
     command = state.get("_command")
     planner = state.get("_planner")
-    pidfds = list(state.get("_pidfds") or [])  # type: ignore[call-overload]
-    state["_pidfds"] = []
+    processes = state.get("_processes")
     try:
         if session is not None:
             session.close()  # type: ignore[attr-defined]
@@ -567,7 +384,9 @@ def _finalize(state: dict[str, object]) -> None:
             command.close()
         if isinstance(planner, Planner):
             planner.release_files()
-        for fd in [*pidfds, state.get("_wake_read"), state.get("_wake_write")]:
+        if isinstance(processes, Processes):
+            processes.close()
+        for fd in [state.get("_wake_read"), state.get("_wake_write")]:
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -35,9 +35,9 @@ from rawprobe import RawprobeError
 from rawprobe._plan.insn import (
     MAX_INSTRUCTION_LENGTH,
     UndecodableInstruction,
+    boundary_in,
     instruction_length,
     instruction_starts,
-    is_instruction_boundary,
 )
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -1138,7 +1138,7 @@ def test_every_opcode_agrees_with_llvm_objdump(tmp_path: Path) -> None:
     assert agreeing > 10000
 
 
-# -- is_instruction_boundary ------------------------------------------------------------------
+# -- boundary_in ------------------------------------------------------------------------------
 
 
 def _boundary_cases(loaded: Binary, function: Function) -> Iterator[tuple[int, bool]]:
@@ -1165,7 +1165,7 @@ def _check_boundaries(loaded: Binary, functions: list[Function]) -> int:
         assert section is not None
         start = function.address - section.address + section.file_offset
         for file_offset, expected in _boundary_cases(loaded, function):
-            found = is_instruction_boundary(loaded.path, start, function.size, file_offset)
+            found = _boundary(loaded.path, start, function.size, file_offset)
             assert found is expected, f"{function.name}+{file_offset - start:#x}"
             checked += 1
     return checked
@@ -1187,39 +1187,45 @@ def test_boundaries_in_libc() -> None:
     assert _check_boundaries(loaded, sample) > 1000
 
 
+def _boundary(path: str, start: int, size: int, file_offset: int) -> bool | None:
+    """boundary_in on a function's bytes read from ``path`` (as check_site reads them)."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        code = file.read(size or file_offset - start + MAX_INSTRUCTION_LENGTH)
+    return boundary_in(code, file_offset - start)
+
+
 def test_boundary_edges(tmp_path: Path) -> None:
     path = tmp_path / "code.bin"
     # 4 padding bytes, then a function: endbr64, push %rbp, mov $imm32,%eax, ret; then 06.
     path.write_bytes(_hex("cccccccc f30f1efa 55 b878563412 c3 06"))
     function_size = 11
-    assert is_instruction_boundary(str(path), 4, function_size, 4) is True
-    assert is_instruction_boundary(str(path), 4, function_size, 8) is True
-    assert is_instruction_boundary(str(path), 4, function_size, 9) is True
-    assert is_instruction_boundary(str(path), 4, function_size, 14) is True
+    assert _boundary(str(path), 4, function_size, 4) is True
+    assert _boundary(str(path), 4, function_size, 8) is True
+    assert _boundary(str(path), 4, function_size, 9) is True
+    assert _boundary(str(path), 4, function_size, 14) is True
     for inside in (5, 6, 7, 10, 11, 12, 13):
-        assert is_instruction_boundary(str(path), 4, function_size, inside) is False
+        assert _boundary(str(path), 4, function_size, inside) is False
     # The size unknown (0): decoding goes as far as the offset needs.
-    assert is_instruction_boundary(str(path), 4, 0, 14) is True
-    assert is_instruction_boundary(str(path), 4, 0, 12) is False
-    assert is_instruction_boundary(str(path), 4, 0, 15) is True
-    # Outside the function.
-    with pytest.raises(ValueError, match="outside the function"):
-        is_instruction_boundary(str(path), 4, function_size, 3)
-    with pytest.raises(ValueError, match="outside the function"):
-        is_instruction_boundary(str(path), 4, function_size, 15)
+    assert _boundary(str(path), 4, 0, 14) is True
+    assert _boundary(str(path), 4, 0, 12) is False
+    assert _boundary(str(path), 4, 0, 15) is True
+    # Past the function's end, or into what does not decode: not known to be a boundary.
+    assert _boundary(str(path), 4, function_size, 16) is None
+    assert boundary_in(b"", 1) is None
 
 
 def test_boundary_unknown_when_the_code_does_not_decode(tmp_path: Path) -> None:
     path = tmp_path / "code.bin"
     path.write_bytes(_hex("55 06 90 90 c3"))  # 06 (PUSH ES) is invalid in 64-bit mode
-    assert is_instruction_boundary(str(path), 0, 5, 1) is True  # before the bad byte
-    assert is_instruction_boundary(str(path), 0, 5, 3) is None
+    assert _boundary(str(path), 0, 5, 1) is True  # before the bad byte
+    assert _boundary(str(path), 0, 5, 3) is None
     # An instruction cut by the function's end, and a file shorter than the function.
     path.write_bytes(_hex("55 e8 0000"))
-    assert is_instruction_boundary(str(path), 0, 4, 3) is None
-    assert is_instruction_boundary(str(path), 0, 64, 3) is None
+    assert _boundary(str(path), 0, 4, 3) is None
+    assert _boundary(str(path), 0, 64, 3) is None
 
 
 def test_boundary_on_a_missing_file() -> None:
     with pytest.raises(OSError):
-        is_instruction_boundary("/nonexistent/rawprobe-insn", 0, 16, 4)
+        _boundary("/nonexistent/rawprobe-insn", 0, 16, 4)

@@ -17,13 +17,8 @@ from helpers import CompileC
 
 from rawprobe._symbols import clear_memory, resolve_one
 from rawprobe._symbols._cache import SymbolCache, cache_directory
-from rawprobe._symbols._index import (
-    IndexData,
-    IndexFormatError,
-    IndexSymbol,
-    SymbolIndex,
-    encode_index,
-)
+from rawprobe._symbols._encode import IndexData, IndexSymbol, encode_index
+from rawprobe._symbols._index import IndexFormatError, SymbolIndex
 
 
 @pytest.fixture(scope="module")

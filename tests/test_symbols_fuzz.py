@@ -119,7 +119,7 @@ def test_random_bytes_after_elf_magic(work_dir: Path, payload: bytes) -> None:
 @pytest.fixture(scope="module")
 def index_bytes(elf_bytes: bytes, work_dir: Path) -> bytes:
     from rawprobe._symbols._build import build_index_data
-    from rawprobe._symbols._index import encode_index
+    from rawprobe._symbols._encode import encode_index
 
     source = work_dir / "indexed"
     source.write_bytes(elf_bytes)

@@ -222,7 +222,8 @@ def test_parse_format_of_a_real_event() -> None:
 
 
 def test_parse_group() -> None:
-    assert parse_group("rawprobe_4242_123456_0") == (4242, 123456)
+    assert parse_group("rawprobe_4026531836_4242_123456_0") == (4026531836, 4242, 123456)
+    assert parse_group("rawprobe_4242_123456_0") == (None, 4242, 123456)  # before namespaces
     assert parse_group("rawprobe_4242") is None
     assert parse_group("rawprobetest_1_2_3") is None
     assert parse_group("probe_main") is None

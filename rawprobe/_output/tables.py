@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._plan.session import AggregateCell, Plan
 from .._probe.aggregations import HistSpec, bucket_bounds
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "CountTable",
     "Histogram",
     "HistogramSet",
+    "aggregate_results",
     "build_histograms",
     "count_table",
     "sort_counts",
@@ -201,3 +203,41 @@ def count_table(rows: Iterable[Count]) -> CountTable:
         merged[identity] = merged.get(identity, 0) + row.count
     return sort_counts([Count(event, key, count, stack)
                         for (event, key, stack), count in merged.items()])
+
+
+def aggregate_results(
+    plan: Plan,
+    cells: Iterable[AggregateCell],
+    describe_stack: Callable[[int, int], tuple[str, ...]],
+) -> CountTable | HistogramSet:
+    """A plan's aggregation, from a backend's cells.
+
+    Args:
+        plan: The plan (its aggregation, and each event's name and key decoder).
+        cells: What the backend counted.
+        describe_stack: ``(stack id, caller) → frames``: symbolizes a stack; ``caller`` is the
+            return address a probe at a function's first instruction kept (0: none).
+    """
+    aggregation = plan.aggregation
+    assert aggregation is not None
+    events = plan.events
+
+    def key(cell: AggregateCell) -> Any:
+        decoder = events[cell.event_id].key_decoder
+        return None if decoder is None else decoder(cell.key)
+
+    if aggregation.kind == "hist":
+        assert aggregation.hist is not None
+        return build_histograms(aggregation.hist, (
+            (events[c.event_id].name, key(c), c.bucket, c.value) for c in cells))
+    rows = []
+    for cell in cells:
+        stack = None
+        if cell.stack_id >= 0:
+            # At a function's entry, the kernel side kept the caller in the key's last 8
+            # bytes (RP_PROBE_AT_ENTRY).
+            at_entry = events[cell.event_id].at_entry and len(cell.key) >= 8
+            caller = int.from_bytes(cell.key[-8:], "little") if at_entry else 0
+            stack = describe_stack(cell.stack_id, caller)
+        rows.append(Count(events[cell.event_id].name, key(cell), cell.value, stack))
+    return count_table(rows)

@@ -35,7 +35,6 @@ __all__ = [
     "boundary_in",
     "instruction_length",
     "instruction_starts",
-    "is_instruction_boundary",
 ]
 
 # No instruction is longer, prefixes included (SDM vol. 2, 2.3.11); a longer one raises #GP.
@@ -556,43 +555,6 @@ def instruction_starts(code: bytes | memoryview, start: int, end: int) -> list[i
         starts.append(position)
         position += _length(code, position, limit)
     return starts
-
-
-def is_instruction_boundary(
-    path: str, function_file_offset: int, function_size: int, file_offset: int
-) -> bool | None:
-    """Whether an instruction starts at ``file_offset`` of the ELF file at ``path``, decoding
-    from the start of the function that holds it.
-
-    Args:
-        path: the ELF file.
-        function_file_offset: where the function's code starts in the file.
-        function_size: its size in bytes (the symbol's ``st_size``); 0 when unknown, then the
-            decoding goes as far as ``file_offset`` needs.
-        file_offset: the proposed probe site, inside the function.
-
-    Returns:
-        True or False; None when the bytes from the function's start up to ``file_offset``
-        do not decode (data in code, or an instruction outside this module's tables), so
-        the answer is unknown.
-
-    Raises:
-        ValueError: ``file_offset`` is not inside the function.
-        OSError: the file cannot be read.
-    """
-    target = file_offset - function_file_offset
-    if target < 0 or (function_size > 0 and target >= function_size):
-        raise ValueError(
-            f"file offset {file_offset:#x} is outside the function at "
-            f"{function_file_offset:#x} of size {function_size:#x}"
-        )
-    if target == 0:
-        return True
-    size = function_size if function_size > 0 else target + MAX_INSTRUCTION_LENGTH
-    with open(path, "rb") as file:
-        file.seek(function_file_offset)
-        code = file.read(size)
-    return boundary_in(code, target)
 
 
 def boundary_in(code: bytes | memoryview, target: int) -> bool | None:

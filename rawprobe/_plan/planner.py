@@ -20,7 +20,8 @@ from .._probe.aggregations import AggregationSpec
 from .._probe.defaults import DEFAULT_STRING_SIZE
 from .._probe.fetchargs import Deref, FetchArg, FileOffset, Source
 from .._probe.filters import FilterExpr, parse_filter
-from .._probe.words import ProbeSpec, default_event_name, is_glob
+from .._probe.typed import Probe
+from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
 from .aggregate import aggregation_config, key_decoder
 from .compile import compile_fetchargs
 from .events import RecordLayout
@@ -131,8 +132,8 @@ class Planner:
 
     # -- probes ----------------------------------------------------------------------------
 
-    def add(self, spec: ProbeSpec, filter_text: str | None = None) -> list[str]:
-        """Plan every event of one probe spec.
+    def add(self, probe: str | ProbeSpec | Probe, filter_text: str | None = None) -> list[str]:
+        """Plan every event of one probe: a probe word, a parsed spec, or a typed probe.
 
         Returns:
             The event names it produces (one per matched function).
@@ -142,6 +143,12 @@ class Planner:
             TargetNotFoundError, NotElfError, SymbolNotFoundError, UsageError: Its place does
                 not resolve, or a site is refused (and it was not one of a glob's).
         """
+        if isinstance(probe, Probe):
+            spec = probe.spec()
+        elif isinstance(probe, str):
+            spec = parse_probe(probe)
+        else:
+            spec = probe
         filter_expr = parse_filter(filter_text) if filter_text else None
         latency = self.aggregation is not None and self.aggregation.hist is not None and (
             self.aggregation.hist.is_latency

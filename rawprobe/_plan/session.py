@@ -10,6 +10,7 @@ in a stage of its own, so the Tracer above never needs to know which backend it 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -26,7 +27,9 @@ __all__ = [
     "PlannedEvent",
     "ProbeCounters",
     "Session",
+    "TraceStats",
     "TraceTarget",
+    "summarize",
 ]
 
 
@@ -215,3 +218,45 @@ class Session(Protocol):
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""
+
+
+@dataclass(frozen=True)
+class TraceStats:
+    """Accounting of one run.
+
+    Attributes:
+        events: Records delivered to the caller.
+        lost: Records the kernel side could not keep (ring buffer full).
+        hits: Times the probes fired (in traced processes).
+        filtered: Hits the filter rejected.
+        truncated: Delivered events with a string cut at the string size.
+        probes: The counts per event name: ``{event: ProbeCounters}`` (sites of one name
+            summed).
+        not_delivered: Events decoded but not delivered because the run ended first (the
+            command line's ``-n`` limit).
+    """
+
+    events: int
+    lost: int
+    hits: int
+    filtered: int
+    truncated: int = 0
+    probes: dict[str, ProbeCounters] = dataclasses.field(default_factory=dict)
+    not_delivered: int = 0
+
+
+def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int) -> TraceStats:
+    """A run's accounting from its session's counters (sites of one event name summed)."""
+    probes: dict[str, ProbeCounters] = {}
+    for event, counter in zip(plan.events, counters, strict=True):
+        seen = probes.get(event.name)
+        probes[event.name] = counter if seen is None else ProbeCounters(
+            seen.hits + counter.hits, seen.filtered + counter.filtered,
+            seen.lost + counter.lost)
+    return TraceStats(
+        events=delivered,
+        lost=sum(c.lost for c in counters),
+        hits=sum(c.hits for c in counters),
+        filtered=sum(c.filtered for c in counters),
+        probes=probes,
+    )

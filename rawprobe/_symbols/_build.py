@@ -15,7 +15,8 @@ from .._errors import NotElfError, TargetNotFoundError
 from .._sys.arch import host_arch
 from .._sys.demangle import demangle
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
-from ._index import ABSENT_KEY, SOURCES, IndexData, IndexSymbol, current_key, split_version
+from ._encode import IndexData, IndexSymbol
+from ._index import ABSENT_KEY, SOURCES, current_key, split_version
 from .elf import ElfReader, SymbolTable, c_string, check_elf_header, damaged, open_elf
 
 TYPE_CHECKING = False

@@ -91,7 +91,7 @@ def open_index(
                 return index
     # The cold path: only now is pyelftools imported.
     from ._build import build_index_data
-    from ._index import encode_index
+    from ._encode import encode_index
 
     found = build_index_data(path, roots, split_root(path)[0])
     found.key = key

@@ -85,6 +85,24 @@ class AddressResolver:
             self._functions[key] = found
         return self._functions[key]
 
+    def describe_stack(self, pid: int | None, addresses: tuple[int, ...],
+                       caller: int = 0) -> tuple[str, ...]:
+        """A user stack's frames, innermost first, described.
+
+        Args:
+            pid: A process the stack was seen in (None: only addresses can be shown).
+            addresses: Its return addresses, innermost first.
+            caller: At a function's first instruction the frame is not set up yet, so a
+                frame-pointer walk may skip the caller (kernels since 6.13 add it when the
+                first instruction is ``push %rbp``); the return address the probe kept, put
+                back second when missing (0: none).
+        """
+        if caller and addresses and (len(addresses) < 2 or addresses[1] != caller):
+            addresses = (addresses[0], caller, *addresses[1:])
+        if pid is None:
+            return tuple(f"{address:#x}" for address in addresses)
+        return tuple(self.describe(pid, address) for address in addresses)
+
     def describe(self, pid: int, address: int) -> str:
         """``function+0xoffset`` (``function`` at offset 0), or the address in hex."""
         found = self.resolve(pid, address)

@@ -19,14 +19,16 @@ from ._fs import (
     parse_definition,
     parse_definitions,
 )
+from ._groups import GROUP_PREFIX, GroupOwner, owner_alive, parse_group, process_start_time
 from ._render import KernelArg, KernelProbe, definition_line, render_probe
-from ._session import GROUP_PREFIX, TracefsSession, parse_group, process_start_time
+from ._session import TracefsSession
 
 __all__ = [
     "GROUP_PREFIX",
     "TRACEFS_MOUNTS",
     "EventFormat",
     "FormatField",
+    "GroupOwner",
     "KernelArg",
     "KernelProbe",
     "Tracefs",
@@ -34,6 +36,7 @@ __all__ = [
     "UprobeDefinition",
     "definition_line",
     "find_tracefs",
+    "owner_alive",
     "parse_definition",
     "parse_definitions",
     "parse_format",

@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import logging
 import mmap
 import os
-import re
 import select
 import struct
 import time
@@ -81,6 +79,7 @@ from .._sys.perf import (
 from ._decode import SampleDecoder
 from ._eventformat import parse_format
 from ._fs import Tracefs
+from ._groups import new_group
 from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
 from ._render import (
     MAX_EVENT_NAME_LEN,
@@ -90,19 +89,9 @@ from ._render import (
 )
 from ._userstage import UserStage
 
-__all__ = [
-    "GROUP_PREFIX",
-    "TracefsSession",
-    "online_cpus",
-    "parse_cpu_list",
-    "parse_group",
-    "process_start_time",
-]
+__all__ = ["TracefsSession", "online_cpus", "parse_cpu_list"]
 
 _LOG = logging.getLogger("rawprobe")
-GROUP_PREFIX = "rawprobe_"
-_GROUP = re.compile(r"rawprobe_(\d+)_(\d+)_(\d+)")
-_SEQUENCE = itertools.count()
 _U16 = struct.Struct("<H")
 # How often wait() looks at the buffers: samples wake the reader only once a quarter of a
 # buffer is full (one wake-up per sample would cost an interrupt each), so sparse events are
@@ -129,29 +118,6 @@ def online_cpus() -> list[int]:
             return parse_cpu_list(file.read())
     except OSError:
         return list(range(os.cpu_count() or 1))
-
-
-def process_start_time(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot (field 22 of ``/proc/PID/stat``).
-
-    Returns:
-        The start time, or ``None`` if there is no such process.
-    """
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            stat = file.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
-def parse_group(group: str) -> tuple[int, int] | None:
-    """``(pid, start time)`` of a group rawprobe's tracefs backend created, else ``None``."""
-    match = _GROUP.fullmatch(group)
-    if not match:
-        return None
-    return int(match.group(1)), int(match.group(2))
 
 
 def _proc_comm(tid: int) -> bytes:
@@ -318,10 +284,7 @@ class TracefsSession:
             # fails here with nothing planted.
             probes = [_render(uprobe) for uprobe in self._uprobes]
             resources.tracefs = Tracefs()
-            resources.group = (
-                f"{GROUP_PREFIX}{os.getpid()}_{process_start_time(os.getpid()) or 0}_"
-                f"{next(_SEQUENCE)}"
-            )
+            resources.group = new_group()
             self.group = resources.group
             self.event_names = _event_names(self._uprobes)
             for uprobe, probe, name in zip(self._uprobes, probes, self.event_names,

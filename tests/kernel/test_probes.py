@@ -19,7 +19,7 @@ from helpers import Background, require_tool, run_rawprobe
 from test_tracefs_parity import leftover_groups, private_copy
 
 from rawprobe._symbols import list_functions
-from rawprobe._tracefs import find_tracefs, parse_definitions
+from rawprobe._tracefs import find_tracefs, parse_definitions, parse_group
 
 
 def probes_json() -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def probes_json() -> list[dict[str, Any]]:
 def groups_of(pid: int) -> list[str]:
     with open(f"{find_tracefs()}/uprobe_events") as file:
         return sorted({d.group for d in parse_definitions(file.read())
-                       if d.group.startswith(f"rawprobe_{pid}_")})
+                       if (owner := parse_group(d.group)) is not None and owner.pid == pid})
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> None:

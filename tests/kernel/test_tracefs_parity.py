@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from helpers import ROOT, Background, build_c, run_rawprobe
 
-from rawprobe._tracefs import find_tracefs, parse_group, process_start_time
+from rawprobe._tracefs import find_tracefs, owner_alive, parse_group
 
 BACKENDS = ("bpf", "tracefs")
 
@@ -120,7 +120,7 @@ def leftover_groups() -> list[str]:
     left = []
     for group in groups:
         owner = parse_group(group)
-        if owner is not None and process_start_time(owner[0]) != owner[1]:
+        if owner is not None and owner_alive(owner)[0] is False:
             left.append(group)
     return left
 

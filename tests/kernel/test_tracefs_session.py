@@ -12,14 +12,15 @@ from pathlib import Path
 from helpers import Background, build_c, run_rawprobe
 from test_tracefs_parity import leftover_groups, private_copy
 
-from rawprobe._tracefs import find_tracefs, parse_definitions
+from rawprobe._tracefs import find_tracefs, parse_definitions, parse_group
 from rawprobe._tracer import Tracer
 
 
 def our_definitions(pid: int) -> list[str]:
     with open(f"{find_tracefs()}/uprobe_events") as file:
-        return [line.strip() for line in file if line.startswith((f"p:rawprobe_{pid}_",
-                                                                  f"r:rawprobe_{pid}_"))]
+        return [line.strip() for line in file
+                if (owner := parse_group(line[2:].split("/", 1)[0])) is not None
+                and owner.pid == pid]
 
 
 def test_definitions_while_running_and_gone_after_sigterm(add_program: Path,
@@ -39,7 +40,9 @@ def test_definitions_while_running_and_gone_after_sigterm(add_program: Path,
     fd_path = definitions[0].path
     assert fd_path.startswith("/proc/self/fd/")
     assert os.readlink(fd_path.replace("self", str(tracer.proc.pid))) == prog
-    assert definitions[0].group.startswith(f"rawprobe_{tracer.proc.pid}_")
+    owner = parse_group(definitions[0].group)
+    assert owner is not None and owner.pid == tracer.proc.pid
+    assert owner.pid_namespace == os.stat("/proc/self/ns/pid").st_ino
     subprocess.run([prog], check=True)
     time.sleep(0.2)
     status, out, err = tracer.finish(signal.SIGTERM)
