@@ -119,7 +119,7 @@ def open_debug_info(path: str, debug_root: str | list[str] | None = None) -> Deb
         target = ElfFile(path)
     except (TargetNotFoundError, NotElfError):
         raise
-    except Exception as error:
+    except Exception as error:  # pyelftools: not ELF, or damaged
         raise NotElfError(f"{path}: not an ELF file rawprobe can read ({error})") from None
     info: DebugInfo | None = None
     try:
@@ -129,7 +129,7 @@ def open_debug_info(path: str, debug_root: str | list[str] | None = None) -> Deb
                 target, list(debug_root) if isinstance(debug_root, tuple | list) else debug_root)
             if debug is not None:
                 info = DebugInfo(target, debug, source, arch)
-    except Exception as error:
+    except Exception as error:  # damaged DWARF must not end in a traceback
         target.close()
         raise DwarfError(f"{path}: its debug information cannot be read ({error})") from None
     if info is None:

@@ -44,7 +44,7 @@ class FrameTable:
                     entries = info.EH_CFI_entries()
                 elif info.has_CFI():
                     entries = info.CFI_entries()
-            except Exception:
+            except Exception:  # a damaged table leaves the CFA unknown
                 entries = []
             if entries:
                 break
@@ -80,7 +80,7 @@ class FrameTable:
         if rows is None:
             try:
                 table = entry.get_decoded().table
-            except Exception:
+            except Exception:  # an undecodable FDE leaves the CFA unknown
                 table = []
             rows = [(row["pc"], row["cfa"]) for row in table]
             self._decoded[start] = rows

@@ -169,12 +169,12 @@ def _matching_debug_file(candidate: str, build_id: str, crc: int | None) -> ElfF
         return None
     try:
         debug = ElfFile(candidate)
-    except Exception:
+    except Exception:  # an unreadable candidate is just not the one
         return None
     try:
         if debug.has_dwarf() and (not build_id or debug.build_id() in ("", build_id)):
             return debug
-    except Exception:
+    except Exception:  # nor is one whose headers are damaged
         pass
     debug.close()
     return None

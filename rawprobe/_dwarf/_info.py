@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from .._errors import RawprobeError
 from ._arch import DwarfArch
 from ._cfi import FrameTable
 from ._elf import ElfFile, LoadSegment
@@ -72,6 +74,28 @@ _GLOB = re.compile(r"[*?\[]")
 _KERNEL_TYPE = re.compile(
     r"(?:[sux](?:8|16|32|64)|char|string|ustring|symbol|b\d+@\d+/\d+)(?:\[\d+\])?")
 _POINTER_TAGS = ("DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """Turn what a damaged or unusual DWARF makes pyelftools raise into a :class:`DwarfError`
+    naming the file, so bad input never ends in a traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: DebugInfo, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except RawprobeError:
+            raise
+        except Exception as error:  # pyelftools raises many kinds
+            raise DwarfError(
+                f"{self.debug_path}: its debug information is damaged or uses something "
+                f"rawprobe cannot read ({type(error).__name__}: {error}); rebuild the program "
+                "or reinstall its debug package") from error
+
+    return wrapper  # type: ignore[return-value]
 
 
 class _Resolved:
@@ -149,7 +173,7 @@ class DebugInfo:
             self._aranges_loaded = True
             try:
                 self._aranges = self._dwarf.get_aranges()
-            except Exception:
+            except Exception:  # damaged aranges: fall back to the units' ranges
                 self._aranges = None
         if self._aranges is not None:
             offset = self._aranges.cu_offset_at_addr(address)
@@ -263,13 +287,18 @@ class DebugInfo:
             return following if following < high else entry
         return entry
 
-    def functions(self, name: str) -> list[FunctionInstance]:
-        """Every instance of a function: its out-of-line body and each inlined copy.
+    @_guarded
+    def functions(self, name: str, inlined: bool = True) -> list[FunctionInstance]:
+        """The instances of a function: its out-of-line body and (``inlined``) each inlined
+        copy, as perf probe finds them for ``FUNC``.
 
-        Reads every unit the first time (the name index is then kept).
+        Finding inlined copies reads every unit once (then the name index is kept); on a
+        large library that is seconds (libc: about ten). Without ``inlined`` a function the
+        symbol table names is found at once, through its symbol.
 
         Args:
             name: The function's name or linkage name, or a glob (``mem*``).
+            inlined: Include inlined copies.
 
         Returns:
             The instances, out-of-line ones first, each once.
@@ -278,8 +307,18 @@ class DebugInfo:
             FunctionNotFoundError: No function of that name; close names are suggested.
         """
         with self._lock:
-            return [self._instance(scope) for scope in self._instance_scopes(name)]
+            if not inlined and not _GLOB.search(name):
+                scopes = self._scopes_by_symbol(name)
+                if scopes:
+                    return [self._instance(scope) for scope in scopes]
+            scopes = [scope for scope in self._instance_scopes(name)
+                      if inlined or scope.kind == "function"]
+            if not scopes:
+                raise FunctionNotFoundError(
+                    f"{name!r} out of line (it has inlined copies only; ask for those)", self.path)
+            return [self._instance(scope) for scope in scopes]
 
+    @_guarded
     def function_at(self, address: int) -> FunctionInstance | None:
         """The out-of-line function whose code contains ``address`` (e.g. a symbol's value).
 
@@ -293,6 +332,7 @@ class DebugInfo:
             scope = self._function_scope_at(address)
             return None if scope is None else self._instance(scope)
 
+    @_guarded
     def inlined_at(self, address: int) -> list[FunctionInstance]:
         """The inlined copies whose code contains ``address``, outermost first."""
         with self._lock:
@@ -462,6 +502,7 @@ class DebugInfo:
         except Unavailable as error:
             available, reason = False, error.reason
             ranges = self._readable_ranges(die, scope)
+        ranges = _clip(ranges, scope.ranges)
         decl_line = attribute(die, "DW_AT_decl_line")
         return Variable(
             name=die_name(die) or "<anonymous>",
@@ -493,6 +534,7 @@ class DebugInfo:
 
         yield from walk(scope.function_scope)
 
+    @_guarded
     def variables_at(self, address: int, function: str | None = None) -> list[Variable]:
         """The parameters and locals in scope at an address, readable there or not.
 
@@ -517,11 +559,13 @@ class DebugInfo:
                 for die, owner in self._visible(scope, address)
             ]
 
+    @_guarded
     def params(self, address: int, function: str | None = None) -> list[Variable]:
         """What ``$params`` expands to: the readable parameters at ``address``."""
         return [v for v in self.variables_at(address, function)
                 if v.available and v.kind == "parameter"]
 
+    @_guarded
     def vars(self, address: int, function: str | None = None) -> list[Variable]:
         """What ``$vars`` expands to: the readable parameters and locals at ``address``."""
         return [v for v in self.variables_at(address, function) if v.available]
@@ -545,6 +589,7 @@ class DebugInfo:
 
     # -- compiling --------------------------------------------------------------------------
 
+    @_guarded
     def compile(
         self,
         expression: str,
@@ -690,7 +735,8 @@ class DebugInfo:
             else:
                 location = self._locate(die, scope, address)
         except Unavailable as error:
-            ranges = self._readable_ranges(die, scope) if unit is None else []
+            ranges = _clip(self._readable_ranges(die, scope), scope.ranges) if unit is None \
+                else []
             raise NotAvailableError(name, where, error.reason, ranges) from None
         return _Resolved(location, type_of(die))
 
@@ -858,6 +904,7 @@ class DebugInfo:
                         decl_file.value in wanted and decl_line.value == line:
                     yield entry
 
+    @_guarded
     def line_addresses(self, file: str, line: int) -> list[LineAddress]:
         """Where the code of a source line starts (``file:line`` probes).
 
@@ -890,15 +937,37 @@ class DebugInfo:
                             represented[0] is not None and _same_file(represented[0], file):
                         shared.append(address)
                         continue
-                    tree = unit.function_at(address)
-                    name = tree.innermost(address).function_scope.name if tree else "?"
-                    found[address] = LineAddress(self._full_name(unit, file), line, address, name)
+                    found[address] = LineAddress(self._full_name(unit, file), line, address,
+                                                 self._line_scope_name(unit, address, file, line))
             if found:
                 return [found[a] for a in sorted(found)]
             if not known:
                 raise LineNotFoundError(f"no source file {file!r} in the debug information of "
                                         f"{self.path}")
             raise LineNotFoundError(self._no_code_message(file, line, bool(shared)))
+
+    @staticmethod
+    def _line_scope_name(unit: Unit, address: int, file: str, line: int) -> str:
+        """The function a line's code belongs to, as perf probe picks it (tools/perf/util/
+        probe-finder.c, ``find_best_scope``): of the function and the inlined copies whose code
+        contains the address, the one declared in that file closest above the line. The first
+        statement of an inlined call is in the caller's line, not in the inlined function."""
+        tree = unit.function_at(address)
+        if tree is None:
+            return "?"
+        best, distance = tree, None
+        scope: Scope | None = tree
+        while scope is not None:
+            if scope.kind != "block":
+                decl_line = attribute(scope.die, "DW_AT_decl_line")
+                decl_file = attribute(scope.die, "DW_AT_decl_file")
+                name = unit.file_name(decl_file.value) if decl_file is not None else None
+                if decl_line is not None and name is not None and _same_file(name, file) and \
+                        decl_line.value < line and (distance is None or
+                                                    line - decl_line.value < distance):
+                    best, distance = scope, line - decl_line.value
+            scope = next((child for child in scope.children() if child.contains(address)), None)
+        return best.name
 
     @staticmethod
     def _full_name(unit: Unit, file: str) -> str:
@@ -921,6 +990,7 @@ class DebugInfo:
                   else "no code was generated for it")
         return f"{file}:{line} cannot be probed: {reason}" + (f"; try {near}" if near else "")
 
+    @_guarded
     def function_line(self, function: str, relative_line: int) -> list[LineAddress]:
         """``FUNC:N``: line N of a function counted from the line that declares it (perf
         probe's relative line: ``FUNC:0`` is the line with the function's name, ``FUNC:1``
@@ -994,6 +1064,7 @@ class DebugInfo:
                 break
         return result
 
+    @_guarded
     def lines(self, function: str) -> list[SourceLine]:
         """The source lines of a function that have code, with where each starts (what
         ``perf probe -L`` marks as probe-able).
@@ -1027,6 +1098,16 @@ class DebugInfo:
             return [SourceLine(file, line, tuple(sorted(addresses)))
                     for (file, line), addresses in sorted(by_line.items(),
                                                           key=lambda item: item[0][1])]
+
+
+def _clip(
+    ranges: Sequence[tuple[int, int]], scope: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts of ``ranges`` inside ``scope``: a location list may reach past the scope of
+    its variable, which can be named only inside it."""
+    return sorted((max(low, scope_low), min(high, scope_high))
+                  for low, high in ranges for scope_low, scope_high in scope
+                  if low < scope_high and scope_low < high)
 
 
 def _no_frame_base() -> Value:
