@@ -505,6 +505,7 @@ class DebugInfo:
         ranges = _clip(ranges, scope.ranges)
         decl_line = attribute(die, "DW_AT_decl_line")
         return Variable(
+            location=self._location_text(die, scope, address),
             name=die_name(die) or "<anonymous>",
             kind=kind,  # type: ignore[arg-type]
             type_text=c_type_name(type_die),
@@ -514,6 +515,21 @@ class DebugInfo:
             available_ranges=tuple(ranges),
             decl_line=int(decl_line.value) if decl_line is not None else None,
         )
+
+    def _location_text(self, die: Any, scope: Scope, address: int) -> str:
+        const = die.attributes.get("DW_AT_const_value")
+        if const is not None:
+            return f"DW_AT_const_value {const.value}"
+        attr = die.attributes.get("DW_AT_location")
+        if attr is None:
+            return ""
+        try:
+            ops = self._expression_at(attr, die, scope.unit, address)
+        except (Unavailable, KeyError, IndexError, ValueError):
+            return ""
+        return "; ".join(" ".join([op.op_name, *(str(arg) for arg in op.args
+                                                  if not isinstance(arg, list))])
+                         for op in ops)
 
     @staticmethod
     def _visible(

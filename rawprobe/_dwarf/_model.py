@@ -75,6 +75,8 @@ class Variable:
         available_ranges: Where its value is readable, from its location list (empty for a
             single location valid throughout its scope, and when nowhere).
         decl_line: The line that declares it, when known.
+        location: The DWARF location expression that applies at the address, as text
+            (``DW_OP_fbreg -20``, ``DW_OP_reg5``; ``DW_AT_const_value 3``), "" when none does.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Variable:
     reason: str
     available_ranges: tuple[AddressRange, ...]
     decl_line: int | None
+    location: str = ""
 
     @property
     def perf_text(self) -> str:
