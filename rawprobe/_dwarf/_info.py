@@ -53,6 +53,7 @@ from ._location import (
     value_text,
 )
 from ._model import CompiledVariable, FunctionInstance, LineAddress, SourceLine, Variable
+from ._scan import NameIndex, scan
 from ._types import (
     array_count,
     byte_size,
@@ -138,8 +139,7 @@ class DebugInfo:
         self._aranges: Any = None
         self._aranges_loaded = False
         self._unit_ranges: list[tuple[int, int, int]] | None = None
-        self._names: dict[str, list[Scope]] | None = None
-        self._global_index: dict[str, list[tuple[Unit, Any]]] | None = None
+        self._scan: NameIndex | None = None
         self._compiled: dict[tuple[str, int, bool, str | None, str | None], CompiledVariable] = {}
 
     def close(self) -> None:
@@ -226,19 +226,50 @@ class DebugInfo:
 
     # -- functions --------------------------------------------------------------------------
 
-    def _name_index(self) -> dict[str, list[Scope]]:
-        if self._names is None:
-            index: dict[str, list[Scope]] = {}
-            for unit in self._iter_units():
+    def _scanned(self) -> NameIndex:
+        """The name index of every unit (one fast pass, see ``_scan``), built once."""
+        if self._scan is None:
+            def raw(section: Any) -> bytes:
+                return section.stream.getvalue() if section is not None else b""
+
+            dwarf = self._dwarf
+            index = scan(raw(dwarf.debug_info_sec), raw(dwarf.debug_abbrev_sec),
+                         raw(dwarf.debug_str_sec), raw(dwarf.debug_line_str_sec),
+                         raw(dwarf.debug_str_offsets_sec))
+            # What the pass could not name or read, pyelftools reads.
+            for unit_offset, die_offset, function, kind, _ in index.unresolved:
+                die = dwarf.get_DIE_from_refaddr(die_offset)
+                for name in {die_name(die), linkage_name(die)} - {None}:
+                    assert name is not None
+                    index.functions.setdefault(name, []).append(
+                        (unit_offset, die_offset, kind, function))
+            for unit_offset in index.skipped_units:
+                unit = self._unit(unit_offset)
                 for tree in unit.trees():
                     for scope in tree.walk():
                         if scope.kind == "block":
                             continue
-                        for name in {die_name(scope.die), linkage_name(scope.die)}:
-                            if name:
-                                index.setdefault(name, []).append(scope)
-            self._names = index
-        return self._names
+                        for name in {die_name(scope.die), linkage_name(scope.die)} - {None}:
+                            assert name is not None
+                            index.functions.setdefault(name, []).append(
+                                (unit_offset, scope.die.offset, scope.kind,
+                                 scope.real_function.die.offset))
+                for name, dies in unit.globals().items():
+                    index.variables.setdefault(name, []).extend(
+                        (unit_offset, die.offset, "DW_AT_location" in die.attributes)
+                        for die in dies)
+            self._scan = index
+        return self._scan
+
+    def _scopes_named(self, names: Sequence[str]) -> list[Scope]:
+        index = self._scanned()
+        scopes = []
+        for name in names:
+            for unit_offset, die_offset, _, function in index.functions.get(name, ()):
+                scope = self._unit(unit_offset).scope_of(function, die_offset)
+                if scope is not None:
+                    scopes.append(scope)
+        return scopes
 
     def _instance(self, scope: Scope) -> FunctionInstance:
         unit = scope.unit
@@ -472,8 +503,9 @@ class DebugInfo:
             raise Unavailable(f"its location expression cannot be decoded ({error})") from None
 
     def _global_location(self, name: str, unit: Unit, scope: Scope, address: int) -> Location:
-        """An ``extern`` variable declared here and defined elsewhere: its symbol's address."""
-        for other_unit, die in self._find_globals(name, unit, everywhere=True):
+        """An ``extern`` variable declared here and defined elsewhere: its definition in this
+        unit, else its symbol's address, else its definition in another unit."""
+        for other_unit, die in self._find_globals(name, unit, everywhere=False):
             if "DW_AT_location" in die.attributes:
                 return self._locate_static(die, other_unit, scope, address)
         for elf_file in (self._debug, self._target):
@@ -483,6 +515,10 @@ class DebugInfo:
                                       "cannot compute")
                 if kind == 1:  # STT_OBJECT
                     return MemoryLocation(Value(_file_address(value)))
+        for unit_offset, die_offset, has_location in self._scanned().variables.get(name, ()):
+            if has_location and unit_offset != unit.cu.cu_offset:
+                die = self._dwarf.get_DIE_from_refaddr(die_offset)
+                return self._locate_static(die, self._unit(unit_offset), scope, address)
         raise Unavailable("it is declared here but defined elsewhere, and no symbol or "
                           "debug information says where")
 
@@ -592,14 +628,13 @@ class DebugInfo:
         """Top-level variables named ``name``: this unit's, then (``everywhere``) any unit's,
         definitions (with a location) before declarations."""
         found = [(unit, die) for die in unit.globals().get(name, ())]
-        if everywhere and not any("DW_AT_location" in die.attributes for _, die in found):
-            if self._global_index is None:
-                index: dict[str, list[tuple[Unit, Any]]] = {}
-                for other in self._iter_units():
-                    for key, dies in other.globals().items():
-                        index.setdefault(key, []).extend((other, die) for die in dies)
-                self._global_index = index
-            found += [item for item in self._global_index.get(name, ()) if item[0] is not unit]
+        if everywhere and not found:
+            # Not even declared here: the other units' (an extern declared here is found
+            # through the symbol table by _locate, without reading every unit).
+            for unit_offset, die_offset, _ in self._scanned().variables.get(name, ()):
+                if unit_offset != unit.cu.cu_offset:
+                    other = self._unit(unit_offset)
+                    found.append((other, self._dwarf.get_DIE_from_refaddr(die_offset)))
         found.sort(key=lambda item: "DW_AT_location" not in item[1].attributes)
         return found
 
@@ -736,8 +771,8 @@ class DebugInfo:
         for unit, die in self._find_globals(name, scope.unit, everywhere=True):
             return self._resolved_variable(die, scope, address, "@" + name, where, unit)
         names = list(scope.unit.globals())
-        if self._global_index is not None:
-            names += list(self._global_index)
+        if self._scan is not None:
+            names += list(self._scan.variables)
         raise VariableNotFoundError("@" + name, self.path,
                                     difflib.get_close_matches(name, names, n=5, cutoff=0.6))
 
@@ -1045,12 +1080,12 @@ class DebugInfo:
 
     def _instance_scopes(self, name: str) -> list[Scope]:
         """The scopes of a function's instances (see :meth:`functions`)."""
-        index = self._name_index()
+        index = self._scanned().functions
         if _GLOB.search(name):
-            scopes = [scope for key in sorted(index) if fnmatch.fnmatchcase(key, name)
-                      for scope in index[key]]
+            scopes = self._scopes_named([key for key in sorted(index)
+                                         if fnmatch.fnmatchcase(key, name)])
         else:
-            scopes = list(index.get(name, ()))
+            scopes = self._scopes_named([name])
         seen: set[int] = set()
         result = []
         for scope in sorted(scopes, key=lambda s: (s.kind != "function", s.die.offset)):

@@ -196,6 +196,12 @@ def _build(scope: Scope, depth: int = 0) -> None:
             _build(inner, depth + 1)
             if inner.ranges:
                 scope.items.append(inner)
+            else:
+                # A scope without code declares nothing readable, but gcc sometimes leaves a
+                # block with an empty range list around inlined copies that do have code.
+                for grandchild in inner.children():
+                    grandchild.parent = scope
+                    scope.items.append(grandchild)
 
 
 class LineRow:
@@ -315,6 +321,12 @@ class Unit:
             _build(tree)
             self._trees[function_die.offset] = tree
         return tree
+
+    def scope_of(self, function_offset: int, die_offset: int) -> Scope | None:
+        """The scope of DIE ``die_offset`` in the tree of the function at
+        ``function_offset``."""
+        tree = self.tree(self.cu.get_DIE_from_refaddr(function_offset))
+        return next((scope for scope in tree.walk() if scope.die.offset == die_offset), None)
 
     def function_at(self, address: int) -> Scope | None:
         """The concrete function whose code contains ``address``."""

@@ -364,3 +364,51 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         assert info is not None
         info.functions("add")
+
+
+def test_name_index_agrees_with_a_full_walk(program) -> None:  # type: ignore[no-untyped-def]
+    """The fast pass over .debug_info (_scan) finds what reading every DIE finds."""
+    from rawprobe._dwarf._unit import die_name, linkage_name
+
+    _, _, info = program
+    walked = set()
+    globals_walked = set()
+    for unit in info._iter_units():
+        for tree in unit.trees():
+            for scope in tree.walk():
+                if scope.kind != "block":
+                    for name in {die_name(scope.die), linkage_name(scope.die)} - {None}:
+                        walked.add((name, scope.die.offset, scope.kind))
+        for name, dies in unit.globals().items():
+            globals_walked |= {(name, die.offset) for die in dies}
+    index = info._scanned()
+    assert {(name, die, kind) for name, refs in index.functions.items()
+            for _, die, kind, _ in refs} == walked
+    assert {(name, die) for name, refs in index.variables.items()
+            for _, die, _ in refs} == globals_walked
+    assert not index.skipped_units and not index.unresolved
+
+
+def test_globals_of_other_units(tmp_path: Path) -> None:
+    gcc = require_tool("gcc")
+    (tmp_path / "a.c").write_text(
+        "int shared = 42;\nlong only_here[3] = {1, 2, 3};\n"
+        "struct pair { int x, y; } pair = {7, 8};\n")
+    (tmp_path / "b.c").write_text(
+        "extern int shared;\n"
+        "__attribute__((noinline)) int use(int k) { return shared + k; }\n"
+        "int main(void) { return use(1) == 0; }\n")
+    path = tmp_path / "two"
+    subprocess.run([gcc, "-O2", "-g", "-o", str(path), str(tmp_path / "a.c"),
+                    str(tmp_path / "b.c")], check=True)
+    info = dwarf.open_debug_info(str(path))
+    assert info is not None
+    address = info.functions("use", inlined=False)[0].probe_address
+    delta = segment_delta(path, address)
+    # Declared in use's unit (found through the symbol), and not declared there at all.
+    assert info.compile("@shared", address).fetcharg == f"@+{elf_symbol(path, 'shared') - delta:#x}"
+    assert info.compile("@only_here[2]", address).fetcharg == \
+        f"@+{elf_symbol(path, 'only_here') + 16 - delta:#x}"
+    assert info.compile("@pair.y", address).type == "s32"
+    with pytest.raises(dwarf.VariableNotFoundError, match="@only_her"):
+        info.compile("only_her", address)
