@@ -206,20 +206,28 @@ class DebugInfo:
         return None
 
     def _scope_at(self, address: int, function: str | None = None) -> Scope:
-        """The innermost scope at ``address``; with ``function``, the innermost scope of the
-        instance of that function containing the address (for a probe on an inlined copy)."""
+        """The scope whose variables a probe at ``address`` sees.
+
+        Without ``function``: the concrete function containing the address, as perf probe
+        takes it for an address (its walk then also enters the lexical blocks and inlined
+        copies there). With ``function``: the innermost instance of that function containing
+        the address — an inlined copy, for a probe on one — or the concrete function when a
+        symbol of that name is its entry (``malloc`` for ``__libc_malloc``).
+        """
         tree = self._function_scope_at(address)
         if tree is None:
             raise FunctionNotFoundError(f"containing address {address:#x}", self.path)
-        innermost = tree.innermost(address)
         if function is None:
-            return innermost
+            return tree
+        innermost = tree.innermost(address)
         scope: Scope | None = innermost
         while scope is not None:
             if scope.kind != "block" and function in (die_name(scope.die),
                                                       linkage_name(scope.die)):
                 return scope
             scope = scope.parent
+        if tree in self._scopes_by_symbol(function):
+            return tree
         raise FunctionNotFoundError(
             f"{function!r} at address {address:#x} (the code there belongs to "
             f"{innermost.function_scope.name})", self.path)
@@ -409,12 +417,21 @@ class DebugInfo:
                 return location.address
             return location.value
 
+        def base_type(offset: int) -> tuple[int, int] | None:
+            die = unit.cu.get_DIE_from_refaddr(unit.cu.cu_offset + offset)
+            size = die.attributes.get("DW_AT_byte_size")
+            encoding = die.attributes.get("DW_AT_encoding")
+            if die.tag != "DW_TAG_base_type" or size is None or encoding is None:
+                return None
+            return int(size.value), int(encoding.value)
+
         return EvaluationContext(
             register_name=self._arch.register_name,
             frame_base=frame_base,
             cfa=cfa,
             address_index=lambda i: int(self._dwarf.get_addr(unit.cu, i)),
             at_function_entry=address == function.entry(),
+            base_type=base_type,
         )
 
     def _location_entries(self, attr: Any, die: Any, unit: Unit) -> list[tuple[int, int, Any]]:
@@ -592,8 +609,11 @@ class DebugInfo:
 
         Args:
             address: The probe address (ELF virtual address).
-            function: For an address where an inlined copy starts, which function's variables
-                (the innermost function there by default).
+            function: Whose variables: by default the concrete function containing the
+                address, with those of blocks and inlined copies there (as perf probe lists
+                them); the name of an inlined function for that copy's own. Pass
+                :attr:`FunctionInstance.name` for a function probe and
+                :attr:`LineAddress.function` for a line probe.
 
         Returns:
             Variables in declaration order (parameters first, as the debug information lists
@@ -662,7 +682,9 @@ class DebugInfo:
             cast: The ``:TYPE`` given by the user, if any: ``string``/``ustring`` (read the
                 string a ``char *`` points to, or a ``char[]``), ``s``/``u``/``x`` (change the
                 signedness or show in hex, keeping the width), or any kernel type, used as is.
-            function: For an address where an inlined copy starts, which function's variables.
+            function: Whose variables (see :meth:`variables_at`): the
+                :attr:`FunctionInstance.name` of a function probe, the
+                :attr:`LineAddress.function` of a line probe.
 
         Returns:
             The fetch-arg and the type to read it as.
@@ -896,6 +918,12 @@ class DebugInfo:
         fetch = _fetch_text(location, file_offset)
         if fetch is None:
             raise NotAvailableError(text, where, _why_not_readable(location))
+        if isinstance(location, ImplicitLocation) and location.value.bits < 64:
+            digits = re.match(r"[sux](\d+)$", kernel)
+            if digits is None or int(digits.group(1)) > location.value.bits:
+                raise NotAvailableError(text, where, f"only the low {location.value.bits} bits "
+                                        f"of its value are known ({location.value.describe()}); "
+                                        f"read it as :u{location.value.bits} or narrower")
         return fetch, kernel, type_text
 
     def _file_offset_function(self, address: int) -> Callable[[int], int]:
@@ -1236,16 +1264,3 @@ def _check_readable(location: Location) -> None:
     probe -V`` calls available)."""
     if _fetch_text(location, lambda vaddr: vaddr) is None:
         raise Unavailable(_why_not_readable(location))
-
-
-def compiled_names(compiled: Sequence[CompiledVariable]) -> list[str]:
-    """Field names for several compiled variables, made unique (``x``, ``x_1``)."""
-    names: list[str] = []
-    for item in compiled:
-        name = item.name
-        suffix = 1
-        while name in names:
-            name = f"{item.name}_{suffix}"
-            suffix += 1
-        names.append(name)
-    return names

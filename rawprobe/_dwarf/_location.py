@@ -86,14 +86,19 @@ Base = Register | Load | FileAddress | _Constant
 
 @dataclass(frozen=True)
 class Value:
-    """``base + offset``: a value known at the probe site."""
+    """``base + offset``: a value known at the probe site; only its low ``bits`` bits when a
+    mask cut it (clang zero-extends with ``DW_OP_constu 0xffffffff; DW_OP_and``)."""
 
     base: Base
     offset: int = 0
+    bits: int = 64
 
     def plus(self, delta: int) -> Value:
         """This value plus a constant."""
-        return Value(self.base, _wrap(self.offset + delta))
+        if self.bits < 64 and delta:
+            raise Unavailable(f"its value is computed ({self.describe()} + {delta}), which a "
+                              "fetch-arg cannot do")
+        return Value(self.base, _wrap(self.offset + delta), self.bits)
 
     def describe(self) -> str:
         """Words for messages: ``%di + 8``, ``[%sp + 16]``, ``42``."""
@@ -108,6 +113,8 @@ class Value:
             text = f"&{self.base.address:#x}"
         if self.offset:
             text += f" {'-' if self.offset < 0 else '+'} {abs(self.offset)}"
+        if self.bits < 64:
+            text += f" & {(1 << self.bits) - 1:#x}"
         return text
 
 
@@ -154,6 +161,8 @@ class EvaluationContext:
         address_index: ``DW_OP_addrx`` index → address (``.debug_addr``).
         at_function_entry: The probe address is the entry of the enclosing concrete function,
             where ``DW_OP_entry_value`` of a register is that register's current value.
+        base_type: The (byte size, ``DW_ATE_*`` encoding) of the base type at a unit-relative
+            DIE offset (``DW_OP_convert``), or None when there is none.
     """
 
     register_name: Callable[[int], str | None]
@@ -161,6 +170,7 @@ class EvaluationContext:
     cfa: Callable[[], Value]
     address_index: Callable[[int], int]
     at_function_entry: bool
+    base_type: Callable[[int], tuple[int, int] | None] = lambda offset: None
 
 
 _REFUSED = {
@@ -247,6 +257,14 @@ def evaluate(ops: Sequence[Any], context: EvaluationContext) -> Location:
         elif name in ("DW_OP_plus", "DW_OP_minus"):
             right, left = _top(stack, name), _top(stack, name)
             stack.append(_add(left, right, name == "DW_OP_minus"))
+        elif name == "DW_OP_and" and len(stack) >= 2 and _low_mask(stack[-1], stack[-2]):
+            mask, value = stack.pop(), stack.pop()
+            if value.base is CONSTANT:
+                stack.append(Value(CONSTANT, value.offset & mask.offset))
+            else:
+                # Keeping the low bits: a fetch of that width or less reads them as they are.
+                stack.append(Value(value.base, value.offset,
+                                   min(value.bits, (mask.offset + 1).bit_length() - 1)))
         elif name in _ARITHMETIC:
             right, left = _top(stack, name), _top(stack, name)
             if left.base is not CONSTANT or right.base is not CONSTANT:
@@ -260,7 +278,10 @@ def evaluate(ops: Sequence[Any], context: EvaluationContext) -> Location:
             stack.append(Value(CONSTANT, _wrap(-value.offset)))
         elif name in ("DW_OP_deref", "DW_OP_deref_size"):
             size = 8 if name == "DW_OP_deref" else args[0]
-            stack.append(Value(Load(_top(stack, name), size)))
+            address = _top(stack, name)
+            if address.bits < 64:
+                raise Unavailable(f"its address is computed ({address.describe()})")
+            stack.append(Value(Load(address, size)))
         elif name == "DW_OP_dup":
             value = _top(stack, name)
             stack += [value, value]
@@ -275,6 +296,8 @@ def evaluate(ops: Sequence[Any], context: EvaluationContext) -> Location:
             stack.append(stack[-2])
         elif name == "DW_OP_nop":
             pass
+        elif name in ("DW_OP_convert", "DW_OP_GNU_convert"):
+            stack.append(_convert(_top(stack, name), args[0], context))
         elif name in ("DW_OP_entry_value", "DW_OP_GNU_entry_value"):
             stack.append(_entry_value(args[0], context))
         elif name == "DW_OP_stack_value":
@@ -296,6 +319,30 @@ def evaluate(ops: Sequence[Any], context: EvaluationContext) -> Location:
     if result is not None:
         return result
     return MemoryLocation(_top(stack, "the end of the expression"))
+
+
+def _convert(value: Value, type_offset: int, context: EvaluationContext) -> Value:
+    """``DW_OP_convert`` to an integer type (DWARF 5, 2.5.1.6): its low bits stay what they
+    were, which a fetch of that width or less reads as they are."""
+    if type_offset == 0:
+        return value  # the generic type: nothing changes
+    base = context.base_type(type_offset)
+    if base is None or base[1] in (0x03, 0x04, 0x0F):  # complex, float, decimal float
+        raise Unavailable("its value is converted to a floating-point type (DW_OP_convert), "
+                          "which a fetch-arg cannot do")
+    bits = min(value.bits, base[0] * 8)
+    if value.base is CONSTANT:
+        return Value(CONSTANT, value.offset & ((1 << bits) - 1))
+    if value.offset:
+        raise Unavailable(f"its value is computed ({value.describe()}), which a fetch-arg "
+                          "cannot do")
+    return Value(value.base, 0, bits)
+
+
+def _low_mask(mask: Value, value: Value) -> bool:
+    """Whether ``mask`` is a constant keeping the low 8, 16 or 32 bits."""
+    return mask.base is CONSTANT and mask.offset in (0xFF, 0xFFFF, 0xFFFFFFFF) and \
+        value.offset == 0
 
 
 def _register(number: int, context: EvaluationContext) -> str:

@@ -66,7 +66,7 @@ class Variable:
 
     Attributes:
         name: Its name.
-        kind: ``parameter``, ``local`` or ``global``.
+        kind: ``parameter`` or ``local``.
         type_text: Its type in C spelling (``const char *``, ``struct outer *``, ``int [4]``).
         perf_type_text: Its type as ``perf probe -V`` prints it (typedef names kept, qualifiers
             dropped, arrays shown as pointers: ``char*``, ``struct outer*``).
@@ -80,7 +80,7 @@ class Variable:
     """
 
     name: str
-    kind: Literal["parameter", "local", "global"]
+    kind: Literal["parameter", "local"]
     type_text: str
     perf_type_text: str
     available: bool

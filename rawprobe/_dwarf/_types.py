@@ -170,8 +170,13 @@ def c_type_name(type_die: Any | None, depth: int = 0) -> str:
     if tag in _AGGREGATES:
         return f"{_AGGREGATES[tag]} {name or '<anonymous>'}"
     if tag in _QUALIFIERS:
-        word = tag[len("DW_TAG_"):-len("_type")]
-        inner = type_of(type_die)
+        words: set[str] = set()
+        inner = type_die
+        while inner is not None and inner.tag in _QUALIFIERS and len(words) < 8:
+            words.add(inner.tag[len("DW_TAG_"):-len("_type")])
+            inner = type_of(inner)
+        word = " ".join(w for w in ("const", "volatile", "restrict", "atomic", "shared",
+                                    "immutable") if w in words)
         inner_text = c_type_name(inner, depth + 1)
         if inner is not None and inner.tag in _POINTERS:
             return f"{inner_text} {word}"

@@ -30,6 +30,9 @@ def op(name: str, *args: Any) -> Op:
     return Op("DW_OP_" + name, list(args))
 
 
+BASE_TYPES = {0x2F: (4, 0x08), 0x33: (1, 0x02), 0x40: (8, 0x04)}  # u32, _Bool, double
+
+
 def context(at_entry: bool = False, cfa: tuple[str, int] = ("bp", 16)) -> EvaluationContext:
     def cfa_value() -> Value:
         return Value(Register(cfa[0]), cfa[1])
@@ -40,6 +43,7 @@ def context(at_entry: bool = False, cfa: tuple[str, int] = ("bp", 16)) -> Evalua
         cfa=cfa_value,
         address_index=lambda index: 0x4000 + 8 * index,
         at_function_entry=at_entry,
+        base_type=BASE_TYPES.get,
     )
 
 
@@ -104,6 +108,22 @@ def test_computed_values() -> None:
         evaluate([op("implicit_value", [2, 1])], context())
     with pytest.raises(Unavailable, match="computed"):
         evaluate([op("breg0", 0), op("breg1", 0), op("plus"), op("stack_value")], context())
+
+
+def test_masks_and_conversions_keep_low_bits() -> None:
+    """clang zero-extends a _Bool held in %ecx: %rcx & 0xffffffff, converted to u32 then to
+    _Bool. The fetch-arg is %cx; a read of 8 bits (the _Bool) is exact."""
+    ops = [op("breg2", 0), op("constu", 0xFFFFFFFF), op("and"), op("convert", 0x2F),
+           op("convert", 0x33), op("stack_value")]
+    location = evaluate(ops, context())
+    assert isinstance(location, ImplicitLocation)
+    assert location.value.bits == 8 and value_text(location.value, lambda v: v) == "%cx"
+    assert location.value.describe() == "%cx & 0xff"
+    with pytest.raises(Unavailable, match="floating-point"):
+        evaluate([op("breg2", 0), op("convert", 0x40), op("stack_value")], context())
+    with pytest.raises(Unavailable, match="computed"):
+        evaluate([op("breg2", 0), op("constu", 0xFF), op("and"), op("plus_uconst", 1),
+                  op("stack_value")], context())
 
 
 @pytest.mark.parametrize(

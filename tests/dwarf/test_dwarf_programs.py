@@ -91,6 +91,8 @@ def test_inlined_copies_have_their_own_variables(program) -> None:  # type: igno
         names = [v.name for v in info.variables_at(copy.entry_address, function="square")]
         assert names[0] == "v" and "r" in names
         assert "total" not in names  # the caller's variables are not in square's scope
+        assert copy in info.inlined_at(copy.entry_address)
+        assert info.function_at(copy.entry_address).name == "sum_squares"  # type: ignore[union-attr]
     with pytest.raises(dwarf.FunctionNotFoundError, match="inlined copies only"):
         info.functions("square", inlined=False)
 
@@ -412,3 +414,51 @@ def test_globals_of_other_units(tmp_path: Path) -> None:
     assert info.compile("@pair.y", address).type == "s32"
     with pytest.raises(dwarf.VariableNotFoundError, match="@only_her"):
         info.compile("only_her", address)
+
+
+TYPES_PROGRAM = r"""
+enum color { RED, GREEN = 5 };
+enum sign { MINUS = -1, PLUS = 1 };
+typedef struct { int a; union { int u; float f; }; } thing_t;
+typedef unsigned long size_type;
+__attribute__((noinline)) int types(enum color c, enum sign g, const volatile thing_t *t,
+                                    double d, _Bool flag, size_type n, int (*fn)(int),
+                                    thing_t byval) {
+    return c + g + t->a + t->u + (int)d + flag + (int)n + (fn != 0) + byval.a;
+}
+static int twice(int v) { return 2 * v; }
+int main(void) {
+    thing_t t = { 1, { 2 } };
+    return types(GREEN, MINUS, &t, 2.5, 1, 9, twice, t);
+}
+"""
+
+
+@pytest.mark.parametrize("spec", [Build("gcc", "-O0"), Build("clang-19", "-O2")],
+                         ids=lambda spec: spec.label)
+def test_types(spec: Build) -> None:
+    info = dwarf.open_debug_info(str(build(spec, TYPES_PROGRAM, name="types")))
+    assert info is not None
+    address = entry_probe(info, "types")
+    expected = {"c": "u32", "g": "s32", "t->a": "s32", "t->u": "s32", "flag": "u8",
+                "n": "u64", "fn": "x64", "t->f:x32": "x32", "c:x": "x32", "g:u": "u32"}
+    for text, kernel_type in expected.items():
+        expression, _, cast = text.partition(":")
+        assert info.compile(expression, address, cast=cast or None).type == kernel_type, text
+    by_name = {v.name: v for v in info.variables_at(address)}
+    assert by_name["t"].type_text == "const volatile thing_t *"
+    assert by_name["t"].perf_type_text == "thing_t*"
+    assert by_name["fn"].type_text == "int (*)(int)"
+    assert by_name["fn"].perf_type_text == "(function_type)*"
+    assert by_name["n"].type_text == "size_type"
+    with pytest.raises(dwarf.DwarfError, match="floating-point"):
+        info.compile("t->f", address)
+    with pytest.raises(dwarf.DwarfError, match="floating-point"):
+        info.compile("d", address)  # in %xmm0 when optimized, a double on the stack if not
+    with pytest.raises(dwarf.TypeMismatchError, match="char pointer"):
+        info.compile("t", address, cast="string")
+    with pytest.raises(dwarf.DwarfError, match=r"name a member|not in memory|pieces"):
+        info.compile("byval", address)
+    if spec.level == "-O0":
+        assert info.compile("byval.a", address).type == "s32"
+        assert info.compile("byval", address, cast="x64").fetcharg.endswith("(%bp)")

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dwarf_programs import EXPECTED_VALUES, Build, build, build_params, marker_line
-from helpers import KernelTracer, require_tool
+from dwarf_programs import EXPECTED_VALUES, PROGRAM, Build, build, build_params, marker_line
+from helpers import KernelTracer, build_c, require_tool
 
 import rawprobe._dwarf as dwarf
 
@@ -196,3 +196,42 @@ def test_return_values(spec: Build) -> None:
     got = {event: values(arguments) for event, arguments in events}
     assert {function: got[f"rp_{function}"]["r"] for function in results} == results
     assert all(got[f"rp_{function}"]["c"] == "5" for function in results)
+
+
+def test_globals_in_a_position_dependent_executable() -> None:
+    """``@+N`` is relative to where the kernel finds the probed file, in a non-PIE too."""
+    path = build_c(PROGRAM, name="nopie", flags=("-O1", "-g", "-no-pie", "-fno-pie"))
+    info = dwarf.open_debug_info(str(path))
+    assert info is not None
+    address = info.functions("globals", inlined=False)[0].probe_address
+    args = []
+    for index, (expression, cast) in enumerate([("@counter", None), ("@config.limit", None),
+                                               ("@config.label", "string"),
+                                               ("@config.table[3]", None)]):
+        compiled = info.compile(expression, address, cast=cast)
+        args.append(f"v{index}={compiled.fetcharg}:{compiled.type}")
+    with KernelTracer([definition("rp_nopie", path, address, args)]) as tracer:
+        subprocess.run([str(path)], check=True, capture_output=True, timeout=30)
+        events = tracer.lines()
+    assert values(events[0][1]) == {"v0": "5", "v1": "100", "v2": '"cfg"', "v3": "40"}
+
+
+@pytest.mark.parametrize("spec", [Build("gcc", "-O0"), Build("clang-19", "-O2")],
+                         ids=lambda spec: spec.label)
+def test_enums_unions_bools(spec: Build) -> None:
+    from test_dwarf_programs import TYPES_PROGRAM
+
+    path = build(spec, TYPES_PROGRAM, name="types")
+    info = dwarf.open_debug_info(str(path))
+    assert info is not None
+    address = info.functions("types", inlined=False)[0].probe_address
+    expected = {"c": "5", "g": "-1", "t->a": "1", "t->u": "2", "flag": "1", "n": "9"}
+    args = []
+    for index, expression in enumerate(expected):
+        compiled = info.compile(expression, address)
+        args.append(f"v{index}={compiled.fetcharg}:{compiled.type}")
+    with KernelTracer([definition("rp_types", path, address, args)]) as tracer:
+        subprocess.run([str(path)], capture_output=True, timeout=30)
+        events = tracer.lines()
+    got = values(events[0][1])
+    assert [got[f"v{index}"] for index in range(len(expected))] == list(expected.values())
