@@ -3,22 +3,45 @@
 What perf probe and SystemTap users write — ``p:./main:add a b``, ``o->in->x``, ``buf:string``,
 ``a[3]``, ``@counter``, ``$retval``, ``$params``, ``main.c:27``, ``add:3`` — needs the file's
 DWARF. This package reads it with pyelftools (no libdw, no compiler at run time) and answers in
-the terms the kernel's uprobe tracer takes:
+the terms the kernel's uprobe tracer takes::
 
->>> info = open_debug_info("./main")                 # None when there is no DWARF
->>> [f.probe_address for f in info.functions("add")]  # out-of-line body and inlined copies
->>> info.variables_at(0x1139)                         # what is in scope there, readable or not
->>> info.compile("o->in->x", 0x1139)                  # CompiledVariable(fetcharg='+0(+0(%di))',
-...                                                   #                  type='s32', ...)
->>> info.line_addresses("main.c", 27), info.function_line("add", 2)
+    info = open_debug_info("./main")               # None when there is no DWARF
+    add = info.functions("add", inlined=False)[0]  # or info.function_at(symbol address)
+    info.variables_at(add.probe_address)           # in scope there, readable or not, and why
+    info.compile("o->in->x", add.probe_address)    # CompiledVariable(fetcharg="+0(+0(%di))",
+                                                   #                  type="s32", ...)
+    info.line_addresses("main.c", 27)              # FILE:LINE
+    info.function_line("add", 2)                   # FUNC:N
+
+Addresses are ELF virtual addresses (symbol values), as the rest of rawprobe uses them.
+
+Locations by source line, as perf probe spells them:
+
+- ``FILE:LINE`` — where the code of that line starts (``is_stmt`` rows of the line table, plus
+  function entries for a declaration line and inlined copies for their call line); FILE may be
+  the last components of the path (``main.c``, ``src/main.c``).
+- ``FUNC:N`` — line N of FUNC counted from the line that names it: ``add:0`` is the line with
+  ``add``'s name (its entry), ``add:1`` the next line, in every instance of FUNC.
+
+An address where another line's code starts as well is left out (perf probe refuses the whole
+line then: "This line is sharing the address with other lines").
+
+Where a probe goes and what it reads match perf probe (tools/perf/util/probe-finder.c): a
+function probe that reads variables is put after the prologue in a unit perf takes for
+unoptimized (:attr:`FunctionInstance.probe_address`); variables are looked up in the concrete
+function and the blocks and inlined copies containing the address; ``-V``'s "available" is
+:attr:`Variable.available`. Where perf is wrong or cannot, rawprobe differs on purpose:
+unsigned integers are ``u`` (perf: ``x``); a global is ``@+N`` relative to the probed file,
+which uprobes take (perf: ``@sym``, which only kprobes take); bitfields follow
+``DW_AT_data_bit_offset``; frame bases of several operations, and the frame address of a file
+whose DWARF is in a separate debug file (from the probed file's ``.eh_frame``), are evaluated.
 
 Entry points:
 
-- :func:`open_debug_info` opens (and caches, by file identity) a file's debug information;
-- :class:`DebugInfo` answers questions about it (see its methods);
+- :func:`open_debug_info` / :func:`require_debug_info` open (and cache, by file identity) a
+  file's debug information;
+- :class:`DebugInfo` answers questions about it;
 - :func:`parse_expression` and :func:`is_variable_expression` for the probe-word parser.
-
-Addresses are ELF virtual addresses (symbol values), as the rest of rawprobe uses them.
 """
 
 from __future__ import annotations

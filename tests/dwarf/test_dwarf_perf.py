@@ -349,3 +349,32 @@ def test_libc_inlined_copies_are_found_everywhere() -> None:
     assert copies and all(c.caller for c in copies)
     assert {c.caller for c in copies} >= {"_int_malloc"} or len(copies) > 1
     print(f"libc name index: {elapsed:.1f} s, {len(copies)} inlined copies")
+
+
+@pytest.mark.parametrize("function", ["_int_malloc", "_IO_fgets", "__libc_malloc"])
+def test_libc_params_and_vars_match_perf(function: str) -> None:
+    """``$params``/``$vars``: the same variables in the same order, read the same way; a
+    static local perf writes as ``@name+0`` (for kprobes) is the ``@+N`` of its symbol."""
+    info = libc_info()
+    (instance,) = info.functions(function, inlined=False)
+    elf = Elf(LIBC)
+    elf.symbols = Elf(info.debug_path).symbols  # libc.so.6 itself has no .symtab
+    for special, ours in (("$params", info.params(instance.probe_address)),
+                          ("$vars", info.vars(instance.probe_address))):
+        definitions, error = perf_definitions(LIBC, f"{function} {special}")
+        assert definitions, error
+        (_, args), = definitions
+        assert [v.name for v in ours] == [name for name, _, _ in args]
+        for variable, (_, fetch, kind) in zip(ours, args, strict=True):
+            compiled = info.compile(variable.name, instance.probe_address)
+            static = re.fullmatch(r"@(\w+)\+0", fetch)
+            if static and static.group(1) not in elf.symbols:
+                # A static local: its symbol is __PRETTY_FUNCTION__.0, one of many, so perf's
+                # @__PRETTY_FUNCTION__ names nothing. rawprobe's N is its DW_OP_addr's.
+                address = int(variable.location.split()[1], 0)
+                assert variable.location.startswith("DW_OP_addr ")
+                assert compiled.fetcharg == \
+                    f"@+{address - elf.delta(instance.probe_address):#x}"
+                continue
+            assert elf.globals_as_rawprobe(fetch, instance.probe_address) == compiled.fetcharg
+            assert same_type(kind, compiled.type)
