@@ -41,7 +41,8 @@ Entry points:
 - :func:`open_debug_info` / :func:`require_debug_info` open (and cache, by file identity) a
   file's debug information;
 - :class:`DebugInfo` answers questions about it;
-- :func:`parse_expression` and :func:`is_variable_expression` for the probe-word parser.
+- :func:`parse_expression`, :func:`is_variable_expression` and :func:`reads_locals` for the
+  probe-word parser and planner.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from ._errors import (
     TypeMismatchError,
     VariableNotFoundError,
 )
-from ._expr import VariableExpression, is_variable_expression, parse_expression
+from ._expr import VariableExpression, is_variable_expression, parse_expression, reads_locals
 from ._info import MAX_DEREFERENCES, DebugInfo
 from ._model import CompiledVariable, FunctionInstance, LineAddress, SourceLine, Variable
 
@@ -88,6 +89,7 @@ __all__ = [
     "is_variable_expression",
     "open_debug_info",
     "parse_expression",
+    "reads_locals",
     "require_debug_info",
 ]
 

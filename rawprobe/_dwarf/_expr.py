@@ -22,7 +22,14 @@ from typing import Literal
 
 from ._errors import ExpressionSyntaxError
 
-__all__ = ["Index", "Member", "VariableExpression", "is_variable_expression", "parse_expression"]
+__all__ = [
+    "Index",
+    "Member",
+    "VariableExpression",
+    "is_variable_expression",
+    "parse_expression",
+    "reads_locals",
+]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INDEX = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)\]")
@@ -98,6 +105,23 @@ def is_variable_expression(text: str) -> bool:
         return len(text) > len("$retval")
     body = text[1:] if text.startswith("@") else text
     return _IDENT.match(body) is not None
+
+
+def reads_locals(text: str) -> bool:
+    """Whether a fetch-arg reads a parameter or local: then perf probe puts a function probe
+    after the prologue (tools/perf/util/probe-finder.c, ``skip_prologue``, which asks
+    ``perf_probe_with_var``: a C identifier, ``$params`` or ``$vars``), so use
+    :attr:`FunctionInstance.probe_address`; else :attr:`FunctionInstance.entry_address`.
+
+    Args:
+        text: The fetch-arg without ``NAME=`` and ``:TYPE``.
+
+    Returns:
+        True for ``a``, ``o->in->x``, ``$params``, ``$vars``; False for ``@global``,
+        ``$retval`` and kernel fetch-args.
+    """
+    return text in ("$params", "$vars") or (
+        _IDENT.match(text) is not None and not text.startswith("$"))
 
 
 def parse_expression(text: str) -> VariableExpression:

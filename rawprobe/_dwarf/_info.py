@@ -317,14 +317,14 @@ class DebugInfo:
             return entry
         high = scope.ranges[0][1]
         rows = scope.unit.rows()
-        for index, row in enumerate(rows):
-            if row.address != entry:
-                continue
-            if row.prologue_end or index + 1 >= len(rows):
-                return entry
-            following = rows[index + 1].address
-            return following if following < high else entry
-        return entry
+        at_entry = scope.unit.rows_at(entry)
+        if not at_entry:
+            return entry
+        index = rows.index(at_entry[0])
+        if at_entry[0].prologue_end or index + 1 >= len(rows):
+            return entry
+        following = rows[index + 1].address
+        return following if following < high else entry
 
     @_guarded
     def functions(self, name: str, inlined: bool = True) -> list[FunctionInstance]:
@@ -950,11 +950,9 @@ class DebugInfo:
             if decl is not None:
                 return (unit.file_name(decl_file.value) if decl_file is not None else None,
                         int(decl.value))
-        for row in unit.rows():
-            if row.address == address and row.is_stmt and not row.end_sequence:
+        for row in unit.rows_at(address):
+            if row.is_stmt and not row.end_sequence:
                 return unit.file_name(row.file), row.line
-            if row.address > address:
-                break
         return None
 
     def _unit_lines(self, unit: Unit, file: str, line: int) -> Iterator[int]:

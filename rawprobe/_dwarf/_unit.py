@@ -241,6 +241,7 @@ class Unit:
         self._trees: dict[int, Scope] = {}
         self._all_trees: list[Scope] | None = None
         self._rows: list[LineRow] | None = None
+        self._row_addresses: list[int] = []
         self._files: list[str] | None = None
         self._optimized: bool | None = None
         self._globals: dict[str, list[Any]] | None = None
@@ -421,7 +422,15 @@ class Unit:
             order = sorted(range(len(rows)),
                            key=lambda i: (rows[i].address, not rows[i].end_sequence, i))
             self._rows = [rows[i] for i in order]
+            self._row_addresses = [row.address for row in self._rows]
         return self._rows
+
+    def rows_at(self, address: int) -> list[LineRow]:
+        """The line-table rows at exactly ``address``, in table order."""
+        rows = self.rows()
+        start = bisect.bisect_left(self._row_addresses, address)
+        stop = bisect.bisect_right(self._row_addresses, address, lo=start)
+        return rows[start:stop]
 
     # -- how it was built -------------------------------------------------------------------
 

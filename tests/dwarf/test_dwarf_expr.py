@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from rawprobe._dwarf import ExpressionSyntaxError, is_variable_expression, parse_expression
+from rawprobe._dwarf import (
+    ExpressionSyntaxError,
+    is_variable_expression,
+    parse_expression,
+    reads_locals,
+)
 from rawprobe._dwarf._expr import Index, Member
 from rawprobe._errors import UsageError
 
@@ -68,3 +73,14 @@ def test_syntax_errors_point_at_the_problem(text: str, column: int, words: str) 
 def test_which_fetchargs_need_debug_information(text: str, expected: bool) -> None:
     # A plain $retval is the kernel's own; $retval->x needs the return type from DWARF.
     assert is_variable_expression(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("a", True), ("o->in->x", True), ("$params", True), ("$vars", True), ("_x", True),
+     ("@counter", False), ("$retval", False), ("$retval->x", False), ("%di", False),
+     ("$arg1", False), ("+8(%di)", False), ("\\1", False)],
+)
+def test_which_fetchargs_move_a_function_probe_past_the_prologue(text: str,
+                                                                 expected: bool) -> None:
+    assert reads_locals(text) is expected
