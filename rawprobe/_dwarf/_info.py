@@ -137,7 +137,6 @@ class DebugInfo:
         self._lock = threading.RLock()
         self._units: dict[int, Unit] = {}
         self._aranges: Any = None
-        self._aranges_loaded = False
         self._unit_ranges: list[tuple[int, int, int]] | None = None
         self._scan: NameIndex | None = None
         self._compiled: dict[tuple[str, int, bool, str | None, str | None], CompiledVariable] = {}
@@ -169,24 +168,30 @@ class DebugInfo:
             yield unit
 
     def _unit_at(self, address: int) -> Unit | None:
-        if not self._aranges_loaded:
-            self._aranges_loaded = True
+        """The unit whose code contains ``address``: ``.debug_aranges`` says, for the units it
+        lists (gcc lists all of them); the units' own ranges say for the others (clang emits
+        no ``.debug_aranges`` by default)."""
+        if self._unit_ranges is None:
+            listed: set[int] = set()
             try:
                 self._aranges = self._dwarf.get_aranges()
-            except Exception:  # damaged aranges: fall back to the units' ranges
+                if self._aranges is not None:
+                    listed = {entry.info_offset
+                              for entry in self._aranges._get_entries(need_empty=True)}
+            except Exception:  # damaged aranges: the units' own ranges, then
                 self._aranges = None
+            table = []
+            for cu in self._dwarf.iter_CUs():
+                if cu.cu_offset in listed:
+                    continue
+                unit = self._unit(cu.cu_offset)
+                table += [(low, high, cu.cu_offset) for low, high in die_ranges(unit.top, unit)]
+            table.sort()
+            self._unit_ranges = table
         if self._aranges is not None:
             offset = self._aranges.cu_offset_at_addr(address)
             if offset is not None:
                 return self._unit(offset)
-        # clang emits no .debug_aranges by default: use each unit's own ranges.
-        if self._unit_ranges is None:
-            table = []
-            for unit in self._iter_units():
-                for low, high in die_ranges(unit.top, unit):
-                    table.append((low, high, unit.cu.cu_offset))
-            table.sort()
-            self._unit_ranges = table
         for low, high, offset in self._unit_ranges:
             if low <= address < high:
                 return self._unit(offset)
@@ -194,16 +199,7 @@ class DebugInfo:
 
     def _function_scope_at(self, address: int) -> Scope | None:
         unit = self._unit_at(address)
-        if unit is not None:
-            found = unit.function_at(address)
-            if found is not None:
-                return found
-        # A unit missing from .debug_aranges, or one whose ranges do not say: ask them all.
-        for unit in self._iter_units():
-            found = unit.function_at(address)
-            if found is not None:
-                return found
-        return None
+        return None if unit is None else unit.function_at(address)
 
     def _scope_at(self, address: int, function: str | None = None) -> Scope:
         """The scope whose variables a probe at ``address`` sees.
