@@ -10,8 +10,9 @@
 - the addresses where a source line's code starts.
 
 Everything is read lazily: a question about one address reads the unit (``.debug_aranges``
-says which) and the one function containing it. Questions by name (:meth:`functions`) read every
-unit once.
+says which) and the one function containing it. Questions by name (:meth:`functions`, globals of
+other units) use an index of every unit built by one fast pass over ``.debug_info``
+(``_scan``); questions by source file read the line tables of the units that name the file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ._expr import Index, Member, VariableExpression, parse_expression
 from ._location import (
     CONSTANT,
     EvaluationContext,
+    FileAddress,
     ImplicitLocation,
     Load,
     Location,
@@ -128,8 +130,10 @@ class DebugInfo:
         self._arch = arch
         self._dwarf: Any = debug.elf.get_dwarf_info(relocate_dwarf_sections=False)
         self._segments: list[LoadSegment] = target.load_segments()
+        # Call frame information: the probed file's .eh_frame first (a separate debug file
+        # keeps only an empty, SHT_NOBITS, copy), then the debug file's .debug_frame.
         cfi_sources = []
-        for elf_file in (target, debug):
+        for elf_file in dict.fromkeys((target, debug)):
             if elf_file.has_section(".eh_frame") or elf_file.has_section(".debug_frame"):
                 cfi_sources.append(elf_file.elf.get_dwarf_info(relocate_dwarf_sections=False)
                                    if elf_file is not debug else self._dwarf)
@@ -176,6 +180,8 @@ class DebugInfo:
             try:
                 self._aranges = self._dwarf.get_aranges()
                 if self._aranges is not None:
+                    # Units without code have an empty set, which the public entries omit;
+                    # should pyelftools drop this method, the except below copes (slower).
                     listed = {entry.info_offset
                               for entry in self._aranges._get_entries(need_empty=True)}
             except Exception:  # damaged aranges: the units' own ranges, then
@@ -241,7 +247,7 @@ class DebugInfo:
                          raw(dwarf.debug_str_sec), raw(dwarf.debug_line_str_sec),
                          raw(dwarf.debug_str_offsets_sec))
             # What the pass could not name or read, pyelftools reads.
-            for unit_offset, die_offset, function, kind, _ in index.unresolved:
+            for unit_offset, die_offset, function, kind in index.unresolved:
                 die = dwarf.get_DIE_from_refaddr(die_offset)
                 for name in {die_name(die), linkage_name(die)} - {None}:
                     assert name is not None
@@ -327,9 +333,9 @@ class DebugInfo:
         """The instances of a function: its out-of-line body and (``inlined``) each inlined
         copy, as perf probe finds them for ``FUNC``.
 
-        Finding inlined copies reads every unit once (then the name index is kept); on a
-        large library that is seconds (libc: about ten). Without ``inlined`` a function the
-        symbol table names is found at once, through its symbol.
+        Finding inlined copies needs the name index of every unit, built once by a fast pass
+        (libc: about a second); without ``inlined``, a function the symbol table names is
+        found through its symbol at once.
 
         Args:
             name: The function's name or linkage name, or a glob (``mem*``).
@@ -527,7 +533,7 @@ class DebugInfo:
                     raise Unavailable("it is a thread-local variable, whose address a uprobe "
                                       "cannot compute")
                 if kind == 1:  # STT_OBJECT
-                    return MemoryLocation(Value(_file_address(value)))
+                    return MemoryLocation(Value(FileAddress(value)))
         for unit_offset, die_offset, has_location in self._scanned().variables.get(name, ()):
             if has_location and unit_offset != unit.cu.cu_offset:
                 die = self._dwarf.get_DIE_from_refaddr(die_offset)
@@ -1185,12 +1191,6 @@ def _clip(
 
 def _no_frame_base() -> Value:
     raise Unavailable("the frame base refers to itself")
-
-
-def _file_address(address: int) -> Any:
-    from ._location import FileAddress
-
-    return FileAddress(address)
 
 
 def _redundant_instance(scope: Scope) -> bool:

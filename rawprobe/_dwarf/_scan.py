@@ -138,14 +138,14 @@ class NameIndex:
             into the concrete function given).
         variables: name → (unit offset, DIE offset, has a location) for variables at a unit's
             top level or in a namespace.
-        unresolved: DIE offsets whose name the pass could not find (the caller asks
-            pyelftools), keyed like ``functions`` entries.
+        unresolved: (unit offset, DIE offset, concrete function's DIE offset, kind) of
+            instances whose name the pass could not find (the caller asks pyelftools).
         skipped_units: Offsets of units the pass could not read.
     """
 
     functions: dict[str, list[tuple[int, int, str, int]]] = field(default_factory=dict)
     variables: dict[str, list[tuple[int, int, bool]]] = field(default_factory=dict)
-    unresolved: list[tuple[int, int, int, str, int]] = field(default_factory=list)
+    unresolved: list[tuple[int, int, int, str]] = field(default_factory=list)
     skipped_units: list[int] = field(default_factory=list)
 
 
@@ -347,7 +347,7 @@ def _scan_unit(
     for die, function, kind in found:
         spellings = {text for text in (resolve(die, False), resolve(die, True)) if text}
         if not spellings:
-            index.unresolved.append((unit, die, function, kind, 0))
+            index.unresolved.append((unit, die, function, kind))
         for spelling in spellings:
             index.functions.setdefault(spelling, []).append((unit, die, kind, function))
     for die, has_location in variables:
