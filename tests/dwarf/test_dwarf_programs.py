@@ -64,6 +64,8 @@ def test_out_of_line_functions_are_where_their_symbols_are(program) -> None:  # 
         assert instance.decl_file is not None and instance.decl_file.endswith("main.c")
         assert instance.ranges[0][0] <= instance.probe_address < instance.ranges[0][1]
         assert info.function_at(instance.entry_address + 1) == instance
+    assert {i.name for i in info.functions("s*", inlined=False)} == \
+        {"scalars", "strings", "sum_squares"}
     add = info.functions("add", inlined=False)[0]
     assert add.decl_line == next(n for n, line in enumerate(PROGRAM.splitlines(), 1)
                                  if "int add(int a" in line)
@@ -421,10 +423,11 @@ enum color { RED, GREEN = 5 };
 enum sign { MINUS = -1, PLUS = 1 };
 typedef struct { int a; union { int u; float f; }; } thing_t;
 typedef unsigned long size_type;
+static const int limit = 42;
 __attribute__((noinline)) int types(enum color c, enum sign g, const volatile thing_t *t,
                                     double d, _Bool flag, size_type n, int (*fn)(int),
                                     thing_t byval) {
-    return c + g + t->a + t->u + (int)d + flag + (int)n + (fn != 0) + byval.a;
+    return c + g + t->a + t->u + (int)d + flag + (int)n + (fn != 0) + byval.a + limit;
 }
 static int twice(int v) { return 2 * v; }
 int main(void) {
@@ -459,6 +462,11 @@ def test_types(spec: Build) -> None:
         info.compile("t", address, cast="string")
     with pytest.raises(dwarf.DwarfError, match=r"name a member|not in memory|pieces"):
         info.compile("byval", address)
+    # Kept in .rodata, or folded into a constant the debug information records
+    # (DW_AT_const_value, read as an immediate).
+    assert info.compile("limit", address).fetcharg in (
+        "\\42", f"@+{elf_symbol(info.path, 'limit') - segment_delta(info.path, address):#x}"
+        if spec.level == "-O0" else "\\42")
     if spec.level == "-O0":
         assert info.compile("byval.a", address).type == "s32"
         assert info.compile("byval", address, cast="x64").fetcharg.endswith("(%bp)")

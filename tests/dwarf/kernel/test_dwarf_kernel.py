@@ -225,7 +225,8 @@ def test_enums_unions_bools(spec: Build) -> None:
     info = dwarf.open_debug_info(str(path))
     assert info is not None
     address = info.functions("types", inlined=False)[0].probe_address
-    expected = {"c": "5", "g": "-1", "t->a": "1", "t->u": "2", "flag": "1", "n": "9"}
+    expected = {"c": "5", "g": "-1", "t->a": "1", "t->u": "2", "flag": "1", "n": "9",
+                "limit": "42"}
     args = []
     for index, expression in enumerate(expected):
         compiled = info.compile(expression, address)
