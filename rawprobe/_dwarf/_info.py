@@ -156,20 +156,25 @@ class DebugInfo:
 
     # -- units ------------------------------------------------------------------------------
 
-    def _unit(self, cu_offset: int) -> Unit:
+    def _unit(self, cu_offset: int, cu: Any = None) -> Unit:
         unit = self._units.get(cu_offset)
         if unit is None:
-            unit = Unit(self._dwarf.get_CU_at(cu_offset))
+            hints = self._scan.units.get(cu_offset, (None, None)) if self._scan else (None, None)
+            unit = Unit(cu if cu is not None else self._dwarf.get_CU_at(cu_offset), *hints)
             self._units[cu_offset] = unit
         return unit
 
     def _iter_units(self) -> Iterator[Unit]:
         for cu in self._dwarf.iter_CUs():
-            unit = self._units.get(cu.cu_offset)
-            if unit is None:
-                unit = Unit(cu)
-                self._units[cu.cu_offset] = unit
-            yield unit
+            yield self._unit(cu.cu_offset, cu)
+
+    def _units_naming(self, file: str) -> Iterator[Unit]:
+        """The units whose line table names a source file (read through the name index, so
+        the others' DIEs are not read)."""
+        self._scanned()
+        for unit in self._iter_units():
+            if any(name and _same_file(name, file) for name in unit.file_names()):
+                yield unit
 
     def _unit_at(self, address: int) -> Unit | None:
         """The unit whose code contains ``address``: ``.debug_aranges`` says, for the units it
@@ -1004,9 +1009,7 @@ class DebugInfo:
             found: dict[int, LineAddress] = {}
             shared: list[int] = []
             known = False
-            for unit in self._iter_units():
-                if not any(name and _same_file(name, file) for name in unit.file_names()):
-                    continue
+            for unit in self._units_naming(file):
                 known = True
                 for address in self._unit_lines(unit, file, line):
                     if address in found or address in shared:
@@ -1057,11 +1060,10 @@ class DebugInfo:
 
     def _no_code_message(self, file: str, line: int, shared: bool) -> str:
         lines: set[int] = set()
-        for unit in self._iter_units():
+        for unit in self._units_naming(file):
             wanted = {i for i, name in enumerate(unit.file_names())
                       if name and _same_file(name, file)}
-            if wanted:
-                lines.update(row.line for row in unit.rows() if row.file in wanted and row.is_stmt)
+            lines.update(row.line for row in unit.rows() if row.file in wanted and row.is_stmt)
         before = max((n for n in lines if n < line), default=None)
         after = min((n for n in lines if n > line), default=None)
         near = " or ".join(f"{file}:{n}" for n in (before, after) if n is not None)

@@ -32,6 +32,8 @@ _TAG_PARTIAL_UNIT = 0x3C
 _AT_SIBLING = 0x01
 _AT_LOCATION = 0x02
 _AT_NAME = 0x03
+_AT_STMT_LIST = 0x10
+_AT_COMP_DIR = 0x1B
 _AT_LOW_PC = 0x11
 _AT_HIGH_PC = 0x12
 _AT_ABSTRACT_ORIGIN = 0x31
@@ -44,7 +46,8 @@ _AT_STR_OFFSETS_BASE = 0x72
 _WANTED = frozenset({_AT_SIBLING, _AT_LOCATION, _AT_NAME, _AT_LOW_PC, _AT_HIGH_PC,
                      _AT_ABSTRACT_ORIGIN,
                      _AT_DECLARATION, _AT_SPECIFICATION, _AT_RANGES,
-                     _AT_LINKAGE_NAME, _AT_MIPS_LINKAGE_NAME, _AT_STR_OFFSETS_BASE})
+                     _AT_LINKAGE_NAME, _AT_MIPS_LINKAGE_NAME, _AT_STR_OFFSETS_BASE,
+                     _AT_STMT_LIST, _AT_COMP_DIR})
 # Scopes whose children may hold what the index wants; any other subtree is skipped.
 _DESCEND = frozenset({_TAG_SUBPROGRAM, _TAG_INLINED, _TAG_LEXICAL_BLOCK, _TAG_NAMESPACE,
                       _TAG_COMPILE_UNIT, _TAG_PARTIAL_UNIT})
@@ -140,12 +143,15 @@ class NameIndex:
             top level or in a namespace.
         unresolved: (unit offset, DIE offset, concrete function's DIE offset, kind) of
             instances whose name the pass could not find (the caller asks pyelftools).
+        units: unit offset → (its line table's offset in ``.debug_line``, its compilation
+            directory), so a unit's files can be listed without reading its DIEs.
         skipped_units: Offsets of units the pass could not read.
     """
 
     functions: dict[str, list[tuple[int, int, str, int]]] = field(default_factory=dict)
     variables: dict[str, list[tuple[int, int, bool]]] = field(default_factory=dict)
     unresolved: list[tuple[int, int, int, str]] = field(default_factory=list)
+    units: dict[int, tuple[int | None, str]] = field(default_factory=dict)
     skipped_units: list[int] = field(default_factory=list)
 
 
@@ -279,7 +285,8 @@ def _scan_unit(
                 elif form == _FORM_STRING:
                     stop = info.index(b"\0", pos)
                     value, pos = -1, stop + 1
-                    if attribute in (_AT_NAME, _AT_LINKAGE_NAME, _AT_MIPS_LINKAGE_NAME):
+                    if attribute in (_AT_NAME, _AT_LINKAGE_NAME, _AT_MIPS_LINKAGE_NAME,
+                                     _AT_COMP_DIR):
                         inline_strings[(die, attribute)] = info[start:stop].decode("utf-8",
                                                                                    "replace")
                 else:
@@ -290,6 +297,13 @@ def _scan_unit(
             base = attrs.get(_AT_STR_OFFSETS_BASE)
             if base is not None:
                 str_offsets_base = base[1]
+            comp_dir = ""
+            if _AT_COMP_DIR in attrs:
+                form, value = attrs[_AT_COMP_DIR]
+                comp_dir = inline_strings.get((die, _AT_COMP_DIR), "") if value == -1 else \
+                    string_at(form, value)
+            stmt_list = attrs.get(_AT_STMT_LIST)
+            index.units[unit] = (stmt_list[1] if stmt_list is not None else None, comp_dir)
         elif tag in (_TAG_SUBPROGRAM, _TAG_INLINED, _TAG_VARIABLE):
             own: list[str | None] = []
             for key in (_AT_NAME, _AT_LINKAGE_NAME, _AT_MIPS_LINKAGE_NAME):

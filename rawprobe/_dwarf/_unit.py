@@ -11,6 +11,7 @@ else in the unit is read until needed, so one probe in libc reads one function, 
 from __future__ import annotations
 
 import bisect
+import functools
 import posixpath
 from collections.abc import Iterator
 from typing import Any
@@ -219,23 +220,22 @@ class LineRow:
 
 
 class Unit:
-    """One compilation unit.
+    """One compilation unit; its DIEs are read only when asked about.
 
     Args:
-        cu: The pyelftools ``CompileUnit``.
+        cu: The pyelftools ``CompileUnit`` (its header is read, not its DIEs).
+        stmt_list: The offset of its line table, when already known (then listing its files
+            reads no DIE).
+        comp_dir: Its compilation directory, when already known.
     """
 
-    def __init__(self, cu: Any) -> None:
+    def __init__(self, cu: Any, stmt_list: int | None = None, comp_dir: str | None = None
+                 ) -> None:
         self.cu = cu
-        self.top = cu.get_top_DIE()
         self.version: int = cu.header.version
         self.dwarf = cu.dwarfinfo
-        low = self.top.attributes.get("DW_AT_low_pc")
-        self.base_address = int(low.value) if low is not None else 0
-        self.name = die_name(self.top) or "<unknown>"
-        comp_dir = self.top.attributes.get("DW_AT_comp_dir")
-        self.comp_dir = comp_dir.value.decode("utf-8", "replace") if comp_dir is not None \
-            and isinstance(comp_dir.value, bytes) else ""
+        self._stmt_list = stmt_list
+        self._comp_dir = comp_dir
         self._functions: list[tuple[int, int, Any]] | None = None
         self._function_starts: list[int] = []
         self._trees: dict[int, Scope] = {}
@@ -249,6 +249,30 @@ class Unit:
 
     def __repr__(self) -> str:
         return f"Unit({self.name!r} at {self.cu.cu_offset:#x})"
+
+    @functools.cached_property
+    def top(self) -> Any:
+        """The unit's DIE (``DW_TAG_compile_unit``)."""
+        return self.cu.get_top_DIE()
+
+    @functools.cached_property
+    def base_address(self) -> int:
+        """The unit's base address (``DW_AT_low_pc``) for range and location lists."""
+        low = self.top.attributes.get("DW_AT_low_pc")
+        return int(low.value) if low is not None else 0
+
+    @functools.cached_property
+    def name(self) -> str:
+        """The unit's primary source file, as the compiler was given it."""
+        return die_name(self.top) or "<unknown>"
+
+    @functools.cached_property
+    def comp_dir(self) -> str:
+        """The compilation directory (``DW_AT_comp_dir``), "" when not recorded."""
+        if self._comp_dir is not None:
+            return self._comp_dir
+        comp_dir = self.top.attributes.get("DW_AT_comp_dir")
+        return _text(comp_dir.value) if comp_dir is not None else ""
 
     @property
     def expr_parser(self) -> Any:
@@ -369,6 +393,12 @@ class Unit:
     # -- files and lines --------------------------------------------------------------------
 
     def _line_program(self) -> Any | None:
+        if self._stmt_list is not None:
+            # pyelftools' own line_program_for_CU would read the unit's DIE (and its whole
+            # abbreviation table) only to learn this offset.
+            parse = getattr(self.dwarf, "_parse_line_program_at_offset", None)
+            if parse is not None:
+                return parse(self._stmt_list, self.cu.structs)
         if "DW_AT_stmt_list" not in self.top.attributes:
             return None
         return self.dwarf.line_program_for_CU(self.cu)

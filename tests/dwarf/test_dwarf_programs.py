@@ -391,6 +391,10 @@ def test_name_index_agrees_with_a_full_walk(program) -> None:  # type: ignore[no
     assert {(name, die) for name, refs in index.variables.items()
             for _, die, _ in refs} == globals_walked
     assert not index.skipped_units and not index.unresolved
+    for unit in info._iter_units():
+        stmt_list, comp_dir = index.units[unit.cu.cu_offset]
+        assert stmt_list == unit.top.attributes["DW_AT_stmt_list"].value
+        assert comp_dir == unit.top.attributes["DW_AT_comp_dir"].value.decode()
 
 
 def test_globals_of_other_units(tmp_path: Path) -> None:
