@@ -354,6 +354,14 @@ def test_bad_files(tmp_path: Path) -> None:
         dwarf.open_debug_info(str(tmp_path / "text"))
     with pytest.raises(UsageError, match="no such file"):
         dwarf.open_debug_info(str(tmp_path / "missing"))
+    with pytest.raises(NotElfError, match="directory"):
+        dwarf.open_debug_info(str(tmp_path))
+    good = dwarf.open_debug_info(str(build(Build("gcc", "-O0"))))
+    assert good is not None
+    with pytest.raises(dwarf.FunctionNotFoundError, match="containing address 0x10"):
+        good.variables_at(0x10)
+    with pytest.raises(dwarf.FunctionNotFoundError, match="belongs to add"):
+        good.compile("a", good.functions("add")[0].probe_address, function="main")
     no_dwarf = build_c("int main(void) { return 0; }\n", name="nodwarf", flags=("-O2",))
     assert dwarf.open_debug_info(str(no_dwarf), debug_root=str(tmp_path)) is None
     # Truncated debug information: an error that says so, never a traceback.

@@ -3,8 +3,19 @@ tracer (tracefs ``uprobe_events``), next to perf probe's, on programs the tests 
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
-from helpers import require_kernel_tracing
+from helpers import TRACEFS, require_kernel_tracing
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracefs_mounted() -> None:
+    """Mount tracefs where KernelTracer looks for it, when it is not (root can)."""
+    if os.geteuid() == 0 and not (TRACEFS / "uprobe_events").exists() and TRACEFS.is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=False,
+                       capture_output=True)
 
 
 @pytest.fixture(autouse=True)
