@@ -51,7 +51,7 @@ import os
 import threading
 from collections import OrderedDict
 
-from ._arch import DwarfArch, dwarf_arch
+from ._arch import dwarf_arch
 from ._elf import ElfFile, locate_debug_file
 from ._errors import (
     DwarfError,
@@ -71,7 +71,6 @@ __all__ = [
     "MAX_DEREFERENCES",
     "CompiledVariable",
     "DebugInfo",
-    "DwarfArch",
     "DwarfError",
     "ExpressionSyntaxError",
     "FunctionInstance",
