@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .._files import open_target
+from .._host.files import open_target
 from .._symbols._debuginfo import (
     build_id_candidates,
     debug_roots,
