@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from ._plan.events import Event
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the Tracer calls this module, not the other way round
     from ._tracer import Tracer
 
 __all__ = ["aevents"]

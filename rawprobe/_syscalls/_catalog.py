@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import KernelFeatureError, UsageError
-from .._tracefs._eventformat import EventFormat, FormatField, parse_format
+from .._host.eventformat import EventFormat, FormatField, parse_format
 from ._constants import SyscallNumbers, syscall_numbers
 from ._ctypes import CType, c_type
 from ._decoders import ArgDecoder, Capture, Display, classify_argument, return_display

@@ -455,8 +455,17 @@ def _format_value(value: int, radix: int) -> str:
 
 
 def _format_set(pairs: tuple[tuple[str, int], ...], radix: int, indent: str) -> list[str]:
+    """The pairs, as many to a line as fit in 99 columns (the table stays short to read)."""
     lines = [f"{indent}("]
-    lines += [f'{indent}    ("{name}", {_format_value(value, radix)}),' for name, value in pairs]
+    line = f"{indent}   "
+    for name, value in pairs:
+        item = f' ("{name}", {_format_value(value, radix)}),'
+        if len(line) + len(item) > 99 and line.strip():
+            lines.append(line)
+            line = f"{indent}   "
+        line += item
+    if line.strip():
+        lines.append(line)
     lines.append(f"{indent}),")
     return lines
 

@@ -10,7 +10,7 @@ BPF at all: root, perf events and tracefs are enough.
 
 from __future__ import annotations
 
-from ._eventformat import EventFormat, FormatField, parse_format
+from .._host.eventformat import EventFormat, FormatField, parse_format
 from ._fs import (
     TRACEFS_MOUNTS,
     Tracefs,

@@ -20,9 +20,9 @@ from typing import Any
 import construct as c
 
 from .._errors import KernelFeatureError
+from .._host.eventformat import EventFormat, FormatField
 from .._plan.abi import compile_struct
 from .._plan.events import RecordLayout
-from ._eventformat import EventFormat, FormatField
 from ._render import ArgRole, KernelArg, KernelProbe
 
 __all__ = ["SampleDecoder"]

@@ -52,6 +52,7 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
+from .._host.eventformat import parse_format
 from .._plan import abi
 from .._plan.events import Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
@@ -77,7 +78,6 @@ from .._sys.perf import (
     perf_event_set_output,
 )
 from ._decode import SampleDecoder
-from ._eventformat import parse_format
 from ._fs import Tracefs
 from ._groups import new_group
 from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
