@@ -539,12 +539,12 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 			tail = rp_fetch(s, &probe->fields[i], i, tail);
 	}
 
-	if (probe->npredicates && !rp_filter(s, probe)) {
+	if (rp_settings.filters && probe->npredicates && !rp_filter(s, probe)) {
 		__sync_fetch_and_add(&counters->filtered, 1);
 		goto out;
 	}
 
-	switch (probe->agg.action) {
+	switch (rp_settings.aggregates ? probe->agg.action : RP_ACTION_STREAM) {
 	case RP_ACTION_STREAM:
 		tail &= REC_MASK;
 		if (probe->flags & RP_PROBE_STACK) {

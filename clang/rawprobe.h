@@ -158,6 +158,11 @@ struct rp_probe {
 struct rp_settings {
 	__u32 follow;    /* record only processes in the followed set (attach -- COMMAND) */
 	__u32 self_tgid; /* rawprobe's own process: its hits are ignored, never counted */
+	/* What the run's configurations use. Zero leaves that code out of the programs the
+	 * verifier checks (it prunes branches on read-only globals): a stream without filters
+	 * loads in a fraction of the time. */
+	__u32 filters;    /* some probe has a filter */
+	__u32 aggregates; /* some probe aggregates (agg.action other than RP_ACTION_STREAM) */
 };
 
 /* The key of the aggregates map. When grouped by a stack of a probe at a function's entry,

@@ -39,6 +39,7 @@ _ALL_PROGRAMS = (
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
 )
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
+_NPREDICATES = struct.Struct("<8xI")  # struct rp_probe.npredicates
 
 # ENOTSUPP (524, kernel-internal) and EINVAL: the kernel cannot place a uprobe on that
 # instruction (arch/x86/kernel/uprobes.c refuses some), or the offset is not an instruction.
@@ -49,9 +50,10 @@ _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at th
 _SMALL_BATCH = 4096
 _SETTLE_SECONDS = 0.0002
 
-# A file's uprobes go on one uprobe_multi link from this many on: a perf-event uprobe costs
-# an RCU grace period (~0.1 s here) to remove, each.
-MULTI_THRESHOLD = 2
+# A file's uprobes go on one uprobe_multi link from this many on (where the kernel has
+# them): removing a perf-event uprobe costs an RCU grace period (~0.1 s here) each, a
+# uprobe_multi link one for all its uprobes, so even a single probe goes on a link.
+MULTI_THRESHOLD = 1
 
 _Group = tuple[str, bool, str]  # (kernel path, return probes, program suffix)
 
@@ -83,6 +85,7 @@ class BpfSession:
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
         self._plan_events = list(plan.events)
+        self._aggregation = plan.aggregation
         self._decoder = Decoder(plan.layouts)
         self._busy = False
         self._follow = follow
@@ -146,9 +149,27 @@ class BpfSession:
             obj.map("stats").set_max_entries(max(1, len(self._plan_events)))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
-            # const volatile struct rp_settings is the object's only read-only global.
-            settings = abi.SETTINGS.build({"follow": int(self._follow),
-                                           "self_tgid": os.getpid()})
+            # Maps the run never touches get one entry: creating them at full size (16,384
+            # preallocated per-CPU cells, 16 MiB of stack slots) costs more than loading the
+            # programs.
+            aggregation = self._aggregation
+            unused = {
+                "aggregates": aggregation is None,
+                "starts": aggregation is None or aggregation.hist is None
+                or not aggregation.hist.is_latency,
+                "stacks": aggregation is None or not aggregation.stack,
+                "stack_pids": aggregation is None or not aggregation.stack,
+                "followed": not self._follow,
+            }
+            for name, shrink in unused.items():
+                if shrink:
+                    obj.map(name).set_max_entries(1)
+            # const volatile struct rp_settings is the object's only read-only global; what
+            # the run does not use, the verifier leaves out.
+            settings = abi.SETTINGS.build({
+                "follow": int(self._follow), "self_tgid": os.getpid(),
+                "filters": int(any(_NPREDICATES.unpack_from(config)[0] for config in configs)),
+                "aggregates": int(aggregation is not None)})
             obj.rodata()[: len(settings)] = settings
             wanted = {program for program, _group in self._programs}
             if self._follow:

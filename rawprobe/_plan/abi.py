@@ -183,6 +183,8 @@ HEADER = c.Struct(
 SETTINGS = c.Struct(
     "follow" / c.Int32ul,
     "self_tgid" / c.Int32ul,
+    "filters" / c.Int32ul,
+    "aggregates" / c.Int32ul,
 )
 
 AGG_KEY = c.Struct(
