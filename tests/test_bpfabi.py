@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from typing import Any
 
@@ -72,3 +73,12 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
                          ("RP_KEY_LEN", abi.KEY_LEN), ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
         assert f"#define {macro} {value} " in text, macro
+
+
+def test_start_up_formats_match_the_declarations() -> None:
+    # The start-up path packs the settings and unpacks headers without construct.
+    assert abi.compile_struct(abi.HEADER).format == abi.HEADER_FORMAT
+    assert abi.compile_struct(abi.SETTINGS).format == abi.SETTINGS_FORMAT
+    assert abi.HEADER.sizeof() == abi.HEADER_SIZE
+    values = {"follow": 1, "self_tgid": 4242, "filters": 0, "aggregates": 1}
+    assert struct.pack(abi.SETTINGS_FORMAT, *values.values()) == abi.SETTINGS.build(values)

@@ -5,13 +5,13 @@ uprobes whose BPF programs write records into its ring buffer (implements
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import struct
 import time
 import weakref
 from collections.abc import Sequence
 
+from .. import _log
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._plan import abi
 from .._plan.events import Event
@@ -27,7 +27,6 @@ from .ringmap import RingMap
 
 __all__ = ["BpfSession"]
 
-_LOG = logging.getLogger("rawprobe")
 _KEY = struct.Struct("<I")
 _STATS = struct.Struct("<QQQ")
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
@@ -108,7 +107,7 @@ class BpfSession:
             except BpfObjectError:
                 if index == len(attempts) - 1:
                     raise
-                _LOG.info("the kernel refused %s; trying without",
+                _log.info("the kernel refused %s; trying without",
                           "uprobe_multi programs" if use_multi else "sleepable programs")
         obj = self._object
         try:
@@ -166,11 +165,11 @@ class BpfSession:
                     obj.map(name).set_max_entries(1)
             # const volatile struct rp_settings is the object's only read-only global; what
             # the run does not use, the verifier leaves out.
-            settings = abi.SETTINGS.build({
-                "follow": int(self._follow), "self_tgid": os.getpid(),
-                "filters": int(any(_NPREDICATES.unpack_from(config)[0] for config in configs)),
-                "aggregates": int(aggregation is not None)})
-            obj.rodata()[: len(settings)] = settings
+            settings = struct.pack(
+                abi.SETTINGS_FORMAT, int(self._follow), os.getpid(),
+                int(any(_NPREDICATES.unpack_from(config)[0] for config in configs)),
+                int(aggregation is not None))
+            obj.set_rodata(settings)
             wanted = {program for program, _group in self._programs}
             if self._follow:
                 wanted.update(_FOLLOW_PROGRAMS)
@@ -391,4 +390,4 @@ def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:
         try:
             lib.link_destroy(link)
         except SysCallError as error:
-            _LOG.warning("detaching a probe failed: %s", error)
+            _log.warning("detaching a probe failed: %s", error)

@@ -4,14 +4,31 @@ clang/rawprobe.h is the source of truth; tests/test_bpfabi.py checks every struc
 the BTF of the built object (sizes and member offsets). Building configurations is not a hot
 path, so construct builds them directly; records are decoded on the hot path by
 :class:`struct.Struct` objects compiled from these declarations (:func:`compile_struct`).
+
+The construct declarations are made on first use (importing construct costs 15 ms, and a run
+whose plan came from the cache never builds a configuration). The two formats the start-up path
+needs, the record header's and the settings', are written out as struct formats here; the
+tests hold them to the declarations.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-import construct as c
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
+
+    import construct as c
+
+    FIELD: c.Struct
+    PREDICATE: c.Struct
+    AGGREGATION: c.Struct
+    PROBE: c.Struct
+    HEADER: c.Struct
+    SETTINGS: c.Struct
+    AGG_KEY: c.Struct
+    STATS: c.Struct
 
 __all__ = [
     "AGGREGATION",
@@ -19,6 +36,8 @@ __all__ = [
     "CMP_CODES",
     "COOKIE_TALLY",
     "HEADER",
+    "HEADER_FORMAT",
+    "HEADER_SIZE",
     "HEADER_STRUCT",
     "MAX_DEREF",
     "MAX_FIELDS",
@@ -31,6 +50,7 @@ __all__ = [
     "PROBE_RETURN",
     "PROBE_STACK",
     "SETTINGS",
+    "SETTINGS_FORMAT",
     "STATS",
     "STR_CONST_LEN",
     "Action",
@@ -114,91 +134,115 @@ class PredOp:
 # enum rp_cmp, by the operator a filter spells.
 CMP_CODES = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "&": 6}
 
-FIELD = c.Struct(
-    "base" / c.Int8ul,
-    "store" / c.Int8ul,
-    "nderef" / c.Int8ul,
-    "size" / c.Int8ul,
-    "count" / c.Int16ul,
-    "dest" / c.Int16ul,
-    "reg" / c.Int32ul,
-    "max_len" / c.Int32ul,
-    "imm" / c.Int64sl,
-    "deref" / c.Array(MAX_DEREF, c.Int64sl),
-)
+# struct rp_header and struct rp_settings as struct formats (tests compare them with HEADER and
+# SETTINGS): the record header is decoded, and the settings written, at every start.
+HEADER_FORMAT = "<QLLLLLL16s"
+HEADER_STRUCT = struct.Struct(HEADER_FORMAT)
+HEADER_SIZE = HEADER_STRUCT.size
+SETTINGS_FORMAT = "<LLLL"  # follow, self_tgid, filters, aggregates
 
-PREDICATE = c.Struct(
-    "op" / c.Int8ul,
-    "cmp" / c.Int8ul,
-    "size" / c.Int8ul,
-    "is_signed" / c.Int8ul,
-    "src" / c.Int16ul,
-    "str_index" / c.Int16ul,
-    "field" / c.Int32ul,
-    "str_len" / c.Int32ul,
-    "value" / c.Int64sl,
-)
+_DECLARED = ("FIELD", "PREDICATE", "AGGREGATION", "PROBE", "HEADER", "SETTINGS", "AGG_KEY",
+             "STATS")
 
-AGGREGATION = c.Struct(
-    "action" / c.Int32ul,
-    "key_kind" / c.Int32ul,
-    "key_src" / c.Int16ul,
-    "key_size" / c.Int16ul,
-    "value_src" / c.Int16ul,
-    "value_size" / c.Int8ul,
-    "value_signed" / c.Int8ul,
-    "value_field" / c.Int32ul,
-    "hist" / c.Int32ul,
-    "by_stack" / c.Int32ul,
-    "reserved" / c.Int32ul,
-    "lin_min" / c.Int64sl,
-    "lin_step" / c.Int64sl,
-    "lin_buckets" / c.Int64sl,
-)
 
-PROBE = c.Struct(
-    "flags" / c.Int32ul,
-    "nfields" / c.Int32ul,
-    "npredicates" / c.Int32ul,
-    "fixed_size" / c.Int32ul,
-    "stack_dest" / c.Int32ul,
-    "reserved" / c.Int32ul,
-    "agg" / AGGREGATION,
-    "fields" / c.Array(MAX_FIELDS, FIELD),
-    "predicates" / c.Array(MAX_PREDICATES, PREDICATE),
-    "strings" / c.Array(MAX_STR_CONSTS, c.Bytes(STR_CONST_LEN)),
-)
+def __getattr__(name: str) -> Any:
+    if name not in _DECLARED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _declare()
+    return globals()[name]
 
-HEADER = c.Struct(
-    "ts_ns" / c.Int64ul,
-    "pid" / c.Int32ul,
-    "tid" / c.Int32ul,
-    "event_id" / c.Int32ul,
-    "cpu" / c.Int32ul,
-    "faults" / c.Int32ul,
-    "truncated" / c.Int32ul,
-    "comm" / c.Bytes(COMM_LEN),
-)
 
-SETTINGS = c.Struct(
-    "follow" / c.Int32ul,
-    "self_tgid" / c.Int32ul,
-    "filters" / c.Int32ul,
-    "aggregates" / c.Int32ul,
-)
+def _declare() -> None:
+    """Make the construct declarations (once)."""
+    import construct as c
 
-AGG_KEY = c.Struct(
-    "event_id" / c.Int32ul,
-    "stack_id" / c.Int32sl,
-    "bucket" / c.Int64sl,
-    "data" / c.Bytes(KEY_LEN),
-)
+    FIELD = c.Struct(
+        "base" / c.Int8ul,
+        "store" / c.Int8ul,
+        "nderef" / c.Int8ul,
+        "size" / c.Int8ul,
+        "count" / c.Int16ul,
+        "dest" / c.Int16ul,
+        "reg" / c.Int32ul,
+        "max_len" / c.Int32ul,
+        "imm" / c.Int64sl,
+        "deref" / c.Array(MAX_DEREF, c.Int64sl),
+    )
 
-STATS = c.Struct(
-    "hits" / c.Int64ul,
-    "filtered" / c.Int64ul,
-    "lost" / c.Int64ul,
-)
+    PREDICATE = c.Struct(
+        "op" / c.Int8ul,
+        "cmp" / c.Int8ul,
+        "size" / c.Int8ul,
+        "is_signed" / c.Int8ul,
+        "src" / c.Int16ul,
+        "str_index" / c.Int16ul,
+        "field" / c.Int32ul,
+        "str_len" / c.Int32ul,
+        "value" / c.Int64sl,
+    )
+
+    AGGREGATION = c.Struct(
+        "action" / c.Int32ul,
+        "key_kind" / c.Int32ul,
+        "key_src" / c.Int16ul,
+        "key_size" / c.Int16ul,
+        "value_src" / c.Int16ul,
+        "value_size" / c.Int8ul,
+        "value_signed" / c.Int8ul,
+        "value_field" / c.Int32ul,
+        "hist" / c.Int32ul,
+        "by_stack" / c.Int32ul,
+        "reserved" / c.Int32ul,
+        "lin_min" / c.Int64sl,
+        "lin_step" / c.Int64sl,
+        "lin_buckets" / c.Int64sl,
+    )
+
+    PROBE = c.Struct(
+        "flags" / c.Int32ul,
+        "nfields" / c.Int32ul,
+        "npredicates" / c.Int32ul,
+        "fixed_size" / c.Int32ul,
+        "stack_dest" / c.Int32ul,
+        "reserved" / c.Int32ul,
+        "agg" / AGGREGATION,
+        "fields" / c.Array(MAX_FIELDS, FIELD),
+        "predicates" / c.Array(MAX_PREDICATES, PREDICATE),
+        "strings" / c.Array(MAX_STR_CONSTS, c.Bytes(STR_CONST_LEN)),
+    )
+
+    HEADER = c.Struct(
+        "ts_ns" / c.Int64ul,
+        "pid" / c.Int32ul,
+        "tid" / c.Int32ul,
+        "event_id" / c.Int32ul,
+        "cpu" / c.Int32ul,
+        "faults" / c.Int32ul,
+        "truncated" / c.Int32ul,
+        "comm" / c.Bytes(COMM_LEN),
+    )
+
+    SETTINGS = c.Struct(
+        "follow" / c.Int32ul,
+        "self_tgid" / c.Int32ul,
+        "filters" / c.Int32ul,
+        "aggregates" / c.Int32ul,
+    )
+
+    AGG_KEY = c.Struct(
+        "event_id" / c.Int32ul,
+        "stack_id" / c.Int32sl,
+        "bucket" / c.Int64sl,
+        "data" / c.Bytes(KEY_LEN),
+    )
+
+    STATS = c.Struct(
+        "hits" / c.Int64ul,
+        "filtered" / c.Int64ul,
+        "lost" / c.Int64ul,
+    )
+    globals().update(FIELD=FIELD, PREDICATE=PREDICATE, AGGREGATION=AGGREGATION, PROBE=PROBE,
+                     HEADER=HEADER, SETTINGS=SETTINGS, AGG_KEY=AGG_KEY, STATS=STATS)
 
 
 def compile_struct(layout: c.Struct) -> struct.Struct:
@@ -215,6 +259,8 @@ def compile_struct(layout: c.Struct) -> struct.Struct:
 
 
 def _format_of(sub: Any) -> str:
+    import construct as c
+
     while isinstance(sub, c.Renamed):
         sub = sub.subcon
     if isinstance(sub, c.FormatField):
@@ -229,5 +275,3 @@ def _format_of(sub: Any) -> str:
             return f"{sub.count}{inner}"
     raise TypeError(f"{sub!r} has no fixed struct format")
 
-
-HEADER_STRUCT = compile_struct(HEADER)

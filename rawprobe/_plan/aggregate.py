@@ -10,12 +10,14 @@ the delta bucketed at return) live in the ``aggregates`` map, keyed by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._errors import UsageError
 from .._probe.aggregations import AggregationSpec
 from . import abi
 from .compile import CompiledProbe
+from .events import CompiledField
 
 __all__ = ["aggregation_config", "key_decoder"]
 
@@ -102,11 +104,16 @@ def _key(by: str | None, compiled: CompiledProbe, word: str) -> dict[str, object
     raise UsageError(f"--by {by}: {word!r} has no such field; choose one of " + ", ".join(names))
 
 
-def key_decoder(by: str | None, compiled: CompiledProbe) -> Any:
-    """A function turning the key bytes of an ``rp_agg_key`` back into a value."""
+def key_decoder(by: str | None, fields: Sequence[CompiledField]) -> Any:
+    """A function turning the key bytes of an ``rp_agg_key`` back into a value.
+
+    Args:
+        by: What the aggregation groups by (None: not grouped).
+        fields: The probe's compiled fields (its record layout's).
+    """
     if by is None:
         return None
-    field = next((f for f in compiled.fields if f.name == by and f.offset >= 0), None)
+    field = next((f for f in fields if f.name == by and f.offset >= 0), None)
     if (by == "comm" and field is None) or (field is not None and (
         field.type.kind == "string" or (field.type.kind == "char" and field.type.count)
     )):

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from .._errors import FetchArgError, UsageError
 from .._probe.defaults import DEFAULT_STRING_SIZE, MAX_STRING_SIZE
 from .._probe.fetchargs import (
-    ArgType,
     Comm,
     Deref,
     FetchArg,
@@ -32,6 +31,7 @@ from .._probe.fetchargs import (
 )
 from .._sys.arch import ARCH
 from . import abi
+from .events import CompiledField
 
 __all__ = [
     "DEFAULT_STRING_SIZE",
@@ -41,7 +41,7 @@ __all__ = [
     "compile_fetchargs",
 ]
 
-HEADER_SIZE = abi.HEADER.sizeof()
+HEADER_SIZE = abi.HEADER_SIZE
 
 
 @dataclass(frozen=True)
@@ -52,25 +52,6 @@ class Lowered:
     reg: int
     imm: int
     derefs: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class CompiledField:
-    """Where one fetch-arg lives in the record and how to decode it.
-
-    Attributes:
-        name: The field name.
-        type: Its type.
-        offset: Offset of its fixed part in the record (``-1`` for a constant).
-        slots: Indexes of the ``rp_field`` entries filling it (their fault bits).
-        constant: The value of a string constant (``\\"TEXT"``), which takes no record space.
-    """
-
-    name: str
-    type: ArgType
-    offset: int
-    slots: tuple[int, ...]
-    constant: str | None = None
 
 
 @dataclass

@@ -2,36 +2,74 @@
 
 Each probe's record is the common header (``struct rp_header``) followed by its fields at the
 offsets :mod:`rawprobe._plan.compile` chose. The layout is declared with construct
-(:meth:`RecordLayout.construct`) and compiled once into a :class:`struct.Struct`; fields that
-need more than a struct member (strings, arrays, bitfields, faults) are converted by a small
-function generated for that layout, so no per-record work runs in construct's interpreter.
+(:attr:`RecordLayout.construct`, made on first use) and decoded by one :class:`struct.Struct`
+whose format follows from the same fields (a test holds the two together); fields that need
+more than a struct member (strings, arrays, bitfields, faults) are converted by a small function
+generated for that layout, so no per-record work runs in construct's interpreter. A plan from
+the cache restores its layouts from plain values (:meth:`RecordLayout.state`,
+:meth:`RecordLayout.restore`), without construct or the fetch-arg compiler.
 """
 
 from __future__ import annotations
 
-import copy
 import struct
-from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
 
-import construct as c
-
-from .._probe.fetchargs import ArgType
+from .._probe.argtype import ArgType
+from .._values import Record
 from . import abi
-from .compile import HEADER_SIZE, CompiledField, CompiledProbe
 
-__all__ = ["Event", "RecordLayout"]
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-_CONSTRUCTS = {(1, False): c.Int8ul, (2, False): c.Int16ul, (4, False): c.Int32ul,
-               (8, False): c.Int64ul, (1, True): c.Int8sl, (2, True): c.Int16sl,
-               (4, True): c.Int32sl, (8, True): c.Int64sl}
+    import construct as c
+
+    from .compile import CompiledProbe
+
+    _FieldState = tuple[str, tuple[Any, ...], int, tuple[int, ...], str | None]
+    LayoutState = tuple[str, int, int, tuple[_FieldState, ...]]
+
+__all__ = ["CompiledField", "Event", "RecordLayout"]
+
+_INT_FORMATS = {1: "b", 2: "h", 4: "l", 8: "q"}  # struct's letters; upper case: unsigned
 
 
-def _member(arg_type: ArgType) -> tuple[int, bool]:
+class CompiledField(Record):
+    """Where one fetch-arg lives in the record and how to decode it.
+
+    Attributes:
+        name: The field name.
+        type: Its type.
+        offset: Offset of its fixed part in the record (``-1`` for a constant).
+        slots: Indexes of the ``rp_field`` entries filling it (their fault bits).
+        constant: The value of a string constant (``\\"TEXT"``), which takes no record space.
+    """
+
+    __slots__ = ("constant", "name", "offset", "slots", "type")
+
+    name: str
+    type: ArgType
+    offset: int
+    slots: tuple[int, ...]
+    constant: str | None
+
+    def __init__(self, name: str, type: ArgType, offset: int, slots: tuple[int, ...],
+                 constant: str | None = None) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "constant", constant)
+
+
+def _member(arg_type: ArgType) -> tuple[int, bool, int]:
+    """A field's struct member: bytes per element, signed, and how many elements are in the
+    record (a string takes a 4-byte data_loc)."""
     if arg_type.kind == "string":
-        return 4, False  # data_loc
-    return arg_type.size, arg_type.kind == "int" and arg_type.signed
+        return 4, False, arg_type.count or 1
+    return arg_type.size, arg_type.kind == "int" and arg_type.signed, arg_type.count or 1
 
 
 class RecordLayout:
@@ -44,21 +82,38 @@ class RecordLayout:
     """
 
     def __init__(self, event: str, compiled: CompiledProbe) -> None:
+        self._setup(event, tuple(compiled.fields), compiled.fixed_size, compiled.stack_offset)
+
+    @classmethod
+    def restore(cls, state: LayoutState) -> RecordLayout:
+        """The layout that :meth:`state` described."""
+        event, fixed_size, stack_offset, fields = state
+        layout = cls.__new__(cls)
+        layout._setup(event, tuple(
+            CompiledField(name, ArgType(*arg_type), offset, tuple(slots), constant)
+            for name, arg_type, offset, slots, constant in fields), fixed_size, stack_offset)
+        return layout
+
+    def state(self) -> LayoutState:
+        """The layout as plain values (for the plan cache; :meth:`restore` rebuilds it)."""
+        return (self.event, self.fixed_size, self.stack_offset, tuple(
+            (f.name, f.type.state(), f.offset, f.slots, f.constant) for f in self.fields))
+
+    def _setup(self, event: str, fields: tuple[CompiledField, ...], fixed_size: int,
+               stack_offset: int) -> None:
         self.event = event
-        self.fields: tuple[CompiledField, ...] = tuple(compiled.fields)
-        self.names: tuple[str, ...] = tuple(f.name for f in compiled.fields)
-        self.fixed_size = compiled.fixed_size
-        self.has_symbols = any(f.type.kind == "symbol" for f in compiled.fields)
-        self.stack_offset = compiled.stack_offset
-        self.has_stack = compiled.stack_offset >= 0
-        self.construct = self._declare()
-        self.struct = abi.compile_struct(self.construct)
+        self.fields = fields
+        self.names: tuple[str, ...] = tuple(f.name for f in fields)
+        self.fixed_size = fixed_size
+        self.has_symbols = any(f.type.kind == "symbol" for f in fields)
+        self.stack_offset = stack_offset
+        self.has_stack = stack_offset >= 0
+        self.struct = struct.Struct(self._struct_format())
         self.unpack_from = self.struct.unpack_from
         self.convert = self._generate_converter()
         self._slot_names = self._slots()
         # The header and the fields in one struct: a record is one unpack.
-        self.record_struct = struct.Struct(
-            abi.HEADER_STRUCT.format + self.struct.format.lstrip("<"))
+        self.record_struct = struct.Struct(abi.HEADER_FORMAT + self.struct.format.lstrip("<"))
         self.unpack_record = self.record_struct.unpack_from
         self.nvalues = len(self.fields)
         self.plain = self.convert is None and not self.has_stack
@@ -66,7 +121,8 @@ class RecordLayout:
 
     def renamed(self, event: str) -> RecordLayout:
         """The same layout for another event name (sites of one probe word share layouts)."""
-        twin = copy.copy(self)
+        twin = RecordLayout.__new__(RecordLayout)
+        twin.__dict__.update(self.__dict__)
         twin.event = event
         twin.event_class = twin._event_class()
         return twin
@@ -85,21 +141,42 @@ class RecordLayout:
         tail = (_stack(chunk, base, self.stack_offset),) if self.has_stack else ()
         return tuple.__new__(self.event_class, (*head, *values, *tail))
 
-    def _declare(self) -> c.Struct:
+    @property
+    def construct(self) -> c.Struct:
         """The construct declaration of the fields after the header (padding included)."""
+        import construct as c
+
+        scalars = {(1, False): c.Int8ul, (2, False): c.Int16ul, (4, False): c.Int32ul,
+                   (8, False): c.Int64ul, (1, True): c.Int8sl, (2, True): c.Int16sl,
+                   (4, True): c.Int32sl, (8, True): c.Int64sl}
         members: list[Any] = []
-        position = HEADER_SIZE
+        position = abi.HEADER_SIZE
         for f in self.fields:
             if f.offset < 0:
                 continue
             if f.offset > position:
                 members.append(c.Padding(f.offset - position))
-            size, signed = _member(f.type)
-            count = len(f.slots) if f.type.kind == "string" else (f.type.count or 1)
-            scalar = _CONSTRUCTS[(size, signed)]
+            size, signed, count = _member(f.type)
+            scalar = scalars[(size, signed)]
             members.append(f.name / (c.Array(count, scalar) if f.type.count else scalar))
             position = f.offset + size * count
         return c.Struct(*members)
+
+    def _struct_format(self) -> str:
+        """The struct format ``abi.compile_struct`` makes of :attr:`construct`, written without
+        construct."""
+        parts = ["<"]
+        position = abi.HEADER_SIZE
+        for f in self.fields:
+            if f.offset < 0:
+                continue
+            if f.offset > position:
+                parts.append(f"{f.offset - position}x")
+            size, signed, count = _member(f.type)
+            letter = _INT_FORMATS[size] if signed else _INT_FORMATS[size].upper()
+            parts.append(f"{count}{letter}" if f.type.count else letter)
+            position = f.offset + size * count
+        return "".join(parts)
 
     def _generate_converter(self) -> Callable[..., tuple[Any, ...]] | None:
         """Generate ``convert(raw, chunk, base)`` for the fields a struct alone cannot decode.
@@ -204,7 +281,7 @@ def _stack(chunk: bytes, base: int, offset: int) -> tuple[int, ...]:
 _H = 8  # header members ahead of the values in an Event tuple
 
 
-class Event(tuple[Any, ...]):
+class Event(tuple):  # type: ignore[type-arg]  # tuple[Any, ...], without typing at run time
     """One probe hit, as delivered: an immutable record.
 
     Attributes:

@@ -343,7 +343,7 @@ class Planner:
         agg = decoder = None
         if aggregation is not None:
             agg = aggregation_config(aggregation, compiled, word=spec.text, role=role)
-            decoder = key_decoder(aggregation.by, compiled)
+            decoder = key_decoder(aggregation.by, compiled.fields)
         config = compiled.config(predicates, strings, agg)
         # Stack maps are for non-sleepable programs only.
         reads_memory = compiled.reads_memory and not (

@@ -6,23 +6,34 @@ plants the plan's uprobes and hands back what the kernel recorded. Both backends
 (:mod:`rawprobe._bpf`) and tracefs (:mod:`rawprobe._tracefs`), implement :class:`Session` in
 full: what one backend cannot do in the kernel (tracefs filters, aggregates, stacks) it does
 in a stage of its own, so the Tracer above never needs to know which backend it drives.
+
+The records here are on the start-up path, so they are :class:`rawprobe._values.Record`
+classes rather than dataclasses, and nothing here imports typing at run time (the protocol is a
+:class:`typing.Protocol` to the type checker, a plain class at run time).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
-
-from .._probe.aggregations import AggregationSpec
-from .._probe.fetchargs import FetchArg, UsdtArgument
-from .._probe.filters import FilterExpr
+from .._values import Record
 from .abi import COOKIE_TALLY
-from .events import Event, RecordLayout
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    from .._probe.aggregations import AggregationSpec
+    from .._probe.fetchargs import FetchArg, UsdtArgument
+    from .._probe.filters import FilterExpr
+    from .events import Event, RecordLayout
+
+    _Details = tuple[tuple[FetchArg, ...], tuple[UsdtArgument, ...] | None, FilterExpr | None]
+else:
+    Protocol = object
 
 __all__ = [
     "AggregateCell",
+    "EventDetails",
     "Plan",
     "PlannedEvent",
     "ProbeCounters",
@@ -32,9 +43,42 @@ __all__ = [
     "summarize",
 ]
 
+_setattr = object.__setattr__
 
-@dataclass(frozen=True)
-class PlannedEvent:
+
+class EventDetails:
+    """A planned event's fetch-args as parsed, USDT argument specs and filter expression:
+    what only the tracefs backend reads (the BPF backend runs the compiled configuration). A
+    plan from the cache keeps them pickled, and unpickles them on first use.
+
+    Args:
+        values: ``(fetchargs, usdt_args, filter)``.
+        pickled: The same, pickled (when ``values`` is None).
+    """
+
+    __slots__ = ("_pickled", "_values")
+
+    def __init__(self, values: _Details | None = None, pickled: bytes = b"") -> None:
+        self._values = values
+        self._pickled = pickled
+
+    def get(self) -> _Details:
+        if self._values is None:
+            import pickle
+
+            self._values = pickle.loads(self._pickled)
+        return self._values
+
+    def pickled(self) -> bytes:
+        """The details, pickled (for the plan cache)."""
+        if not self._pickled:
+            import pickle
+
+            self._pickled = pickle.dumps(self.get(), protocol=pickle.HIGHEST_PROTOCOL)
+        return self._pickled
+
+
+class PlannedEvent(Record):
     """One uprobe to plant, and everything about its event.
 
     Attributes:
@@ -63,7 +107,12 @@ class PlannedEvent:
             caller (stacks add it from the top of the stack).
         filter: The filter expression, for a backend that filters in user space.
         key_decoder: Turns an aggregation key's bytes back into a value (None: not grouped).
+        details: The three above, kept pickled in a plan from the cache until asked for.
     """
+
+    __slots__ = ("at_entry", "config_id", "details", "event_id", "file_offset", "from_glob",
+                 "kernel_path", "key_decoder", "layout", "path", "reads_memory", "ref_ctr_offset",
+                 "retprobe", "role", "tally", "tally_only")
 
     event_id: int
     config_id: int
@@ -72,17 +121,67 @@ class PlannedEvent:
     file_offset: int
     retprobe: bool
     ref_ctr_offset: int
-    fetchargs: tuple[FetchArg, ...]
     layout: RecordLayout
-    reads_memory: bool = False
-    tally: bool = False
-    tally_only: bool = False
-    usdt_args: tuple[UsdtArgument, ...] | None = None
-    role: str = ""
-    from_glob: bool = False
-    at_entry: bool = False
-    filter: FilterExpr | None = None
-    key_decoder: Callable[[bytes], Any] | None = None
+    reads_memory: bool
+    tally: bool
+    tally_only: bool
+    role: str
+    from_glob: bool
+    at_entry: bool
+    key_decoder: Callable[[bytes], Any] | None
+    details: EventDetails
+
+    def __init__(
+        self,
+        event_id: int,
+        config_id: int,
+        path: str,
+        kernel_path: str,
+        file_offset: int,
+        retprobe: bool,
+        ref_ctr_offset: int,
+        fetchargs: tuple[FetchArg, ...] | None,
+        layout: RecordLayout,
+        reads_memory: bool = False,
+        tally: bool = False,
+        tally_only: bool = False,
+        usdt_args: tuple[UsdtArgument, ...] | None = None,
+        role: str = "",
+        from_glob: bool = False,
+        at_entry: bool = False,
+        filter: FilterExpr | None = None,
+        key_decoder: Callable[[bytes], Any] | None = None,
+        details: EventDetails | None = None,
+    ) -> None:
+        _setattr(self, "event_id", event_id)
+        _setattr(self, "config_id", config_id)
+        _setattr(self, "path", path)
+        _setattr(self, "kernel_path", kernel_path)
+        _setattr(self, "file_offset", file_offset)
+        _setattr(self, "retprobe", retprobe)
+        _setattr(self, "ref_ctr_offset", ref_ctr_offset)
+        _setattr(self, "layout", layout)
+        _setattr(self, "reads_memory", reads_memory)
+        _setattr(self, "tally", tally)
+        _setattr(self, "tally_only", tally_only)
+        _setattr(self, "role", role)
+        _setattr(self, "from_glob", from_glob)
+        _setattr(self, "at_entry", at_entry)
+        _setattr(self, "key_decoder", key_decoder)
+        _setattr(self, "details", details if details is not None else EventDetails(
+            (fetchargs or (), usdt_args, filter)))
+
+    @property
+    def fetchargs(self) -> tuple[FetchArg, ...]:
+        return self.details.get()[0]
+
+    @property
+    def usdt_args(self) -> tuple[UsdtArgument, ...] | None:
+        return self.details.get()[1]
+
+    @property
+    def filter(self) -> FilterExpr | None:
+        return self.details.get()[2]
 
     @property
     def name(self) -> str:
@@ -96,8 +195,7 @@ class PlannedEvent:
         return (config << 32) | self.event_id
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
     """Everything a backend needs to run: the events and how they aggregate.
 
     Attributes:
@@ -108,19 +206,29 @@ class Plan:
         string_size: Bytes kept per string, NUL included.
     """
 
+    __slots__ = ("aggregation", "configs", "events", "stack", "string_size")
+
     events: tuple[PlannedEvent, ...]
     configs: tuple[bytes, ...]
-    aggregation: AggregationSpec | None = None
-    stack: bool = False
-    string_size: int = 256
+    aggregation: AggregationSpec | None
+    stack: bool
+    string_size: int
+
+    def __init__(self, events: tuple[PlannedEvent, ...], configs: tuple[bytes, ...],
+                 aggregation: AggregationSpec | None = None, stack: bool = False,
+                 string_size: int = 256) -> None:
+        _setattr(self, "events", events)
+        _setattr(self, "configs", configs)
+        _setattr(self, "aggregation", aggregation)
+        _setattr(self, "stack", stack)
+        _setattr(self, "string_size", string_size)
 
     @property
     def layouts(self) -> list[RecordLayout]:
         return [event.layout for event in self.events]
 
 
-@dataclass(frozen=True)
-class TraceTarget:
+class TraceTarget(Record):
     """Which processes to trace.
 
     Attributes:
@@ -130,12 +238,17 @@ class TraceTarget:
     With neither, every process on the host that runs the probed code.
     """
 
-    pids: tuple[int, ...] = ()
-    command_pid: int | None = None
+    __slots__ = ("command_pid", "pids")
+
+    pids: tuple[int, ...]
+    command_pid: int | None
+
+    def __init__(self, pids: tuple[int, ...] = (), command_pid: int | None = None) -> None:
+        _setattr(self, "pids", pids)
+        _setattr(self, "command_pid", command_pid)
 
 
-@dataclass(frozen=True)
-class ProbeCounters:
+class ProbeCounters(Record):
     """What was counted for one event id.
 
     Attributes:
@@ -144,12 +257,19 @@ class ProbeCounters:
         lost: Records that could not be kept (ring buffer full, maps full, nesting).
     """
 
-    hits: int = 0
-    filtered: int = 0
-    lost: int = 0
+    __slots__ = ("filtered", "hits", "lost")
+
+    hits: int
+    filtered: int
+    lost: int
+
+    def __init__(self, hits: int = 0, filtered: int = 0, lost: int = 0) -> None:
+        _setattr(self, "hits", hits)
+        _setattr(self, "filtered", filtered)
+        _setattr(self, "lost", lost)
 
 
-class AggregateCell(NamedTuple):
+class AggregateCell(tuple):  # type: ignore[type-arg]
     """One cell of an aggregation, as a backend counted it.
 
     Attributes:
@@ -160,11 +280,31 @@ class AggregateCell(NamedTuple):
         value: How many hits fell in it.
     """
 
-    event_id: int
-    stack_id: int
-    bucket: int
-    key: bytes
-    value: int
+    __slots__ = ()
+
+    def __new__(cls, event_id: int, stack_id: int, bucket: int, key: bytes,
+                value: int) -> AggregateCell:
+        return tuple.__new__(cls, (event_id, stack_id, bucket, key, value))
+
+    @property
+    def event_id(self) -> int:
+        return int(self[0])
+
+    @property
+    def stack_id(self) -> int:
+        return int(self[1])
+
+    @property
+    def bucket(self) -> int:
+        return int(self[2])
+
+    @property
+    def key(self) -> bytes:
+        return bytes(self[3])
+
+    @property
+    def value(self) -> int:
+        return int(self[4])
 
 
 class Session(Protocol):
@@ -220,8 +360,7 @@ class Session(Protocol):
         """Detach and free everything (idempotent)."""
 
 
-@dataclass(frozen=True)
-class TraceStats:
+class TraceStats(Record):
     """Accounting of one run.
 
     Attributes:
@@ -236,13 +375,25 @@ class TraceStats:
             command line's ``-n`` limit).
     """
 
+    __slots__ = ("events", "filtered", "hits", "lost", "not_delivered", "probes", "truncated")
+
     events: int
     lost: int
     hits: int
     filtered: int
-    truncated: int = 0
-    probes: dict[str, ProbeCounters] = dataclasses.field(default_factory=dict)
-    not_delivered: int = 0
+    truncated: int
+    probes: dict[str, ProbeCounters]
+    not_delivered: int
+
+    def __init__(self, events: int, lost: int, hits: int, filtered: int, truncated: int = 0,
+                 probes: dict[str, ProbeCounters] | None = None, not_delivered: int = 0) -> None:
+        _setattr(self, "events", events)
+        _setattr(self, "lost", lost)
+        _setattr(self, "hits", hits)
+        _setattr(self, "filtered", filtered)
+        _setattr(self, "truncated", truncated)
+        _setattr(self, "probes", {} if probes is None else probes)
+        _setattr(self, "not_delivered", not_delivered)
 
 
 def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int) -> TraceStats:

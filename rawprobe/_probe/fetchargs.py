@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .._errors import FetchArgError
 from .._sys.arch import ARCH
+from .argtype import ArgType
 
 __all__ = [
     "MAX_ARRAY_LEN",
@@ -137,48 +138,6 @@ Source = (
     | ProbeRelative
     | Deref
 )
-
-
-@dataclass(frozen=True)
-class ArgType:
-    """How a fetched value is typed and printed.
-
-    Attributes:
-        name: The type as written, normalized (``s32``, ``string``, ``b4@3/32``, ``u8[4]``).
-        kind: ``int``, ``char``, ``string``, ``symbol`` or ``bitfield``.
-        size: Bytes per element (strings: 0).
-        signed: Printed as signed decimal.
-        hex: Printed as hexadecimal (``x`` types).
-        count: Array length, or ``None`` for a scalar.
-        bit_width: Bitfields: width in bits.
-        bit_offset: Bitfields: offset in bits from the container's least significant bit.
-    """
-
-    name: str
-    kind: str
-    size: int
-    signed: bool = False
-    hex: bool = False
-    count: int | None = None
-    bit_width: int = 0
-    bit_offset: int = 0
-
-    @property
-    def is_string(self) -> bool:
-        return self.kind == "string"
-
-    def element(self) -> ArgType:
-        """The type of one element of an array type."""
-        return ArgType(
-            self.name.split("[", 1)[0],
-            self.kind,
-            self.size,
-            self.signed,
-            self.hex,
-            None,
-            self.bit_width,
-            self.bit_offset,
-        )
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,53 @@ read because no valid cache entry exists for it.
 
 from __future__ import annotations
 
-from ._cache import cache_directory, default_cache
-from ._errors import (
-    AmbiguousLocationError,
-    CorruptElfError,
-    LocationError,
-    NoSymbolsError,
-    OffsetMismatchError,
-    TargetChangedError,
-    UndefinedSymbolError,
-    UnsupportedElfError,
-)
-from ._functions import describe_target, function_at, list_functions
-from ._model import FunctionAt, Location, OffsetDerivation, Symbol, TargetInfo
-from ._open import clear_memory, open_index
-from ._resolve import resolve_location, resolve_one
-from ._target import find_target
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._cache import cache_directory
+    from ._errors import (
+        AmbiguousLocationError,
+        CorruptElfError,
+        LocationError,
+        NoSymbolsError,
+        OffsetMismatchError,
+        TargetChangedError,
+        UndefinedSymbolError,
+        UnsupportedElfError,
+    )
+    from ._functions import describe_target, function_at, list_functions
+    from ._model import FunctionAt, Location, OffsetDerivation, Symbol, TargetInfo
+    from ._open import clear_memory, open_index
+    from ._resolve import resolve_location, resolve_one
+    from ._target import find_target
+
+# Each name is imported from its module on first use: finding a target (at every start) needs
+# none of the index, resolver or ELF modules.
+_LAZY = {
+    "cache_directory": "._cache",
+    **dict.fromkeys(["AmbiguousLocationError", "CorruptElfError", "LocationError",
+                     "NoSymbolsError", "OffsetMismatchError", "TargetChangedError",
+                     "UndefinedSymbolError", "UnsupportedElfError"], "._errors"),
+    "describe_target": "._functions", "function_at": "._functions",
+    "list_functions": "._functions",
+    **dict.fromkeys(["FunctionAt", "Location", "OffsetDerivation", "Symbol", "TargetInfo"],
+                    "._model"),
+    "clear_memory": "._open", "open_index": "._open",
+    "resolve_location": "._resolve", "resolve_one": "._resolve",
+    "find_target": "._target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 def cache_status() -> tuple[str | None, bool, str]:
@@ -47,6 +78,8 @@ def cache_status() -> tuple[str | None, bool, str]:
     Returns:
         (directory or None when disabled, in use, why not when it is not).
     """
+    from ._cache import default_cache
+
     cache = default_cache()
     usable = cache.usable
     return cache.directory, usable, cache.reason

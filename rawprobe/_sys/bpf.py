@@ -16,9 +16,9 @@ import errno
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from .._errors import SysCallError
+from .._values import Record
 from .arch import ARCH
 from .libc import syscall6
 
@@ -45,6 +45,8 @@ __all__ = [
     "prog_name",
     "task_fd_query",
 ]
+
+_setattr = object.__setattr__  # the records set their fields once, in __init__
 
 # enum bpf_cmd
 _MAP_CREATE = 0
@@ -129,8 +131,7 @@ def _info(fd: int, info: ctypes.Array[ctypes.c_char]) -> None:
                                     info=(8, "Q", ctypes.addressof(info))))
 
 
-@dataclass(frozen=True)
-class LinkInfo:
+class LinkInfo(Record):
     """What the kernel says about a BPF link.
 
     Attributes:
@@ -143,11 +144,21 @@ class LinkInfo:
         pid: A uprobe_multi link's process filter (0: none).
     """
 
+    __slots__ = ("id", "pid", "prog_id", "type", "uprobes")
+
     type: int
     id: int
     prog_id: int
-    uprobes: tuple[tuple[str, int, bool, int, int], ...] = ()
-    pid: int = 0
+    uprobes: tuple[tuple[str, int, bool, int, int], ...]
+    pid: int
+
+    def __init__(self, type: int, id: int, prog_id: int,
+                 uprobes: tuple[tuple[str, int, bool, int, int], ...] = (), pid: int = 0) -> None:
+        _setattr(self, "type", type)
+        _setattr(self, "id", id)
+        _setattr(self, "prog_id", prog_id)
+        _setattr(self, "uprobes", uprobes)
+        _setattr(self, "pid", pid)
 
 
 def link_info(fd: int) -> LinkInfo:
@@ -204,8 +215,7 @@ def prog_name(fd: int) -> str:
     return info.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
 
 
-@dataclass(frozen=True)
-class TaskFdInfo:
+class TaskFdInfo(Record):
     """What BPF_TASK_FD_QUERY says about a perf event descriptor with a BPF program attached.
 
     Attributes:
@@ -215,10 +225,18 @@ class TaskFdInfo:
         probe_offset: The file offset (uprobes).
     """
 
+    __slots__ = ("fd_type", "name", "probe_offset", "prog_id")
+
     prog_id: int
     fd_type: int
     name: str
     probe_offset: int
+
+    def __init__(self, prog_id: int, fd_type: int, name: str, probe_offset: int) -> None:
+        _setattr(self, "prog_id", prog_id)
+        _setattr(self, "fd_type", fd_type)
+        _setattr(self, "name", name)
+        _setattr(self, "probe_offset", probe_offset)
 
 
 def task_fd_query(pid: int, fd: int) -> TaskFdInfo:

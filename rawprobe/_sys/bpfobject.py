@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import weakref
 from functools import lru_cache
-from pathlib import Path
 
 from .._errors import BpfObjectError, ClosedError, PrivilegeError, SysCallError
 from .arch import ARCH
@@ -25,11 +25,12 @@ def object_bytes(name: str = "rawprobe") -> bytes:
     """
     arch = ARCH.kernel_name
     file_name = f"{name}.{arch}.bpf.o"
-    package = Path(__file__).resolve().parent.parent
-    for directory in (package / "bpfobj", package.parent / "bpfobj"):
-        path = directory / file_name
-        if path.is_file():
-            return path.read_bytes()
+    package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    for directory in (package, os.path.dirname(package)):
+        path = os.path.join(directory, "bpfobj", file_name)
+        if os.path.isfile(path):
+            with open(path, "rb") as file:
+                return file.read()
     raise BpfObjectError(
         f"no BPF object {file_name} in the rawprobe package: this build of rawprobe has no "
         f"programs for {ARCH.machine} (rebuild with 'make -C clang')"
@@ -153,6 +154,13 @@ class BpfObject:
         size = ctypes.c_size_t()
         address = self.lib.map_initial_value(pointer, ctypes.byref(size))
         return (ctypes.c_char * size.value).from_address(address)
+
+    def set_rodata(self, data: bytes) -> None:
+        """Write ``data`` at the start of the object's ``.rodata`` (before :meth:`load`)."""
+        rodata = self.rodata()
+        if len(data) > len(rodata):
+            raise ValueError(f".rodata holds {len(rodata)} bytes, not {len(data)}")
+        ctypes.memmove(rodata, data, len(data))
 
     def program(self, name: str) -> int:
         """The libbpf ``bpf_program`` pointer of the program named ``name``."""

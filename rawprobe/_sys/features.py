@@ -15,10 +15,10 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 
 from .._errors import SysCallError
+from .._values import Record
 
 __all__ = [
     "BPF_COOKIE",
@@ -50,8 +50,7 @@ def kernel_version() -> tuple[int, int, int]:
         return 0, 0, 0
 
 
-@dataclass(frozen=True)
-class Feature:
+class Feature(Record):
     """One kernel feature rawprobe may use.
 
     Attributes:
@@ -61,10 +60,19 @@ class Feature:
         probe: Raises :class:`SysCallError` (the kernel's refusal) when it is missing.
     """
 
+    __slots__ = ("description", "minimum_kernel", "name", "probe")
+
     name: str
     description: str
     minimum_kernel: tuple[int, int]
     probe: Callable[[], None]
+
+    def __init__(self, name: str, description: str, minimum_kernel: tuple[int, int],
+                 probe: Callable[[], None]) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "description", description)
+        object.__setattr__(self, "minimum_kernel", minimum_kernel)
+        object.__setattr__(self, "probe", probe)
 
     @property
     def minimum(self) -> str:

@@ -9,13 +9,13 @@ loads are also kept so a load failure can show the verifier's explanation.
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+from .. import _log
 from .._errors import LibbpfMissingError
 from ._ffi import ERR_NEGATIVE_ERRNO, ERR_NONE, ERR_NULL, declare
 from .libc import vsnprintf
@@ -24,10 +24,10 @@ __all__ = ["LIBBPF_SONAME", "Libbpf", "PerfEventOpts", "capture_log", "libbpf"]
 
 LIBBPF_SONAME = "libbpf.so.1"
 
-_LOG = logging.getLogger("rawprobe.libbpf")
+_LOGGER = "rawprobe.libbpf"
 # enum libbpf_print_level
 _LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = 0, 1, 2
-_LEVELS = {_LIBBPF_WARN: logging.WARNING, _LIBBPF_INFO: logging.INFO, _LIBBPF_DEBUG: logging.DEBUG}
+_LEVELS = {_LIBBPF_WARN: _log.WARNING, _LIBBPF_INFO: _log.INFO, _LIBBPF_DEBUG: _log.DEBUG}
 
 # typedef int (*libbpf_print_fn_t)(enum libbpf_print_level level, const char *, va_list ap);
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -117,13 +117,19 @@ class Libbpf:
 def _log_line(level: int, fmt: bytes | None, va_list: int | None) -> int:
     if fmt is None:
         return 0
+    lines: list[str] | None = getattr(_capture, "lines", None)
+    log_level = _LEVELS.get(level, _log.DEBUG)
+    # libbpf says a hundred things while it loads an object: format only what is kept.
+    wanted = _log.enabled(log_level, _LOGGER)
+    if lines is None and not wanted:
+        return 0
     buffer = ctypes.create_string_buffer(16384)
     vsnprintf(buffer, len(buffer), fmt, va_list)
     line = buffer.value.decode(errors="replace").rstrip("\n")
-    lines: list[str] | None = getattr(_capture, "lines", None)
     if lines is not None:
         lines.append(line)
-    _LOG.log(_LEVELS.get(level, logging.DEBUG), "%s", line)
+    if wanted:
+        _log.log(log_level, "%s", line, name=_LOGGER)
     return 0
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 from ._ffi import ERR_NEGATIVE, ERR_NONE, declare
 
 __all__ = ["LIBC", "PR_SET_PDEATHSIG", "free", "prctl", "syscall6", "vsnprintf"]
 
-LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library this interpreter is linked with, through the process's own symbol namespace:
+# ctypes.util.find_library("c") would run `ldconfig -p` in a subprocess at every start.
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 # long syscall(long number, ...): six integer arguments cover perf_event_open(2) and bpf(2).
 syscall6 = declare(

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import mmap
 import os
 import select
@@ -44,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from .. import _log
 from .._errors import (
     ClosedError,
     FetchArgError,
@@ -91,7 +91,6 @@ from ._userstage import UserStage
 
 __all__ = ["TracefsSession", "online_cpus", "parse_cpu_list"]
 
-_LOG = logging.getLogger("rawprobe")
 _U16 = struct.Struct("<H")
 # How often wait() looks at the buffers: samples wake the reader only once a quarter of a
 # buffer is full (one wake-up per sample would cost an interrupt each), so sparse events are
@@ -211,7 +210,7 @@ def _release_probes(resources: _Resources) -> None:
         try:
             tracefs.remove(resources.group, event)
         except (OSError, SysCallError) as error:
-            _LOG.warning("removing uprobe event %s/%s failed: %s (run 'rawprobe probes "
+            _log.warning("removing uprobe event %s/%s failed: %s (run 'rawprobe probes "
                          "--clean' once this process has ended)", resources.group, event, error)
 
 
@@ -427,7 +426,7 @@ class TracefsSession:
                     if error.errno == errno.EINVAL and flags & FLAG_INHERIT_THREAD:
                         # Before Linux 5.13 there is no inherit_thread; plain inherit would
                         # follow forked processes too, so threads started later are missed.
-                        _LOG.warning("this kernel cannot make per-thread events follow new "
+                        _log.warning("this kernel cannot make per-thread events follow new "
                                      "threads (Linux 5.13+): threads started from now on in "
                                      "process %d are not traced", pid)
                         flags = 0

@@ -8,13 +8,12 @@ with exit status 2, failures at run time with 1, both as one line on stderr, nev
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from rawprobe import RawprobeError, __version__
+from rawprobe import RawprobeError, __version__, _log
 
 __all__ = ["main"]
 
@@ -52,16 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.trace_command = command
     if command is not None and args.command != "attach":
         parser.error("'-- COMMAND' is only accepted by 'rawprobe attach'")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else
-        logging.WARNING,
-        format="rawprobe: %(message)s",
-    )
     # libbpf's own warnings come back in rawprobe's errors (a failed load carries its log):
     # shown as they happen with -v, its debug output with -vv.
+    levels = {"": _log.DEBUG if args.verbose > 1 else _log.INFO if args.verbose else
+              _log.WARNING}
     if args.verbose < 2:
-        logging.getLogger("rawprobe.libbpf").setLevel(
-            logging.WARNING if args.verbose else logging.ERROR)
+        levels["rawprobe.libbpf"] = _log.WARNING if args.verbose else _log.ERROR
+    _log.configure("rawprobe: %(message)s", levels)
     try:
         status: int = args.run(args)
         return status

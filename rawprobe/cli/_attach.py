@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -266,7 +265,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                 stats = tracer.stats()
                 tracer.close()
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
-    return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
+    return stats.replace(events=printer.printed, truncated=printer.truncated)
 
 
 def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:

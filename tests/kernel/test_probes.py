@@ -111,6 +111,21 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
+# rawprobe's BPF backend puts even one uprobe on a uprobe_multi link where the kernel has them;
+# without, it plants perf-event uprobes, as this holder asks for.
+PERF_EVENT_HOLDER = r"""
+import sys
+from rawprobe._bpf.session import BpfSession
+from rawprobe._plan.planner import Planner
+from rawprobe._plan.session import TraceTarget
+planner = Planner()
+planner.add(sys.argv[1])
+session = BpfSession(planner.plan(), multi=False)
+session.attach_all(TraceTarget())
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
 
 def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Path) -> None:
     bpftrace = require_tool("bpftrace")
@@ -137,6 +152,10 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         started.append(holder)
         wait_for_line(holder, "ready")
+        perf_holder = subprocess.Popen([sys.executable, "-c", PERF_EVENT_HOLDER, f"r:{prog}:add"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        started.append(perf_holder)
+        wait_for_line(perf_holder, "ready")
         for backend in ("bpf", "tracefs"):
             background = Background("attach", "--backend", backend, f"r:{prog}:add")
             background.ready()
@@ -160,11 +179,13 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
             (tracer.pid, "bpftrace", False), (tracer.pid, "bpftrace", True)}
         assert all(r["prog_id"] for r in perf)
 
-        (multi,) = by_kind["bpf-multi"]
+        multi, ours_multi = sorted(by_kind["bpf-multi"], key=lambda r: r["pid"] != holder.pid)
         assert multi["pid"] == holder.pid and multi["link_id"] and not multi["retprobe"]
+        assert ours_multi["pid"] == backgrounds[0].proc.pid and ours_multi["retprobe"]
+        assert ours_multi["prog_name"] == "rp_return_multi" and ours_multi["link_id"]
 
         (bpf_row,) = by_kind["bpf-perf"]
-        assert bpf_row["pid"] == backgrounds[0].proc.pid and bpf_row["retprobe"]
+        assert bpf_row["pid"] == perf_holder.pid and bpf_row["retprobe"]
         assert bpf_row["prog_name"] == "rp_return" and bpf_row["link_id"]
 
         (tracefs_row,) = by_kind["tracefs"]
@@ -174,7 +195,7 @@ def test_probes_of_every_kind_with_their_owners(add_program: Path, tmp_path: Pat
         table = run_rawprobe("probes", check_status=0).stdout.splitlines()
         assert table[0].split() == ["KIND", "PID", "COMM", "TYPE", "SYMBOL", "PLACE", "DETAIL"]
         ours = [line for line in table if f"{prog}:{add.file_offset:#x}" in line]
-        assert len(ours) == 6
+        assert len(ours) == 7
         assert any(line.split()[:3] == ["perf", str(tracer.pid), "bpftrace"] for line in ours)
     finally:
         # Each step on its own, so one failing cannot leave the others' probes behind.
