@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import resource
 import select
-import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -47,6 +46,8 @@ class Command:
     def __init__(self, argv: Sequence[str]) -> None:
         if not argv:
             raise UsageError("no command given after --")
+        import shutil  # only a run that starts a command needs it
+
         if shutil.which(argv[0]) is None:
             raise TargetNotFoundError(f"{argv[0]}: command not found")
         self.argv = list(argv)

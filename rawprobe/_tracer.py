@@ -21,15 +21,18 @@ from ._errors import (
     RawprobeError,
     UsageError,
 )
-from ._output.tables import CountTable, HistogramSet, aggregate_results
 from ._plan.events import Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
-from ._probe.aggregations import AggregationSpec
 from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
-from ._probe.typed import Probe
-from ._probe.words import ProbeSpec
 from ._symbols.symbolize import AddressResolver
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from ._output.tables import CountTable, HistogramSet
+    from ._probe.aggregations import AggregationSpec
+    from ._probe.typed import Probe
+    from ._probe.words import ProbeSpec
 
 __all__ = ["TraceStats", "Tracer"]
 
@@ -325,6 +328,8 @@ class Tracer:
         def stack(stack_id: int, caller: int) -> tuple[str, ...]:
             return self.resolver.describe_stack(session.stack_pid(stack_id),
                                                 session.stack(stack_id), caller)
+
+        from ._output.tables import aggregate_results  # only a run that aggregates reads them
 
         return aggregate_results(plan, session.aggregate_cells(reset), stack)
 

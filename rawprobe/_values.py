@@ -47,6 +47,11 @@ class Record:
         body = ", ".join(f"{name}={value!r}" for name, value in self._fields())
         return f"{type(self).__name__}({body})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the class and the field values (the fields are set without
+        ``__setattr__``, which records refuse)."""
+        return _rebuild, (type(self), tuple(getattr(self, name) for name in self.__slots__))
+
     def replace(self: _RecordT, **changes: Any) -> _RecordT:
         """Return a copy with some fields changed.
 
@@ -79,3 +84,10 @@ class Record:
                 value = list(value)
             result[name] = value
         return result
+
+
+def _rebuild(cls: type[_RecordT], values: tuple[Any, ...]) -> _RecordT:
+    record = object.__new__(cls)
+    for name, value in zip(cls.__slots__, values, strict=True):
+        object.__setattr__(record, name, value)
+    return record

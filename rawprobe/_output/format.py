@@ -13,15 +13,19 @@ strings, strings as strings, arrays as lists, unreadable values as ``null``), pl
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any
 
 from .._plan.events import Event, RecordLayout
-from .._probe.fetchargs import ArgType
 from .._symbols.symbolize import AddressResolver
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from .._probe.argtype import ArgType
+
+    _FastPair = tuple[Callable[..., str], Callable[..., str]]
 
 __all__ = ["EventFormatter", "WallClock"]
 
@@ -43,7 +47,7 @@ class WallClock:
         second = ns // 1_000_000_000
         if second != self._second:
             self._second = second
-            self._hms = datetime.fromtimestamp(second).strftime("%H:%M:%S")
+            self._hms = time.strftime("%H:%M:%S", time.localtime(second))
         return f"{self._hms}.{ns // 1000 % 1_000_000:06d}"
 
 
@@ -77,7 +81,6 @@ def _per_field(arg_type: ArgType, scalar: Callable[[Any], Any], array: Callable[
     )
 
 
-_FastPair = tuple[Callable[..., str], Callable[..., str]]
 
 
 def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
@@ -87,6 +90,7 @@ def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
     Returns None for layouts with arrays or symbols (the general path handles those); events
     with faults or truncated strings always take the general path.
     """
+    import json
     text_parts: list[str] = []
     text_args: list[str] = []
     json_parts: list[str] = []
@@ -145,7 +149,13 @@ def _percent(text: str) -> str:
     return text.replace("%", "%%")
 
 
-_escape = json.encoder.encode_basestring
+
+def _escape(text: str) -> str:
+    """``text`` as a JSON string literal (json's own encoder, imported on first use)."""
+    from json.encoder import encode_basestring
+
+    return encode_basestring(text)
+
 _VALUES = 8  # where an Event's values start in its tuple
 
 
@@ -317,6 +327,8 @@ class EventFormatter:
             obj["truncated"] = _truncated_names(layout, event.truncated)
         if event.stack is not None:
             obj["stack"] = self.frames(event)
+        import json
+
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -9,43 +9,51 @@ one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from .._errors import UsageError
+from .._errors import RawprobeError, UsageError
 from .._host.files import TargetFile
-from .._probe.aggregations import AggregationSpec
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from .._probe.fetchargs import Deref, FetchArg, FileOffset, Source
-from .._probe.filters import FilterExpr, parse_filter
-from .._probe.typed import Probe
-from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
-from .aggregate import aggregation_config, key_decoder
-from .compile import compile_fetchargs
+from . import plancache
 from .events import RecordLayout
-from .filters import compile_filter
 from .session import Plan, PlannedEvent
-from .sites import Site, check_site
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._probe.aggregations import AggregationSpec
+    from .._probe.fetchargs import FetchArg, Source
+    from .._probe.filters import FilterExpr
+    from .._probe.typed import Probe
+    from .._probe.words import ProbeSpec
+    from .sites import Site
+
+# The parsers, the site checks and the compiler are imported where a word is planned: a plan
+# from the cache (plancache) needs none of them.
 
 __all__ = ["Planner", "check_locations"]
 
 
-@dataclass(frozen=True)
 class _Compiled:
     """What the events of one probe word share: configuration, layout, key decoder."""
 
-    config_id: int
-    layout: RecordLayout
-    decoder: Any
-    reads_memory: bool
-    tally: bool
-    tally_only: bool
+    __slots__ = ("config_id", "decoder", "layout", "reads_memory", "tally", "tally_only")
+
+    def __init__(self, config_id: int, layout: RecordLayout, decoder: Any, reads_memory: bool,
+                 tally: bool, tally_only: bool) -> None:
+        self.config_id = config_id
+        self.layout = layout
+        self.decoder = decoder
+        self.reads_memory = reads_memory
+        self.tally = tally
+        self.tally_only = tally_only
 
 
 def _position_dependent(fetchargs: Sequence[FetchArg]) -> bool:
     """Whether a fetch depends on where the probe is (``@+OFFSET`` is relative to it)."""
+
+    from .._probe.fetchargs import Deref, FileOffset
 
     def walk(source: Source) -> bool:
         if isinstance(source, FileOffset):
@@ -80,6 +88,7 @@ def check_locations(
         Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
     """
     from .._symbols import describe_target
+    from .sites import Site, check_site
 
     target = TargetFile(path)
     try:
@@ -117,6 +126,8 @@ class Planner:
         force: bool = False,
     ) -> None:
         if aggregation is not None and stack and not aggregation.stack:
+            import dataclasses
+
             aggregation = dataclasses.replace(aggregation, stack=True)
         self.pids = tuple(pids)
         self.string_size = string_size
@@ -126,6 +137,7 @@ class Planner:
         self.warnings: list[str] = []  # what a user should know about the probes added
         self.events: list[PlannedEvent] = []
         self._configs: dict[bytes, int] = {}
+        self._config_list: list[bytes] = []  # the same, by id
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
@@ -143,12 +155,23 @@ class Planner:
             TargetNotFoundError, NotElfError, SymbolNotFoundError, UsageError: Its place does
                 not resolve, or a site is refused (and it was not one of a glob's).
         """
+        key = self._cache_key(probe, filter_text)
+        if key is not None:
+            cached = self._add_cached(key)
+            if cached is not None:
+                return cached
+        from .._probe.filters import parse_filter
+        from .._probe.typed import Probe
+        from .._probe.words import default_event_name, is_glob, parse_probe
+        from .sites import check_site
+
         if isinstance(probe, Probe):
             spec = probe.spec()
         elif isinstance(probe, str):
             spec = parse_probe(probe)
         else:
             spec = probe
+        first_event, first_warning = len(self.events), len(self.warnings)
         filter_expr = parse_filter(filter_text) if filter_text else None
         latency = self.aggregation is not None and self.aggregation.hist is not None and (
             self.aggregation.hist.is_latency
@@ -187,17 +210,98 @@ class Planner:
             name = default_event_name(spec, site.symbol, site.file_offset, target.path)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
-            if name in self._names and name not in names:
-                raise UsageError(
-                    f"two probes are both named {name!r}: name one of them "
-                    f"({spec.kind}:NAME TARGET:LOCATION ...)"
-                )
+            if name not in names:
+                self._check_name(name, spec.kind)
             for role in roles:
                 self._plan_event(spec, site, target, name, role, filter_expr, filter_text, glob)
             self._names.add(name)
             if name not in names:
                 names.append(name)
+        if key is not None:
+            self._store(key, spec, target, names, first_event, first_warning)
         return names
+
+    def _check_name(self, name: str, kind: str) -> None:
+        """One word may name several sites (a USDT probe at several places); two words may
+        not share a name."""
+        if name in self._names:
+            raise UsageError(
+                f"two probes are both named {name!r}: name one of them "
+                f"({kind}:NAME TARGET:LOCATION ...)"
+            )
+
+    # -- the plan cache --------------------------------------------------------------------
+
+    def _cache_key(self, probe: object, filter_text: str | None) -> tuple[Any, ...] | None:
+        """What decides a word's plan besides its files (None: a typed probe, not cached)."""
+        if not isinstance(probe, str):
+            return None
+        aggregation = self.aggregation
+        hist = None if aggregation is None or aggregation.hist is None else (
+            aggregation.hist.field, aggregation.hist.linear)
+        shape = None if aggregation is None else (aggregation.kind, aggregation.by, hist,
+                                                  aggregation.stack)
+        import os
+
+        return (plancache.fingerprint(), probe, filter_text, self.string_size, shape,
+                self.stack, self.force, bool(self.pids),
+                os.environ.get("RAWPROBE_DEBUG_ROOT"))
+
+    def _add_cached(self, key: tuple[Any, ...]) -> list[str] | None:
+        """Plan a word from the cache; None when there is no entry still true here."""
+        entry = plancache.load(key)
+        if entry is None:
+            return None
+        from .._symbols._target import find_target
+
+        try:
+            path = find_target(entry.target, self.pids[0] if self.pids else None)
+            target = self._files.get(path) or TargetFile(path)
+        except RawprobeError:
+            return None  # planning it afresh says what is wrong
+        fresh = entry.fresh(target)
+        if fresh and self.pids:
+            from .sites import maps_file
+
+            fresh = not all(maps_file(pid, target) is False for pid in self.pids)
+        if not fresh:
+            if path not in self._files:
+                target.close()
+            return None
+        for name in entry.names:
+            self._check_name(name, entry.kind)
+        self._files[path] = target
+        decoder = None
+        if self.aggregation is not None and self.aggregation.by is not None:
+            from .aggregate import key_decoder
+
+            decoder = key_decoder
+        self.events += plancache.restore_events(
+            entry, len(self.events), [self._config_id(config) for config in entry.configs],
+            target, self.aggregation.by if self.aggregation is not None else None, decoder)
+        self.warnings += entry.warnings
+        self._names.update(entry.names)
+        return list(entry.names)
+
+    def _store(self, key: tuple[Any, ...], spec: ProbeSpec, target: TargetFile,
+               names: list[str], first_event: int, first_warning: int) -> None:
+        dependencies: list[tuple[str, tuple[int, ...]]] = []
+        if spec.kind != "usdt":
+            from .._symbols import open_index
+
+            dependencies = [(path, tuple(identity)) for path, identity in
+                            open_index(target.path, expect_key=target.key).dependencies]
+        entry = plancache.capture(spec.kind, spec.target, target, dependencies,
+                                  self.warnings[first_warning:], names,
+                                  self.events[first_event:], self._config_list)
+        if entry is not None:
+            plancache.store(key, entry)
+
+    def _config_id(self, config: bytes) -> int:
+        config_id = self._configs.setdefault(config, len(self._configs))
+        if config_id == len(self._config_list):
+            self._config_list.append(config)
+        return config_id
 
     def _open(self, spec: ProbeSpec) -> TargetFile:
         from .._symbols import find_target
@@ -218,12 +322,15 @@ class Planner:
                     f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
                     "(OFFSET) after the place"
                 )
+            from .sites import Site
+
             return [
                 Site(probe.name, probe.file_offset, ref_ctr_offset=probe.semaphore_offset or 0,
                      usdt_args=probe.arguments, kind="usdt")
                 for probe in find_usdt_probes(target.path, spec.location, expect_key=target.key)
             ], ""
         from .._symbols import describe_target, resolve_location
+        from .sites import Site
 
         locations = resolve_location(target.path, spec.location, force=self.force,
                                      expect_key=target.key)
@@ -324,6 +431,11 @@ class Planner:
     def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
                  at_entry: bool, fetchargs: tuple[FetchArg, ...],
                  filter_expr: FilterExpr | None, filter_text: str | None) -> _Compiled:
+        from . import abi
+        from .aggregate import aggregation_config, key_decoder
+        from .compile import compile_fetchargs
+        from .filters import compile_filter
+
         aggregation = self.aggregation
         compiled = compile_fetchargs(
             fetchargs if role != "return" else (),
@@ -349,10 +461,8 @@ class Planner:
         reads_memory = compiled.reads_memory and not (
             aggregation is not None and aggregation.stack
         )
-        from . import abi
-
         tally = bool(agg and agg["action"] == abi.Action.TALLY)
-        return _Compiled(self._configs.setdefault(config, len(self._configs)),
+        return _Compiled(self._config_id(config),
                          RecordLayout(name, compiled), decoder, reads_memory, tally,
                          tally and not predicates)
 

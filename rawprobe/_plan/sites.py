@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .._host.files import TargetFile
 from .._host.procmaps import read_maps
-from .._probe.fetchargs import UsdtArgument
 from .._sys.arch import ARCH
+from .._values import Record
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from .._probe.fetchargs import UsdtArgument
 
 __all__ = ["Site", "check_site", "instruction_hazard", "maps_file"]
 
@@ -40,8 +43,7 @@ _NOP = 0x90
 _MULTIBYTE_NOP = b"\x0f\x1f"
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(Record):
     """One place a probe word resolved to.
 
     Attributes:
@@ -56,14 +58,30 @@ class Site:
         warning: Something the user should know about this site, or None.
     """
 
+    __slots__ = ("file_offset", "function_size", "kind", "ref_ctr_offset", "symbol",
+                 "symbol_offset", "usdt_args", "warning")
+
     symbol: str | None
     file_offset: int
-    symbol_offset: int = 0
-    function_size: int = 0
-    ref_ctr_offset: int = 0
-    usdt_args: tuple[UsdtArgument, ...] | None = None
-    kind: str = "func"
-    warning: str | None = None
+    symbol_offset: int
+    function_size: int
+    ref_ctr_offset: int
+    usdt_args: tuple[UsdtArgument, ...] | None
+    kind: str
+    warning: str | None
+
+    def __init__(self, symbol: str | None, file_offset: int, symbol_offset: int = 0,
+                 function_size: int = 0, ref_ctr_offset: int = 0,
+                 usdt_args: tuple[UsdtArgument, ...] | None = None, kind: str = "func",
+                 warning: str | None = None) -> None:
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "file_offset", file_offset)
+        object.__setattr__(self, "symbol_offset", symbol_offset)
+        object.__setattr__(self, "function_size", function_size)
+        object.__setattr__(self, "ref_ctr_offset", ref_ctr_offset)
+        object.__setattr__(self, "usdt_args", usdt_args)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "warning", warning)
 
     @property
     def at_entry(self) -> bool:

@@ -177,8 +177,11 @@ class SymbolCache:
 
     @staticmethod
     def _prune(fd: int, keep: str) -> None:
+        """Keep the MAX_ENTRIES most recently written entries of ``keep``'s kind (its
+        suffix: symbol indexes, plans)."""
+        suffix = os.path.splitext(keep)[1] or _INDEX_SUFFIX
         try:
-            names = [name for name in os.listdir(fd) if name.endswith(_INDEX_SUFFIX)]
+            names = [name for name in os.listdir(fd) if name.endswith(suffix)]
             if len(names) <= MAX_ENTRIES:
                 return
             written = []

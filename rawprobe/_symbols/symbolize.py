@@ -13,8 +13,10 @@ import os
 
 from .._errors import RawprobeError
 from .._host.procmaps import Mapping, read_maps
-from ._functions import function_at
-from ._model import FunctionAt
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from ._model import FunctionAt
 
 __all__ = ["AddressResolver"]
 
@@ -79,6 +81,8 @@ class AddressResolver:
         key = (path, file_offset)
         if key not in self._functions:
             try:
+                from ._functions import function_at  # the symbol index, on first use
+
                 found = function_at(path, file_offset) if os.path.isfile(path) else None
             except (RawprobeError, OSError, ValueError):
                 found = None

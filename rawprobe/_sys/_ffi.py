@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Sequence
-from typing import Any
 
 from .._errors import SysCallError
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["ERR_NEGATIVE", "ERR_NEGATIVE_ERRNO", "ERR_NONE", "ERR_NULL", "declare"]
 

@@ -13,12 +13,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
 
 from .. import _log
 from .._errors import LibbpfMissingError
 from ._ffi import ERR_NEGATIVE_ERRNO, ERR_NONE, ERR_NULL, declare
 from .libc import vsnprintf
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["LIBBPF_SONAME", "Libbpf", "PerfEventOpts", "capture_log", "libbpf"]
 

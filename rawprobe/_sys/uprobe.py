@@ -15,7 +15,6 @@ import errno
 import os
 import re
 import weakref
-from dataclasses import dataclass
 from functools import lru_cache
 
 from .._errors import (
@@ -25,6 +24,7 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
+from .._values import Record
 from .limits import open_perf_event
 from .perf import FLAG_DISABLED, FLAG_INHERIT, PerfEventAttr
 
@@ -47,12 +47,17 @@ class UnplaceableProbeError(UsageError):
 _PMU_DIR = "/sys/bus/event_source/devices/uprobe"
 
 
-@dataclass(frozen=True)
-class _ConfigBits:
+class _ConfigBits(Record):
     """Where a format attribute lives in perf_event_attr.config: ``config:LOW[-HIGH]``."""
+
+    __slots__ = ("high", "low")
 
     low: int
     high: int
+
+    def __init__(self, low: int, high: int) -> None:
+        object.__setattr__(self, "low", low)
+        object.__setattr__(self, "high", high)
 
     def encode(self, value: int) -> int:
         width = self.high - self.low + 1
@@ -61,8 +66,7 @@ class _ConfigBits:
         return value << self.low
 
 
-@dataclass(frozen=True)
-class UprobePmu:
+class UprobePmu(Record):
     """The uprobe PMU of the running kernel.
 
     Attributes:
@@ -72,9 +76,17 @@ class UprobePmu:
             this kernel supports reference counters.
     """
 
+    __slots__ = ("ref_ctr_offset", "retprobe", "type")
+
     type: int
     retprobe: _ConfigBits
     ref_ctr_offset: _ConfigBits | None
+
+    def __init__(self, type: int, retprobe: _ConfigBits,
+                 ref_ctr_offset: _ConfigBits | None) -> None:
+        object.__setattr__(self, "type", type)
+        object.__setattr__(self, "retprobe", retprobe)
+        object.__setattr__(self, "ref_ctr_offset", ref_ctr_offset)
 
     def config(self, retprobe: bool, ref_ctr_offset: int = 0) -> int:
         value = self.retprobe.encode(1) if retprobe else 0

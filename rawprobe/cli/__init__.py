@@ -10,25 +10,55 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 from rawprobe import RawprobeError, __version__, _log
 
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["main"]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal's width: left to itself it imports shutil (and
+    with it bz2, lzma, fnmatch) at every start, to ask."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", ""))
+            except ValueError:
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 80
+            width = columns - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose help (and its subcommands') uses :class:`_HelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from . import _attach, _demo, _doctor, _inspect, _probes
 
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="rawprobe",
         description="Trace functions of any ELF program or library with uprobes and BPF.",
     )
     parser.add_argument("--version", action="version", version=f"rawprobe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log what rawprobe does (twice: libbpf's debug output too)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                     parser_class=_ArgumentParser)
     commands.required = True
     _attach.add_parser(commands)
     _inspect.add_parsers(commands)
@@ -74,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as error:  # an internal error: say so in one line, traceback on request
         if os.environ.get("RAWPROBE_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(
             f"rawprobe: internal error: {type(error).__name__}: {error} "

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
-from typing import Any, TextIO
 
 from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
 
-# The rest of the library is imported where it is used, so that building the parser (and
-# `rawprobe --help`) stays fast.
+# The rest of the library (and json, typing) is imported where it is used, so that building the
+# parser, `rawprobe --help`, and the start of a trace stay fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any, TextIO
+
     from rawprobe import (
         AddressResolver,
         AggregationSpec,
@@ -193,6 +193,8 @@ class _Printer:
 
     def aggregates(self, result: CountTable | HistogramSet) -> None:
         """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
+        import json
+
         from rawprobe import CountTable
         if self.as_json:
             text = json.dumps(result.to_dict())
@@ -269,8 +271,6 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
 
 
 def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
-    from rawprobe import AggregationSpec
-
     if args.count and args.hist:
         raise UsageError("--count and --hist: choose one")
     if args.by and not (args.count or args.hist):
@@ -279,6 +279,10 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
         raise UsageError("--folded prints counted stacks: use it with --count --stack")
     if args.interval and not (args.count or args.hist):
         raise UsageError("--interval prints aggregations: add --count or --hist")
+    if not (args.count or args.hist):
+        return None
+    from rawprobe import AggregationSpec
+
     if args.count:
         return AggregationSpec("count", by=args.by, stack=args.stack)
     if args.hist:
@@ -334,6 +338,8 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
     if command_status is not None:
         summary["command_status"] = command_status
     if args.json:
+        import json
+
         out.write(json.dumps({"summary": summary}) + "\n")
         out.flush()
     if getattr(args, "count", False) or getattr(args, "hist", None):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
 
 from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
 
 from ._attach import _summary, run_trace
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEMO_COMMAND", "DEMO_PROBES", "add_parser"]
 

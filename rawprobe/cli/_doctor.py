@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["add_parser"]
 
@@ -31,6 +33,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     checks = run_checks()
     ok = can_trace(checks)
     if args.json:
+        import json
+
         print(json.dumps({"ok": ok, "checks": [c.to_json() for c in checks]}))
         return 0 if ok else 1
     width = max(len(c.name) for c in checks)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from rawprobe import ActiveProbe
 
 __all__ = ["add_parser", "format_table"]
@@ -85,6 +85,8 @@ def run_probes(args: argparse.Namespace) -> int:
     probes = sorted(inventory.probes, key=lambda p: (p.kind, p.path, p.file_offset, p.retprobe,
                                                      p.pid or 0))
     if args.json:
+        import json
+
         print(json.dumps([p.to_json() for p in probes]))
         return 0
     if not probes:
@@ -99,6 +101,8 @@ def _run_clean(args: argparse.Namespace) -> int:
 
     report = clean_stale_probes()
     if args.json:
+        import json
+
         print(json.dumps({
             "removed": [{"group": g, "event": e} for g, e in report.removed],
             "kept": [{"group": g, "event": e, "pid": pid} for g, e, pid in report.kept],

@@ -1,0 +1,242 @@
+"""The plan cache: what a probe word planned to, kept for the next run that names it.
+
+Planning a word resolves its target and location (symbol index, USDT notes), checks every site
+(:func:`~rawprobe._plan.sites.check_site`), and compiles its fetch-args, filter and aggregation
+into BPF configurations and record layouts: tens of milliseconds of imports (construct, the
+fetch-arg and filter parsers, the compiler) before the work itself. The next run that names
+the same word with the same options takes the result from here instead.
+
+An entry is used only while everything that decided it still holds:
+
+- the key: the word, the filter, every option that changes a plan (string size, aggregation,
+  stacks, ``--force``, whether ``-p`` is given, the debug directories), and a fingerprint of
+  the code that plans (sizes and times of rawprobe's planning modules and of its BPF object);
+- the target: the word's TARGET resolves (now, for this run's ``-p`` process) to a file with
+  the same name and the identity (device, inode, size, mtime, ctime) the entry recorded, and
+  every debug file the symbol index used still has its identity;
+- with ``-p``: each process still maps that file (the one check of
+  :func:`~rawprobe._plan.sites.check_site` that depends on the process rather than the file).
+
+Entries live in the symbol cache's directory, under its rules (a directory owned by the
+effective user and writable by nobody else, entries 0600, written atomically): what is read
+from there decides where breakpoints go, so nobody else may write it. They are marshalled
+tuples; the parsed fetch-args and filter (what only the tracefs backend reads) are pickled
+inside and unpickled only when asked for.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import zlib
+
+from .._symbols._cache import default_cache
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from .._host.files import TargetFile
+    from .session import PlannedEvent
+
+__all__ = ["CachedWord", "capture", "fingerprint", "load", "restore_events", "store"]
+
+FORMAT = 1
+_SUFFIX = ".plan"
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The code that decides what a word plans to.
+_PLANNING = ("_plan", "_probe", "_symbols", "_usdt", "_dwarf")
+
+_fingerprint: int | None = None
+
+
+def fingerprint() -> int:
+    """A number that changes when rawprobe's planning code or its BPF object changes."""
+    global _fingerprint
+    if _fingerprint is None:
+        value = FORMAT
+        paths = [os.path.join(_PACKAGE, "_version.py")]
+        for directory in _PLANNING:
+            try:
+                with os.scandir(os.path.join(_PACKAGE, directory)) as entries:
+                    paths += [entry.path for entry in entries if entry.name.endswith(".py")]
+            except OSError:
+                continue
+        paths += [os.path.join(root, "bpfobj", name) for root in (_PACKAGE,
+                                                                  os.path.dirname(_PACKAGE))
+                  if os.path.isdir(os.path.join(root, "bpfobj"))
+                  for name in sorted(os.listdir(os.path.join(root, "bpfobj")))]
+        for path in sorted(paths):
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            value = zlib.crc32(f"{path}\0{info.st_size}\0{info.st_mtime_ns}".encode(), value)
+        _fingerprint = value
+    return _fingerprint
+
+
+def file_identity(path: str) -> tuple[int, int, int, int, int]:
+    """A file's identity as the symbol cache keys it; all -1 when it cannot be stat'ed."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-1, -1, -1, -1, -1)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class CachedWord:
+    """One word's plan, as stored.
+
+    Attributes:
+        kind: The word's kind (``p``, ``r``, ``usdt``).
+        target: The word's TARGET, as written.
+        path: The file it resolved to.
+        identity: That file's identity.
+        dependencies: ``(path, identity)`` of each debug file the symbol index used.
+        warnings: What the planner warned about.
+        names: The event names the word produced, in order.
+        configs: The BPF configurations its events use.
+        layouts: Their record layouts (:meth:`RecordLayout.state`).
+        details: Pickled ``(fetchargs, usdt_args, filter)`` of its events.
+        events: Per event: ``(config, layout, details, name, file_offset, retprobe,
+            ref_ctr_offset, reads_memory, tally, tally_only, role, from_glob, at_entry)``,
+            the first three indexes into the lists above.
+    """
+
+    def __init__(self, kind: str, target: str, path: str, identity: tuple[int, ...],
+                 dependencies: list[tuple[str, tuple[int, ...]]], warnings: list[str],
+                 names: list[str], configs: list[bytes], layouts: list[Any],
+                 details: list[bytes], events: list[tuple[Any, ...]]) -> None:
+        self.kind = kind
+        self.target = target
+        self.path = path
+        self.identity = identity
+        self.dependencies = dependencies
+        self.warnings = warnings
+        self.names = names
+        self.configs = configs
+        self.layouts = layouts
+        self.details = details
+        self.events = events
+
+    def fresh(self, target: TargetFile) -> bool:
+        """Whether the entry still describes ``target`` (opened from this run's resolution
+        of :attr:`target`) and the debug files its symbols came from."""
+        if os.path.basename(target.path) != os.path.basename(self.path):
+            return False  # event names at raw offsets are made from the file's name
+        if tuple(target.key) != tuple(self.identity):
+            return False
+        return all(file_identity(path) == tuple(identity)
+                   for path, identity in self.dependencies)
+
+
+def _entry_name(key: tuple[Any, ...]) -> str:
+    text = repr(key).encode("utf-8", "surrogateescape")
+    return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}{_SUFFIX}"
+
+
+def load(key: tuple[Any, ...]) -> CachedWord | None:
+    """The entry stored under ``key``, or None (absent, unreadable, or another key's)."""
+    cache = default_cache()
+    data = cache.read(_entry_name(key))
+    if data is None:
+        return None
+    try:
+        stored_key, fields = marshal.loads(data)
+        if stored_key != key:
+            return None
+        return CachedWord(*fields)
+    except (ValueError, EOFError, TypeError):
+        return None
+
+
+def store(key: tuple[Any, ...], word: CachedWord) -> None:
+    """Keep ``word``'s plan under ``key`` (silently nothing when the cache is not usable)."""
+    fields = (word.kind, word.target, word.path, tuple(word.identity), word.dependencies,
+              word.warnings, word.names, word.configs, word.layouts, word.details, word.events)
+    try:
+        data = marshal.dumps((key, fields))
+    except ValueError:  # something in it marshal cannot write: leave this word uncached
+        return
+    default_cache().write(_entry_name(key), data)
+
+
+def capture(kind: str, target_text: str, target: TargetFile,
+            dependencies: list[tuple[str, tuple[int, ...]]], warnings: list[str],
+            names: list[str], events: Sequence[PlannedEvent],
+            configs: Sequence[bytes]) -> CachedWord | None:
+    """The entry for one word's planned events (None when something in them cannot be
+    stored: its details do not pickle).
+
+    Args:
+        kind: The word's kind.
+        target_text: Its TARGET as written.
+        target: The file it resolved to.
+        dependencies: The debug files its symbols came from, with their identities.
+        warnings: What planning it warned about.
+        names: Its event names.
+        events: Its planned events.
+        configs: The planner's configurations, by id.
+    """
+    config_index: dict[int, int] = {}
+    layout_index: dict[Any, int] = {}
+    details_index: dict[bytes, int] = {}
+    stored_configs: list[bytes] = []
+    layouts: list[Any] = []
+    rows = []
+    try:
+        for event in events:
+            config = config_index.setdefault(event.config_id, len(config_index))
+            if config == len(stored_configs):
+                stored_configs.append(configs[event.config_id])
+            state = event.layout.state()
+            layout = layout_index.setdefault(state[1:], len(layout_index))
+            if layout == len(layouts):
+                layouts.append(state)
+            details = details_index.setdefault(event.details.pickled(), len(details_index))
+            rows.append((config, layout, details, event.name, event.file_offset,
+                         event.retprobe, event.ref_ctr_offset, event.reads_memory, event.tally,
+                         event.tally_only, event.role, event.from_glob, event.at_entry))
+    except Exception:  # pickle refuses something: plan this word afresh each time
+        return None
+    return CachedWord(kind, target_text, target.path, tuple(target.key), dependencies,
+                      list(warnings), list(names), stored_configs, layouts,
+                      list(details_index), rows)
+
+
+def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
+                   target: TargetFile, by: str | None,
+                   key_decoder: Callable[..., Any] | None) -> list[PlannedEvent]:
+    """The planned events of a cached word, numbered from ``first_id``.
+
+    Args:
+        entry: The entry (checked: :meth:`CachedWord.fresh`).
+        first_id: The event id of its first event.
+        config_ids: The planner's id of each of the entry's configurations.
+        target: The opened file the events go into.
+        by: What the aggregation groups by, for the key decoders.
+        key_decoder: :func:`rawprobe._plan.aggregate.key_decoder` when grouped.
+    """
+    from .events import RecordLayout
+    from .session import EventDetails, PlannedEvent
+
+    layouts = [RecordLayout.restore(state) for state in entry.layouts]
+    decoders = [key_decoder(by, layout.fields) if key_decoder is not None else None
+                for layout in layouts]
+    details = [EventDetails(pickled=blob) for blob in entry.details]
+    named: dict[tuple[int, str], RecordLayout] = {}
+    events: list[PlannedEvent] = []
+    for (config, layout_id, details_id, name, file_offset, retprobe, ref_ctr_offset,
+         reads_memory, tally, tally_only, role, from_glob, at_entry) in entry.events:
+        layout = layouts[layout_id]
+        if layout.event != name:
+            layout = named.get((layout_id, name)) or named.setdefault(
+                (layout_id, name), layout.renamed(name))
+        events.append(PlannedEvent(
+            first_id + len(events), config_ids[config], target.path, target.kernel_path,
+            file_offset, retprobe, ref_ctr_offset, None, layout, reads_memory, tally,
+            tally_only, role=role, from_glob=from_glob, at_entry=at_entry,
+            key_decoder=decoders[layout_id], details=details[details_id]))
+    return events
