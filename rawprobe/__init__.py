@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
     from ._output.tables import Count, CountTable, Histogram, HistogramSet
-    from ._plan.events import Event
+    from ._plan.events import Batch, Event
     from ._plan.planner import check_locations
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
@@ -106,6 +106,7 @@ _LAZY = {
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
     "Event": ("._plan.events", "Event"),
+    "Batch": ("._plan.events", "Batch"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
     "TargetInfo": ("._symbols", "TargetInfo"),
@@ -141,6 +142,7 @@ __all__ = [
     "ActiveProbe",
     "AddressResolver",
     "AggregationSpec",
+    "Batch",
     "BpfObjectError",
     "Check",
     "ClosedError",

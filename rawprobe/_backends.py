@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from collections.abc import Sequence
 
 from ._command import Command, Processes
@@ -15,10 +17,11 @@ from ._errors import (
     UsageError,
 )
 from ._host.privileges import check_tracing_privileges
+from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceTarget
 from ._sys.limits import out_of_descriptors, raise_descriptor_limit
 
-__all__ = ["BACKENDS", "open_session", "plant"]
+__all__ = ["BACKENDS", "open_session", "plant", "release"]
 
 BACKENDS = ("auto", "bpf", "tracefs")
 
@@ -113,3 +116,28 @@ def plant(session: Session, command: Command | None, processes: Processes,
     if command is not None:
         command.release()
     return notes
+
+
+def release(state: dict[str, object]) -> None:
+    """Free what a tracer holds (its ``__dict__``): the session (every probe removed), the
+    command, the opened targets, the ``-p`` pidfds, the wake-up pipe. Run by
+    ``Tracer.close()``, or at garbage collection or interpreter exit for a tracer left open."""
+    session = state.get("_session")
+    command = state.get("_command")
+    planner = state.get("_planner")
+    processes = state.get("_processes")
+    try:
+        if session is not None:
+            session.close()  # type: ignore[attr-defined]
+    finally:
+        if isinstance(command, Command):
+            command.close()
+        if isinstance(planner, Planner):
+            planner.release_files()
+        if isinstance(processes, Processes):
+            processes.close()
+        for fd in [state.get("_wake_read"), state.get("_wake_write")]:
+            if isinstance(fd, int) and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        state["_wake_read"] = state["_wake_write"] = -1

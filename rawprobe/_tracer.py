@@ -14,14 +14,14 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
-from ._backends import BACKENDS, open_session, plant
+from ._backends import BACKENDS, open_session, plant, release
 from ._command import Command, Processes
 from ._errors import (
     ClosedError,
     RawprobeError,
     UsageError,
 )
-from ._plan.events import Event, RecordLayout
+from ._plan.events import Batch, Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
 from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ._probe.typed import Probe
     from ._probe.words import ProbeSpec
 
-__all__ = ["TraceStats", "Tracer"]
+__all__ = ["Batch", "TraceStats", "Tracer"]
 
 
 class Tracer:
@@ -102,7 +102,7 @@ class Tracer:
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._final_stats: TraceStats | None = None
         self._closed = False
-        self._finalizer = weakref.finalize(self, _finalize, self.__dict__)
+        self._finalizer = weakref.finalize(self, release, self.__dict__)
 
     @property
     def warnings(self) -> list[str]:
@@ -207,6 +207,12 @@ class Tracer:
 
     def poll(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (``None``: forever) for events; return those ready."""
+        return [event for batch in self.poll_batches(timeout) for event in batch.events()]
+
+    def poll_batches(self, timeout: float | None = None) -> list[Batch]:
+        """:meth:`poll`, the events in :class:`Batch` objects as the reader framed them (the
+        fastest way to read: a run of one probe's records is decoded all at once, when and
+        as asked: events, rows or columns)."""
         self.start()
         session = self._session
         assert session is not None
@@ -214,15 +220,15 @@ class Tracer:
             session.wait(timeout)
         return self._read(session)
 
-    def _read(self, session: Session) -> list[Event]:
-        events = session.read()
-        self._delivered += len(events)
+    def _read(self, session: Session) -> list[Batch]:
+        batches = session.read_batches()
+        self._delivered += sum(batch.count for batch in batches)
         if self._symbolizes:
             # Addresses are described through the process's mappings: read them while the
             # process is (most likely) still alive.
-            for event in events:
-                self.resolver.remember(event.pid)
-        return events
+            for pid in {row[1] for batch in batches for row in batch.rows()}:
+                self.resolver.remember(pid)
+        return batches
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Yield events until ``timeout`` seconds pass, or what is traced ends.
@@ -230,27 +236,30 @@ class Tracer:
         After the traced command (or every ``-p`` process) ends, what is left in the ring
         buffer is delivered and the iteration stops.
         """
+        for batch in self._batches(timeout):
+            yield from batch.events()
+
+    def batches(self, timeout: float | None = None) -> Iterator[Batch]:
+        """:meth:`events` by event type: each :class:`Batch` holds events of one layout, in
+        the order they were recorded, and gives them as columns (``batch.columns()``: name ->
+        sequence of values; integers of fixed-size records as strided views, no copy)."""
+        for batch in self._batches(timeout):
+            yield from batch.split()
+
+    def _batches(self, timeout: float | None) -> Iterator[Batch]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._stopped:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            yield from self.poll(remaining)
+            yield from self.poll_batches(remaining)
             if self.finished():
-                yield from self.drain()
+                yield from self.drain_batches()
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
 
     def aevents(self, timeout: float | None = None) -> AsyncIterator[Event]:
-        """:meth:`events` for asyncio: waits on the session's descriptor in the event loop
-        instead of blocking it.
-
-        Example::
-
-            async with rawprobe.Tracer() as tracer:
-                tracer.add("p:libc:free ptr=%di:x64")
-                async for event in tracer.aevents(timeout=5):
-                    print(event.args["ptr"])
-        """
+        """:meth:`events` for asyncio (``async for event in tracer.aevents(5)``): waits on
+        the session's descriptor in the event loop instead of blocking it."""
         from ._aio import aevents  # asyncio is imported only by a run that uses it
 
         return aevents(self, timeout)
@@ -299,16 +308,18 @@ class Tracer:
 
     def drain(self) -> list[Event]:
         """Detach the probes and return the events still in the ring buffer."""
+        return [event for batch in self.drain_batches() for event in batch.events()]
+
+    def drain_batches(self) -> list[Batch]:
+        """:meth:`drain`, in batches (see :meth:`poll_batches`)."""
         session = self._session
         if session is None:
             return []
         session.detach()
-        events: list[Event] = []
-        while True:
-            batch = self._read(session)
-            if not batch:
-                return events
-            events.extend(batch)
+        batches: list[Batch] = []
+        while read := self._read(session):
+            batches += read
+        return batches
 
     def aggregates(self, reset: bool = False) -> CountTable | HistogramSet:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).
@@ -357,7 +368,7 @@ class Tracer:
             with contextlib.suppress(RawprobeError):
                 self._final_stats = self.stats()
         try:
-            _finalize(self.__dict__)
+            release(self.__dict__)
         finally:
             self._session = None
 
@@ -372,27 +383,3 @@ class Tracer:
 
     async def __aexit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _finalize(state: dict[str, object]) -> None:
-    """Free what a tracer holds; run by close(), or at garbage collection or interpreter exit
-    for a tracer left open."""
-    session = state.get("_session")
-    command = state.get("_command")
-    planner = state.get("_planner")
-    processes = state.get("_processes")
-    try:
-        if session is not None:
-            session.close()  # type: ignore[attr-defined]
-    finally:
-        if isinstance(command, Command):
-            command.close()
-        if isinstance(planner, Planner):
-            planner.release_files()
-        if isinstance(processes, Processes):
-            processes.close()
-        for fd in [state.get("_wake_read"), state.get("_wake_write")]:
-            if isinstance(fd, int) and fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        state["_wake_read"] = state["_wake_write"] = -1

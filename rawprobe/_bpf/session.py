@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from .. import _log
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._plan import abi
-from .._plan.events import Event
+from .._plan.events import Batch
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
 from .._probe.defaults import DEFAULT_RING_SIZE
 from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
@@ -293,7 +293,7 @@ class BpfSession:
     def pending(self) -> bool:
         return self.ring.pending() > 0
 
-    def read(self) -> list[Event]:
+    def read_batches(self) -> list[Batch]:
         ring = self.ring
         if 0 < ring.pending() < _SMALL_BATCH and self._busy:
             # A busy stream whose reader keeps catching up gets woken for every record or
@@ -303,9 +303,9 @@ class BpfSession:
         self._busy = len(chunk) > 0
         if not chunk:
             return []
-        events, consumed = self._decoder.decode_chunk(chunk)
+        batches, consumed = self._decoder.batches(chunk)
         ring.consume(consumed)
-        return events
+        return batches
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         """The ``aggregates`` map's cells, and a cell per plain count: its hit counter less

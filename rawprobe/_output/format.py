@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from .._plan.events import Event, RecordLayout
+from .._plan.events import Batch, Event, RecordLayout
 from .._symbols.symbolize import AddressResolver
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .._probe.argtype import ArgType
-
-    _FastPair = tuple[Callable[..., str], Callable[..., str]]
 
 __all__ = ["EventFormatter", "WallClock"]
 
@@ -83,71 +81,89 @@ def _per_field(arg_type: ArgType, scalar: Callable[[Any], Any], array: Callable[
 
 
 
-def _fast_formatters(layout: RecordLayout) -> _FastPair | None:
-    """Generate, for a layout whose values need no per-value decisions, two functions that
-    build a whole text line and a whole JSON line with one %-format each.
+class _Names(dict):  # type: ignore[type-arg]
+    """bytes -> str, computed the first time a key is asked for (a comm, a second)."""
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: Any) -> str:
+        value = self[key] = self._make(key)
+        return value
+
+
+def _comm_text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+
+
+def _fast_formatter(layout: RecordLayout, as_json: bool, namespace: dict[str, Any]
+                    ) -> Callable[[Any], str] | None:
+    """Generate, for a layout whose values need no per-value decisions, a function that
+    builds a whole text line or JSON line from an event's members with one %-format.
+
+    The function takes an event, or the same members as a plain tuple (a record unpacked
+    from a batch). ``namespace`` gives it what it reads: ``OFFSET`` (monotonic to epoch
+    nanoseconds), ``SECONDS`` (epoch second -> ``HH:MM:SS``), ``COMMS`` (raw comm -> text, or
+    a JSON string literal) and ``ESC`` (text -> JSON string literal).
 
     Returns None for layouts with arrays or symbols (the general path handles those); events
     with faults or truncated strings always take the general path.
     """
     import json
-    text_parts: list[str] = []
-    text_args: list[str] = []
-    json_parts: list[str] = []
-    json_args: list[str] = []
+
+    parts: list[str] = []
+    arguments: list[str] = []
     for index, field in enumerate(layout.fields):
-        # An Event is a tuple: its header members, then its values (see _records.Event).
+        # An Event is a tuple: its header members, then its values (see _plan.events.Event).
         kind, value = field.type.kind, f"e[{_VALUES + index}]"
         if field.type.count is not None or kind == "symbol":
             return None
-        key = json.dumps(field.name)
-        if field.offset < 0:  # a string constant
-            text_parts.append(f"{field.name}=" + '"' + _percent(field.constant or "") + '"')
-            json_parts.append(f"{key}:" + _percent(json.dumps(field.constant)))
+        if as_json:
+            key = json.dumps(field.name) + ":"
+            if field.offset < 0:  # a string constant
+                parts.append(key + _percent(json.dumps(field.constant)))
+                continue
+            if kind in ("string", "char"):
+                parts.append(key + "%s")
+                arguments.append(f"ESC({value})")
+            else:
+                parts.append(key + ('"%#x"' if field.type.hex else "%d"))
+                arguments.append(value)
+            continue
+        if field.offset < 0:
+            parts.append(f"{field.name}=" + '"' + _percent(field.constant or "") + '"')
         elif kind == "string":
-            text_parts.append(f'{field.name}="%s"')
-            text_args.append(value)
-            json_parts.append(f"{key}:%s")
-            json_args.append(f"esc({value})")
+            parts.append(f'{field.name}="%s"')
+            arguments.append(value)
         elif kind == "char":
-            text_parts.append(f"{field.name}='%s'")
-            text_args.append(value)
-            json_parts.append(f"{key}:%s")
-            json_args.append(f"esc({value})")
-        elif field.type.hex:
-            text_parts.append(f"{field.name}=%#x")
-            text_args.append(value)
-            json_parts.append(f'{key}:"%#x"')
-            json_args.append(value)
+            parts.append(f"{field.name}='%s'")
+            arguments.append(value)
         else:
-            text_parts.append(f"{field.name}=%d")
-            text_args.append(value)
-            json_parts.append(f"{key}:%d")
-            json_args.append(value)
+            parts.append(f"{field.name}=" + ("%#x" if field.type.hex else "%d"))
+            arguments.append(value)
     event = layout.event
-    text_format = "%s %s %d/%d " + _percent(event) + ":" + "".join(" " + p for p in text_parts)
-    json_format = (
-        '{"ts_ns":%d,"pid":%d,"tid":%d,"cpu":%d,"comm":%s,"event":'
-        + _percent(json.dumps(event))
-        + ',"args":{' + ",".join(json_parts) + "}}"
-    )
+    values = "".join(f", {a}" for a in arguments)
     # Header members by index: ts_ns 0, pid 1, tid 2, cpu 4, comm (bytes) 7.
-    source = (
-        "def text(e, clock_text, comms, comm):\n"
-        f"    return {text_format!r} % (clock_text(e[0]), comms.get(e[7]) or comm(e), e[1], "
-        "e[2]" + "".join(f", {a}" for a in text_args) + ")\n"
-        "def json_line(e, offset, comms, comm_json, esc):\n"
-        f"    return {json_format!r} % (e[0] + offset, e[1], e[2], e[4], "
-        "comms.get(e[7]) or comm_json(e)" + "".join(f", {a}" for a in json_args) + ")\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, f"<rawprobe format {event}>", "exec"), namespace)
-    return namespace["text"], namespace["json_line"]
+    if as_json:
+        line = ('{"ts_ns":%d,"pid":%d,"tid":%d,"cpu":%d,"comm":%s,"event":'
+                + _percent(json.dumps(event)) + ',"args":{' + ",".join(parts) + "}}")
+        source = (f"def line(e):\n    return {line!r} % (e[0] + OFFSET, e[1], e[2], e[4], "
+                  f"COMMS[e[7]]{values})\n")
+    else:
+        line = "%s.%06d %s %d/%d " + _percent(event) + ":" + "".join(" " + p for p in parts)
+        source = ("def line(e):\n    ns = e[0] + OFFSET\n"
+                  f"    return {line!r} % (SECONDS[ns // 1000000000], ns // 1000 % 1000000, "
+                  f"COMMS[e[7]], e[1], e[2]{values})\n")
+    scope = dict(namespace)
+    exec(compile(source, f"<rawprobe format {event}>", "exec"), scope)
+    return scope["line"]  # type: ignore[no-any-return]
 
 
 def _percent(text: str) -> str:
     return text.replace("%", "%%")
-
 
 
 def _escape(text: str) -> str:
@@ -155,6 +171,7 @@ def _escape(text: str) -> str:
     from json.encoder import encode_basestring
 
     return encode_basestring(text)
+
 
 _VALUES = 8  # where an Event's values start in its tuple
 
@@ -169,30 +186,36 @@ class EventFormatter:
         self.resolver = resolver or AddressResolver()
         self._text: dict[int, list[Callable[[Any], str]]] = {}
         self._json: dict[int, list[Callable[[Any], Any]]] = {}
-        self._fast: dict[int, _FastPair | None] = {}
-        self._comms: dict[bytes, str] = {}
-        self._comms_json: dict[bytes, str] = {}
-        self._json_by_class: dict[type, Any] = {}
-        self._text_by_class: dict[type, Any] = {}
+        self._fast: dict[tuple[int, bool], Callable[[Any], str] | None] = {}
+        self._by_class: dict[tuple[type, bool], Any] = {}
+        seconds = _Names(lambda second: time.strftime("%H:%M:%S", time.localtime(second)))
+        self._namespaces = {
+            False: {"OFFSET": self.clock.offset_ns, "SECONDS": seconds,
+                    "COMMS": _Names(_comm_text), "ESC": _escape},
+            True: {"OFFSET": self.clock.offset_ns, "SECONDS": seconds,
+                   "COMMS": _Names(lambda raw: _escape(_comm_text(raw))), "ESC": _escape},
+        }
 
-    def _fast_for(self, layout: RecordLayout) -> _FastPair | None:
-        key = id(layout)
+    def _fast_for(self, layout: RecordLayout, as_json: bool) -> Callable[[Any], str] | None:
+        key = (id(layout), as_json)
         if key not in self._fast:
-            self._fast[key] = None if layout.has_stack else _fast_formatters(layout)
+            self._fast[key] = None if layout.has_stack else _fast_formatter(
+                layout, as_json, self._namespaces[as_json])
         return self._fast[key]
 
     def lines(self, events: Sequence[Event], as_json: bool) -> str:
         """Text or JSON lines for a batch of events, each ending in a newline: what
         :meth:`text` and :meth:`json` give one by one, with the per-event checks kept to
         two tuple lookups (the CLI's hot path)."""
-        by_class = self._json_by_class if as_json else self._text_by_class
+        by_class = self._by_class
         general = self.json if as_json else self.text
         parts: list[str] = []
         append = parts.append
         for event in events:
-            line = by_class.get(type(event))
+            line: Any = by_class.get((type(event), as_json))
             if line is None:
-                line = by_class[type(event)] = self._line_function(event.layout, as_json)
+                line = by_class[(type(event), as_json)] = self._fast_for(
+                    event.layout, as_json) or False
             # Header members 5 and 6: faults and truncated strings take the general path.
             if line is not False and not event[5] and not event[6]:
                 append(line(event))
@@ -201,30 +224,20 @@ class EventFormatter:
         parts.append("")
         return "\n".join(parts)
 
-    def _line_function(self, layout: RecordLayout, as_json: bool) -> Any:
-        fast = self._fast_for(layout)
-        if fast is None:
-            return False
-        text_line, json_line = fast
-        if as_json:
-            offset, comms, comm_json = self.clock.offset_ns, self._comms_json, self._comm_json
-            return lambda event: json_line(event, offset, comms, comm_json, _escape)
-        clock_text, comms, comm = self.clock.text, self._comms, self._comm
-        return lambda event: text_line(event, clock_text, comms, comm)
-
-    def _comm(self, event: Event) -> str:
-        raw = event._comm
-        text = self._comms.get(raw)
-        if text is None:
-            text = self._comms[raw] = event.comm
-        return text
-
-    def _comm_json(self, event: Event) -> str:
-        raw = event._comm
-        text = self._comms_json.get(raw)
-        if text is None:
-            text = self._comms_json[raw] = _escape(event.comm)
-        return text
+    def batch_lines(self, batch: Batch, as_json: bool, limit: int | None = None) -> str:
+        """:meth:`lines` for a :class:`~rawprobe._plan.events.Batch` (at most ``limit`` of
+        its events): a batch of fixed-size records is formatted straight from its unpacked
+        records, one generated %-format each, no event objects made."""
+        layout = batch.layout
+        line = None if layout is None or batch.records is None else self._fast_for(
+            layout, as_json)
+        if line is None:
+            events = batch.events()
+            return self.lines(events if limit is None else events[:limit], as_json)
+        rows = batch.rows()
+        if limit is not None and limit < len(rows):
+            rows = rows[:limit]
+        return "\n".join(map(line, rows)) + "\n" if rows else ""
 
     def _text_formatters(self, layout: RecordLayout) -> list[Callable[[Any], str]]:
         formatters = self._text.get(id(layout))
@@ -269,9 +282,9 @@ class EventFormatter:
             frames = self.frames(event)
             return self.text_general(event) + "".join("\n    " + frame for frame in frames)
         if not event.faults and not event.truncated:
-            fast = self._fast_for(layout)
+            fast = self._fast_for(layout, False)
             if fast is not None:
-                return fast[0](event, self.clock.text, self._comms, self._comm)
+                return fast(event)
         return self.text_general(event)
 
     def text_general(self, event: Event) -> str:
@@ -297,10 +310,9 @@ class EventFormatter:
         """One JSON object, without the newline."""
         layout = event.layout
         if not event.faults and not event.truncated and event.stack is None:
-            fast = self._fast_for(layout)
+            fast = self._fast_for(layout, True)
             if fast is not None:
-                return fast[1](event, self.clock.offset_ns, self._comms_json, self._comm_json,
-                               _escape)
+                return fast(event)
         return self.json_general(event)
 
     def json_general(self, event: Event) -> str:

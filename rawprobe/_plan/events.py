@@ -13,6 +13,7 @@ the cache restores its layouts from plain values (:meth:`RecordLayout.state`,
 from __future__ import annotations
 
 import struct
+from functools import partial
 from operator import itemgetter
 
 from .._probe.argtype import ArgType
@@ -21,7 +22,7 @@ from . import abi
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any
 
     import construct as c
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     _FieldState = tuple[str, tuple[Any, ...], int, tuple[int, ...], str | None]
     LayoutState = tuple[str, int, int, tuple[_FieldState, ...]]
 
-__all__ = ["CompiledField", "Event", "RecordLayout"]
+__all__ = ["HEADER_COLUMNS", "Batch", "CompiledField", "Event", "RecordLayout"]
 
 _INT_FORMATS = {1: "b", 2: "h", 4: "l", 8: "q"}  # struct's letters; upper case: unsigned
 
@@ -118,6 +119,20 @@ class RecordLayout:
         self.nvalues = len(self.fields)
         self.plain = self.convert is None and not self.has_stack
         self.event_class = self._event_class()
+        self._row_structs: dict[int, struct.Struct] = {}
+
+    def row_struct(self, stride: int) -> struct.Struct:
+        """The struct of one framed record ``stride`` bytes long: the ring's 8-byte framing,
+        the header and the fields, and the padding up to ``stride`` (an event's members, in
+        an event's order)."""
+        found = self._row_structs.get(stride)
+        if found is None:
+            padding = stride - _FRAMING - self.record_struct.size
+            if padding < 0:
+                raise ValueError(f"a {stride}-byte record cannot hold a {self.event} record")
+            found = self._row_structs[stride] = struct.Struct(
+                f"<{_FRAMING}x{self.record_struct.format.lstrip('<')}{padding}x")
+        return found
 
     def renamed(self, event: str) -> RecordLayout:
         """The same layout for another event name (sites of one probe word share layouts)."""
@@ -125,6 +140,7 @@ class RecordLayout:
         twin.__dict__.update(self.__dict__)
         twin.event = event
         twin.event_class = twin._event_class()
+        twin._row_structs = {}
         return twin
 
     def _event_class(self) -> type[Event]:
@@ -368,3 +384,142 @@ class Event(tuple):  # type: ignore[type-arg]  # tuple[Any, ...], without typing
             f"Event({self.event!r}, pid={self.pid}, tid={self.tid}, comm={self.comm!r}, "
             f"args={self.args!r})"
         )
+
+
+_FRAMING = 8  # the ring buffer's record header (u32 len, u32 pg_off) ahead of each record
+# Columns every batch has, before its fields: (name, offset in a framed record, memoryview
+# format); comm is 16 bytes at offset 40.
+HEADER_COLUMNS = (("ts_ns", _FRAMING, "Q"), ("pid", _FRAMING + 8, "I"),
+                  ("tid", _FRAMING + 12, "I"), ("cpu", _FRAMING + 20, "I"))
+_COMM_OFFSET = _FRAMING + 32
+_VIEW_FORMATS = {(1, True): "b", (2, True): "h", (4, True): "i", (8, True): "q",
+                 (1, False): "B", (2, False): "H", (4, False): "I", (8, False): "Q"}
+
+
+class Batch:
+    """Events in the order they were recorded: what a reader decodes in one pass, and what a
+    tool that wants columns reads.
+
+    A batch of one layout's fixed-size records holds them as the ring buffer had them
+    (``stride`` bytes each, its framing included) and decodes them when asked, all at once:
+    into events (one ``struct.iter_unpack``), rows, or columns (strided views of the bytes,
+    no copy). Other batches hold their events, decoded one by one; a batch whose
+    :attr:`layout` is None mixes several layouts.
+
+    Attributes:
+        layout: The events' layout (None: several).
+        count: How many events.
+    """
+
+    __slots__ = ("_data", "_events", "_stride", "count", "layout")
+
+    def __init__(self, layout: RecordLayout | None, events: list[Event]) -> None:
+        self.layout = layout
+        self.count = len(events)
+        self._events: list[Event] | None = events
+        self._data: memoryview | None = None
+        self._stride = 0
+
+    @classmethod
+    def of_records(cls, layout: RecordLayout, data: memoryview, stride: int) -> Batch:
+        """A batch of ``layout``'s records, each ``stride`` bytes (framing included), fixed
+        size, no fault bits: every member a struct member."""
+        batch = cls.__new__(cls)
+        batch.layout = layout
+        batch.count = len(data) // stride
+        batch._events = None
+        batch._data = data
+        batch._stride = stride
+        return batch
+
+    @property
+    def records(self) -> tuple[memoryview, int] | None:
+        """``(bytes, stride)`` of a batch of fixed-size records as the ring had them (None
+        for a batch of decoded events)."""
+        return None if self._data is None else (self._data, self._stride)
+
+    def rows(self) -> Sequence[tuple[Any, ...]]:
+        """The events as tuples of an event's members (header, then values), without the
+        event class: what formatting needs, decoded at the least cost."""
+        if self._events is not None:
+            return self._events
+        assert self._data is not None and self.layout is not None
+        return list(self.layout.row_struct(self._stride).iter_unpack(self._data))
+
+    def events(self) -> list[Event]:
+        """The events (decoded on first use)."""
+        if self._events is None:
+            assert self._data is not None and self.layout is not None
+            make = partial(tuple.__new__, self.layout.event_class)
+            self._events = list(map(make, self.layout.row_struct(self._stride).iter_unpack(
+                self._data)))
+        return self._events
+
+    def column(self, name: str) -> Sequence[Any]:
+        """One column: ``ts_ns``, ``pid``, ``tid``, ``cpu``, ``comm`` or a field of the
+        layout. Of fixed-size records, an integer column is a read-only strided view of the
+        records (a sequence of ints; ``list(...)``, ``.tolist()``, ``numpy.asarray`` take it
+        as it is); other columns are lists.
+
+        Raises:
+            KeyError: No such column (or a batch of several layouts).
+        """
+        layout = self.layout
+        if layout is None:
+            raise KeyError(f"{name}: a batch of several layouts has no columns")
+        if self._data is None:
+            index = _column_index(layout, name)
+            events = self._events or []
+            if name == "comm":
+                return [event.comm for event in events]
+            return [event[index] for event in events]
+        data, stride = self._data, self._stride
+        for header_name, offset, view in HEADER_COLUMNS:
+            if header_name == name:
+                return _strided(data, stride, offset, view)
+        if name == "comm":
+            comms = struct.Struct(f"<{_COMM_OFFSET}x16s{stride - _COMM_OFFSET - 16}x")
+            return [raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+                    for (raw,) in comms.iter_unpack(data)]
+        index = _column_index(layout, name) - _H
+        field = layout.fields[index]
+        size, signed, _count = _member(field.type)
+        return _strided(data, stride, _FRAMING + field.offset, _VIEW_FORMATS[(size, signed)])
+
+    def columns(self) -> dict[str, Sequence[Any]]:
+        """Every column by name: ``ts_ns``, ``pid``, ``tid``, ``cpu``, ``comm``, then the
+        layout's fields (see :meth:`column`)."""
+        if self.layout is None:
+            raise KeyError("a batch of several layouts has no columns")
+        names = [name for name, _offset, _view in HEADER_COLUMNS] + ["comm"]
+        return {name: self.column(name) for name in [*names, *self.layout.names]}
+
+    def split(self) -> list[Batch]:
+        """A batch per layout (a batch of one layout is itself), each in recorded order."""
+        if self.layout is not None:
+            return [self]
+        by_layout: dict[int, list[Event]] = {}
+        layouts: dict[int, RecordLayout] = {}
+        for event in self._events or []:
+            key = id(event.layout)
+            layouts.setdefault(key, event.layout)
+            by_layout.setdefault(key, []).append(event)
+        return [Batch(layouts[key], events) for key, events in by_layout.items()]
+
+
+def _column_index(layout: RecordLayout, name: str) -> int:
+    """Where a column is in an event tuple."""
+    positions = {"ts_ns": 0, "pid": 1, "tid": 2, "cpu": 4, "comm": 7}
+    if name in positions:
+        return positions[name]
+    try:
+        return _H + layout.names.index(name)
+    except ValueError:
+        raise KeyError(f"{layout.event} has no field {name!r}") from None
+
+
+def _strided(data: memoryview, stride: int, offset: int, view: str) -> memoryview:
+    """Every ``stride``-th item of ``data`` from byte ``offset``, viewed as ``view``."""
+    size = struct.calcsize(view)
+    typed: memoryview = data.cast(view)  # type: ignore[call-overload]
+    return typed[offset // size::stride // size]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._probe.aggregations import AggregationSpec
     from .._probe.fetchargs import FetchArg, UsdtArgument
     from .._probe.filters import FilterExpr
-    from .events import Event, RecordLayout
+    from .events import Batch, RecordLayout
 
     _Details = tuple[tuple[FetchArg, ...], tuple[UsdtArgument, ...] | None, FilterExpr | None]
 else:
@@ -336,8 +336,9 @@ class Session(Protocol):
     def pending(self) -> bool:
         """Whether records are waiting to be read."""
 
-    def read(self) -> list[Event]:
-        """Every event ready now that passed its filter, decoded, in time order. With an
+    def read_batches(self) -> list[Batch]:
+        """Every event ready now that passed its filter, in time order, in batches (a batch
+        of a run of one probe's fixed-size records decodes them when asked). With an
         aggregation, events are aggregated instead and nothing is returned."""
 
     def detach(self) -> None:

@@ -54,7 +54,7 @@ from .._errors import (
 )
 from .._host.eventformat import parse_format
 from .._plan import abi
-from .._plan.events import Event
+from .._plan.events import Batch, Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
 from .._sys.limits import open_perf_event
 from .._sys.perf import (
@@ -464,8 +464,13 @@ class TracefsSession:
     def pending(self) -> bool:
         return any(buffer.pending() > 0 for buffer in self._resources.buffers)
 
-    def read(self) -> list[Event]:
-        """Every sample in the buffers, decoded; ordered by time when several CPUs had some."""
+    def read_batches(self) -> list[Batch]:
+        """Every sample in the buffers, decoded; ordered by time when several CPUs had some
+        (one batch)."""
+        events = self._read()
+        return [Batch(None, events)] if events else []
+
+    def _read(self) -> list[Event]:
         events: list[Event] = []
         sources = 0
         for buffer in self._resources.buffers:

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from rawprobe import (
         AddressResolver,
         AggregationSpec,
+        Batch,
         CountTable,
-        Event,
         HistogramSet,
         HistSpec,
         Tracer,
@@ -205,15 +205,20 @@ class _Printer:
         self.out.write(text + "\n")
         self.out.flush()
 
-    def write(self, events: list[Event]) -> None:
-        if self.limit is not None:
-            events = events[: self.limit - self.printed]
-        if not events:
-            return
-        self.out.write(self.formatter.lines(events, self.as_json))
-        self.out.flush()
-        self.printed += len(events)
-        self.truncated += sum(1 for event in events if event.truncated)
+    def write(self, batches: list[Batch]) -> None:
+        parts = []
+        for batch in batches:
+            room = None if self.limit is None else self.limit - self.printed
+            if room is not None and room <= 0:
+                break
+            parts.append(self.formatter.batch_lines(batch, self.as_json, room))
+            shown = batch.count if room is None else min(room, batch.count)
+            self.printed += shown
+            if batch.records is None:  # fixed-size records have no strings to cut
+                self.truncated += sum(1 for event in batch.events()[:shown] if event.truncated)
+        if parts:
+            self.out.write("".join(parts))
+            self.out.flush()
 
 
 def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceStats:
@@ -254,12 +259,13 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                 remaining = min(waits) if waits else None
                 if deadline is not None and deadline <= now:
                     break
-                printer.write(tracer.poll(max(remaining, 0) if remaining is not None else None))
+                printer.write(tracer.poll_batches(
+                    max(remaining, 0) if remaining is not None else None))
                 if tracer.finished():
                     break
         finally:
             with _no_interruptions():
-                left = tracer.drain()
+                left = tracer.drain_batches()
                 if not printer.full:
                     printer.write(left)
                 if tracer.aggregation is not None and tracer.started:
