@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 
-from .._plan.events import Batch, RecordLayout
+from .._plan.events import Batch, RecordLayout, no_collection
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ class Decoder:
         Returns:
             The batches, and how many bytes of ``chunk`` were consumed.
         """
+        with no_collection():
+            return self._batches(chunk)
+
+    def _batches(self, chunk: bytes) -> tuple[list[Batch], int]:
         batches: list[Batch] = []
         singles: list[Event] = []
         append = singles.append
