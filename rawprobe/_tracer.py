@@ -181,11 +181,8 @@ class Tracer:
         return self._session is not None
 
     def watch(self, fd: int) -> None:
-        """Also end a wait in :meth:`poll` when ``fd`` becomes readable.
-
-        For example the read end of a pipe given to :func:`signal.set_wakeup_fd`, so that a
-        signal handler that only sets a flag still wakes the reader promptly.
-        """
+        """Also end a wait in :meth:`poll` when ``fd`` becomes readable (the read end of a
+        pipe given to :func:`signal.set_wakeup_fd`, say: a handler that sets a flag)."""
         self._watched.append(fd)
         if self._session is not None:
             self._session.watch(fd)
@@ -219,6 +216,22 @@ class Tracer:
         if not session.pending():
             session.wait(timeout)
         return self._read(session)
+
+    def read_records(self, sink: Callable[[memoryview], object],
+                     timeout: float | None = None, *, final: bool = False) -> int:
+        """:meth:`poll` without decoding: hand ``sink`` the whole records ready (waiting up
+        to ``timeout`` seconds for some) as the kernel wrote them; return how many bytes.
+        What ``rawprobe record`` keeps (the BPF backend only). ``final``: detach the probes
+        first, and hand over everything left (:meth:`drain`)."""
+        self.start()
+        session = self._session
+        assert session is not None
+        if final:
+            session.detach()
+            return sum(iter(lambda: session.read_records(sink), 0))
+        if not session.pending():
+            session.wait(timeout)
+        return session.read_records(sink)
 
     def _read(self, session: Session) -> list[Batch]:
         batches = session.read_batches()

@@ -96,6 +96,16 @@ class RingMap:
         start = self._data_start + (consumer & self._mask)
         return self._producer[start : start + (producer - consumer)]
 
+    def view(self) -> memoryview:
+        """Everything from the consumer position to the producer position, in place (no
+        copy: the data area is mapped twice in a row, so it is contiguous even across the
+        end). Release the view before :meth:`close`; hand the space back with
+        :meth:`consume`."""
+        consumer = self._consumer_word[0]
+        producer = self._producer_word[0]
+        start = self._data_start + (consumer & self._mask)
+        return memoryview(self._producer)[start : start + (producer - consumer)]
+
     def consume(self, count: int) -> None:
         """Advance the consumer position by ``count`` bytes, handing the space back to BPF."""
         if count:

@@ -9,7 +9,7 @@ import os
 import struct
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import _log
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
@@ -22,7 +22,7 @@ from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
-from .records import Decoder
+from .records import Decoder, committed
 from .ringmap import RingMap
 
 __all__ = ["BpfSession"]
@@ -306,6 +306,15 @@ class BpfSession:
         batches, consumed = self._decoder.batches(chunk)
         ring.consume(consumed)
         return batches
+
+    def read_records(self, sink: Callable[[memoryview], object]) -> int:
+        ring = self.ring
+        with ring.view() as view:
+            size = committed(view)
+            if size:
+                sink(view[:size])
+        ring.consume(size)
+        return size
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         """The ``aggregates`` map's cells, and a cell per plain count: its hit counter less

@@ -341,6 +341,14 @@ class Session(Protocol):
         of a run of one probe's fixed-size records decodes them when asked). With an
         aggregation, events are aggregated instead and nothing is returned."""
 
+    def read_records(self, sink: Callable[[memoryview], object]) -> int:
+        """Hand ``sink`` every whole record ready now, as the kernel wrote it (framing
+        included, nothing decoded: ``rawprobe record``); return how many bytes.
+
+        Raises:
+            UsageError: The backend keeps no such records (tracefs).
+        """
+
     def detach(self) -> None:
         """Remove every uprobe; events already recorded stay readable."""
 

@@ -39,7 +39,7 @@ import select
 import struct
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -469,6 +469,11 @@ class TracefsSession:
         (one batch)."""
         events = self._read()
         return [Batch(None, events)] if events else []
+
+    def read_records(self, sink: Callable[[memoryview], object]) -> int:
+        raise UsageError("rawprobe record keeps the BPF ring buffer's records as they are: it "
+                         "needs the BPF backend (the tracefs backend's samples are decoded as "
+                         "they are read; use 'rawprobe attach -o FILE' instead)")
 
     def _read(self) -> list[Event]:
         events: list[Event] = []

@@ -48,7 +48,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo, _doctor, _inspect, _probes
+    from . import _attach, _demo, _doctor, _inspect, _probes, _record
 
     parser = _ArgumentParser(
         prog="rawprobe",
@@ -61,6 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                      parser_class=_ArgumentParser)
     commands.required = True
     _attach.add_parser(commands)
+    _record.add_parsers(commands)
     _inspect.add_parsers(commands)
     _demo.add_parser(commands)
     _probes.add_parser(commands)
@@ -79,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(args_list)
     args.trace_command = command
-    if command is not None and args.command != "attach":
-        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach'")
+    if command is not None and args.command not in ("attach", "record"):
+        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach' and 'rawprobe record'")
     # libbpf's own warnings come back in rawprobe's errors (a failed load carries its log):
     # shown as they happen with -v, its debug output with -vv.
     levels = {"": _log.DEBUG if args.verbose > 1 else _log.INFO if args.verbose else
