@@ -352,7 +352,7 @@ class CleanReport:
 def clean_stale(tracefs: Tracefs | None = None) -> CleanReport:
     """Remove the uprobe_events definitions of rawprobe runs whose process is gone.
 
-    Only groups whose run is provably gone are touched (see :mod:`rawprobe._tracefs._groups`:
+    Only groups whose run is provably gone are touched (see :mod:`rawprobe._host.tracefs_groups`:
     a run in another PID namespace is not taken for a dead one); a group whose owner cannot
     be told from here is kept, with pid ``-1``.
 

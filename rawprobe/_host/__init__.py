@@ -1,2 +1,3 @@
 """Facts about this host that rawprobe reads from /proc and /sys:
-process mappings, privileges, and opening the files probes name."""
+process mappings, privileges, opening the files probes name, and tracefs (uprobe_events
+definitions and the groups rawprobe's runs create)."""

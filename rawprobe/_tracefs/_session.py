@@ -53,6 +53,8 @@ from .._errors import (
     UsageError,
 )
 from .._host.eventformat import parse_format
+from .._host.tracefs import Tracefs
+from .._host.tracefs_groups import new_group
 from .._plan import abi
 from .._plan.events import Batch, Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
@@ -78,8 +80,6 @@ from .._sys.perf import (
     perf_event_set_output,
 )
 from ._decode import SampleDecoder
-from ._fs import Tracefs
-from ._groups import new_group
 from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
 from ._render import (
     MAX_EVENT_NAME_LEN,
