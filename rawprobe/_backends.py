@@ -99,7 +99,12 @@ def plant(session: Session, command: Command | None, processes: Processes,
     Raises:
         UsageError: The kernel would not place a probe named on its own.
     """
-    if command is not None:
+    if command is not None and session.follow_at_exec:
+        command.spawn(stop_at_exec=True)
+        command.release()
+        if command.wait_exec():
+            session.attach_all(TraceTarget(command_pid=command.pid))
+    elif command is not None:
         command.spawn()
         session.attach_all(TraceTarget(command_pid=command.pid))
     else:
@@ -115,6 +120,7 @@ def plant(session: Session, command: Command | None, processes: Processes,
         session.watch(fd)
     if command is not None:
         command.release()
+        command.resume()
     return notes
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 
 from ._errors import TargetNotFoundError, UsageError
-from ._sys.libc import PR_SET_PDEATHSIG, prctl
+from ._sys.libc import PR_SET_PDEATHSIG, PTRACE_DETACH, PTRACE_TRACEME, prctl, ptrace
 from ._sys.limits import original_descriptor_limit
 
 __all__ = ["Command", "Processes"]
@@ -55,9 +55,18 @@ class Command:
         self.pidfd = -1
         self.status: int | None = None
         self._gate_write = -1
+        self._stopped_at_exec = False
 
-    def spawn(self) -> None:
-        """Fork the child; it waits for :meth:`release` before it execs the command."""
+    def spawn(self, stop_at_exec: bool = False) -> None:
+        """Fork the child; it waits for :meth:`release` before it execs the command.
+
+        Args:
+            stop_at_exec: The command stops right after its exec, before it runs an
+                instruction of its own (the child asks to be traced, PTRACE_TRACEME, and a
+                traced process stops at exec), until :meth:`resume`: its probes can then be
+                planted on the command itself and nothing rawprobe's child does before the
+                exec is traced.
+        """
         gate_read, gate_write = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -65,6 +74,8 @@ class Command:
             try:
                 os.close(gate_write)
                 _restore_environment(parent)
+                if stop_at_exec:
+                    ptrace(PTRACE_TRACEME, 0, None, None)
                 if not os.read(gate_read, 1):
                     os._exit(127)  # rawprobe ended before releasing the command
                 os.close(gate_read)
@@ -74,7 +85,28 @@ class Command:
         os.close(gate_read)
         self.pid = pid
         self._gate_write = gate_write
+        self._stopped_at_exec = stop_at_exec
         self.pidfd = os.pidfd_open(pid)
+
+    def wait_exec(self) -> bool:
+        """After :meth:`release` of a command spawned to stop at its exec: wait for that stop.
+
+        Returns:
+            True once it is stopped there; False when it ended instead (its exec failed).
+        """
+        _pid, status = os.waitpid(self.pid, 0)
+        if os.WIFSTOPPED(status):
+            return True
+        self.status = os.waitstatus_to_exitcode(status)
+        self._stopped_at_exec = False
+        return False
+
+    def resume(self) -> None:
+        """Let a command stopped at its exec run (it is no longer traced)."""
+        if self._stopped_at_exec:
+            self._stopped_at_exec = False
+            # data 0: the SIGTRAP of the exec is not delivered.
+            ptrace(PTRACE_DETACH, self.pid, None, None)
 
     def release(self) -> None:
         """Let the child exec the command."""
@@ -92,12 +124,15 @@ class Command:
         return self.status is not None
 
     def close(self) -> None:
-        """Never leave the child behind: one that never ran is killed, one still running is
-        sent SIGTERM (and SIGKILL if it has not ended within a second)."""
-        if self._gate_write >= 0:
+        """Never leave the child behind: one that never ran (or is still stopped at its exec) is
+        killed, one still running is sent SIGTERM (and SIGKILL if it has not ended within a
+        second)."""
+        if self._gate_write >= 0 or self._stopped_at_exec:
             os.kill(self.pid, signal.SIGKILL)
-            os.close(self._gate_write)
+            if self._gate_write >= 0:
+                os.close(self._gate_write)
             self._gate_write = -1
+            self._stopped_at_exec = False
             os.waitpid(self.pid, 0)
             self.status = -signal.SIGKILL
         elif self.pid and not self.poll():

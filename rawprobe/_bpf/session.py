@@ -22,6 +22,7 @@ from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .follow import CommandEvents, refusal
 from .records import Decoder, committed
 from .ringmap import RingMap
 
@@ -67,8 +68,11 @@ class BpfSession:
     Args:
         plan: The events to plant and their configurations.
         ring_size: Bytes of the ring buffer (a power of two, at least a page).
-        follow: Record only processes in the followed set (see :meth:`follow`), and grow the
-            set as they fork.
+        follow: The session will trace a command and its children: with uprobes of their
+            own where it can (:mod:`.follow`; :attr:`follow_at_exec` is then True: plant the
+            probes with the command stopped at its exec), else with host-wide uprobes and the
+            BPF program's process-tree filter (the followed set, see :meth:`follow`, grown as
+            processes fork).
         multi: Whether to use uprobe_multi links where they help (None: when the kernel has
             them).
     """
@@ -87,9 +91,23 @@ class BpfSession:
         self._aggregation = plan.aggregation
         self._decoder = Decoder(plan.layouts)
         self._busy = False
-        self._follow = follow
+        self.follow_at_exec = False
+        self._command: CommandEvents | None = None
+        if follow:
+            why = refusal(len(self._plan_events))
+            if why is None:
+                self.follow_at_exec, multi = True, False
+                _log.info("following the command with uprobes of its own (tracefs uprobe "
+                          "events opened on it, inherited by each process it starts): other "
+                          "processes running the probed code are not disturbed")
+            else:
+                _log.info("following the command with host-wide uprobes and an in-kernel "
+                          "filter of its process tree (%s): other processes running the probed "
+                          "code take the breakpoint, and nothing of theirs is recorded", why)
+        self._follow = follow and not self.follow_at_exec  # the BPF tree filter
         self._links: list[int] = []  # libbpf links (perf-event uprobes, tracepoints)
         self._link_fds: list[int] = []  # uprobe_multi links
+        self._commands: list[CommandEvents] = []  # a command's own uprobes (follow_at_exec)
         self._ring: RingMap | None = None
         self._tally_taken: dict[int, int] = {}
         self.unplaced: list[tuple[PlannedEvent, str]] = []
@@ -111,7 +129,7 @@ class BpfSession:
                           "uprobe_multi programs" if use_multi else "sleepable programs")
         obj = self._object
         try:
-            if follow:
+            if self._follow:
                 for name in _FOLLOW_PROGRAMS:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
@@ -120,7 +138,7 @@ class BpfSession:
             self.close()
             raise
         self._finalizer = weakref.finalize(
-            self, _destroy_links, obj.lib, self._links, self._link_fds
+            self, _destroy_links, obj.lib, self._links, self._link_fds, self._commands
         )
 
     def _choose_programs(self) -> list[tuple[str, _Group | None]]:
@@ -200,6 +218,9 @@ class BpfSession:
     def attach_all(self, target: TraceTarget) -> None:
         """Plant every uprobe. One the kernel cannot place (an instruction it cannot probe)
         is left out and listed in :attr:`unplaced`; any other failure undoes everything."""
+        if target.command_pid is not None and self.follow_at_exec:
+            self._attach_command(target.command_pid)
+            return
         if target.command_pid is not None:
             if not self._follow:
                 raise ValueError("this session was not created to follow a command")
@@ -225,6 +246,23 @@ class BpfSession:
         except BaseException:
             self.detach()
             raise
+
+    def _attach_command(self, pid: int) -> None:
+        """Plant every uprobe on the command (stopped at its exec) and what it starts."""
+        command = CommandEvents(self._object.lib)
+        self._commands.append(command)
+        self.unplaced = []
+        try:
+            command.attach(self._plan_events,
+                           [self._object.program(program) for program, _ in self._programs],
+                           pid)
+        except BaseException:
+            self._links += command.links
+            command.links = []
+            self.detach()
+            raise
+        self._links += command.links
+        command.links = []
 
     def _attach_multi(self, program_fd: int, retprobe: bool,
                       members: Sequence[PlannedEvent], pid: int) -> None:
@@ -375,12 +413,12 @@ class BpfSession:
 
     def detach(self) -> None:
         """Remove every uprobe (the programs stop writing records)."""
-        _destroy_links(self._object.lib, self._links, self._link_fds)
+        _destroy_links(self._object.lib, self._links, self._link_fds, self._commands)
 
     def close(self) -> None:
         """Detach everything and free the object (idempotent)."""
         try:
-            if self._links or self._link_fds:
+            if self._links or self._link_fds or self._commands:
                 self.detach()
         finally:
             if self._ring is not None:
@@ -389,10 +427,13 @@ class BpfSession:
                 self._object.close()
 
 
-def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:
-    """Destroy every link, newest first; a failure is logged and the rest still go."""
+def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int],
+                   commands: list[CommandEvents]) -> None:
+    """Destroy every link, newest first, then a command's own uprobe events; a failure is
+    logged and the rest still go."""
     pending, links[:] = list(links), []
     fds, link_fds[:] = list(link_fds), []
+    followed, commands[:] = list(commands), []
     for fd in fds:
         os.close(fd)  # a uprobe_multi link: its uprobes go in one grace period
     for link in reversed(pending):
@@ -400,3 +441,5 @@ def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:
             lib.link_destroy(link)
         except SysCallError as error:
             _log.warning("detaching a probe failed: %s", error)
+    for command in followed:
+        command.close()

@@ -17,6 +17,7 @@ import os
 import re
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import KernelFeatureError, PrivilegeError, SysCallError, UsageError
@@ -36,6 +37,7 @@ TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 # kernel/trace/trace_uprobe.c, trace_uprobe_show(): "%c:%s/%s %s:0x%0*lx" then "(0x%lx)" for a
 # reference counter, then " name=fetcharg" for each argument.
+_HEAD = re.compile(r"[pr]:([^/\s]+)/(\S+)\s")
 _DEFINITION = re.compile(
     r"(?P<kind>[pr]):(?P<group>[^/\s]+)/(?P<event>\S+)\s+"
     r"(?P<path>\S+):0x(?P<offset>[0-9a-fA-F]+)(?:\(0x(?P<ref>[0-9a-fA-F]+)\))?"
@@ -205,6 +207,41 @@ class Tracefs:
                     "--backend bpf may accept this probe)"
                 ) from None
             raise SysCallError(code, f"write {self.path('uprobe_events')}") from None
+
+    def define_many(self, lines: Sequence[str]) -> None:
+        """Add definitions to ``uprobe_events`` in one write (the kernel parses every line of
+        a write; one write per definition costs a system call each).
+
+        Raises:
+            PrivilegeError, UsageError, SysCallError: As :meth:`define`; the definitions
+                before the refused one are in place (remove the group to undo them).
+        """
+        if not lines:
+            return
+        try:
+            self._write("uprobe_events", "\n".join(lines))
+        except OSError:
+            # Which one was refused, and why: the kernel stopped at it; replay the rest one
+            # by one for the message (those already defined are refused as duplicates).
+            defined = {(d.group, d.event) for d in self.definitions()}
+            for line in lines:
+                match = _HEAD.match(line)
+                if match and (match.group(1), match.group(2)) in defined:
+                    continue
+                self.define(line)
+            raise
+
+    def remove_group(self, group: str, *, attempts: int = 20) -> bool:
+        """Remove every definition of ``group`` in one write (``-:GROUP/``: an empty event
+        name matches them all, kernel/trace/trace_uprobe.c, trace_uprobe_match()).
+
+        Returns:
+            ``True`` if it was removed, ``False`` if the group had no definition.
+
+        Raises:
+            SysCallError: The kernel refused (``EBUSY``: an event of it is still open).
+        """
+        return self.remove(group, "", attempts=attempts)
 
     def remove(self, group: str, event: str, *, attempts: int = 20) -> bool:
         """Remove ``GROUP/EVENT`` from ``uprobe_events``.

@@ -316,10 +316,14 @@ class Session(Protocol):
         poll_interval: How often a reader waiting on :meth:`fileno` must look anyway, in
             seconds (a backend whose buffers wake their reader only when well filled finds
             sparse events by looking); None when :meth:`fileno` always wakes it.
+        follow_at_exec: A command's probes are planted on the command itself, once it has
+            exec'd and before it runs (it is spawned to stop at its exec); otherwise they are
+            planted before it is released to exec.
     """
 
     unplaced: list[tuple[PlannedEvent, str]]
     poll_interval: float | None
+    follow_at_exec: bool
 
     def attach_all(self, target: TraceTarget) -> None:
         """Plant every uprobe for ``target``; on failure nothing stays planted."""

@@ -6,7 +6,8 @@ import ctypes
 
 from ._ffi import ERR_NEGATIVE, ERR_NONE, declare
 
-__all__ = ["LIBC", "PR_SET_PDEATHSIG", "free", "prctl", "syscall6", "vsnprintf"]
+__all__ = ["LIBC", "PR_SET_PDEATHSIG", "PTRACE_DETACH", "PTRACE_TRACEME", "free", "prctl", "ptrace",
+           "syscall6", "vsnprintf"]
 
 # The C library this interpreter is linked with, through the process's own symbol namespace:
 # ctypes.util.find_library("c") would run `ldconfig -p` in a subprocess at every start.
@@ -42,5 +43,18 @@ prctl = declare(
     "prctl",
     ctypes.c_int,
     [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong],
+    ERR_NEGATIVE,
+)
+
+# long ptrace(enum __ptrace_request request, pid_t pid, void *addr, void *data): a command is
+# stopped at its exec (PTRACE_TRACEME) while its probes are planted, then let go
+# (PTRACE_DETACH); include/uapi/linux/ptrace.h.
+PTRACE_TRACEME = 0
+PTRACE_DETACH = 17
+ptrace = declare(
+    LIBC,
+    "ptrace",
+    ctypes.c_long,
+    [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p],
     ERR_NEGATIVE,
 )

@@ -267,6 +267,7 @@ class TracefsSession:
         self._stage = UserStage(plan.events, plan.aggregation)
         self.unplaced: list[tuple[PlannedEvent, str]] = []
         self.poll_interval: float | None = _POLL_INTERVAL
+        self.follow_at_exec = False
         resources = _Resources()
         self._resources = resources
         self._finalizer = weakref.finalize(self, _release_all, resources)

@@ -128,8 +128,13 @@ def test_latency_lands_in_the_right_bucket(program: Path) -> None:
         list(tracer.events(timeout=30))
         (histogram,) = tracer.aggregates().histograms
     counts = {low: count for low, _high, count in histogram.buckets if count}
-    # 1 ms naps take a little over 1 ms: [2^20, 2^21) ns; 20 ms ones [2^24, 2^25) ns.
-    assert counts == {1 << 20: 6, 1 << 24: 4}
+    # 1 ms naps take a little over 1 ms: [2^20, 2^21) ns; 20 ms ones [2^24, 2^25) ns. On a
+    # busy host a nap overruns (or its timer fires a few µs early): a bucket either side.
+    short = sum(count for low, count in counts.items() if low is not None and
+                1 << 19 <= low < 1 << 23)
+    long = sum(count for low, count in counts.items() if low is not None and
+               1 << 24 <= low < 1 << 26)
+    assert (short, long) == (6, 4), counts
     assert histogram.event == "nap"
 
 

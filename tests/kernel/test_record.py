@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from helpers import run_rawprobe
+from helpers import build_c, run_rawprobe
 
 ENTRY = "p:{prog}:add a=%di:s32 b=%si:s32"
 RETURN = "r:{prog}:add ret=$retval:s32"
@@ -46,13 +46,23 @@ def test_a_recording_decodes_to_what_attach_prints(add_program: Path, tmp_path: 
     assert counted == live
 
 
-def test_addresses_are_named_on_another_host(add_program: Path, tmp_path: Path) -> None:
+# Addresses are described through the process's mappings, read once its first records are:
+# the process lingers a moment after its calls (a process gone by then shows addresses).
+LINGER = r"""
+#include <unistd.h>
+__attribute__((noinline)) int add(int a, int b) { return a + b; }
+int main(void) { int s = 0; for (int i = 0; i < 3; i++) s += add(i, 2); usleep(300000);
+                 return s == 0; }
+"""
+
+
+def test_addresses_are_named_on_another_host(tmp_path: Path) -> None:
     # The program is copied, recorded, then deleted: the report has only the recording.
     prog = tmp_path / "main"
-    shutil.copy2(add_program, prog)
+    shutil.copy2(build_c(LINGER, name="main", flags=("-O0",)), prog)
     recording = tmp_path / "where.rprec"
     run_rawprobe("record", "-o", str(recording), f"p:{prog}:add where=+0(%sp):symbol",
-                 "--stack", "--", str(prog), "3", check_status=0)
+                 "--stack", "--", str(prog), check_status=0)
     prog.unlink()
     lines = [json.loads(line) for line in run_rawprobe(
         "report", "--json", str(recording), check_status=0).stdout.splitlines()]
