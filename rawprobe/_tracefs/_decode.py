@@ -14,6 +14,7 @@ arrays, ``None`` where memory could not be read), strings cut at ``--string-size
 from __future__ import annotations
 
 import mmap
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,22 @@ class SampleDecoder:
         self.decode: Callable[[bytes, int], Decoded] = self._generate(
             [a for _f, a in located], probe, layout, string_size
         )
+        # A kernel event several sites share: (event id, layout) by the site number each
+        # site's definition stores in the record (see TracefsSession), and where it is.
+        self.sites: list[tuple[int, RecordLayout]] = []
+        self._site = struct.Struct("<I")
+        self._site_offset = 0
+
+    def share(self, site_offset: int, sites: list[tuple[int, RecordLayout]]) -> None:
+        """Decode the samples of several sites sharing this event: each carries its site
+        number (a u32 at ``site_offset`` in the record)."""
+        self.sites = sites
+        self._site_offset = site_offset
+
+    def site(self, chunk: bytes, base: int) -> tuple[int, RecordLayout]:
+        """The event id and layout of the site a sample of a shared event came from."""
+        number: int = self._site.unpack_from(chunk, base + self._site_offset)[0]
+        return self.sites[number]
 
     @staticmethod
     def _declare(located: list[tuple[FormatField, KernelArg]], layout: RecordLayout) -> c.Struct:

@@ -91,6 +91,8 @@ from ._userstage import UserStage
 
 __all__ = ["TracefsSession", "online_cpus", "parse_cpu_list"]
 
+_SITE_ARG = "rawprobe_site"  # which site of a shared kernel event a sample came from
+
 _U16 = struct.Struct("<H")
 # How often wait() looks at the buffers: samples wake the reader only once a quarter of a
 # buffer is full (one wake-up per sample would cost an interrupt each), so sparse events are
@@ -204,14 +206,13 @@ def _release_probes(resources: _Resources) -> None:
             os.close(fd)
     defined, resources.defined = resources.defined, []
     tracefs = resources.tracefs
-    for event in reversed(defined):
-        if tracefs is None:
-            break
+    if defined and tracefs is not None:
         try:
-            tracefs.remove(resources.group, event)
-        except (OSError, SysCallError) as error:
-            _log.warning("removing uprobe event %s/%s failed: %s (run 'rawprobe probes "
-                         "--clean' once this process has ended)", resources.group, event, error)
+            tracefs.remove_group(resources.group)  # every definition, in one write
+        except OSError as error:
+            _log.warning("removing the uprobe events of group %s failed: %s (run 'rawprobe "
+                         "probes --clean' once this process has ended)", resources.group,
+                         error)
 
 
 def _release_all(resources: _Resources) -> None:
@@ -272,7 +273,8 @@ class TracefsSession:
         self._resources = resources
         self._finalizer = weakref.finalize(self, _release_all, resources)
         self._decoders: dict[int, SampleDecoder] = {}
-        self._type_ids: list[int] = []
+        self._type_ids: list[int] = []  # per kernel event
+        self._sharing: dict[int, list[int]] = {}  # first event id -> every event id sharing
         self._counts = [0] * len(self._uprobes)
         self._lost = 0
         self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
@@ -286,10 +288,7 @@ class TracefsSession:
             resources.tracefs = Tracefs()
             resources.group = new_group()
             self.group = resources.group
-            self.event_names = _event_names(self._uprobes)
-            for uprobe, probe, name in zip(self._uprobes, probes, self.event_names,
-                                           strict=True):
-                self._define(uprobe, probe, name)
+            self._define_all(probes)
             self._open_buffers()
         except BaseException:
             self.close()
@@ -297,20 +296,50 @@ class TracefsSession:
 
     # -- setting up -----------------------------------------------------------------------
 
-    def _define(self, uprobe: PlannedEvent, probe: KernelProbe, name: str) -> None:
+    def _define_all(self, probes: list[KernelProbe]) -> None:
+        """Define every uprobe, in one write to ``uprobe_events``.
+
+        Sites of the same kind whose fetch-args read the same (a glob's functions, say) share
+        one kernel event: the kernel appends a definition with the same argument names and
+        types to an existing event. Each such definition also stores the site's number
+        (``rawprobe_site=\\N``), which its samples carry. Removing an event costs a grace
+        period (~50 ms) however many sites it has: a thousand sites go in a fraction of a
+        second, not a minute.
+        """
         resources = self._resources
         tracefs = resources.tracefs
         assert tracefs is not None
-        line = definition_line("r" if uprobe.retprobe else "p", resources.group, name,
-                               uprobe.kernel_path, uprobe.file_offset, uprobe.ref_ctr_offset,
-                               probe)
-        tracefs.define(line)
-        resources.defined.append(name)
-        event_format = parse_format(tracefs.event_format(resources.group, name))
-        decoder = SampleDecoder(uprobe.event_id, uprobe.layout, probe, event_format,
-                                self._string_size)
-        self._decoders[decoder.type_id] = decoder
-        self._type_ids.append(decoder.type_id)
+        shared: dict[tuple[object, ...], list[int]] = {}
+        for index, (uprobe, probe) in enumerate(zip(self._uprobes, probes, strict=True)):
+            key = (uprobe.retprobe, tuple(a.text for a in probe.args),
+                   tuple(f.type.state() for f in uprobe.layout.fields))
+            shared.setdefault(key, []).append(index)
+        events = list(shared.values())
+        self.event_names = _event_names([self._uprobes[sites[0]] for sites in events])
+        lines = []
+        for sites, name in zip(events, self.event_names, strict=True):
+            for number, index in enumerate(sites):
+                uprobe = self._uprobes[index]
+                line = definition_line("r" if uprobe.retprobe else "p", resources.group, name,
+                                       uprobe.kernel_path, uprobe.file_offset,
+                                       uprobe.ref_ctr_offset, probes[index])
+                lines.append(line + (f" {_SITE_ARG}=\\{number}:u32" if len(sites) > 1 else ""))
+        try:
+            tracefs.define_many(lines)
+        finally:
+            resources.defined = list(self.event_names)
+        for sites, name in zip(events, self.event_names, strict=True):
+            first = self._uprobes[sites[0]]
+            event_format = parse_format(tracefs.event_format(resources.group, name))
+            decoder = SampleDecoder(first.event_id, first.layout, probes[sites[0]],
+                                    event_format, self._string_size)
+            if len(sites) > 1:
+                decoder.share(event_format.field(_SITE_ARG).offset, [
+                    (self._uprobes[index].event_id, self._uprobes[index].layout)
+                    for index in sites])
+            self._decoders[decoder.type_id] = decoder
+            self._type_ids.append(decoder.type_id)
+            self._sharing[first.event_id] = [self._uprobes[index].event_id for index in sites]
 
     def _open_buffers(self) -> None:
         resources = self._resources
@@ -368,7 +397,7 @@ class TracefsSession:
 
     def _open_events(self, pid: int, flags: int, opened: list[int]) -> None:
         """Open every event for ``pid`` (-1: every process) on every CPU."""
-        for event_id, type_id in enumerate(self._type_ids):
+        for type_id, event_id in zip(self._type_ids, self._sharing, strict=True):
             for cpu, leader in zip(self._cpus, self._resources.leader_fds, strict=True):
                 fd = self._perf_open(self._event_attr(type_id, flags), pid, cpu,
                                      "a uprobe event")
@@ -514,9 +543,11 @@ class TracefsSession:
             values, faults, truncated, comm = decoder.decode(chunk, raw)
             if not comm:  # no room was left for it (see _decode._Cut): the next best thing
                 comm = _proc_comm(tid)
-            counts[decoder.event_id] += 1
-            append(Event.make(decoder.layout, ts_ns, pid, tid, cpu, comm, values, faults,
-                              truncated, stack, decoder.event_id))
+            event_id, layout = (decoder.site(chunk, raw) if decoder.sites
+                                else (decoder.event_id, decoder.layout))
+            counts[event_id] += 1
+            append(Event.make(layout, ts_ns, pid, tid, cpu, comm, values, faults,
+                              truncated, stack, event_id))
 
     def _hits(self) -> list[int]:
         """Per event id, how often it fired: the sum of its perf events' counts.
@@ -529,6 +560,12 @@ class TracefsSession:
         for fd, event_id in self._fd_events.items():
             with contextlib.suppress(OSError):
                 hits[event_id] += int.from_bytes(os.read(fd, 8), "little")
+        # A shared kernel event counts its sites' hits together: each site has what was
+        # decoded of it, and the first site the rest (what did not fit in the buffers).
+        for first, sites in self._sharing.items():
+            for event_id in sites[1:]:
+                hits[event_id] = self._counts[event_id]
+                hits[first] -= self._counts[event_id]
         return hits
 
     def detach(self) -> None:

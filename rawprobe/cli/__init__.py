@@ -95,9 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RawprobeError as error:
         print(f"rawprobe: error: {error}", file=sys.stderr)
         return error.exit_status
-    except KeyboardInterrupt:
-        # Ctrl-C before tracing started (while resolving, say): nothing was planted.
-        print("rawprobe: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        from ._attach import LeftPlanted, left_planted
+
+        if isinstance(interrupt, LeftPlanted):
+            left_planted()
+        else:
+            # Ctrl-C before tracing started (while resolving, say): nothing was planted.
+            print("rawprobe: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of our output went away (rawprobe ... | head): a normal end.

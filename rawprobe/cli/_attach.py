@@ -150,16 +150,52 @@ class _StopSignals:
         os.close(self._write_fd)
 
 
+class LeftPlanted(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM, SIGHUP) while probes were being removed: rawprobe ends
+    at once, and says what it left planted."""
+
+
 @contextmanager
-def _no_interruptions() -> Iterator[None]:
-    """Hold off Ctrl-C, SIGTERM and SIGHUP while probes are being removed."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
+def _removing_probes() -> Iterator[None]:
+    """While probes are being removed and the events left are printed: the first Ctrl-C,
+    SIGTERM or SIGHUP says so, a second one stops there (:class:`LeftPlanted`)."""
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    received = 0
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            print("rawprobe: removing the probes (Ctrl-C again to stop now and leave the rest)",
+                  file=sys.stderr)
+        else:
+            raise LeftPlanted
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def left_planted() -> None:
+    """Say what this process leaves planted, and how to remove it (after :class:`LeftPlanted`):
+    its tracefs definitions outlive it; its BPF links and perf events go with it."""
+    from rawprobe import list_probes
+
+    mine = [probe for probe in list_probes(resolve_symbols=False).probes
+            if probe.pid == os.getpid()]
+    kept = [probe for probe in mine if probe.kind == "tracefs"]
+    groups = sorted({probe.group for probe in kept if probe.group})
+    gone = len(mine) - len(kept)
+    print(f"rawprobe: stopped with {len(mine)} probe{'s' * (len(mine) != 1)} still planted: "
+          + (f"{len(kept)} tracefs definition{'s' * (len(kept) != 1)} in group "
+             f"{', '.join(groups)}, which outlive rawprobe: 'rawprobe probes --clean' removes "
+             "them once it has exited" if kept else "none outlives rawprobe")
+          + (f"; {gone} BPF or perf uprobes go as it exits" if gone else ""),
+          file=sys.stderr)
+
 
 
 def _open_output(path: str | None) -> TextIO:
@@ -264,7 +300,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                 if tracer.finished():
                     break
         finally:
-            with _no_interruptions():
+            with _removing_probes():
                 left = tracer.drain_batches()
                 if not printer.full:
                     printer.write(left)

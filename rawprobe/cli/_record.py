@@ -10,10 +10,10 @@ from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
 
 from ._attach import (
     _hist,
-    _no_interruptions,
     _open_output,
     _positive_float,
     _positive_int,
+    _removing_probes,
     _ring_size,
     _StopSignals,
 )
@@ -111,7 +111,7 @@ def run_record(args: argparse.Namespace) -> int:
                 recorder.poll(remaining)
                 if tracer.finished():
                     break
-        with _no_interruptions():
+        with _removing_probes():
             recorder.finish()
             stats = tracer.stats()
             tracer.close()
