@@ -4,10 +4,13 @@ Runs every scenario for rawprobe and for each installed peer (bpftrace, bcc's tr
 prints the tables as it goes, and writes them with the host's description to
 ``benchmarks/RESULTS.md`` (``--results``) and, for machines, to ``--json``.
 
-Scenarios: 1 cost per hit, 2 lossless event rate, 3 start-up, 4 many probes, 5 symbol
-resolution, 6 memory. Every number is a median of repeats, and every ratio compares numbers
-taken in the same run. ``--quick`` takes fewer and shorter samples (a smoke run, about a
-minute); its numbers are noisier.
+Scenarios: 1 cost per hit, 2 lossless event rate (and record), 3 start-up, 4 many probes, 5
+symbol resolution, 6 memory, 7 following a command (and what it costs other processes). Every
+number is a median of repeats, and every ratio compares numbers taken in the same run.
+``--quick`` takes fewer and shorter samples (a smoke run, about a minute); its numbers are
+noisier. A goal is met, missed, or inconclusive when the figures cannot tell (a peer limited
+by the target rather than by itself, or unlike itself in earlier full runs:
+peer-history.json, which full runs update).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from . import (
     scenario_cost,
+    scenario_follow,
     scenario_memory,
     scenario_probes,
     scenario_rate,
@@ -53,6 +57,7 @@ SCENARIOS: dict[int, Callable[[Context], ScenarioResult]] = {
     4: scenario_probes.run,
     5: scenario_symbols.run,
     6: scenario_memory.run,
+    7: scenario_follow.run,
 }
 
 
@@ -106,6 +111,9 @@ def _git_describe() -> str:
         return "unknown commit"
 
 
+_DEFAULT_RESULTS = Path(__file__).parent / "RESULTS.md"
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-peers", action="store_true",
                         help="also measure bpftrace with 1,000 probes (its detach takes "
                         "minutes)")
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md",
+    parser.add_argument("--results", type=Path, default=_DEFAULT_RESULTS,
                         help="where to write the Markdown results (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
@@ -145,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rawprobe-bench-"))
     results: list[ScenarioResult] = []
     try:
+        # Private copies of the targets: a peer that does not filter by process (bpftrace
+        # -p counts every process running the probed file) must not count another run's.
+        targets = workdir / "targets"
+        targets.mkdir()
+        loop, many = targets / "loop", targets / "many"
+        shutil.copy2(build_loop(), loop)
+        shutil.copy2(build_many(), many)
         ctx = Context(quick=args.quick, peers=peers, slow_peers=args.slow_peers,
-                      workdir=workdir, stage=Stage(workdir / "stage"), loop=build_loop(),
-                      many=build_many())
+                      workdir=workdir, stage=Stage(workdir / "stage"), loop=loop, many=many)
         if any(peer.startswith("bcc") for peer in peers):
             ctx.bcc_source, note = bcc_kernel_source(BUILD)
             if note:
@@ -176,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     host_notes = ctx.host_notes if "ctx" in locals() else []
+    if "ctx" in locals() and not args.quick and args.results == _DEFAULT_RESULTS:
+        ctx.history.save()  # the peers' figures of full runs, to judge the next ones by
     header = [
         "# rawprobe benchmark results",
         "",

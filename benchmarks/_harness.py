@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import compileall
 import contextlib
+import json
 import os
 import re
 import selectors
@@ -519,7 +520,8 @@ class Goal:
     Attributes:
         text: The goal as the issue states it.
         measured: What was measured, in words and numbers.
-        status: ``met``, ``missed``, or ``not measured`` (a peer missing, a step skipped).
+        status: ``met``, ``missed``, ``inconclusive`` (the figures cannot tell: see the
+            measured text), or ``not measured`` (a peer missing, a step skipped).
     """
 
     text: str
@@ -580,6 +582,99 @@ class ScenarioResult:
         return "\n".join(parts)
 
 
+def ratio(value: float, reference: float) -> str:
+    if not reference or reference != reference or value != value:
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+def goal_status(ok: bool | None) -> str:
+    return "not measured" if ok is None else "met" if ok else "missed"
+
+
+@dataclass
+class Figure:
+    """A measured rate (higher is better), or only a lower bound on it.
+
+    Attributes:
+        value: The figure.
+        at_least: The tracer's own limit was never reached (the target could not call any
+            faster with it attached, and it lost nothing): the true figure is this or more.
+        unusual: Why the figure is not to be trusted on its own (its tool behaved unlike in
+            its earlier runs, say), or "".
+    """
+
+    value: float
+    at_least: bool = False
+    unusual: str = ""
+
+    def text(self) -> str:
+        return ("≥ " if self.at_least else "") + f"{self.value:,.0f}"
+
+
+def rate_goal(text: str, ours: Figure | None, theirs: Figure | None, factor: float,
+              theirs_name: str) -> Goal:
+    """The goal "ours >= factor x theirs" for rates, judged honestly: met only when the lower
+    bound of the ratio reaches ``factor``; missed when its upper bound does not; otherwise
+    inconclusive (a figure that is only a bound, or a peer that behaved unlike itself)."""
+    if ours is None or theirs is None or not theirs.value:
+        return Goal(text, "-", "not measured")
+    value = ours.value / theirs.value
+    measured = (f"{'≥ ' if ours.at_least and not theirs.at_least else ''}"
+                f"{'≤ ' if theirs.at_least and not ours.at_least else ''}{value:.2f}x "
+                f"({ours.text()} vs {theirs.text()}/s)")
+    if theirs.unusual:
+        return Goal(text, f"{measured}; {theirs_name} {theirs.unusual}", "inconclusive")
+    if theirs.at_least:
+        # Their true rate is higher: the ratio is at most this.
+        if value < factor and not ours.at_least:
+            return Goal(text, measured, "missed")
+        return Goal(text, f"{measured}; {theirs_name} was limited by the target, not by "
+                    "itself (its figure is a lower bound)", "inconclusive")
+    if value >= factor:
+        return Goal(text, measured, "met")
+    if ours.at_least:
+        return Goal(text, f"{measured}; rawprobe was limited by the target",
+                    "inconclusive")
+    return Goal(text, measured, "missed")
+
+
+HISTORY = BENCHMARKS / "peer-history.json"
+
+
+class PeerHistory:
+    """The peers' figures of earlier full runs on this host (``peer-history.json``), to tell a
+    peer that behaved unlike itself in this run: a ratio against such a figure is not
+    evidence of anything."""
+
+    def __init__(self, path: Path = HISTORY) -> None:
+        self.path = path
+        try:
+            self.data: dict[str, list[float]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+        self.new: dict[str, float] = {}
+
+    def check(self, metric: str, value: float, tolerance: float = 0.35) -> str:
+        """"" when ``value`` is like this metric's earlier figures (or there are too few to
+        tell), else a sentence saying how it differs. The value is kept for the history."""
+        self.new[metric] = value
+        earlier = self.data.get(metric, [])
+        if len(earlier) < 2 or value != value:
+            return ""
+        typical = statistics.median(earlier)
+        if typical and abs(value - typical) / typical > tolerance:
+            return (f"did {value:,.3g} here, {typical:,.3g} in its earlier runs (median of "
+                    f"{len(earlier)})")
+        return ""
+
+    def save(self) -> None:
+        for metric, value in self.new.items():
+            if value == value:
+                self.data[metric] = [*self.data.get(metric, []), value][-10:]
+        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
 @dataclass
 class Context:
     """What a scenario needs: the mode, the peers, the targets, and a scratch directory."""
@@ -593,6 +688,7 @@ class Context:
     many: Path
     shared: dict[str, Any] = field(default_factory=dict)
     bcc_source: str | None = None  # BCC_KERNEL_SOURCE for bcc's tools
+    history: PeerHistory = field(default_factory=PeerHistory)
     host_notes: list[str] = field(default_factory=list)
     began: float = field(default_factory=time.monotonic)
 
@@ -611,13 +707,3 @@ class Context:
 
     def scratch(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
-
-
-def ratio(value: float, reference: float) -> str:
-    if not reference or reference != reference or value != value:
-        return "-"
-    return f"{value / reference:.2f}x"
-
-
-def goal_status(ok: bool | None) -> str:
-    return "not measured" if ok is None else "met" if ok else "missed"

@@ -40,17 +40,14 @@ def run(ctx: Context) -> ScenarioResult:
     if peaks:
         for name, (rate, peak) in peaks.items():
             table.add(name, f"{rate:,.0f}", f"{peak / 1024:.1f} MiB")
-            result.numbers[f"streaming_rss_mib.{name.split()[0]}"
-                           f"{'_library' if 'library' in name else ''}"] = peak / 1024
+            result.numbers[f"streaming_rss_mib.{name}"] = peak / 1024
     else:
         for streamer in scenario_rate.streamers(ctx):
             ctx.log(f"memory: {streamer.name} at 100,000/s")
             trial = scenario_rate.trial(ctx, streamer, 100_000, 0.5 if ctx.quick else 2.0)
             table.add(streamer.name, "100,000" + ("" if trial.lossless else " (lossy)"),
                       f"{trial.peak_rss_kib / 1024:.1f} MiB")
-            result.numbers[f"streaming_rss_mib.{streamer.name.split()[0]}"
-                           f"{'_library' if 'library' in streamer.name else ''}"] = \
-                trial.peak_rss_kib / 1024
+            result.numbers[f"streaming_rss_mib.{streamer.name}"] = trial.peak_rss_kib / 1024
     result.tables.append(table)
 
     cycles = 40 if ctx.quick else 1000

@@ -143,3 +143,20 @@ def test_a_long_run_is_one_batch() -> None:
         ("f", 1000), (None, 1)]
     assert consumed == len(chunk)
     assert batches[0].column("b")[999] == 999
+
+
+def test_batches_format_as_their_events_do() -> None:
+    from rawprobe._output.format import EventFormatter
+
+    hexed = RecordLayout("h", compile_fetchargs(parse_probe("p:./x:h a=%di:x64 b=%si:s32")
+                                                .fetchargs))
+    chunk = b"".join(two_ints(0, 10**9 * 7 + tag) for tag in range(50))
+    formatter = EventFormatter()
+    for layouts in (TWO, [hexed]):
+        (batch,), _consumed = Decoder(layouts).batches(chunk)
+        assert batch.records is not None
+        for as_json in (False, True):
+            assert formatter.batch_lines(batch, as_json) == formatter.lines(batch.events(),
+                                                                            as_json)
+            assert formatter.batch_lines(batch, as_json, 7) == formatter.lines(
+                batch.events()[:7], as_json)

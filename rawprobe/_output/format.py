@@ -14,13 +14,15 @@ strings, strings as strings, arrays as lists, unreadable values as ``null``), pl
 from __future__ import annotations
 
 import time
+from itertools import islice, repeat
+from operator import floordiv, mod
 
 from .._plan.events import Batch, Event, RecordLayout
 from .._symbols.symbolize import AddressResolver
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
     from .._probe.argtype import ArgType
@@ -176,6 +178,29 @@ def _escape(text: str) -> str:
 _VALUES = 8  # where an Event's values start in its tuple
 
 
+def _row_format(layout: RecordLayout, as_json: bool) -> str | None:
+    """See :meth:`EventFormatter._row_format`: text ``HH:MM:SS.uuuuuu COMM PID/TID EVENT:
+    name=value ...`` from (hms, µs, comm, pid, tid, values...); JSON from (epoch ns, pid,
+    tid, cpu, comm literal, values...)."""
+    import json
+
+    parts = []
+    for field in layout.fields:
+        if field.offset < 0 or field.type.kind != "int" or field.type.count is not None:
+            return None
+        value = "%#x" if field.type.hex else "%d"
+        if as_json:
+            parts.append(json.dumps(field.name) + ":" + (f'"{value}"' if field.type.hex
+                                                          else value))
+        else:
+            parts.append(f"{field.name}={value}")
+    event = _percent(layout.event)
+    if as_json:
+        return ('{"ts_ns":%d,"pid":%d,"tid":%d,"cpu":%d,"comm":%s,"event":'
+                + _percent(json.dumps(layout.event)) + ',"args":{' + ",".join(parts) + "}}")
+    return "%s.%06d %s %d/%d " + event + ":" + "".join(" " + part for part in parts)
+
+
 class EventFormatter:
     """Formats events as text lines or JSON lines (formatters prepared once per layout)."""
 
@@ -187,6 +212,7 @@ class EventFormatter:
         self._text: dict[int, list[Callable[[Any], str]]] = {}
         self._json: dict[int, list[Callable[[Any], Any]]] = {}
         self._fast: dict[tuple[int, bool], Callable[[Any], str] | None] = {}
+        self._row_formats: dict[tuple[int, bool], str | None] = {}
         self._by_class: dict[tuple[type, bool], Any] = {}
         seconds = _Names(lambda second: time.strftime("%H:%M:%S", time.localtime(second)))
         self._namespaces = {
@@ -195,6 +221,9 @@ class EventFormatter:
             True: {"OFFSET": self.clock.offset_ns, "SECONDS": seconds,
                    "COMMS": _Names(lambda raw: _escape(_comm_text(raw))), "ESC": _escape},
         }
+        self._seconds = seconds
+        # A comm's text as a line shows it: as it is, or as a JSON string literal.
+        self._comm_text = {False: _Names(str), True: _Names(_escape)}
 
     def _fast_for(self, layout: RecordLayout, as_json: bool) -> Callable[[Any], str] | None:
         key = (id(layout), as_json)
@@ -226,18 +255,38 @@ class EventFormatter:
 
     def batch_lines(self, batch: Batch, as_json: bool, limit: int | None = None) -> str:
         """:meth:`lines` for a :class:`~rawprobe._plan.events.Batch` (at most ``limit`` of
-        its events): a batch of fixed-size records is formatted straight from its unpacked
-        records, one generated %-format each, no event objects made."""
+        its events). A batch of fixed-size records is formatted column by column: its
+        columns (strided views of the records) zipped into one tuple a line and %-formatted,
+        the whole way in C, no event object made, no Python code run per line."""
         layout = batch.layout
-        line = None if layout is None or batch.records is None else self._fast_for(
+        line = None if layout is None or batch.records is None else self._row_format(
             layout, as_json)
-        if line is None:
+        if line is None or layout is None or batch.count == 0:
             events = batch.events()
             return self.lines(events if limit is None else events[:limit], as_json)
-        rows = batch.rows()
-        if limit is not None and limit < len(rows):
-            rows = rows[:limit]
-        return "\n".join(map(line, rows)) + "\n" if rows else ""
+        columns = [batch.column(name) for name in layout.names]
+        comms = map(self._comm_text[as_json].__getitem__, batch.column("comm"))
+        pids, tids = batch.column("pid"), batch.column("tid")
+        stamps = list(map(self.clock.offset_ns.__add__, batch.column("ts_ns")))
+        rows: Iterator[tuple[Any, ...]]
+        if as_json:
+            rows = zip(stamps, pids, tids, batch.column("cpu"), comms, *columns, strict=True)
+        else:
+            seconds = map(self._seconds.__getitem__,
+                          map(floordiv, stamps, repeat(1_000_000_000)))
+            micros = map(mod, map(floordiv, stamps, repeat(1000)), repeat(1_000_000))
+            rows = zip(seconds, micros, comms, pids, tids, *columns, strict=True)
+        if limit is not None and limit < batch.count:
+            rows = islice(rows, limit)
+        return "\n".join(map(line.__mod__, rows)) + "\n"
+
+    def _row_format(self, layout: RecordLayout, as_json: bool) -> str | None:
+        """The %-format of one line of ``layout`` from its columns (header members first),
+        for a layout whose fields are all integers; None for any other."""
+        key = (id(layout), as_json)
+        if key not in self._row_formats:
+            self._row_formats[key] = _row_format(layout, as_json)
+        return self._row_formats[key]
 
     def _text_formatters(self, layout: RecordLayout) -> list[Callable[[Any], str]]:
         formatters = self._text.get(id(layout))

@@ -484,8 +484,7 @@ class Batch:
                 return _strided(data, stride, offset, view)
         if name == "comm":
             comms = struct.Struct(f"<{_COMM_OFFSET}x16s{stride - _COMM_OFFSET - 16}x")
-            return [raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
-                    for (raw,) in comms.iter_unpack(data)]
+            return list(map(_COMMS.__getitem__, map(_FIRST, comms.iter_unpack(data))))
         index = _column_index(layout, name) - _H
         field = layout.fields[index]
         size, signed, _count = _member(field.type)
@@ -510,6 +509,20 @@ class Batch:
             layouts.setdefault(key, event.layout)
             by_layout.setdefault(key, []).append(event)
         return [Batch(layouts[key], events) for key, events in by_layout.items()]
+
+
+class _CommNames(dict):  # type: ignore[type-arg]
+    """A task's comm (16 bytes, NUL-padded) -> its text, decoded once per distinct comm."""
+
+    def __missing__(self, raw: bytes) -> str:
+        if len(self) > 4096:  # comms are few; a workload that makes many costs a decode each
+            self.clear()
+        text = self[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+        return text
+
+
+_COMMS = _CommNames()
+_FIRST = itemgetter(0)
 
 
 def _column_index(layout: RecordLayout, name: str) -> int:
