@@ -29,8 +29,8 @@ from rawprobe._tracefs import (
     render_probe,
 )
 from rawprobe._tracefs._decode import SampleDecoder
-from rawprobe._tracefs._perfbuf import PerfBuffer, split_perf_records
-from rawprobe._tracefs._session import _buffer_size, _event_names, parse_cpu_list
+from rawprobe._tracefs._perfbuf import PerfBuffer, buffer_size, parse_cpu_list, split_perf_records
+from rawprobe._tracefs._session import _event_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -233,9 +233,9 @@ def test_cpu_lists_and_buffer_sizes() -> None:
     assert parse_cpu_list("0-3,5,7-8\n") == [0, 1, 2, 3, 5, 7, 8]
     assert parse_cpu_list("0") == [0]
     page = mmap.PAGESIZE
-    assert _buffer_size(8 << 20, 2) == 4 << 20
-    assert _buffer_size(8 << 20, 3) == 2 << 20  # a power of two
-    assert _buffer_size(page, 64) == 64 << 10  # at least 64 KiB
+    assert buffer_size(8 << 20, 2) == 4 << 20
+    assert buffer_size(8 << 20, 3) == 2 << 20  # a power of two
+    assert buffer_size(page, 64) == 64 << 10  # at least 64 KiB
 
 
 # -- perf records -----------------------------------------------------------------------------

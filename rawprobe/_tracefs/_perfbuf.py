@@ -25,6 +25,7 @@ char data[size]``. When the buffer is full the kernel drops samples and later wr
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import weakref
 
@@ -33,8 +34,13 @@ from .._sys.perf import PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_
 
 __all__ = [
     "SAMPLE_FIELDS",
+    "SAMPLE_HEAD",
     "SAMPLE_RAW_OFFSET",
     "PerfBuffer",
+    "buffer_size",
+    "callchain",
+    "online_cpus",
+    "parse_cpu_list",
     "split_perf_records",
 ]
 
@@ -135,3 +141,52 @@ class PerfBuffer:
 
     def close(self) -> None:
         self._finalizer()
+
+
+_MIN_BUFFER = 64 << 10
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse a kernel CPU list (``0-3,5,7-8``), as in ``/sys/devices/system/cpu/online``."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def online_cpus() -> list[int]:
+    """The CPUs online now."""
+    try:
+        with open("/sys/devices/system/cpu/online") as file:
+            return parse_cpu_list(file.read())
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+
+
+# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
+# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
+SAMPLE_HEAD = struct.Struct("<IIQII")
+_U64 = struct.Struct("<Q")
+# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
+_PERF_CONTEXT_MAX = (1 << 64) - 4095
+
+
+def callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
+    """The user stack a sample carries (innermost first), and where its raw data starts."""
+    (count,) = _U64.unpack_from(chunk, position)
+    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
+    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
+    return stack, position + 8 + 8 * count + 4
+
+
+def buffer_size(ring_size: int, cpus: int) -> int:
+    """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
+    page = mmap.PAGESIZE
+    share = max(ring_size // max(cpus, 1), _MIN_BUFFER, page)
+    size = page
+    while size * 2 <= share:
+        size *= 2
+    return size

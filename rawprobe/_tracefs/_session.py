@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 import select
 import struct
@@ -80,7 +79,16 @@ from .._sys.perf import (
     perf_event_set_output,
 )
 from ._decode import SampleDecoder
-from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
+from ._perfbuf import (
+    SAMPLE_FIELDS,
+    SAMPLE_HEAD,
+    SAMPLE_RAW_OFFSET,
+    PerfBuffer,
+    buffer_size,
+    callchain,
+    online_cpus,
+    split_perf_records,
+)
 from ._render import (
     MAX_EVENT_NAME_LEN,
     KernelProbe,
@@ -89,7 +97,7 @@ from ._render import (
 )
 from ._userstage import UserStage
 
-__all__ = ["TracefsSession", "online_cpus", "parse_cpu_list"]
+__all__ = ["TracefsSession"]
 
 _SITE_ARG = "rawprobe_site"  # which site of a shared kernel event a sample came from
 
@@ -98,27 +106,6 @@ _U16 = struct.Struct("<H")
 # buffer is full (one wake-up per sample would cost an interrupt each), so sparse events are
 # found by looking. 50 ms is below what a person notices and costs nothing measurable.
 _POLL_INTERVAL = 0.05
-_MIN_BUFFER = 64 << 10
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a kernel CPU list (``0-3,5,7-8``), as in ``/sys/devices/system/cpu/online``."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return cpus
-
-
-def online_cpus() -> list[int]:
-    """The CPUs online now."""
-    try:
-        with open("/sys/devices/system/cpu/online") as file:
-            return parse_cpu_list(file.read())
-    except OSError:
-        return list(range(os.cpu_count() or 1))
 
 
 def _proc_comm(tid: int) -> bytes:
@@ -127,32 +114,6 @@ def _proc_comm(tid: int) -> bytes:
             return file.read().rstrip(b"\n")
     except OSError:
         return b""
-
-
-# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
-# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
-_SAMPLE_HEAD = struct.Struct("<IIQII")
-_U64 = struct.Struct("<Q")
-# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
-_PERF_CONTEXT_MAX = (1 << 64) - 4095
-
-
-def _callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
-    """The user stack a sample carries (innermost first), and where its raw data starts."""
-    (count,) = _U64.unpack_from(chunk, position)
-    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
-    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
-    return stack, position + 8 + 8 * count + 4
-
-
-def _buffer_size(ring_size: int, cpus: int) -> int:
-    """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
-    page = mmap.PAGESIZE
-    share = max(ring_size // max(cpus, 1), _MIN_BUFFER, page)
-    size = page
-    while size * 2 <= share:
-        size *= 2
-    return size
 
 
 def _event_names(uprobes: Sequence[PlannedEvent]) -> list[str]:
@@ -280,7 +241,7 @@ class TracefsSession:
         self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
         self._final_hits: list[int] | None = None
         self._cpus = online_cpus()
-        self._buffer_size = _buffer_size(ring_size, len(self._cpus))
+        self._buffer_size = buffer_size(ring_size, len(self._cpus))
         try:
             # Render everything before writing anything: a probe the kernel cannot express
             # fails here with nothing planted.
@@ -528,12 +489,12 @@ class TracefsSession:
         unpack_sample = SAMPLE_FIELDS.unpack_from
         type_of = _U16.unpack_from
         append = events.append
-        callchain = self._callchain
+        with_stacks = self._callchain
         stack: tuple[int, ...] | None = None
         for position in samples:
-            if callchain:
-                pid, tid, ts_ns, cpu, _res = _SAMPLE_HEAD.unpack_from(chunk, position + 8)
-                stack, raw = _callchain(chunk, position + 8 + _SAMPLE_HEAD.size)
+            if with_stacks:
+                pid, tid, ts_ns, cpu, _res = SAMPLE_HEAD.unpack_from(chunk, position + 8)
+                stack, raw = callchain(chunk, position + 8 + SAMPLE_HEAD.size)
             else:
                 pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
                 raw = position + SAMPLE_RAW_OFFSET
