@@ -22,9 +22,12 @@ from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
-from .follow import CommandEvents, refusal
 from .records import Decoder, committed
 from .ringmap import RingMap
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from .follow import CommandEvents
 
 __all__ = ["BpfSession"]
 
@@ -94,6 +97,8 @@ class BpfSession:
         self.follow_at_exec = False
         self._command: CommandEvents | None = None
         if follow:
+            from .follow import refusal  # tracefs and ptrace: only a run with a command
+
             why = refusal(len(self._plan_events))
             if why is None:
                 self.follow_at_exec, multi = True, False
@@ -249,6 +254,8 @@ class BpfSession:
 
     def _attach_command(self, pid: int) -> None:
         """Plant every uprobe on the command (stopped at its exec) and what it starts."""
+        from .follow import CommandEvents
+
         command = CommandEvents(self._object.lib)
         self._commands.append(command)
         self.unplaced = []

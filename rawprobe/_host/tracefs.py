@@ -18,9 +18,9 @@ import re
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .._errors import KernelFeatureError, PrivilegeError, SysCallError, UsageError
+from .._values import Record
 
 __all__ = [
     "TRACEFS_MOUNTS",
@@ -45,8 +45,7 @@ _DEFINITION = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class UprobeDefinition:
+class UprobeDefinition(Record):
     """One line of ``uprobe_events``.
 
     Attributes:
@@ -59,6 +58,8 @@ class UprobeDefinition:
         args: The fetch-args as the kernel shows them.
     """
 
+    __slots__ = ("args", "event", "file_offset", "group", "path", "ref_ctr_offset", "retprobe")
+
     retprobe: bool
     group: str
     event: str
@@ -66,6 +67,13 @@ class UprobeDefinition:
     file_offset: int
     ref_ctr_offset: int
     args: str
+
+    def __init__(self, retprobe: bool, group: str, event: str, path: str, file_offset: int,
+                 ref_ctr_offset: int, args: str) -> None:
+        for name, value in (("retprobe", retprobe), ("group", group), ("event", event),
+                            ("path", path), ("file_offset", file_offset),
+                            ("ref_ctr_offset", ref_ctr_offset), ("args", args)):
+            object.__setattr__(self, name, value)
 
 
 def parse_definition(line: str) -> UprobeDefinition | None:

@@ -114,7 +114,8 @@ def _fast_formatter(layout: RecordLayout, as_json: bool, namespace: dict[str, An
     Returns None for layouts with arrays or symbols (the general path handles those); events
     with faults or truncated strings always take the general path.
     """
-    import json
+    if as_json:
+        import json
 
     parts: list[str] = []
     arguments: list[str] = []

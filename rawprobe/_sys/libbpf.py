@@ -9,7 +9,7 @@ loads are also kept so a load failure can show the verifier's explanation.
 from __future__ import annotations
 
 import ctypes
-import threading
+from _thread import _local  # threading's own thread-local class, without threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -35,7 +35,7 @@ _LEVELS = {_LIBBPF_WARN: _log.WARNING, _LIBBPF_INFO: _log.INFO, _LIBBPF_DEBUG: _
 # typedef int (*libbpf_print_fn_t)(enum libbpf_print_level level, const char *, va_list ap);
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
-_capture = threading.local()
+_capture = _local()
 
 
 class PerfEventOpts(ctypes.Structure):
