@@ -17,11 +17,12 @@ from .._plan import abi
 from .._plan.events import Batch
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
 from .._probe.defaults import DEFAULT_RING_SIZE
-from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
-from .._sys.bpfobject import BpfObject, object_bytes
+from .._sys.bpf import link_create_uprobe_multi
+from .._sys.bpfobject import BpfObject
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .loader import FOLLOW_PROGRAMS, SHRINKABLE, LoadSpec, load_object, settings, take
 from .records import Decoder, committed
 from .ringmap import RingMap
 
@@ -34,13 +35,6 @@ __all__ = ["BpfSession"]
 _KEY = struct.Struct("<I")
 _STATS = struct.Struct("<QQQ")
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
-_FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
-_ALL_PROGRAMS = (
-    *_FOLLOW_PROGRAMS,
-    "rp_empty",
-    *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
-      for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
-)
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 _NPREDICATES = struct.Struct("<8xI")  # struct rp_probe.npredicates
 
@@ -135,7 +129,7 @@ class BpfSession:
         obj = self._object
         try:
             if self._follow:
-                for name in _FOLLOW_PROGRAMS:
+                for name in FOLLOW_PROGRAMS:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
             self._ring = RingMap(events.fd, events.max_entries)
@@ -164,44 +158,26 @@ class BpfSession:
         return programs
 
     def _load(self, configs: Sequence[bytes], ring_size: int) -> BpfObject:
-        obj = BpfObject(object_bytes())
+        aggregation = self._aggregation
+        used = {
+            "aggregates": aggregation is not None,
+            "starts": aggregation is not None and aggregation.hist is not None
+            and aggregation.hist.is_latency,
+            "stacks": aggregation is not None and aggregation.stack,
+            "stack_pids": aggregation is not None and aggregation.stack,
+            "followed": self._follow,
+        }
+        wanted = {program for program, _group in self._programs}
+        if self._follow:
+            wanted.update(FOLLOW_PROGRAMS)
+        spec = LoadSpec(
+            wanted, len(configs), len(self._plan_events), ring_size,
+            [name for name in SHRINKABLE if not used[name]],
+            settings(follow=self._follow, aggregates=aggregation is not None,
+                     filters=any(_NPREDICATES.unpack_from(config)[0] for config in configs)))
+        obj = take(spec) or load_object(spec)
         try:
             self.cpus = int(obj.lib.num_possible_cpus())
-            obj.map("probes").set_max_entries(max(1, len(configs)))
-            obj.map("stats").set_max_entries(max(1, len(self._plan_events)))
-            obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
-            obj.map("events").set_max_entries(ring_size)
-            # Maps the run never touches get one entry: creating them at full size (16,384
-            # preallocated per-CPU cells, 16 MiB of stack slots) costs more than loading the
-            # programs.
-            aggregation = self._aggregation
-            unused = {
-                "aggregates": aggregation is None,
-                "starts": aggregation is None or aggregation.hist is None
-                or not aggregation.hist.is_latency,
-                "stacks": aggregation is None or not aggregation.stack,
-                "stack_pids": aggregation is None or not aggregation.stack,
-                "followed": not self._follow,
-            }
-            for name, shrink in unused.items():
-                if shrink:
-                    obj.map(name).set_max_entries(1)
-            # const volatile struct rp_settings is the object's only read-only global; what
-            # the run does not use, the verifier leaves out.
-            settings = struct.pack(
-                abi.SETTINGS_FORMAT, int(self._follow), os.getpid(),
-                int(any(_NPREDICATES.unpack_from(config)[0] for config in configs)),
-                int(aggregation is not None))
-            obj.set_rodata(settings)
-            wanted = {program for program, _group in self._programs}
-            if self._follow:
-                wanted.update(_FOLLOW_PROGRAMS)
-            for name in _ALL_PROGRAMS:
-                program = obj.program(name)
-                obj.lib.program_set_autoload(program, name in wanted)
-                if "_multi" in name:
-                    obj.lib.program_set_expected_attach_type(program, BPF_TRACE_UPROBE_MULTI)
-            obj.load()
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)

@@ -101,6 +101,16 @@ class Libbpf:
         self._print_callback = _PRINT_FN(_log_line)
         self.set_print(self._print_callback)
 
+    @contextmanager
+    def silenced(self) -> Iterator[None]:
+        """libbpf says nothing while the block runs (a load in a thread of its own: each
+        message would wait for the interpreter lock, while the main thread holds it)."""
+        self.set_print(_PRINT_FN())
+        try:
+            yield
+        finally:
+            self.set_print(self._print_callback)
+
     @property
     def version(self) -> tuple[int, int]:
         return int(self.major_version()), int(self.minor_version())

@@ -7,77 +7,52 @@ with exit status 2, failures at run time with 1, both as one line on stderr, nev
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
-from rawprobe import RawprobeError, __version__, _log
-
-TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
-if TYPE_CHECKING:
-    from typing import Any
+from rawprobe import DEFAULT_RING_SIZE, RawprobeError, _log
 
 __all__ = ["main"]
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, told the terminal's width: left to itself it imports shutil (and
-    with it bz2, lzma, fnmatch) at every start, to ask."""
+def _preload(args: Sequence[str]) -> None:
+    """Start loading the BPF object in a thread for what a plain stream (``attach`` or
+    ``record`` of probe words, no aggregation, no command) will want, while the rest of the
+    command line is imported and the probes planned: ~10 ms of the kernel's and libbpf's work
+    off the path to the first event. Anything else loads its own (see rawprobe._bpf.loader)."""
+    words = [arg for arg in args if not arg.startswith("-")]
+    if not words or words[0] not in ("attach", "record") or "--" in args:
+        return
+    if any(arg in args for arg in ("--count", "--hist", "tracefs", "--backend=tracefs")):
+        return
+    ring_size = DEFAULT_RING_SIZE
+    if "--ring-size" in args:
+        try:
+            ring_size = int(args[args.index("--ring-size") + 1], 0)
+        except (IndexError, ValueError):
+            return
+    from rawprobe._bpf import loader
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            try:
-                columns = int(os.environ.get("COLUMNS", ""))
-            except ValueError:
-                try:
-                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-                except (AttributeError, ValueError, OSError):
-                    columns = 80
-            width = columns - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose help (and its subcommands') uses :class:`_HelpFormatter`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo, _doctor, _inspect, _probes, _record
-
-    parser = _ArgumentParser(
-        prog="rawprobe",
-        description="Trace functions of any ELF program or library with uprobes and BPF.",
-    )
-    parser.add_argument("--version", action="version", version=f"rawprobe {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log what rawprobe does (twice: libbpf's debug output too)")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                     parser_class=_ArgumentParser)
-    commands.required = True
-    _attach.add_parser(commands)
-    _record.add_parsers(commands)
-    _inspect.add_parsers(commands)
-    _demo.add_parser(commands)
-    _probes.add_parser(commands)
-    _doctor.add_parser(commands)
-    return parser
+    probes = [word for word in words[1:] if ":" in word]
+    loader.preload(lambda: loader.expected_spec(probes, ring_size=ring_size,
+                                                filters="--filter" in args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if os.geteuid() == 0:
+        _preload(args_list)
     # Everything after the first "--" is the command to trace, untouched by argparse.
     command: list[str] | None = None
     if "--" in args_list:
         split = args_list.index("--")
         args_list, command = args_list[:split], args_list[split + 1 :]
-    parser = _build_parser()
+    from ._parser import build_parser  # argparse: imported once the preload has begun
+
+    named = [arg for arg in args_list if not arg.startswith("-")]
+    parser = build_parser(named[0] if named else None)
     args = parser.parse_args(args_list)
     args.trace_command = command
     if command is not None and args.command not in ("attach", "record"):

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         TraceStats,
     )
 
-__all__ = ["add_parser", "run_trace"]
+__all__ = ["add_parsers", "run_trace"]
 
 
 def _positive_float(text: str) -> float:
@@ -66,7 +66,7 @@ def _ring_size(text: str) -> int:
     return value
 
 
-def add_parser(commands: Any) -> None:
+def add_parsers(commands: Any) -> None:
     parser = commands.add_parser(
         "attach",
         help="plant probes and print their events",

@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares im
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["DEMO_COMMAND", "DEMO_PROBES", "add_parser"]
+__all__ = ["DEMO_COMMAND", "DEMO_PROBES", "add_parsers"]
 
 # Every file the command opens through libc, with the flags, and what open returned.
 DEMO_PROBES = (
@@ -26,7 +26,7 @@ DEMO_PROBES = (
 DEMO_COMMAND = ("sh", "-c", "cat /etc/hostname /etc/os-release /nonexistent >/dev/null 2>&1")
 
 
-def add_parser(commands: Any) -> None:
+def add_parsers(commands: Any) -> None:
     parser = commands.add_parser(
         "demo",
         help="trace a short command, with nothing to type",

@@ -9,10 +9,10 @@ TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares im
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["add_parsers"]
 
 
-def add_parser(commands: Any) -> None:
+def add_parsers(commands: Any) -> None:
     parser = commands.add_parser(
         "doctor",
         help="check what this host supports for tracing, and how to fix what it lacks",

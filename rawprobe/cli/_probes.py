@@ -11,10 +11,10 @@ if TYPE_CHECKING:
 
     from rawprobe import ActiveProbe
 
-__all__ = ["add_parser", "format_table"]
+__all__ = ["add_parsers", "format_table"]
 
 
-def add_parser(commands: Any) -> None:
+def add_parsers(commands: Any) -> None:
     parser = commands.add_parser(
         "probes",
         help="list every uprobe active on this host, whoever planted it",
