@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import weakref
@@ -46,12 +47,7 @@ def open_target(path: str) -> tuple[BinaryIO, int]:
         TargetNotFoundError: No such file, or it cannot be read.
         NotElfError: A directory, or anything else that is not a regular file.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot open').lower()}") from None
+    fd = _open_readonly(path)
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -59,6 +55,25 @@ def open_target(path: str) -> tuple[BinaryIO, int]:
             raise NotElfError(f"{path}: is a directory, not an ELF file")
         raise NotElfError(f"{path}: not a regular file, so not a program or library")
     return os.fdopen(fd, "rb"), info.st_size
+
+
+def _open_readonly(path: str) -> int:
+    """``os.open`` for reading, never blocking (a FIFO), with the errors a user should see:
+    the file's, or, out of descriptors, the limit's (raised to the hard limit first)."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        raise TargetNotFoundError(f"{path}: no such file") from None
+    except OSError as error:
+        if error.errno != errno.EMFILE:
+            raise TargetNotFoundError(
+                f"{path}: {(error.strerror or 'cannot open').lower()}") from None
+    from .._sys.limits import out_of_descriptors, raise_descriptor_limit
+
+    if not raise_descriptor_limit():
+        raise out_of_descriptors(path)
+    return _open_readonly(path)
 
 
 class TargetFile:
@@ -82,14 +97,8 @@ class TargetFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            # O_NONBLOCK: a FIFO put where a program was expected must not block the open.
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-        except FileNotFoundError:
-            raise TargetNotFoundError(f"{path}: no such file") from None
-        except OSError as error:
-            raise TargetNotFoundError(
-                f"{path}: {(error.strerror or 'cannot open').lower()}") from None
+        # O_NONBLOCK: a FIFO put where a program was expected must not block the open.
+        fd = _open_readonly(path)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)

@@ -157,21 +157,23 @@ class Tracefs:
     def __init__(self, root: str | None = None) -> None:
         self.root = root or find_tracefs()
         # uprobe_events stays open once written: removing definitions must not need a new
-        # descriptor (a run that failed for lack of descriptors still cleans up).
-        self._events_fd: int | None = None
-        self._finalizer = weakref.finalize(self, _close_fd, [None])
+        # descriptor (a run that failed for lack of descriptors still cleans up). The list
+        # is the one place it is kept: the finalizer closes it and forgets it, so a write
+        # after that (another finalizer's, at interpreter exit) opens it again instead of
+        # writing to whatever reuses the number.
+        self._events_fd: list[int | None] = [None]
+        self._finalizer = weakref.finalize(self, _close_fd, self._events_fd)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
     def _write(self, file: str, line: str) -> None:
         if file == "uprobe_events":
-            if self._events_fd is None:
-                self._events_fd = os.open(self.path(file),
-                                          os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                self._finalizer.detach()
-                self._finalizer = weakref.finalize(self, _close_fd, [self._events_fd])
-            os.write(self._events_fd, line.encode() + b"\n")
+            events_fd = self._events_fd[0]
+            if events_fd is None:
+                events_fd = self._events_fd[0] = os.open(
+                    self.path(file), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            os.write(events_fd, line.encode() + b"\n")
             return
         fd = os.open(self.path(file), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
@@ -180,9 +182,8 @@ class Tracefs:
             os.close(fd)
 
     def close(self) -> None:
-        """Close what this object keeps open (idempotent)."""
-        self._events_fd = None
-        self._finalizer()
+        """Close what this object keeps open (idempotent; it opens again if used)."""
+        _close_fd(self._events_fd)
 
     def define(self, line: str) -> None:
         """Add one definition to ``uprobe_events``.
@@ -292,7 +293,7 @@ class Tracefs:
 
 
 def _close_fd(holder: list[int | None]) -> None:
-    fd = holder[0]
+    fd, holder[0] = holder[0], None
     if fd is not None:
         with contextlib.suppress(OSError):
             os.close(fd)
