@@ -77,8 +77,9 @@ class LoadSpec(Record):
                 and self.shrunk == wanted.shrunk and self.settings == wanted.settings)
 
 
-def load_object(spec: LoadSpec) -> BpfObject:
-    """Open rawprobe's object, size its maps, set its settings, and load the programs.
+def load_object(spec: LoadSpec | Callable[[], LoadSpec]) -> BpfObject:
+    """Open rawprobe's object, size its maps, set its settings, and load the programs (to
+    ``spec``, or to what ``spec()`` gives once the object is open).
 
     Raises:
         PrivilegeError, BpfObjectError: As :meth:`BpfObject.load`.
@@ -89,6 +90,8 @@ def load_object(spec: LoadSpec) -> BpfObject:
 
     obj = BpfObject(object_bytes())
     try:
+        if not isinstance(spec, LoadSpec):
+            spec = spec()
         cpus = int(obj.lib.num_possible_cpus())
         obj.map("probes").set_max_entries(spec.probes)
         obj.map("stats").set_max_entries(spec.stats)
@@ -134,9 +137,12 @@ def preload(spec: Callable[[], LoadSpec]) -> None:
         try:
             from .._sys.libbpf import libbpf
 
-            slot[0] = spec()
+            def made() -> LoadSpec:
+                slot[0] = spec()
+                return slot[0]  # type: ignore[no-any-return]
+
             with libbpf().silenced():
-                slot[1] = load_object(slot[0])
+                slot[1] = load_object(made)
         except BaseException:  # the session's own load meets the error and reports it
             slot[1] = None
         finally:

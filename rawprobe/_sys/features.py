@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import re
 import struct
 from collections.abc import Callable
 from functools import cache
@@ -36,6 +35,8 @@ def parse_kernel_version(release: str) -> tuple[int, int, int]:
     Raises:
         ValueError: Not a kernel release.
     """
+    import re  # here, not at the top: the preload thread imports this module and needs no re
+
     match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release.strip())
     if not match:
         raise ValueError(f"not a kernel release: {release!r}")
