@@ -27,12 +27,13 @@ SEARCH_ROOTS = ("/usr/lib", "/usr/bin", "/usr/lib/debug")
 CHILD = r"""
 import sys, time
 started = time.perf_counter()
-import rawprobe._symbols as symbols
+# The package imports its modules on first use of a name: importing the names is the import.
+from rawprobe._symbols import list_functions, resolve_location
 imported = time.perf_counter()
 if sys.argv[1] == "resolve":
-    result = symbols.resolve_location(sys.argv[2], sys.argv[3])
+    result = resolve_location(sys.argv[2], sys.argv[3])
 else:
-    result = symbols.list_functions(sys.argv[2])
+    result = list_functions(sys.argv[2])
 done = time.perf_counter()
 print(imported - started, done - imported, len(result), "elftools" in sys.modules)
 """
