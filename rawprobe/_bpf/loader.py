@@ -77,9 +77,11 @@ class LoadSpec(Record):
                 and self.shrunk == wanted.shrunk and self.settings == wanted.settings)
 
 
-def load_object(spec: LoadSpec | Callable[[], LoadSpec]) -> BpfObject:
+def load_object(spec: LoadSpec | Callable[[], LoadSpec],
+                loading: Callable[[], object] | None = None) -> BpfObject:
     """Open rawprobe's object, size its maps, set its settings, and load the programs (to
-    ``spec``, or to what ``spec()`` gives once the object is open).
+    ``spec``, or to what ``spec()`` gives once the object is open); ``loading()`` is called
+    as the load itself (libbpf's and the kernel's work) begins.
 
     Raises:
         PrivilegeError, BpfObjectError: As :meth:`BpfObject.load`.
@@ -110,6 +112,8 @@ def load_object(spec: LoadSpec | Callable[[], LoadSpec]) -> BpfObject:
             obj.lib.program_set_autoload(program, name in spec.programs)
             if "_multi" in name:
                 obj.lib.program_set_expected_attach_type(program, BPF_TRACE_UPROBE_MULTI)
+        if loading is not None:
+            loading()
         obj.load()
     except BaseException:
         obj.close()
@@ -122,16 +126,31 @@ def load_object(spec: LoadSpec | Callable[[], LoadSpec]) -> BpfObject:
 _pending: tuple[_thread.LockType, list[Any]] | None = None
 
 
-def preload(spec: Callable[[], LoadSpec]) -> None:
+def preload(spec: Callable[[], LoadSpec], head_start: float = 0.1) -> None:
     """Start loading an object, for the spec ``spec()`` makes, in a thread (the command line
     does, before its imports and planning). A failure is not reported: the session then
-    loads its own, and meets the error itself."""
+    loads its own, and meets the error itself.
+
+    Returns once the thread's own Python (its imports, opening the object) is done and the
+    load proper has begun, or after ``head_start`` seconds. Both threads need the interpreter
+    lock, and a thread waiting for it gets it only at the switch interval (5 ms): run side by
+    side, the thread's few milliseconds of Python took it three times as long to reach the
+    load, the path to the first event. The load (BTF, maps, the verifier: C, without the
+    lock) then runs beside the caller's imports.
+    """
     global _pending
     if _pending is not None:
         return
     lock = _thread.allocate_lock()
     lock.acquire()
+    started = _thread.allocate_lock()
+    started.acquire()
     slot: list[Any] = [None, None]
+    begun: list[bool] = []
+
+    def begin() -> None:
+        begun.append(True)
+        started.release()
 
     def work() -> None:
         try:
@@ -142,14 +161,17 @@ def preload(spec: Callable[[], LoadSpec]) -> None:
                 return slot[0]  # type: ignore[no-any-return]
 
             with libbpf().silenced():
-                slot[1] = load_object(made)
+                slot[1] = load_object(made, begin)
         except BaseException:  # the session's own load meets the error and reports it
             slot[1] = None
         finally:
+            if not begun:
+                started.release()  # failed before its load began: the caller waits no more
             lock.release()
 
     _pending = (lock, slot)
     _thread.start_new_thread(work, ())
+    started.acquire(timeout=head_start)
 
 
 def take(wanted: LoadSpec) -> BpfObject | None:

@@ -170,8 +170,12 @@ def _percent(text: str) -> str:
 
 
 def _escape(text: str) -> str:
-    """``text`` as a JSON string literal (json's own encoder, imported on first use)."""
-    from json.encoder import encode_basestring
+    """``text`` as a JSON string literal: json's own C encoder (the json package, which
+    compiles its decoder's regular expressions on import, only where it is missing)."""
+    try:
+        from _json import encode_basestring
+    except ImportError:  # an interpreter without the accelerator
+        from json.encoder import encode_basestring
 
     return encode_basestring(text)
 
@@ -183,22 +187,20 @@ def _row_format(layout: RecordLayout, as_json: bool) -> str | None:
     """See :meth:`EventFormatter._row_format`: text ``HH:MM:SS.uuuuuu COMM PID/TID EVENT:
     name=value ...`` from (hms, µs, comm, pid, tid, values...); JSON from (epoch ns, pid,
     tid, cpu, comm literal, values...)."""
-    import json
-
     parts = []
     for field in layout.fields:
         if field.offset < 0 or field.type.kind != "int" or field.type.count is not None:
             return None
         value = "%#x" if field.type.hex else "%d"
         if as_json:
-            parts.append(json.dumps(field.name) + ":" + (f'"{value}"' if field.type.hex
-                                                          else value))
+            parts.append(_escape(field.name) + ":" + (f'"{value}"' if field.type.hex
+                                                        else value))
         else:
             parts.append(f"{field.name}={value}")
     event = _percent(layout.event)
     if as_json:
         return ('{"ts_ns":%d,"pid":%d,"tid":%d,"cpu":%d,"comm":%s,"event":'
-                + _percent(json.dumps(layout.event)) + ',"args":{' + ",".join(parts) + "}}")
+                + _percent(_escape(layout.event)) + ',"args":{' + ",".join(parts) + "}}")
     return "%s.%06d %s %d/%d " + event + ":" + "".join(" " + part for part in parts)
 
 
