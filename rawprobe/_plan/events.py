@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import gc
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
+from itertools import repeat
 from operator import itemgetter
 
 from .._probe.argtype import ArgType
@@ -454,10 +452,9 @@ class Batch:
         """The events (decoded on first use)."""
         if self._events is None:
             assert self._data is not None and self.layout is not None
-            make = partial(tuple.__new__, self.layout.event_class)
             rows = self.layout.row_struct(self._stride).iter_unpack(self._data)
             with no_collection():
-                self._events = list(map(make, rows))
+                self._events = list(map(tuple.__new__, repeat(self.layout.event_class), rows))
         return self._events
 
     def column(self, name: str) -> Sequence[Any]:
@@ -543,20 +540,24 @@ def _strided(data: memoryview, stride: int, offset: int, view: str) -> memoryvie
     return typed[offset // size::stride // size]
 
 
-@contextmanager
-def no_collection() -> Iterator[None]:
+class no_collection:  # lower case: used as a function, ``with no_collection():``
     """Hold off Python's cyclic garbage collector while a batch of events is made.
 
     Events are tuples of numbers, bytes and strings: they cannot be in a reference cycle, but
     as instances of a tuple subclass the collector tracks them, and a batch of thousands made
     in one go sets it off every 700 allocations to walk the very events being made (it
-    halves the decoding rate). Reference counting frees them as before.
+    halves the decoding rate). Reference counting frees them as before. (A class, not a
+    generator-based context manager: a reader enters it once per read, a few dozen records
+    each when it keeps up, and contextlib's machinery cost as much as decoding them.)
     """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
+    __slots__ = ("_held",)
+
+    def __enter__(self) -> None:
+        self._held = gc.isenabled()
+        if self._held:
+            gc.disable()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._held:
+            gc.enable()
