@@ -173,6 +173,11 @@ class Tracer:
         return None if self._session is None else self._session.poll_interval
 
     @property
+    def plan(self) -> Plan | None:
+        """What :meth:`start` planted: each event's file, offset and role (None before)."""
+        return self._plan
+
+    @property
     def started(self) -> bool:
         """Whether :meth:`start` has run (the probes are, or were, planted)."""
         return self._session is not None

@@ -367,7 +367,8 @@ class Planner:
         if not self.events:
             raise UsageError("no probes to attach")
         return Plan(tuple(self.events), tuple(self._configs), self.aggregation, self.stack,
-                    self.string_size)
+                    self.string_size,
+                    tuple((path, target.key) for path, target in self._files.items()))
 
     def release_files(self) -> None:
         """Close the opened targets. A run keeps them open while its probes are planted: the
