@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
 
+from . import _views
+
 # The rest of the library is imported where it is used, so that building the parser (and
 # `rawprobe --help`) stays fast.
 TYPE_CHECKING = False
@@ -109,6 +111,7 @@ def add_parser(commands: Any) -> None:
                            "read them")
     aggregate.add_argument("--interval", type=_positive_float, metavar="SECONDS",
                            help="print (and restart) the aggregation every SECONDS")
+    _views.add_arguments(parser, aggregate)
     parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
                         metavar="BYTES", help="bytes copied per string, NUL included "
                         f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
@@ -187,6 +190,7 @@ class _Printer:
         self.printed = 0
         self.truncated = 0  # events with a string cut at --string-size
         self.formatter = EventFormatter(resolver=resolver)
+        self.views: _views.Views | None = None  # flame graph, timeline, terminal view
 
     @property
     def full(self) -> bool:
@@ -199,6 +203,8 @@ class _Printer:
             text = json.dumps(result.to_dict())
         elif self.folded and isinstance(result, CountTable):
             text = result.folded()
+        elif self.views is not None:
+            text = self.views.table_text(result, self.formatter.clock.text(time.monotonic_ns()))
         else:
             text = f"{self.formatter.clock.text(time.monotonic_ns())}\n{result}\n"
         self.out.write(text + "\n")
@@ -211,6 +217,8 @@ class _Printer:
             return
         self.out.write(self.formatter.lines(events, self.as_json))
         self.out.flush()
+        if self.views is not None:
+            self.views.events(events)
         self.printed += len(events)
         self.truncated += sum(1 for event in events if event.truncated)
 
@@ -224,6 +232,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     """
     printer = _Printer(out, args.json, args.max_events, tracer.resolver,
                        getattr(args, "folded", False))
+    printer.views = _views.Views(args, tracer, out, printer.formatter)
     started = time.monotonic()
     with _StopSignals() as stop:
         try:
@@ -265,6 +274,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                     printer.aggregates(tracer.aggregates(reset=interval is not None))
                 stats = tracer.stats()
                 tracer.close()
+                printer.views.close(stats)
     # What the user saw: with -n, events decoded past the limit are not counted as delivered.
     return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
 
@@ -291,6 +301,7 @@ def run_attach(args: argparse.Namespace) -> int:
     from rawprobe import Tracer, check_privileges
 
     aggregation = _aggregation(args)
+    _views.check_arguments(args)
     check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
     out = _open_output(args.output)
     tracer = Tracer(
