@@ -12,7 +12,9 @@
   events, written again when a thread's name changes, at ``exec``).
 
 Fields are exactly the ``args`` of ``--json`` (:meth:`EventFormatter.json_args`); timestamps
-are the events' CLOCK_MONOTONIC nanoseconds, written in microseconds from ``base_ns``.
+are the events' CLOCK_MONOTONIC nanoseconds, written in microseconds from ``base_ns`` (in
+``otherData`` with ``epoch_offset_ns``: ``ts * 1000 + base_ns + epoch_offset_ns`` is the time
+since the epoch, in nanoseconds, as ``--json`` writes ``ts_ns``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Timeline:
         self.roles = slice_roles(plan)
         self.writer = TraceEventWriter(stream, base_ns=base_ns, metadata={
             "clock": "CLOCK_MONOTONIC",
+            "base_ns": base_ns,
             "epoch_offset_ns": formatter.clock.offset_ns,
             **(metadata or {}),
         })
