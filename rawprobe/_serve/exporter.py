@@ -10,11 +10,12 @@ Replaced files (a package upgrade renames a new file over the old; a build write
 binary): :meth:`Exporter.check`, called every few seconds, compares each probed path's
 identity (device, inode, size, mtime, ctime) with the file the tracer opened. Once a new
 identity has been seen twice in a row (a file being written is not planted half-way), the
-word is planned again in a new tracer, which is planted before the old one is closed: the old
-inode keeps counting calls by processes still running the old code, the new one counts the
-rest. What the old tracer counted is carried over, so counters never go backwards. A re-plant
-that fails (the new version lacks the function, say) is logged and counted in
-``rawprobe_errors_total``; the old probes stay until the file changes again.
+word is planned again in a new tracer. The old tracer stays planted while any process still
+maps the old file (after a libc upgrade, every process started before it): the old inode
+counts their calls, the new one the rest, and the metrics add both. Once no process maps it,
+what the old tracer counted is carried over and its probes are removed, so counters never go
+backwards. A re-plant that fails (the new version lacks the function, say) is logged and
+counted in ``rawprobe_errors_total``; the old probes stay until the file changes again.
 
 A probed process that exits changes nothing: the probes are on the file, host-wide.
 """
@@ -32,6 +33,7 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from .._errors import RawprobeError, UsageError
+from .._host.procmaps import read_maps
 from .._output.tables import CountTable, HistogramSet
 from .._plan.session import ProbeCounters
 from .._tracer import Tracer
@@ -109,6 +111,7 @@ class _Unit:
         self.last = _Reading()  # the last reading that worked, served if a read fails
         self.candidate: dict[str, FileKey | None] | None = None
         self.failed: dict[str, FileKey | None] | None = None
+        self.retired: list[Tracer] = []  # replaced, planted while the old files are mapped
 
     @property
     def targets(self) -> dict[str, FileKey]:
@@ -117,13 +120,14 @@ class _Unit:
 
     @property
     def planted(self) -> int:
-        plan = self.tracer.plan
-        return len(plan.events) if plan is not None else 0
+        plans = [tracer.plan for tracer in [self.tracer, *self.retired]]
+        return sum(len(plan.events) for plan in plans if plan is not None)
 
     def read(self) -> _Reading:
         reading = _Reading()
         reading.add(self.carried)
-        reading.add(_read(self.tracer))
+        for tracer in [self.tracer, *self.retired]:
+            reading.add(_read(tracer))
         self.last = reading
         return reading
 
@@ -214,7 +218,11 @@ class Exporter:
         return sum(unit.planted for _shape, unit in self._units)
 
     def check(self) -> None:
-        """Re-plant the words whose files were replaced on disk (see the module's notes)."""
+        """Re-plant the words whose files were replaced on disk, and remove the probes of
+        replaced files no process maps any more (see the module's notes)."""
+        for _shape, unit in self._units:
+            for old in list(unit.retired):
+                self._retire(unit, old)
         for shape, unit in self._units:
             targets = unit.targets
             now = {path: _identity(path) for path in targets}
@@ -244,19 +252,31 @@ class Exporter:
                       "%s", unit.word, error)
             return
         with self._lock:
-            old = unit.tracer
-            try:
-                unit.carried = unit.read()
-            except (RawprobeError, OSError) as error:
-                log.warning("%s: the old probes' last counts could not be read: %s",
-                            unit.word, error)
-                unit.carried = unit.last
+            unit.retired.append(unit.tracer)
             unit.tracer = tracer
             unit.candidate = unit.failed = None
-            old.close()
+        self._retire(unit, unit.retired[-1])
         self._replants[shape.short_name] = self._replants.get(shape.short_name, 0) + 1
         log.info("%s: re-planted in %s (%d uprobes)", unit.word, ", ".join(unit.targets),
                  unit.planted)
+
+    def _retire(self, unit: _Unit, old: Tracer) -> None:
+        """Remove a replaced tracer's probes once no process maps its files, keeping what it
+        counted."""
+        plan = old.plan
+        files = {(key[0], key[1]) for _path, key in (plan.targets if plan else ())}
+        if _mapped(files):
+            return
+        with self._lock:
+            try:
+                unit.carried.add(_read(old))
+            except (RawprobeError, OSError) as error:
+                log.warning("%s: the old probes' last counts could not be read: %s",
+                            unit.word, error)
+            unit.retired.remove(old)
+            old.close()
+        log.info("%s: no process maps the replaced file any more; its probes are removed",
+                 unit.word)
 
     # -- scraping ---------------------------------------------------------------------------
 
@@ -297,13 +317,30 @@ class Exporter:
         with self._lock:
             units, self._units = self._units, []
             for _shape, unit in units:
-                unit.tracer.close()
+                for tracer in [unit.tracer, *unit.retired]:
+                    tracer.close()
 
     def __enter__(self) -> Exporter:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _mapped(files: set[tuple[int, int]]) -> bool:
+    """Whether a process other than this one maps one of ``files`` (device, inode)."""
+    wanted = {(f"{os.major(device):02x}:{os.minor(device):02x}", inode)
+              for device, inode in files}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            mappings = read_maps(int(entry.name))
+        except (OSError, RawprobeError):
+            continue  # gone meanwhile, or not ours to read
+        if any((m.device, m.inode) in wanted for m in mappings):
+            return True
+    return False
 
 
 def _build_info() -> dict[str, str]:

@@ -16,23 +16,42 @@ from typing import Any
 
 from helpers import rawprobe_argv, require_tool
 
-# A program whose handle(size) the tests count and bucket: ``srv TIMES SIZE [TIMES SIZE ...]``.
+# A program whose handle(size) the tests count and bucket: ``srv TIMES SIZE [TIMES SIZE ...]``
+# calls it at once and exits; ``srv wait TIMES SIZE`` calls it on SIGUSR1 and stays.
 # Built twice, with VERSION 1 and 2: the second has handle at another offset, as an upgrade
 # would.
 SERVER_SOURCE = r"""
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #if VERSION > 1
 __attribute__((noinline)) long pad(long x) { return x * 3 + 1; }
 #endif
 __attribute__((noinline)) long handle(long size) { asm volatile("" ::: "memory"); return size * 2; }
+static volatile sig_atomic_t go;
+static void start(int sig) { (void)sig; go = 1; }
 int main(int argc, char **argv) {
     long sum = 0;
-    for (int i = 1; i + 1 < argc; i += 2)
+    int wait = argc > 1 && strcmp(argv[1], "wait") == 0;
+    if (wait) {  /* srv wait TIMES SIZE: call on SIGUSR1, then stay until killed */
+        signal(SIGUSR1, start);
+        puts("ready");
+        fflush(stdout);
+        while (!go) pause();
+    }
+    for (int i = 1 + wait; i + 1 < argc; i += 2)
         for (int j = 0; j < atoi(argv[i]); j++)
             sum += handle(atol(argv[i + 1]));
 #if VERSION > 1
     sum += pad(sum);
 #endif
+    if (wait) {
+        printf("done %ld\n", sum);
+        fflush(stdout);
+        for (;;) pause();
+    }
     return sum == 42;
 }
 """

@@ -133,3 +133,33 @@ def test_prometheus_scrapes_the_exact_calls_and_the_buckets_across_an_upgrade(
         status, log = serve.stop(signal.SIGTERM)
     assert status == 0, log
     assert "stopped; every probe removed" in log
+
+
+def test_processes_running_the_replaced_file_are_still_counted(srv: Path) -> None:
+    """After an upgrade, a process started before it runs the old file: its calls still
+    count until it exits, and then the old probes go and the counter keeps its value."""
+    old = subprocess.Popen([srv, "wait", "7", "1"], stdout=subprocess.PIPE, text=True)
+    serve = None
+    try:
+        assert old.stdout is not None and old.stdout.readline() == "ready\n"
+        serve = Serve("--check-interval", "0.2", "--count", f"p:{srv}:handle")
+        install(2, srv)
+        wait_replanted(serve, ["handle_calls"])
+        calls = ("rawprobe_handle_calls_total", (("event", "handle"),))
+        planted = ("rawprobe_probes_planted", (("metric", "handle_calls"),))
+        assert samples(serve.scrape())[planted] == 2  # the old file's and the new one's
+        old.send_signal(signal.SIGUSR1)
+        assert old.stdout.readline().startswith("done")
+        subprocess.run([srv, "5", "1"], check=True)
+        assert samples(serve.scrape())[calls] == 12
+        old.kill()
+        old.wait()
+        serve.wait_for("no process maps the replaced file")
+        got = samples(serve.scrape())
+        assert got[calls] == 12 and got[planted] == 1
+    finally:
+        old.kill()
+        old.wait()
+        if serve is not None:
+            status, log = serve.stop()
+            assert status == 0, log
