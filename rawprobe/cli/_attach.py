@@ -232,8 +232,8 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     """
     printer = _Printer(out, args.json, args.max_events, tracer.resolver,
                        getattr(args, "folded", False))
-    printer.views = _views.Views(args, tracer, out, printer.formatter)
     started = time.monotonic()
+    printer.views = _views.Views(args, tracer, out, printer.formatter)
     with _StopSignals() as stop:
         try:
             tracer.watch(stop.read_fd)

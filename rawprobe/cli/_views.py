@@ -4,9 +4,9 @@
   (every ``--interval`` added up) as an interactive SVG, written at the end.
 - ``--trace-events FILE.json``: the events as Chrome trace events (Perfetto, chrome://tracing),
   written as they come; entry/return pairs are slices (:mod:`rawprobe._output.timeline`).
-- On a terminal, ``--interval`` redraws the aggregation in place, and a count table grouped
-  by ``--by`` shows its top rows (as many as the screen holds, or ``--top N``); piped, each
-  interval is printed after the last, whole.
+- On a terminal, ``--interval`` redraws the aggregation in place, and a count table shows its
+  top rows, as many as the screen holds (``--top N``, where the command has it, asks for N);
+  piped, each interval is printed after the last, whole.
 
 Files are created as ``-o`` creates them (mode 0600: they hold what the probes read).
 """
@@ -35,9 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser, aggregate: Any) -> None:
     aggregate.add_argument("--flamegraph", metavar="FILE.svg",
                            help="with --count --stack: write the stacks as an interactive "
                            "flame graph (SVG)")
-    aggregate.add_argument("--top", type=int, metavar="N",
-                           help="with --count: print the N highest counts (on a terminal, by "
-                           "default as many as fit)")
     parser.add_argument("--trace-events", metavar="FILE.json",
                         help="also write the events as Chrome trace events (Perfetto, "
                         "chrome://tracing): entry/return pairs as slices per thread")
@@ -50,13 +47,6 @@ def check_arguments(args: argparse.Namespace) -> None:
     flamegraph = getattr(args, "flamegraph", None)
     if flamegraph and not (args.count and args.stack):
         raise UsageError("--flamegraph draws counted stacks: use it with --count --stack")
-    top = getattr(args, "top", None)
-    if top is not None:
-        if top <= 0:
-            raise UsageError("--top N: N must be greater than 0")
-        if not args.count or args.json or args.folded:
-            raise UsageError("--top shows the highest counts of a --count table as text: "
-                             "leave out --json and --folded")
     if getattr(args, "trace_events", None) and (args.count or args.hist):
         raise UsageError("--trace-events writes events, which --count and --hist aggregate "
                          "in the kernel instead: leave those out")
