@@ -150,12 +150,14 @@ class Tracer:
         if self._session is not None:
             return
         plan = self._planner.plan()
+        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
+        if self._symbolizes:
+            self.resolver.watch()  # before anything runs: every mapping made is recorded
         self._session, self.backend, note = open_session(
             plan, self.backend, ring_size=self.ring_size, follow=self._command is not None)
         if note:
             self._notes.append(note)
         self._plan = plan
-        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
         self._attach(self._session)
 
     def _attach(self, session: Session) -> None:
@@ -376,6 +378,7 @@ def _finalize(state: dict[str, object]) -> None:
     command = state.get("_command")
     planner = state.get("_planner")
     processes = state.get("_processes")
+    resolver = state.get("resolver")
     try:
         if session is not None:
             session.close()  # type: ignore[attr-defined]
@@ -386,6 +389,8 @@ def _finalize(state: dict[str, object]) -> None:
             planner.release_files()
         if isinstance(processes, Processes):
             processes.close()
+        if isinstance(resolver, AddressResolver):
+            resolver.close()
         for fd in [state.get("_wake_read"), state.get("_wake_write")]:
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):
