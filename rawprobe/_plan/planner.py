@@ -184,7 +184,8 @@ class Planner:
         self._warn(spec, accepted, left_out, glob)
         names: list[str] = []
         for site in accepted:
-            name = default_event_name(spec, site.symbol, site.file_offset, target.path)
+            name = default_event_name(spec, site.symbol, site.file_offset, target.path,
+                                      site.symbol_offset)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
             if name in self._names and name not in names:

@@ -74,16 +74,14 @@ class Views:
         if self.flamegraph:
             self._check_writable(self.flamegraph)
         if self._trace_path:
-            from ._attach import _open_output
-
-            self._trace_file = _open_output(self._trace_path)
+            self._trace_file = _create(self._trace_path)
 
     @staticmethod
     def _check_writable(path: str) -> None:
         """Fail before tracing, not after, when the flame graph cannot be written."""
-        from ._attach import _open_output
+        from ._attach import open_output
 
-        _open_output(path).close()
+        os.close(open_output(path))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -147,17 +145,23 @@ class Views:
         from rawprobe._output.flamegraph import render_flamegraph
         from rawprobe._output.tables import count_table
 
-        from ._attach import _open_output
-
         rows = count_table(self.stacks).rows
         svg = render_flamegraph(
             (((row.event, *reversed(row.stack or ())), row.count) for row in rows),
             title="rawprobe " + " ".join(getattr(self.args, "probes", [])),
             count_name="calls")
-        with _open_output(path) as file:
+        with _create(path) as file:
             file.write(svg)
         print(f"rawprobe: flame graph of {sum(row.count for row in rows)} calls in {path}",
               file=sys.stderr)
+
+
+def _create(path: str) -> TextIO:
+    """``path`` emptied and opened for writing, as ``-o`` opens its file (never through a
+    symbolic link or into another user's file; created 0600)."""
+    from ._attach import open_output, truncate_output
+
+    return truncate_output(open_output(path))
 
 
 def _command_line() -> str:
