@@ -397,7 +397,7 @@ static __always_inline __s64 bucket_of(const struct rp_aggregation *agg, __s64 v
 __noinline int rp_key_parts(struct rp_scratch *s, const struct rp_probe *probe)
 {
 	const struct rp_key_part *part;
-	__u32 p, i, loc, len, offset, dest;
+	__u32 p, loc, len, offset;
 
 	if (!s || !probe)
 		return 0;
@@ -405,7 +405,6 @@ __noinline int rp_key_parts(struct rp_scratch *s, const struct rp_probe *probe)
 		part = &probe->agg.keys[p];
 		if (part->kind == RP_KEY_NONE)
 			break;
-		dest = part->dest;
 		len = part->size;
 		offset = part->src;
 		if (part->kind == RP_KEY_STRING) {
@@ -416,12 +415,11 @@ __noinline int rp_key_parts(struct rp_scratch *s, const struct rp_probe *probe)
 				len = (loc >> 16) + 1;
 			len -= 1;
 		}
-		for (i = 0; i < RP_KEY_LEN - 8; i++) {
-			if (i >= len)
-				break;
-			s->key.data[(dest + i) & (RP_KEY_LEN - 1)] =
-				s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
-		}
+		/* The planner keeps dest + size within the key's first RP_KEY_LEN - 8 bytes; the
+		 * masks only show the verifier the copy stays inside the scratch space. */
+		bpf_probe_read_kernel(&s->key.data[part->dest & (RP_KEY_LEN - 1)],
+				      len & (RP_KEY_LEN - 1),
+				      &s->rec.bytes[offset & (RP_MAX_RECORD - 1)]);
 	}
 	return 0;
 }
@@ -526,6 +524,55 @@ struct {
 	__type(value, struct rp_scratch);
 } task_scratch SEC(".maps");
 
+/* A span starts: its time, and the key parts only START has, kept until its END. */
+static __always_inline void span_start(struct rp_scratch *s, const struct rp_probe *probe,
+				       __u32 event_id, __u64 pid_tgid, struct rp_stats *counters)
+{
+	struct rp_span_start start = {};
+	struct rp_span_key key;
+
+	if (!span_key(&key, s, &probe->agg, event_id, pid_tgid, false)) {
+		__sync_fetch_and_add(&counters->lost, 1);
+		return;
+	}
+	if (probe->agg.keys[0].kind != RP_KEY_NONE) {
+		__builtin_memset(s->key.data, 0, sizeof(s->key.data));
+		rp_key_parts(s, probe);
+		__builtin_memcpy(start.data, s->key.data, sizeof(start.data));
+	}
+	start.ts_ns = s->rec.header.ts_ns;
+	if (!bpf_map_update_elem(&spans, &key, &start, BPF_NOEXIST))
+		return;
+	/* One is open already (a recursive call, a reused id): this one replaces it. */
+	__sync_fetch_and_add(&counters->replaced, 1);
+	if (bpf_map_update_elem(&spans, &key, &start, BPF_ANY))
+		__sync_fetch_and_add(&counters->lost, 1);
+}
+
+/* A span ends: its duration (between the two hits' header times, as the tracefs backend
+ * measures it), with the key parts START read put in s->key.data; -1 when no open span
+ * matched (it began before the probes were in place, or was evicted). Inlined: as global
+ * functions these cost every program a copy to load. */
+static __always_inline __s64 span_end(struct rp_scratch *s, const struct rp_probe *probe,
+				      __u32 event_id, __u64 pid_tgid, struct rp_stats *counters)
+{
+	struct rp_span_start *start = NULL;
+	struct rp_span_key key;
+	__s64 duration;
+
+	if (span_key(&key, s, &probe->agg, event_id, pid_tgid, true))
+		start = bpf_map_lookup_elem(&spans, &key);
+	if (!start) {
+		__sync_fetch_and_add(&counters->unmatched, 1);
+		return -1;
+	}
+	duration = s->rec.header.ts_ns - start->ts_ns;
+	__builtin_memcpy(s->key.data, start->data, sizeof(start->data));
+	*(__u64 *)&s->key.data[RP_KEY_LEN - 8] = 0;
+	bpf_map_delete_elem(&spans, &key);
+	return duration < 0 ? 0 : duration;
+}
+
 /* Write the record into the ring buffer, with the user stack when the probe carries one. */
 static __always_inline void emit(struct pt_regs *ctx, struct rp_scratch *s,
 				 const struct rp_probe *probe, __u32 tail, struct rp_stats *counters)
@@ -596,6 +643,7 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	struct rp_scratch *s;
 	__u32 *depth = NULL;
 	__u64 pid_tgid;
+	__s64 value = 0;
 
 	pid_tgid = bpf_get_current_pid_tgid();
 	if ((__u32)(pid_tgid >> 32) == rp_settings.self_tgid)
@@ -668,72 +716,33 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	}
 
 	switch (probe->agg.action) {
+	case RP_ACTION_SPAN_START:
+		span_start(s, probe, event_id, pid_tgid, counters);
+		goto out;
+	case RP_ACTION_SPAN_END:
+		value = span_end(s, probe, event_id, pid_tgid, counters);
+		if (value < 0)
+			goto out;
+		if (!probe->agg.duration_dest)
+			goto aggregate; /* under the key parts START read */
+		*(__s64 *)&s->rec.bytes[probe->agg.duration_dest & REC_MASK] = value;
+		/* fall through: streamed, the duration in END's record */
 	case RP_ACTION_STREAM:
 		emit(ctx, s, probe, tail, counters);
-		break;
-	case RP_ACTION_SPAN_START: {
-		struct rp_span_key key;
-		struct rp_span_start start = {};
-
-		if (!span_key(&key, s, &probe->agg, event_id, pid_tgid, false)) {
-			__sync_fetch_and_add(&counters->lost, 1);
-			break;
-		}
-		if (probe->agg.keys[0].kind != RP_KEY_NONE) {
-			/* Key parts only START has (its arguments): read now, used at END. */
-			__builtin_memset(s->key.data, 0, sizeof(s->key.data));
-			rp_key_parts(s, probe);
-			__builtin_memcpy(start.data, s->key.data, sizeof(start.data));
-		}
-		start.ts_ns = s->rec.header.ts_ns;
-		if (!bpf_map_update_elem(&spans, &key, &start, BPF_NOEXIST))
-			break;
-		/* One is open already (a recursive call, a reused id): this one replaces it. */
-		__sync_fetch_and_add(&counters->replaced, 1);
-		if (bpf_map_update_elem(&spans, &key, &start, BPF_ANY))
-			__sync_fetch_and_add(&counters->lost, 1);
-		break;
-	}
-	case RP_ACTION_SPAN_END: {
-		struct rp_span_key key;
-		struct rp_span_start *start;
-		__s64 duration;
-
-		start = span_key(&key, s, &probe->agg, event_id, pid_tgid, true)
-			? bpf_map_lookup_elem(&spans, &key) : NULL;
-		if (!start) {
-			/* It began before the probes were in place, or was evicted. */
-			__sync_fetch_and_add(&counters->unmatched, 1);
-			break;
-		}
-		/* Between the two hits' header times, as the tracefs backend measures it. */
-		duration = s->rec.header.ts_ns - start->ts_ns;
-		__builtin_memcpy(s->key.data, start->data, sizeof(start->data));
-		bpf_map_delete_elem(&spans, &key);
-		if (probe->agg.duration_dest) {
-			*(__s64 *)&s->rec.bytes[probe->agg.duration_dest & REC_MASK] = duration;
-			emit(ctx, s, probe, tail, counters);
-			break;
-		}
-		*(__u64 *)&s->key.data[RP_KEY_LEN - 8] = 0;
-		s->key.event_id = event_id;
-		s->key.stack_id = key_stack(ctx, s, probe, sleepable, pid_tgid);
-		if (rp_aggregate(s, probe, duration))
-			__sync_fetch_and_add(&counters->lost, 1);
-		break;
-	}
+		goto out;
 	case RP_ACTION_TALLY:
 		/* A filtered plain count: the hit counter less the filtered counter is the answer;
 		 * counting the hit again in the aggregates map would count it twice. */
-		break;
+		goto out;
 	default:
 		__builtin_memset(s->key.data, 0, sizeof(s->key.data));
-		s->key.event_id = event_id;
-		s->key.stack_id = key_stack(ctx, s, probe, sleepable, pid_tgid);
-		if (rp_aggregate(s, probe, 0))
-			__sync_fetch_and_add(&counters->lost, 1);
 		break;
 	}
+aggregate:
+	s->key.event_id = event_id;
+	s->key.stack_id = key_stack(ctx, s, probe, sleepable, pid_tgid);
+	if (rp_aggregate(s, probe, value))
+		__sync_fetch_and_add(&counters->lost, 1);
 out:
 	if (depth)
 		__sync_fetch_and_add(depth, -1);
