@@ -47,9 +47,9 @@ class Tracer:
         force: Plant probes rawprobe would otherwise refuse as risky.
         backend: ``bpf`` (generic BPF programs), ``tracefs`` (the kernel's uprobe_events), or
             ``auto``: BPF where it works here, else tracefs (with a note in :attr:`warnings`).
-        aggregation: Count or histogram in the kernel instead of streaming events (read the
-            result with :meth:`aggregates`).
-        stack: Events carry the user stack (streaming), or counts are grouped by it.
+        aggregation: Count, sum up or histogram in the kernel instead of streaming events
+            (read the result with :meth:`aggregates`).
+        stack: Events carry the user stack (streaming), or aggregations are grouped by it.
 
     A tracer is used from one thread at a time. Probes are added before :meth:`start`; the
     first call to :meth:`events` or :meth:`poll` starts the tracer if needed.

@@ -46,7 +46,8 @@ def test_keys_split_on_commas_and_repeat() -> None:
     spec = AggregationSpec("count", by="comm,stack,size")
     assert spec.keys == ("comm", "size") and spec.stack
     assert AggregationSpec("count", by="stack").keys == ()
-    assert AggregationSpec("count", by=("comm", "pid")).by == ("comm", "pid")
+    assert AggregationSpec("count", by=("comm", "pid")).keys == ("comm", "pid")
+    assert AggregationSpec("count", by="comm").by == "comm"  # as given
 
 
 @pytest.mark.parametrize(("texts", "message"), [

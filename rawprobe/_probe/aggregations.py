@@ -10,6 +10,7 @@ values below ``min`` in -1 and values at or above ``max`` in the last bucket.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,8 @@ class AggregationSpec:
     hist: HistSpec | None = None
     stack: bool = False
     field: str | None = None
+    _keys: tuple[str, ...] = dataclasses.field(default=(), init=False, repr=False,
+                                               compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -126,15 +129,15 @@ class AggregationSpec:
             raise UsageError(f"--{self.kind} needs a field (or latency)")
         texts = () if self.by is None else (self.by,) if isinstance(self.by, str) else self.by
         keys = parse_keys(texts)
-        # Frozen: normalize through object.__setattr__, once, here.
-        object.__setattr__(self, "by", tuple(key for key in keys if key != "stack") or None)
+        # Frozen: what the keys say is set through object.__setattr__, once, here.
+        object.__setattr__(self, "_keys", tuple(key for key in keys if key != "stack"))
         if "stack" in keys:
             object.__setattr__(self, "stack", True)
 
     @property
     def keys(self) -> tuple[str, ...]:
         """The grouping keys, in order (``stack`` aside)."""
-        return self.by if isinstance(self.by, tuple) else ()
+        return self._keys
 
     @property
     def value_field(self) -> str | None:

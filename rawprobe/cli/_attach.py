@@ -302,7 +302,8 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
     if args.by and not chosen:
         raise UsageError("--by groups an aggregation: add --count, --hist, --sum, --min, "
                          "--max, --avg or --stats")
-    if args.folded and not (args.count and args.stack):
+    by_stack = args.stack or any("stack" in text.split(",") for text in args.by)
+    if args.folded and not (args.count and by_stack):
         raise UsageError("--folded prints counted stacks: use it with --count --stack")
     for option, value in (("--interval", args.interval), ("--top", args.top)):
         if value and not chosen:
@@ -313,7 +314,7 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
     if not chosen:
         return None
     kind = chosen[0]
-    by = tuple(args.by)
+    by = ",".join(args.by) or None
     if kind == "count":
         return AggregationSpec("count", by=by, stack=args.stack)
     if kind == "hist":
