@@ -179,8 +179,18 @@ class Planner:
             UsageError: A site is refused (and it was not one of a glob's), or a span is
                 mixed with other probes.
         """
-        if isinstance(probe, Span):
-            return self._add_span(probe, filter_text)
+        planned, names, span = len(self.events), set(self._names), self._span
+        try:
+            if isinstance(probe, Span):
+                return self._add_span(probe, filter_text)
+            return self._add(probe, filter_text)
+        except BaseException:
+            # What this probe added goes: the planner is as it was before.
+            del self.events[planned:]
+            self._names, self._span = names, span
+            raise
+
+    def _add(self, probe: str | ProbeSpec | Probe, filter_text: str | None) -> list[str]:
         if self._span is not None:
             raise UsageError("a span is measured on its own: add no other probes with it")
         spec = _spec_of(probe)
@@ -210,10 +220,7 @@ class Planner:
         start_fields = self._fields(start, starts[1][0], "start", span.key)
         end_fields = self._fields(end, ends[1][0], "end", span.key)
         keys = self.aggregation.keys if self.aggregation is not None else ()
-        if keys and self.aggregation is not None:
-            layout = key_layout(keys, end_fields, start_fields, word=end.text)
-        else:
-            layout = ()
+        layout = key_layout(keys, end_fields, start_fields, word=end.text) if keys else ()
         self._span = _SpanPlan(SpanMatch(0, span.key), layout)
         return [
             *self._plan_sites(start, *starts, ("start",), filter_expr, filter_text),
