@@ -299,9 +299,8 @@ class BpfSession:
         value_size = _AGG_VALUE.size * self.cpus
         cells = []
         for key in aggregates.keys(key_size):
-            raw = aggregates.get(key, value_size)
-            if reset:
-                aggregates.delete(key)
+            # Read and emptied in one step, so no hit falls between two intervals.
+            raw = aggregates.take(key, value_size) if reset else aggregates.get(key, value_size)
             if raw is None:
                 continue
             event_id, stack_id, bucket = _AGG_KEY_HEAD.unpack_from(key)

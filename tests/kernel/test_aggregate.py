@@ -263,7 +263,7 @@ def test_top_in_every_interval(tmp_path: Path) -> None:
         "int main(int argc, char **argv) {",
         "int main(int argc, char **argv) {\n    for (int r = 0; r < 40; r++) {"
         " for (long k = 1; k <= 5; k++) for (long i = 0; i < k; i++) f_two(k);"
-        " nap(25); }")
+        " nap(25); }\n    return 0;")  # and nothing else
     looping = build_c(source, name="agginterval", flags=("-O1",))
     result = run_rawprobe("attach", "--json", "--count", "--by", "v", "--top", "2",
                           "--interval", "0.3", f"p:{looping}:f_two v=%di:s64", "--",
@@ -276,6 +276,13 @@ def test_top_in_every_interval(tmp_path: Path) -> None:
                                                          reverse=True)
     full = [rows for rows in tables[:-1] if len(rows) == 2]
     assert full and all([row["key"] for row in rows] == [5, 4] for rows in full)
+    # Without --top, the intervals' counts add up to every hit: none falls between two.
+    result = run_rawprobe("attach", "--json", "--count", "--by", "v", "--interval", "0.05",
+                          f"p:{looping}:f_two v=%di:s64", "--", str(looping), check_status=0)
+    *tables, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(tables) >= 10
+    assert sum(row["count"] for table in tables for row in table["counts"]) == (
+        summary["summary"]["hits"]) == 40 * 15
 
 
 def test_stats_from_the_library(program: Path) -> None:
