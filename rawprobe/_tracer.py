@@ -16,18 +16,14 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from ._backends import BACKENDS, open_session, plant
 from ._command import Command, Processes
-from ._errors import (
-    ClosedError,
-    RawprobeError,
-    UsageError,
-)
-from ._output.tables import CountTable, HistogramSet, aggregate_results
+from ._errors import ClosedError, RawprobeError, UsageError
+from ._output.tables import Result, aggregate_results
 from ._plan.events import Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
 from ._probe.aggregations import AggregationSpec
 from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
-from ._probe.typed import Probe
+from ._probe.typed import Probe, Span
 from ._probe.words import ProbeSpec
 from ._symbols.symbolize import AddressResolver
 
@@ -47,9 +43,9 @@ class Tracer:
         force: Plant probes rawprobe would otherwise refuse as risky.
         backend: ``bpf`` (generic BPF programs), ``tracefs`` (the kernel's uprobe_events), or
             ``auto``: BPF where it works here, else tracefs (with a note in :attr:`warnings`).
-        aggregation: Count or histogram in the kernel instead of streaming events (read the
-            result with :meth:`aggregates`).
-        stack: Events carry the user stack (streaming), or counts are grouped by it.
+        aggregation: Count, sum up or histogram in the kernel instead of streaming events
+            (read the result with :meth:`aggregates`).
+        stack: Events carry the user stack (streaming), or aggregations are grouped by it.
 
     A tracer is used from one thread at a time. Probes are added before :meth:`start`; the
     first call to :meth:`events` or :meth:`poll` starts the tracer if needed.
@@ -108,8 +104,10 @@ class Tracer:
 
     # -- probes ---------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec | Probe, *, filter: str | None = None) -> list[str]:
-        """Add a probe: a probe word, or a :class:`Uprobe`, :class:`Uretprobe` or :class:`Usdt`.
+    def add(self, probe: str | ProbeSpec | Probe | Span, *,
+            filter: str | None = None) -> list[str]:
+        """Add a probe (a word, a :class:`Uprobe`, :class:`Uretprobe`, :class:`Usdt`), or a
+        :class:`Span` between two (measured on its own: no other probes with it).
 
         Args:
             probe: The probe.
@@ -309,14 +307,15 @@ class Tracer:
                 return events
             events.extend(batch)
 
-    def aggregates(self, reset: bool = False) -> CountTable | HistogramSet:
+    def aggregates(self, reset: bool = False) -> Result:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).
 
         Args:
             reset: Start counting afresh after reading (for per-interval figures).
 
         Returns:
-            A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms.
+            A :class:`CountTable` (counts), :class:`ValueTable` (sums, minimums, maximums,
+            averages, stats) or :class:`HistogramSet` (histograms).
         """
         if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
@@ -335,7 +334,7 @@ class Tracer:
         session, plan = self._session, self.plan
         if session is None or plan is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
-        return summarize(plan, session.counters(), self._delivered)
+        return summarize(plan, session.counters(), self._delivered, session.open_spans())
 
     # -- lifetime -------------------------------------------------------------------------
 

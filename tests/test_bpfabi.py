@@ -23,6 +23,10 @@ STRUCTS = {
     "rp_stats": abi.STATS,
     "rp_aggregation": abi.AGGREGATION,
     "rp_agg_key": abi.AGG_KEY,
+    "rp_agg_value": abi.AGG_VALUE,
+    "rp_key_part": abi.KEY_PART,
+    "rp_span_key": abi.SPAN_KEY,
+    "rp_span_start": abi.SPAN_START,
     "rp_settings": abi.SETTINGS,
 }
 
@@ -72,7 +76,8 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_MAX_STR_CONSTS", abi.MAX_STR_CONSTS),
                          ("RP_STR_CONST_LEN", abi.STR_CONST_LEN),
                          ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
-                         ("RP_KEY_LEN", abi.KEY_LEN), ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
+                         ("RP_KEY_LEN", abi.KEY_LEN), ("RP_MAX_KEYS", abi.MAX_KEYS),
+                         ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
         assert f"#define {macro} {value} " in text, macro
 
 

@@ -269,6 +269,12 @@ class Event(tuple[Any, ...]):
         return tuple.__new__(layout.event_class, (ts_ns, pid, tid, event_id, cpu, faults,
                                                   truncated, comm, *values, *tail))
 
+    def with_value(self, index: int, value: Any) -> Event:
+        """This event with its ``index``-th value replaced (one a backend fills in: a
+        streamed span's duration)."""
+        position = _H + index
+        return tuple.__new__(type(self), (*self[:position], value, *self[position + 1 :]))
+
     @property
     def event(self) -> str:
         return self.layout.event

@@ -564,9 +564,12 @@ class TracefsSession:
                 lost = max(0, final[event_id] - count)
             else:
                 lost = self._lost if event_id == 0 else 0
-            filtered = self._stage.filtered[event_id]
+            stage = self._stage
             result.append(ProbeCounters(hits=max(hits[event_id], count + lost),
-                                        filtered=filtered, lost=lost))
+                                        filtered=stage.filtered[event_id],
+                                        lost=lost + stage.lost[event_id],
+                                        unmatched=stage.unmatched[event_id],
+                                        replaced=stage.replaced[event_id]))
         return result
 
     def fileno(self) -> int:
@@ -585,6 +588,9 @@ class TracefsSession:
 
     def stack_pid(self, stack_id: int) -> int | None:
         return self._stage.stack_pid(stack_id)
+
+    def open_spans(self) -> dict[int, int]:
+        return self._stage.open_spans()
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

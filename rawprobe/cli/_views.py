@@ -101,7 +101,7 @@ class Views:
 
     # -- aggregations ---------------------------------------------------------------------
 
-    def table_text(self, result: CountTable | HistogramSet, stamp: str) -> str:
+    def table_text(self, result: object, stamp: str) -> str:
         """The text of one aggregation: redrawn in place on a terminal, top rows only where
         asked or where the screen is too small for every row."""
         from rawprobe import CountTable
