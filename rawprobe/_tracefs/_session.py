@@ -270,6 +270,7 @@ class TracefsSession:
         self._counts = [0] * len(self._uprobes)
         self._lost = 0
         self._tree: ProcessTree | None = None  # following a command
+        self._strangers = [0] * len(self._uprobes)  # its samples of other processes
         self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
         self._final_hits: list[int] | None = None
         self._cpus = online_cpus()
@@ -489,6 +490,7 @@ class TracefsSession:
             events, strangers = self._tree.judge(events, tasks, horizon)
             for event_id in strangers:
                 self._counts[event_id] -= 1  # another process's hit: not ours
+                self._strangers[event_id] += 1
         elif sources > 1:
             events.sort(key=attrgetter("ts_ns"))
         return self._stage.process(events)
@@ -554,11 +556,17 @@ class TracefsSession:
         final = self._final_hits
         hits = final if final is not None else self._hits()
         if self._tree is not None:
-            # The events count every process's hits; the command's are the samples kept, and
-            # what the buffers lost (which may include other processes' samples).
-            final = None
-            hits = [count + (self._lost if event_id == 0 else 0)
-                    for event_id, count in enumerate(self._counts)]
+            # The events count every process's hits: once detached and drained, what was
+            # neither kept nor another process's sample was lost, and it may have been another
+            # process's (an upper bound, exact when nothing else runs the probed code). While
+            # running, what PERF_RECORD_LOST records said so far.
+            if final is not None:
+                final = [total - strangers for total, strangers in zip(final, self._strangers,
+                                                                      strict=True)]
+                hits = final
+            else:
+                hits = [count + (self._lost if event_id == 0 else 0)
+                        for event_id, count in enumerate(self._counts)]
         for event_id, count in enumerate(self._counts):
             if final is not None:
                 lost = max(0, final[event_id] - count)
