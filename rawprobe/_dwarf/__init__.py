@@ -50,9 +50,14 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
-from ._arch import dwarf_arch
-from ._elf import ElfFile, locate_debug_file
+from .._errors import RawprobeError, TargetNotFoundError
+from .._symbols._debuginfo import debug_roots
+from .._symbols.elf import read_elf
+from .._sys.arch import ARCH
+from ._compile import MAX_DEREFERENCES
+from ._elf import locate_debug_file
 from ._errors import (
     DwarfError,
     ExpressionSyntaxError,
@@ -64,7 +69,7 @@ from ._errors import (
     VariableNotFoundError,
 )
 from ._expr import VariableExpression, is_variable_expression, parse_expression, reads_locals
-from ._info import MAX_DEREFERENCES, DebugInfo
+from ._info import DebugInfo
 from ._model import CompiledVariable, FunctionInstance, LineAddress, SourceLine, Variable
 
 __all__ = [
@@ -93,7 +98,7 @@ __all__ = [
 ]
 
 _CACHE_SIZE = 16
-_cache: OrderedDict[tuple[object, ...], DebugInfo | None] = OrderedDict()
+_cache: OrderedDict[tuple[object, ...], tuple[DebugInfo | None, tuple[str, ...]]] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -103,7 +108,7 @@ def _identity(path: str) -> tuple[int, int, int, int]:
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def open_debug_info(path: str, debug_root: str | list[str] | None = None) -> DebugInfo | None:
+def open_debug_info(path: str, debug_root: str | Sequence[str] | None = None) -> DebugInfo | None:
     """The DWARF of a file: its own, or its separate debug file's (build-id, then
     ``.gnu_debuglink``).
 
@@ -116,73 +121,71 @@ def open_debug_info(path: str, debug_root: str | list[str] | None = None) -> Deb
             else ``/usr/lib/debug``), a colon-separated string or a list.
 
     Returns:
-        The debug information, or None when neither the file nor a debug file for it has DWARF,
-        or rawprobe has no DWARF register table for the file's machine.
+        The debug information, or None when neither the file nor a debug file for it has DWARF.
 
     Raises:
         TargetNotFoundError: The file cannot be opened.
-        NotElfError: It is not an ELF file.
+        NotElfError: It is not an ELF file rawprobe can probe.
+        DwarfError: Its debug information is damaged.
     """
-    from .._errors import NotElfError, TargetNotFoundError
+    return _open(path, debug_root)[0]
 
+
+def _open(
+    path: str, debug_root: str | Sequence[str] | None
+) -> tuple[DebugInfo | None, tuple[str, ...]]:
+    """:func:`open_debug_info`, and the debug files searched when there is none."""
     try:
         identity = _identity(path)
     except FileNotFoundError:
         raise TargetNotFoundError(f"{path}: no such file") from None
     except OSError as error:
         raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot stat').lower()}") from None
-    roots = debug_root if debug_root is None or isinstance(debug_root, str) else \
-        tuple(debug_root)
-    key = (os.path.abspath(path), identity, roots if roots is not None
-           else os.environ.get("RAWPROBE_DEBUG_ROOT"))
+    roots = debug_roots(debug_root)
+    key = (os.path.abspath(path), identity, roots)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    try:
-        target = ElfFile(path)
-    except (TargetNotFoundError, NotElfError):
-        raise
-    except Exception as error:  # pyelftools: not ELF, or damaged
-        raise NotElfError(f"{path}: not an ELF file rawprobe can read ({error})") from None
+    target = read_elf(path)
     info: DebugInfo | None = None
     try:
-        arch = dwarf_arch(target.machine)
-        if arch is not None:
-            debug, source, _ = locate_debug_file(
-                target, list(debug_root) if isinstance(debug_root, tuple | list) else debug_root)
-            if debug is not None:
-                info = DebugInfo(target, debug, source, arch)
+        debug, source, searched = locate_debug_file(target, list(roots))
+        if debug is not None:
+            info = DebugInfo(target, debug, source, ARCH)
+    except RawprobeError:
+        target.close()
+        raise
     except Exception as error:  # damaged DWARF must not end in a traceback
         target.close()
         raise DwarfError(f"{path}: its debug information cannot be read ({error})") from None
     if info is None:
         target.close()
     with _cache_lock:
-        _cache[key] = info
+        _cache[key] = (info, tuple(searched))
         while len(_cache) > _CACHE_SIZE:
-            _, old = _cache.popitem(last=False)
+            _, (old, _) = _cache.popitem(last=False)
             if old is not None:
                 old.close()
-    return info
+    return info, tuple(searched)
 
 
-def require_debug_info(path: str, debug_root: str | list[str] | None = None) -> DebugInfo:
+def require_debug_info(path: str, debug_root: str | Sequence[str] | None = None) -> DebugInfo:
     """:func:`open_debug_info`, raising when there is none.
 
     Raises:
         NoDebugInfoError: Neither the file nor a separate debug file has DWARF.
     """
-    info = open_debug_info(path, debug_root)
+    info, searched = _open(path, debug_root)
     if info is None:
-        raise NoDebugInfoError(path)
+        raise NoDebugInfoError(path, searched)
     return info
 
 
 def clear_cache() -> None:
     """Forget every file read (and close them)."""
     with _cache_lock:
-        for info in _cache.values():
+        for info, _ in _cache.values():
             if info is not None:
                 info.close()
         _cache.clear()

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._probe.fetchargs import MAX_ARRAY_LEN
 from ._errors import TypeMismatchError
 
 __all__ = [
-    "MAX_ARRAY_LEN",
     "BitField",
     "MemberInfo",
     "array_count",
@@ -29,8 +29,6 @@ __all__ = [
     "strip_typedefs",
     "type_of",
 ]
-
-MAX_ARRAY_LEN = 64  # kernel/trace/trace_probe.h: MAX_ARRAY_LEN
 
 _QUALIFIERS = frozenset({
     "DW_TAG_const_type", "DW_TAG_volatile_type", "DW_TAG_restrict_type",

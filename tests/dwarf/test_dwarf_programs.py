@@ -393,7 +393,7 @@ def test_name_index_agrees_with_a_full_walk(program) -> None:  # type: ignore[no
                         walked.add((name, scope.die.offset, scope.kind))
         for name, dies in unit.globals().items():
             globals_walked |= {(name, die.offset) for die in dies}
-    index = info._scanned()
+    index = info._functions.scanned()
     assert {(name, die, kind) for name, refs in index.functions.items()
             for _, die, kind, _ in refs} == walked
     assert {(name, die) for name, refs in index.variables.items()
