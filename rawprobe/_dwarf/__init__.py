@@ -53,7 +53,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from .._errors import RawprobeError, TargetNotFoundError
+from .._symbols import TargetChangedError
 from .._symbols._debuginfo import debug_roots
+from .._symbols._index import ABSENT_KEY, FileKey, current_key, file_key
 from .._symbols.elf import read_elf
 from .._sys.arch import ARCH
 from ._compile import MAX_DEREFERENCES
@@ -98,27 +100,50 @@ __all__ = [
 ]
 
 _CACHE_SIZE = 16
-_cache: OrderedDict[tuple[object, ...], tuple[DebugInfo | None, tuple[str, ...]]] = OrderedDict()
+
+
+class _Entry:
+    """A cached answer: the debug information (or None), the debug files searched, and the
+    identity of the debug file it was read from (a changed debug file is read again)."""
+
+    __slots__ = ("debug_key", "info", "searched")
+
+    def __init__(self, info: DebugInfo | None, searched: tuple[str, ...],
+                 debug_key: FileKey | None) -> None:
+        self.info = info
+        self.searched = searched
+        self.debug_key = debug_key
+
+    def valid(self) -> bool:
+        return self.info is None or self.debug_key is None or \
+            current_key(self.info.debug_path) == self.debug_key
+
+
+_cache: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _identity(path: str) -> tuple[int, int, int, int]:
-    """(device, inode, size, mtime in ns): a file's identity, as the symbol cache keys it."""
-    info = os.stat(path)
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
-
-
-def open_debug_info(path: str, debug_root: str | Sequence[str] | None = None) -> DebugInfo | None:
+def open_debug_info(
+    path: str,
+    debug_root: str | Sequence[str] | None = None,
+    *,
+    expect_key: FileKey | None = None,
+) -> DebugInfo | None:
     """The DWARF of a file: its own, or its separate debug file's (build-id, then
     ``.gnu_debuglink``).
 
-    Results are kept in memory, keyed by the file's identity (device, inode, size, mtime), so a
-    second call costs a ``stat``; a file that changes is read again.
+    Files are read once per process: results are kept in memory, keyed by the file's identity
+    (device, inode, size, mtime, ctime, as the symbol cache keys files) and checked against the
+    separate debug file's, so a second call costs a ``stat`` or two, and a file that changes is
+    read again.
 
     Args:
         path: The probed program or library.
         debug_root: Directories holding separate debug files (None: ``$RAWPROBE_DEBUG_ROOT``,
             else ``/usr/lib/debug``), a colon-separated string or a list.
+        expect_key: The identity of a file the caller opened at ``path``
+            (:attr:`rawprobe._host.files.TargetFile.key`): the answer must describe that very
+            file.
 
     Returns:
         The debug information, or None when neither the file nor a debug file for it has DWARF.
@@ -126,31 +151,36 @@ def open_debug_info(path: str, debug_root: str | Sequence[str] | None = None) ->
     Raises:
         TargetNotFoundError: The file cannot be opened.
         NotElfError: It is not an ELF file rawprobe can probe.
+        TargetChangedError: ``path`` is no longer the file ``expect_key`` describes.
         DwarfError: Its debug information is damaged.
     """
-    return _open(path, debug_root)[0]
+    return _open(path, debug_root, expect_key).info
 
 
 def _open(
-    path: str, debug_root: str | Sequence[str] | None
-) -> tuple[DebugInfo | None, tuple[str, ...]]:
-    """:func:`open_debug_info`, and the debug files searched when there is none."""
-    try:
-        identity = _identity(path)
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot stat').lower()}") from None
+    path: str, debug_root: str | Sequence[str] | None, expect_key: FileKey | None
+) -> _Entry:
+    path = os.path.abspath(path)
+    key = current_key(path)
+    if key == ABSENT_KEY:
+        raise TargetNotFoundError(f"{path}: no such file, or it cannot be read")
+    if expect_key is not None and key != expect_key:
+        raise TargetChangedError(path)
     roots = debug_roots(debug_root)
-    key = (os.path.abspath(path), identity, roots)
+    cache_key = (path, key, roots)
     with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
+        entry = _cache.get(cache_key)
+        if entry is not None and entry.valid():
+            _cache.move_to_end(cache_key)
+            return entry
     target = read_elf(path)
     info: DebugInfo | None = None
     try:
+        if file_key(os.fstat(target.stream.fileno())) != key:
+            raise TargetChangedError(path)
         debug, source, searched = locate_debug_file(target, list(roots))
+        debug_key = None if debug is None or debug is target else \
+            file_key(os.fstat(debug.stream.fileno()))
         if debug is not None:
             info = DebugInfo(target, debug, source, ARCH)
     except RawprobeError:
@@ -161,31 +191,41 @@ def _open(
         raise DwarfError(f"{path}: its debug information cannot be read ({error})") from None
     if info is None:
         target.close()
+    entry = _Entry(info, tuple(searched), debug_key)
     with _cache_lock:
-        _cache[key] = (info, tuple(searched))
+        old_entry = _cache.pop(cache_key, None)
+        _cache[cache_key] = entry
         while len(_cache) > _CACHE_SIZE:
-            _, (old, _) = _cache.popitem(last=False)
-            if old is not None:
-                old.close()
-    return info, tuple(searched)
+            _, evicted = _cache.popitem(last=False)
+            if evicted.info is not None:
+                evicted.info.close()
+    if old_entry is not None and old_entry.info is not None:
+        old_entry.info.close()
+    return entry
 
 
-def require_debug_info(path: str, debug_root: str | Sequence[str] | None = None) -> DebugInfo:
+def require_debug_info(
+    path: str,
+    debug_root: str | Sequence[str] | None = None,
+    *,
+    expect_key: FileKey | None = None,
+) -> DebugInfo:
     """:func:`open_debug_info`, raising when there is none.
 
     Raises:
-        NoDebugInfoError: Neither the file nor a separate debug file has DWARF.
+        NoDebugInfoError: Neither the file nor a separate debug file has DWARF (the message
+            names the debug files looked for).
     """
-    info, searched = _open(path, debug_root)
-    if info is None:
-        raise NoDebugInfoError(path, searched)
-    return info
+    entry = _open(path, debug_root, expect_key)
+    if entry.info is None:
+        raise NoDebugInfoError(path, entry.searched)
+    return entry.info
 
 
 def clear_cache() -> None:
     """Forget every file read (and close them)."""
     with _cache_lock:
-        for info, _ in _cache.values():
-            if info is not None:
-                info.close()
+        for entry in _cache.values():
+            if entry.info is not None:
+                entry.info.close()
         _cache.clear()

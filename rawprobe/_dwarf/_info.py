@@ -203,6 +203,29 @@ class DebugInfo:
             f"{function!r} at address {address:#x} (the code there belongs to "
             f"{innermost.function_scope.name})", self.path)
 
+    # -- addresses --------------------------------------------------------------------------
+
+    def file_offset(self, address: int) -> int:
+        """The file offset of an address (where a uprobe at it is planted): through the
+        ``PT_LOAD`` segment that holds it.
+
+        Raises:
+            DwarfError: No segment holds it.
+        """
+        for segment in self._segments:
+            if segment.contains(address):
+                return address - segment.vaddr + segment.offset
+        raise DwarfError(f"{address:#x} is in no loadable segment of {self.path}")
+
+    def address_of(self, file_offset: int) -> int | None:
+        """The address of the code at a file offset (the inverse of :meth:`file_offset`, in
+        the executable segments), or None when none holds it."""
+        for segment in self._segments:
+            if segment.executable and segment.offset <= file_offset < \
+                    segment.offset + segment.memsz:
+                return file_offset - segment.offset + segment.vaddr
+        return None
+
     # -- functions --------------------------------------------------------------------------
 
     @_guarded

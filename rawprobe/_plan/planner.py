@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import UsageError
+from .._errors import SymbolNotFoundError, UsageError
 from .._host.files import TargetFile
 from .._probe.aggregations import AggregationSpec
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from .._probe.fetchargs import Deref, FetchArg, FileOffset, Source
+from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Source
 from .._probe.filters import FilterExpr, parse_filter
 from .._probe.typed import Probe
 from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
@@ -28,6 +28,7 @@ from .events import RecordLayout
 from .filters import compile_filter
 from .session import Plan, PlannedEvent
 from .sites import Site, check_site
+from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
 
 __all__ = ["Planner", "check_locations"]
 
@@ -161,16 +162,18 @@ class Planner:
         target = self._open(spec)
         roles = ("entry", "return") if latency else ("",)
         glob = is_glob(spec.location)
-        sites, go_evidence = self._sites(spec, target)
-        accepted: list[Site] = []
+        placements, go_evidence = self._placements(spec, target, latency)
+        accepted: list[Placement] = []
         left_out: dict[str, list[str]] = {}
-        for site in sites:
+        for placement in placements:
             refusal = next(
                 (reason for role in roles if (reason := check_site(
-                    target, site, retprobe=spec.retprobe or role == "return",
+                    target, placement.return_site or placement.site if role == "return"
+                    else placement.site, retprobe=spec.retprobe or role == "return",
                     go_evidence=go_evidence, pids=self.pids, force=self.force)) is not None),
                 None,
             )
+            site = placement.site
             if refusal is not None:
                 if not glob:
                     hint = "" if self.force else " (--force plants it anyway)"
@@ -180,11 +183,13 @@ class Planner:
                                      f"{refusal}{hint}")
                 left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
                 continue
-            accepted.append(site)
-        self._warn(spec, accepted, left_out, glob)
+            accepted.append(placement)
+        self._warn(spec, [placement.site for placement in accepted], left_out, glob)
         names: list[str] = []
-        for site in accepted:
-            name = default_event_name(spec, site.symbol, site.file_offset, target.path)
+        for placement in accepted:
+            site = placement.site
+            name = default_event_name(spec, placement.event_symbol, site.file_offset,
+                                      target.path)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
             if name in self._names and name not in names:
@@ -193,11 +198,37 @@ class Planner:
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
                 )
             for role in roles:
-                self._plan_event(spec, site, target, name, role, filter_expr, filter_text, glob)
+                self._plan_event(spec, placement.return_site or site if role == "return"
+                                 else site, placement.fetchargs, target, name, role,
+                                 filter_expr, filter_text, glob)
             self._names.add(name)
             if name not in names:
                 names.append(name)
         return names
+
+    def _placements(self, spec: ProbeSpec, target: TargetFile,
+                    latency: bool) -> tuple[list[Placement], str]:
+        """Where a word's probes go and what each reads, and why the file is a Go program
+        (or "")."""
+        from .._symbols import describe_target
+
+        if spec.source_line is not None:
+            return debug_placements(spec, target, (), force=self.force, latency=latency,
+                                    warnings=self.warnings), \
+                describe_target(target.path).go_evidence or ""
+        try:
+            sites, go_evidence = self._sites(spec, target)
+        except SymbolNotFoundError:
+            inlined = inlined_only_placements(spec, target, force=self.force,
+                                              warnings=self.warnings)
+            if inlined is None:
+                raise
+            return inlined, describe_target(target.path).go_evidence or ""
+        if spec.kind == "usdt" or not any(isinstance(arg.source, DebugVariable)
+                                          for arg in spec.fetchargs):
+            return plain_placements(spec, sites), go_evidence
+        return debug_placements(spec, target, sites, force=self.force, latency=latency,
+                                warnings=self.warnings), go_evidence
 
     def _open(self, spec: ProbeSpec) -> TargetFile:
         from .._symbols import find_target
@@ -272,6 +303,7 @@ class Planner:
         self,
         spec: ProbeSpec,
         site: Site,
+        fetchargs: tuple[FetchArg, ...],
         target: TargetFile,
         name: str,
         role: str,
@@ -287,7 +319,6 @@ class Planner:
         """
         retprobe = spec.retprobe or role == "return"
         at_entry = site.at_entry and not retprobe and self.stack
-        fetchargs = spec.fetchargs
         if site.usdt_args is not None and not fetchargs:
             from .._usdt import default_fetchargs
 
