@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._output.format import EventFormatter, WallClock
     from ._output.tables import Count, CountTable, Histogram, HistogramSet
     from ._plan.events import Event
+    from ._plan.listing import FunctionLines, SiteVariables, list_lines, list_variables
     from ._plan.planner import check_locations
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
@@ -106,6 +107,10 @@ _LAZY = {
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
     "Event": ("._plan.events", "Event"),
+    "FunctionLines": ("._plan.listing", "FunctionLines"),
+    "SiteVariables": ("._plan.listing", "SiteVariables"),
+    "list_lines": ("._plan.listing", "list_lines"),
+    "list_variables": ("._plan.listing", "list_variables"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
     "TargetInfo": ("._symbols", "TargetInfo"),
@@ -150,6 +155,7 @@ __all__ = [
     "EventFormatter",
     "FetchArgError",
     "FilterError",
+    "FunctionLines",
     "HistSpec",
     "Histogram",
     "HistogramSet",
@@ -163,6 +169,7 @@ __all__ = [
     "ProbeSpec",
     "ProbeSyntaxError",
     "RawprobeError",
+    "SiteVariables",
     "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
@@ -188,8 +195,10 @@ __all__ = [
     "histogram",
     "latency",
     "list_functions",
+    "list_lines",
     "list_probes",
     "list_usdt_probes",
+    "list_variables",
     "parse_hist",
     "parse_probe",
     "resolve_location",

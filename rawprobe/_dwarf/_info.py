@@ -367,6 +367,14 @@ class DebugInfo:
     # -- source lines -----------------------------------------------------------------------
 
     @_guarded
+    def line_at(self, address: int) -> tuple[str | None, int] | None:
+        """The source file and line whose code holds ``address``, or None when the line
+        table does not say."""
+        with self._lock:
+            unit = self._unit_at(address)
+            return None if unit is None else self._lines.line_at(unit, address)
+
+    @_guarded
     def line_addresses(self, file: str, line: int) -> list[LineAddress]:
         """Where the code of a source line starts (``file:line`` probes).
 
@@ -416,7 +424,8 @@ class DebugInfo:
 
         Returns:
             Lines in order, each with its addresses across the function's instances (code of
-            other functions inlined into it left out).
+            other functions inlined into it left out, and addresses where another line's code
+            starts as well, which :meth:`line_addresses` refuses).
 
         Raises:
             FunctionNotFoundError: No such function.

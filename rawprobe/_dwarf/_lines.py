@@ -4,6 +4,7 @@ function have code, read from the units' line tables as perf probe reads them.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,21 @@ class Lines:
         for row in unit.rows_at(address):
             if row.is_stmt and not row.end_sequence:
                 return unit.file_name(row.file), row.line
+        return None
+
+    @staticmethod
+    def line_at(unit: Unit, address: int) -> tuple[str | None, int] | None:
+        """The line whose code holds ``address``: the last row of the line table at or before
+        it (in its sequence)."""
+        rows = unit.rows()
+        index = bisect.bisect_right([row.address for row in rows], address) - 1
+        while index >= 0:
+            row = rows[index]
+            if row.end_sequence:
+                return None
+            if row.line:
+                return unit.file_name(row.file), row.line
+            index -= 1
         return None
 
     def _unit_lines(self, unit: Unit, file: str, line: int) -> Iterator[int]:
@@ -163,6 +179,12 @@ class Lines:
             tree = scope.real_function
             decl_index = attribute(scope.die, "DW_AT_decl_file")
             decl_file = unit.file_name(decl_index.value) if decl_index is not None else None
+            decl_line = attribute(scope.die, "DW_AT_decl_line")
+            entry = scope.entry()
+            if scope.kind == "function" and decl_file is not None and decl_line is not None \
+                    and entry is not None:
+                # The entry is the declaration's line (FUNC:0), as perf attributes it.
+                by_line.setdefault((decl_file, int(decl_line.value)), set()).add(entry)
             for row in unit.rows():
                 if not row.is_stmt or row.end_sequence or not scope.contains(row.address):
                     continue
@@ -171,6 +193,10 @@ class Lines:
                 name = unit.file_name(row.file)
                 if name is None or (decl_file is not None and not same_file(name, decl_file)):
                     continue
+                represented = self._representative_line(unit, row.address)
+                if represented is not None and represented[1] != row.line and \
+                        represented[0] is not None and same_file(represented[0], name):
+                    continue  # another line's code starts here too: not this line's alone
                 by_line.setdefault((name, row.line), set()).add(row.address)
         return [SourceLine(file, line, tuple(sorted(addresses)))
                 for (file, line), addresses in sorted(by_line.items(),

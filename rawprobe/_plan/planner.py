@@ -206,6 +206,12 @@ class Planner:
                 names.append(name)
         return names
 
+    def placements(self, spec: ProbeSpec) -> tuple[TargetFile, list[Placement]]:
+        """Where a word's probes would go and what each would read (before
+        :func:`~rawprobe._plan.sites.check_site`): what ``rawprobe list --vars`` shows."""
+        target = self._open(spec)
+        return target, self._placements(spec, target, latency=False)[0]
+
     def _placements(self, spec: ProbeSpec, target: TargetFile,
                     latency: bool) -> tuple[list[Placement], str]:
         """Where a word's probes go and what each reads, and why the file is a Go program

@@ -45,12 +45,18 @@ class Placement:
         fetchargs: The fetch-args, in the kernel's language only.
         return_site: Where a return probe for the same call goes (``--hist latency``), when
             not at ``site``: a function's entry, when ``site`` is past its prologue.
+        address: The site's address in the debug information's terms (ELF virtual address),
+            when the debug information placed it.
+        function: Whose variables it reads there (an inlined copy's function, a source
+            line's), when the debug information placed it; None: the function holding it.
     """
 
     site: Site
     event_symbol: str | None
     fetchargs: tuple[FetchArg, ...]
     return_site: Site | None = None
+    address: int | None = None
+    function: str | None = None
 
 
 def plain_placements(spec: ProbeSpec, sites: Sequence[Site]) -> list[Placement]:
@@ -112,7 +118,7 @@ class _Planner:
             return None
         if site is None:
             site = self.site_at(address)
-        return Placement(site, event_symbol, fetchargs, return_site)
+        return Placement(site, event_symbol, fetchargs, return_site, address, function)
 
     def compile(self, address: int, function: str | None) -> tuple[FetchArg, ...]:
         """The word's fetch-args at ``address``, debug variables compiled there."""
