@@ -94,6 +94,7 @@ class DebugInfo:
         self._aranges: Any = None
         self._unit_ranges: list[tuple[int, int, int]] | None = None
         self._symbols: list[dict[str, list[tuple[int, int]]]] | None = None
+        self._naming: dict[str, list[int]] = {}
         self._functions = Functions(self)
         self._variables = Variables(self)
         self._compiler = Compiler(self, self._variables)
@@ -132,13 +133,16 @@ class DebugInfo:
         for cu in self._dwarf.iter_CUs():
             yield self._unit(cu.cu_offset, cu)
 
-    def _units_naming(self, file: str) -> Iterator[Unit]:
+    def _units_naming(self, file: str) -> list[Unit]:
         """The units whose line table names a source file (read through the name index, so
-        the others' DIEs are not read)."""
-        self._functions.scanned()
-        for unit in self._iter_units():
-            if any(name and same_file(name, file) for name in unit.file_names()):
-                yield unit
+        the others' DIEs are not read), remembered by file."""
+        offsets = self._naming.get(file)
+        if offsets is None:
+            self._functions.scanned()
+            offsets = [unit.cu.cu_offset for unit in self._iter_units()
+                       if any(name and same_file(name, file) for name in unit.file_names())]
+            self._naming[file] = offsets
+        return [self._unit(offset) for offset in offsets]
 
     def _unit_at(self, address: int) -> Unit | None:
         """The unit whose code contains ``address``: ``.debug_aranges`` says, for the units it

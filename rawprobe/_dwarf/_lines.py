@@ -172,36 +172,35 @@ class Lines:
         return inside
 
     def lines(self, function: str) -> list[SourceLine]:
-        """:meth:`DebugInfo.lines`."""
-        by_line: dict[tuple[str, int], set[int]] = {}
-        for scope in self._info._functions.instance_scopes(function):
+        """:meth:`DebugInfo.lines`: the lines of the function's file, from the rows of its
+        instances, that :meth:`line_addresses` places in the function itself."""
+        scopes = self._info._functions.instance_scopes(function)
+        names = {scope.name for scope in scopes}
+        candidates: set[tuple[str, int]] = set()
+        for scope in scopes:
             unit = scope.unit
-            tree = scope.real_function
             decl_index = attribute(scope.die, "DW_AT_decl_file")
             decl_file = unit.file_name(decl_index.value) if decl_index is not None else None
             decl_line = attribute(scope.die, "DW_AT_decl_line")
-            entry = scope.entry()
-            if scope.kind == "function" and decl_file is not None and decl_line is not None \
-                    and entry is not None:
-                # The entry is the declaration's line (FUNC:0), as perf attributes it.
-                by_line.setdefault((decl_file, int(decl_line.value)), set()).add(entry)
+            if decl_file is not None and decl_line is not None:
+                candidates.add((decl_file, int(decl_line.value)))
             for row in unit.rows():
                 if not row.is_stmt or row.end_sequence or not scope.contains(row.address):
                     continue
-                if tree.innermost(row.address).function_scope is not scope:
-                    continue  # another function inlined here
                 name = unit.file_name(row.file)
-                if name is None or (decl_file is not None and not same_file(name, decl_file)):
-                    continue
-                represented = self._representative_line(unit, row.address)
-                if represented is not None and represented[1] != row.line and \
-                        represented[0] is not None and same_file(represented[0], name):
-                    continue  # another line's code starts here too: not this line's alone
-                by_line.setdefault((name, row.line), set()).add(row.address)
-        return [SourceLine(file, line, tuple(sorted(addresses)))
-                for (file, line), addresses in sorted(by_line.items(),
-                                                      key=lambda item: item[0][1])]
-
+                if name is not None and (decl_file is None or same_file(name, decl_file)):
+                    candidates.add((name, row.line))
+        result = []
+        for file, line in sorted(candidates, key=lambda item: (item[1], item[0])):
+            try:
+                found = self.line_addresses(file, line)
+            except LineNotFoundError:
+                continue  # its code starts where another line's does
+            addresses = sorted(entry.address for entry in found if entry.function in names
+                               and any(scope.contains(entry.address) for scope in scopes))
+            if addresses:
+                result.append(SourceLine(file, line, tuple(addresses)))
+        return result
 
 def same_file(full: str, asked: str) -> bool:
     """Whether ``asked`` names ``full``: equal, or its last path components."""
