@@ -141,12 +141,12 @@ class Compiler:
         if real is None:
             raise TypeMismatchError(f"{function.name} returns nothing (void)")
         if real.tag not in (*_POINTER_TAGS, "DW_TAG_base_type", "DW_TAG_enumeration_type"):
-            raise TypeMismatchError(f"{function.name} returns a {c_type_name(result_type)}, "
+            raise TypeMismatchError(f"{function.name} returns {c_type_name(result_type)}, "
                                     "which is not in one register")
         size = byte_size(real) or 8
         encoding = real.attributes.get("DW_AT_encoding")
         if size > 8 or (encoding is not None and encoding.value in (0x03, 0x04, 0x0F)):
-            raise TypeMismatchError(f"{function.name} returns a {c_type_name(result_type)}, "
+            raise TypeMismatchError(f"{function.name} returns {c_type_name(result_type)}, "
                                     "which is not in the integer return register")
         return _Resolved(ImplicitLocation(Value(Register("$retval"))), result_type)
 
@@ -215,7 +215,7 @@ class Compiler:
                 element = type_of(real)
                 address = _value_of(resolved.location)
             else:
-                raise TypeMismatchError(f"{text} is a {type_text}, not an array or a pointer, "
+                raise TypeMismatchError(f"{text} ({type_text}) is not an array or a pointer, "
                                         f"so {text}{accessor} means nothing")
             size = byte_size(element)
             if size is None:
@@ -223,23 +223,21 @@ class Compiler:
                                         "unknown, so it cannot be indexed")
             return _Resolved(MemoryLocation(address.plus(size * accessor.index)), element)
         assert isinstance(accessor, Member)
-        if real is not None and real.tag in _POINTER_TAGS:
-            if not accessor.arrow:
-                raise TypeMismatchError(f"{text} is a pointer ({type_text}): write "
-                                        f"{text}->{accessor.name}")
-            target = strip_typedefs(type_of(real))
-            base = _value_of(resolved.location)
-        else:
-            if accessor.arrow:
-                raise TypeMismatchError(f"{text} is not a pointer ({type_text}): write "
-                                        f"{text}.{accessor.name}")
-            target = real
-            base = _address_of(resolved.location, text)
+        pointer = real is not None and real.tag in _POINTER_TAGS
+        target = strip_typedefs(type_of(real)) if pointer else real
         if target is None or target.tag not in ("DW_TAG_structure_type", "DW_TAG_union_type",
                                                 "DW_TAG_class_type"):
             what = c_type_name(target) if target is not None else "void"
-            raise TypeMismatchError(f"{text} {'points to' if accessor.arrow else 'is'} "
-                                    f"{what}, not a struct or union")
+            raise TypeMismatchError(f"{text} {'points to' if pointer else 'is'} {what}, not a "
+                                    f"struct or union, so {text}{accessor} means nothing")
+        if pointer and not accessor.arrow:
+            raise TypeMismatchError(f"{text} is a pointer ({type_text}): write "
+                                    f"{text}->{accessor.name}")
+        if not pointer and accessor.arrow:
+            raise TypeMismatchError(f"{text} is not a pointer ({type_text}): write "
+                                    f"{text}.{accessor.name}")
+        base = _value_of(resolved.location) if pointer else \
+            _address_of(resolved.location, text)
         member = find_member(target, accessor.name)
         if member is None:
             names = member_names(target)
@@ -285,8 +283,8 @@ class Compiler:
                     is_character(type_of(real)):
                 string_address = _address_of(location, text)
             else:
-                raise TypeMismatchError(f"{text} is a {type_text}; :{cast} needs a char pointer "
-                                        "or a char array")
+                raise TypeMismatchError(f"{text} ({type_text}) is not a string: :{cast} needs "
+                                        "a char pointer or a char array")
             fetch = memory_text(string_address, file_offset)
             if fetch is None:
                 raise NotAvailableError(text, where, "the string's address cannot be expressed "
