@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rawprobe import ProbeSyntaxError, RawprobeError
 from rawprobe._probe.fetchargs import DebugVariable, Register
-from rawprobe._probe.words import SourceLine, default_event_name, parse_probe, split_place
+from rawprobe._probe.words import LineLocation, default_event_name, parse_probe, split_place
 
 
 @pytest.mark.parametrize(
@@ -193,19 +193,19 @@ def test_debug_variable_errors(word: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(("word", "target", "location", "line"), [
-    ("p:./main:main.c:27", "./main", "main.c:27", SourceLine("main.c", None, 27)),
-    ("p:./main:src/main.c:27", "./main", "src/main.c:27", SourceLine("src/main.c", None, 27)),
-    ("p:./main:add:3", "./main", "add:3", SourceLine(None, "add", 3)),
-    ("p:./main:ns::f:0", "./main", "ns::f:0", SourceLine(None, "ns::f", 0)),
-    ("p:libc:malloc.c:3000", "libc", "malloc.c:3000", SourceLine("malloc.c", None, 3000)),
+    ("p:./main:main.c:27", "./main", "main.c:27", LineLocation("main.c", None, 27)),
+    ("p:./main:src/main.c:27", "./main", "src/main.c:27", LineLocation("src/main.c", None, 27)),
+    ("p:./main:add:3", "./main", "add:3", LineLocation(None, "add", 3)),
+    ("p:./main:ns::f:0", "./main", "ns::f:0", LineLocation(None, "ns::f", 0)),
+    ("p:libc:malloc.c:3000", "libc", "malloc.c:3000", LineLocation("malloc.c", None, 3000)),
     ("p:./main:ns::f", "./main", "ns::f", None),
     ("p:./main:1234", "./main", "1234", None),
     ("p:./main:0x10", "./main", "0x10", None),
-    ('p:"/opt/a:b/main":add:3', "/opt/a:b/main", "add:3", SourceLine(None, "add", 3)),
+    ('p:"/opt/a:b/main":add:3', "/opt/a:b/main", "add:3", LineLocation(None, "add", 3)),
     ("usdt:./main:prov:name", "./main", "prov:name", None),
 ])
 def test_source_line_locations(word: str, target: str, location: str,
-                               line: SourceLine | None) -> None:
+                               line: LineLocation | None) -> None:
     spec = parse_probe(word)
     assert (spec.target, spec.location, spec.source_line) == (target, location, line)
     assert spec.uses_debug_info == (line is not None)

@@ -18,8 +18,16 @@ from dataclasses import dataclass
 from .._errors import ProbeSyntaxError
 from .fetchargs import DebugVariable, FetchArg, c_integer, parse_fetcharg
 
-__all__ = ["ProbeSpec", "SourceLine", "default_event_name", "is_glob", "parse_probe",
-           "parse_source_line", "quote_target", "split_place"]
+__all__ = [
+    "LineLocation",
+    "ProbeSpec",
+    "default_event_name",
+    "is_glob",
+    "parse_line_location",
+    "parse_probe",
+    "quote_target",
+    "split_place",
+]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -59,9 +67,9 @@ class ProbeSpec:
         return f"{self.target}:{self.location}"
 
     @property
-    def source_line(self) -> SourceLine | None:
+    def source_line(self) -> LineLocation | None:
         """The source line LOCATION names (``main.c:27``, ``add:3``), or None."""
-        return None if self.kind == "usdt" else parse_source_line(self.location)
+        return None if self.kind == "usdt" else parse_line_location(self.location)
 
     @property
     def uses_debug_info(self) -> bool:
@@ -73,7 +81,7 @@ class ProbeSpec:
 
 
 @dataclass(frozen=True)
-class SourceLine:
+class LineLocation:
     """A LOCATION that names a source line, as perf probe spells them.
 
     Attributes:
@@ -93,7 +101,7 @@ class SourceLine:
 _SOURCE_LINE = re.compile(r"(.*[^:]):(\d+)")
 
 
-def parse_source_line(location: str) -> SourceLine | None:
+def parse_line_location(location: str) -> LineLocation | None:
     """``FILE:LINE`` or ``FUNC:N`` (what :func:`split_place` leaves as a LOCATION), or None.
 
     As perf probe decides (tools/perf/util/probe-event.c, ``parse_perf_probe_point``): a name
@@ -104,8 +112,8 @@ def parse_source_line(location: str) -> SourceLine | None:
         return None
     name, line = match.group(1), int(match.group(2))
     if "." in name or "/" in name:
-        return SourceLine(name, None, line)
-    return SourceLine(None, name, line)
+        return LineLocation(name, None, line)
+    return LineLocation(None, name, line)
 
 
 _GLOB_CHARS = "*?["
@@ -287,7 +295,7 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError(
             "a USDT place is TARGET:[PROVIDER:]NAME", word, place_column + len(target) + 1
         )
-    if kind == "r" and parse_source_line(location) is not None:
+    if kind == "r" and parse_line_location(location) is not None:
         raise ProbeSyntaxError(
             f"a return probe goes on a function, not on a source line ({location}): write "
             "r:TARGET:FUNCTION", word, place_column + len(target) + 1)

@@ -24,7 +24,7 @@ from rawprobe import UsageError, split_place
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from rawprobe._plan.listing import FunctionLines, SiteVariables
+    from rawprobe import FunctionLines, SiteVariables
 
 __all__ = ["run_list_lines", "run_list_vars"]
 

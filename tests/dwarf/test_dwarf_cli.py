@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dwarf_programs import BUILDS, FUNCTIONS, Build, build, build_params
+from dwarf_programs import BUILDS, FUNCTIONS, Build, build, build_params, marker_line
 from helpers import build_c, run_rawprobe
 from test_dwarf_perf import (
     LIBC,
@@ -184,3 +184,15 @@ def test_perf_and_rawprobe_see_one_file() -> None:
     assert perf("-x", path, "-V", "add").returncode == 0
     (site,) = list_json("--vars", f"{path}:add")
     assert site["file_offset"] == Elf(path).file_offset(site["address"])
+
+
+def test_resolve_a_source_line() -> None:
+    path = build(Build("gcc", "-O0"))
+    line = marker_line("loop_add")
+    sites = rawprobe.list_variables(str(path), f"main.c:{line}")
+    done = run_rawprobe("resolve", "--json", f"{path}:main.c:{line}", check_status=0)
+    rows = [json.loads(text) for text in done.stdout.splitlines()]
+    assert [row["file_offset"] for row in rows] == [site.file_offset for site in sites]
+    assert all(row["name"] == "sum_squares" and row["refused"] is None for row in rows)
+    done = run_rawprobe("resolve", f"{path}:main.c:{line}%return")
+    assert done.returncode == 2 and "not on a source line" in done.stderr
