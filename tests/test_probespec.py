@@ -167,7 +167,7 @@ def test_what_stays_the_kernels() -> None:
     # An untyped $retval is typed from DWARF where there is some, else the kernel's.
     ret = parse_probe("r:./main:f $retval retval t=$retval:s32")
     assert [type(arg.source).__name__ for arg in ret.fetchargs] == [
-        "DebugVariable", "DebugVariable", "Register"]
+        "DebugVariable", "Register", "Register"]
     assert ret.fetchargs[0].name == "arg1" and not ret.uses_debug_info
     assert parse_probe("r:./main:f $retval->len").uses_debug_info
     expanded = parse_probe("p:./main:f $params $vars")

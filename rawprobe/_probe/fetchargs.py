@@ -20,9 +20,10 @@ information, as perf probe takes them (:class:`DebugVariable`)::
     ACCESS    := ->IDENT | .IDENT | [INDEX]
 
 with TYPE also ``s``, ``u`` or ``x`` (keep the width, change the sign or show in hex). A
-missing NAME becomes the last identifier (``x`` for ``o->in->x``). An untyped ``$retval`` (or
-``retval``) is typed from the function's DWARF return type where there is one. The planner
-compiles each at each probe site into the kernel fetch-arg it stands for.
+missing NAME becomes the last identifier (``x`` for ``o->in->x``). An untyped ``$retval`` is
+typed from the function's DWARF return type where there is one (bpftrace's ``retval`` stays
+the return register, ``x64``). The planner compiles each at each probe site into the kernel
+fetch-arg it stands for.
 """
 
 from __future__ import annotations
@@ -467,7 +468,7 @@ def _debug_variable(
     if body in EXPANSIONS:
         return DebugVariable(body, type_text)
     if _KERNEL_NAMES.fullmatch(body):
-        if body in ("$retval", "retval") and type_text is None and retprobe:
+        if body == "$retval" and type_text is None and retprobe:
             return DebugVariable("$retval", None, Register(ARCH.return_register))
         return None
     if not _DEBUG_EXPRESSION.fullmatch(body):

@@ -206,7 +206,7 @@ def test_chains_deeper_than_eight_reads_are_refused(program) -> None:  # type: i
         ("add", "a:float", dwarf.TypeMismatchError, "not a kernel type"),
         ("deep", "o.in", dwarf.TypeMismatchError, "write o->in"),
         ("deep", "o->inn", dwarf.TypeMismatchError, "did you mean in"),
-        ("deep", "o->in->x->y", dwarf.TypeMismatchError, "points to int, not a struct"),
+        ("deep", "o->in->x->y", dwarf.TypeMismatchError, "is int, not a struct"),
         ("deep", "o->in->x.y", dwarf.TypeMismatchError, "is int, not a struct"),
         ("deep", "o->name[16]", dwarf.TypeMismatchError, "past the end"),
         ("deep", "*o", dwarf.ExpressionSyntaxError, "variable name"),
