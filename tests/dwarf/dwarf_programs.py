@@ -148,6 +148,7 @@ struct config { int limit; const char *label; int table[4]; };
 
 int counter = 5;
 struct config config = { 100, "cfg", { 10, 20, 30, 40 } };
+char banner[16] = "banner";
 static FILE *out;
 
 __attribute__((noinline)) int add(int a, int b) {
@@ -213,10 +214,11 @@ int main(int argc, char **argv) {
     r += (int)strings(argv[2] + 1, buf);
     fprintf(out, "arrays arr=%ld n=%d\n", arr[3], argc + 3);
     r += (int)arrays(arr, argc + 3);
-    fprintf(out, "globals which=%d counter=%d limit=%d label=%s\n", seed - 2, counter,
-            config.limit, config.label);
+    fprintf(out, "globals which=%d counter=%d limit=%d label=%s banner=%s\n", seed - 2,
+            counter, config.limit, config.label, banner);
     r += globals(seed - 2);
-    fprintf(out, "globals__return arg1=%d\n", config.limit + counter * (seed - 2));
+    fprintf(out, "globals__return arg1=%d counter=%d banner=%s\n",
+            config.limit + counter * (seed - 2), counter, banner);
     r += sum_squares(seed + 1);
     fclose(out);
     return r == 0;
@@ -232,8 +234,9 @@ VALUES_PROBES = [
     "p:deep {path}:deep x=o->in->x y=o->in->y tag=o->tag name=o->name:string",
     "p:strings {path}:strings s:string buf:string",
     "p:arrays {path}:arrays arr=arr[3] n",
-    "p:globals {path}:globals which @counter @config.limit @config.label:string",
-    "r:globals__return {path}:globals $retval",
+    "p:globals {path}:globals which @counter @config.limit @config.label:string "
+    "@banner:string",
+    "r:globals__return {path}:globals $retval @counter @banner:string",
     "p:loop {path}:values.c:{loop} i total",
     "p:square {path}:square v",
 ]

@@ -191,3 +191,28 @@ def test_a_changed_file_is_not_read_for_another(tmp_path: Path) -> None:
 
 def test_the_program_source_is_what_the_tests_think() -> None:
     assert "LINE:loop_add" in PROGRAM.splitlines()[marker_line("loop_add") - 1]
+
+
+def test_bpf_refuses_globals_at_returns_on_kernels_without_func_ip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bpf_get_func_ip() in uprobes came with uprobe_multi links (Linux 6.6): without them,
+    the BPF backend refuses a return probe reading @+N before loading anything, and says to
+    use tracefs (which --backend auto then does)."""
+    from rawprobe._bpf import session as bpf_session
+    from rawprobe._errors import KernelFeatureError
+
+    class Missing:
+        @staticmethod
+        def available() -> bool:
+            return False
+
+    path = build(O0)
+    planner, _ = plan(f"r:{path}:globals $retval @counter", f"p:{path}:globals @counter")
+    monkeypatch.setattr(bpf_session, "UPROBE_MULTI", Missing)
+    with pytest.raises(KernelFeatureError, match="--backend tracefs"):
+        bpf_session._check_return_file_offsets(planner.plan())
+    entry_only = Planner()
+    entry_only.add(f"p:{path}:globals @counter")
+    entry_only.release_files()
+    bpf_session._check_return_file_offsets(entry_only.plan())
