@@ -87,7 +87,7 @@ class Tracer:
         self.aggregation = self._planner.aggregation
         self._notes: list[str] = []
         self._command = Command(command) if command is not None else None
-        self._plan: Plan | None = None
+        self.plan: Plan | None = None  # what start() planted: files, offsets, roles
         self._symbolizes = False
         self._session: Session | None = None
         self.resolver = AddressResolver()
@@ -150,12 +150,14 @@ class Tracer:
         if self._session is not None:
             return
         plan = self._planner.plan()
+        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
+        if self._symbolizes:
+            self.resolver.watch()  # before anything runs: every mapping made is recorded
         self._session, self.backend, note = open_session(
             plan, self.backend, ring_size=self.ring_size, follow=self._command is not None)
         if note:
             self._notes.append(note)
-        self._plan = plan
-        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
+        self.plan = plan
         self._attach(self._session)
 
     def _attach(self, session: Session) -> None:
@@ -318,7 +320,7 @@ class Tracer:
         """
         if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
-        session, plan = self._session, self._plan
+        session, plan = self._session, self.plan
         if session is None or plan is None:
             raise UsageError("the tracer has not started")
 
@@ -330,7 +332,7 @@ class Tracer:
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""
-        session, plan = self._session, self._plan
+        session, plan = self._session, self.plan
         if session is None or plan is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
         return summarize(plan, session.counters(), self._delivered)
@@ -376,6 +378,7 @@ def _finalize(state: dict[str, object]) -> None:
     command = state.get("_command")
     planner = state.get("_planner")
     processes = state.get("_processes")
+    resolver = state.get("resolver")
     try:
         if session is not None:
             session.close()  # type: ignore[attr-defined]
@@ -386,6 +389,8 @@ def _finalize(state: dict[str, object]) -> None:
             planner.release_files()
         if isinstance(processes, Processes):
             processes.close()
+        if isinstance(resolver, AddressResolver):
+            resolver.close()
         for fd in [state.get("_wake_read"), state.get("_wake_write")]:
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):

@@ -55,19 +55,22 @@ class CountTable:
 
     def folded(self) -> str:
         """Stacks in the folded format flame-graph tools read: ``a;b;c COUNT`` per line,
-        outermost frame first."""
-        lines = []
+        outermost frame first, each frame the bare function name (as bcc's ``stackcount -f``
+        writes them: two calls from different places in one function are one box); stacks
+        that become the same are merged."""
+        merged: dict[str, int] = {}
         for row in self.rows:
-            frames = list(reversed(row.stack or ()))
-            lines.append(";".join([row.event, *frames]) + f" {row.count}")
-        return "\n".join(lines)
+            frames = [frame.split("+0x", 1)[0] for frame in reversed(row.stack or ())]
+            line = ";".join([row.event, *frames])
+            merged[line] = merged.get(line, 0) + row.count
+        return "\n".join(f"{line} {count}" for line, count in merged.items())
 
     def __str__(self) -> str:
         if not self.rows:
             return "(no calls)"
         keyed = any(row.key is not None for row in self.rows)
-        width = max(len(row.event) for row in self.rows)
-        key_width = max((len(str(row.key)) for row in self.rows), default=0)
+        width = max(len("EVENT"), *(len(row.event) for row in self.rows))
+        key_width = max(len("KEY"), *(len(str(row.key)) for row in self.rows))
         head = f"{'EVENT':<{width}}  " + (f"{'KEY':<{key_width}}  " if keyed else "") + "COUNT"
         lines = [head]
         for row in self.rows:

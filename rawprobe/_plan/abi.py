@@ -9,6 +9,7 @@ path, so construct builds them directly; records are decoded on the hot path by
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 from typing import Any
 
 import construct as c
@@ -36,6 +37,7 @@ __all__ = [
     "STR_CONST_LEN",
     "Action",
     "BaseKind",
+    "Cmp",
     "HistKind",
     "KeyKind",
     "PredOp",
@@ -61,7 +63,7 @@ KEY_LEN = 64
 STACK_DEPTH = 127
 
 
-class Action:
+class Action(IntEnum):
     """enum rp_action."""
 
     STREAM = 0
@@ -72,7 +74,7 @@ class Action:
     TALLY = 5
 
 
-class KeyKind:
+class KeyKind(IntEnum):
     """enum rp_key."""
 
     NONE = 0
@@ -80,14 +82,14 @@ class KeyKind:
     STRING = 2
 
 
-class HistKind:
+class HistKind(IntEnum):
     """enum rp_hist."""
 
     LOG2 = 0
     LINEAR = 1
 
 
-class BaseKind:
+class BaseKind(IntEnum):
     """enum rp_base."""
 
     REG = 0
@@ -95,14 +97,14 @@ class BaseKind:
     COMM = 2
 
 
-class StoreKind:
+class StoreKind(IntEnum):
     """enum rp_store."""
 
     INT = 0
     STRING = 1
 
 
-class PredOp:
+class PredOp(IntEnum):
     """enum rp_pred_op."""
 
     CMP = 0
@@ -113,8 +115,21 @@ class PredOp:
     NOT = 5
 
 
+class Cmp(IntEnum):
+    """enum rp_cmp."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    LE = 3
+    GT = 4
+    GE = 5
+    AND = 6
+
+
 # enum rp_cmp, by the operator a filter spells.
-CMP_CODES = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "&": 6}
+CMP_CODES = {"==": Cmp.EQ, "!=": Cmp.NE, "<": Cmp.LT, "<=": Cmp.LE, ">": Cmp.GT, ">=": Cmp.GE,
+             "&": Cmp.AND}
 
 FIELD = c.Struct(
     "base" / c.Int8ul,

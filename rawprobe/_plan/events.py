@@ -71,6 +71,17 @@ class RecordLayout:
         twin.event_class = twin._event_class()
         return twin
 
+    def with_stack(self) -> RecordLayout:
+        """The same layout, its events carrying a user stack that comes from elsewhere than
+        the record (a perf sample's callchain, for the tracefs backend)."""
+        if self.has_stack:
+            return self
+        twin = copy.copy(self)
+        twin.has_stack = True
+        twin.plain = False
+        twin.event_class = twin._event_class()
+        return twin
+
     def _event_class(self) -> type[Event]:
         return type("Event", (Event,), {"__slots__": (), "layout": self})
 

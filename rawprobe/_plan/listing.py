@@ -93,7 +93,7 @@ def list_variables(
             site = placement.site
             result.append(SiteVariables(
                 event=default_event_name(spec, placement.event_symbol, site.file_offset,
-                                         opened.path),
+                                         opened.path, placement.name_offset),
                 function=placement.function or (site.symbol or "?"),
                 inlined_into=copy.caller if copy is not None else None,
                 address=address,

@@ -189,7 +189,7 @@ class Planner:
         for placement in accepted:
             site = placement.site
             name = default_event_name(spec, placement.event_symbol, site.file_offset,
-                                      target.path)
+                                      target.path, placement.name_offset)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
             if name in self._names and name not in names:
@@ -404,7 +404,8 @@ class Planner:
         if not self.events:
             raise UsageError("no probes to attach")
         return Plan(tuple(self.events), tuple(self._configs), self.aggregation, self.stack,
-                    self.string_size)
+                    self.string_size,
+                    tuple((path, target.key) for path, target in self._files.items()))
 
     def release_files(self) -> None:
         """Close the opened targets. A run keeps them open while its probes are planted: the

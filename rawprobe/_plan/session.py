@@ -106,6 +106,9 @@ class Plan:
         aggregation: How events aggregate (None: they stream).
         stack: Streamed events carry the user stack; aggregations group by it.
         string_size: Bytes kept per string, NUL included.
+        targets: Each probed file's path and its identity when the planner opened it
+            (``TargetFile.key``: device, inode, size, mtime, ctime): a file replaced on disk
+            since (a package upgrade) no longer matches ``os.stat(path)``.
     """
 
     events: tuple[PlannedEvent, ...]
@@ -113,6 +116,7 @@ class Plan:
     aggregation: AggregationSpec | None = None
     stack: bool = False
     string_size: int = 256
+    targets: tuple[tuple[str, tuple[int, int, int, int, int]], ...] = ()
 
     @property
     def layouts(self) -> list[RecordLayout]:

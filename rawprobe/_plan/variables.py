@@ -49,6 +49,8 @@ class Placement:
             when the debug information placed it.
         function: Whose variables it reads there (an inlined copy's function, a source
             line's), when the debug information placed it; None: the function holding it.
+        name_offset: The offset into ``event_symbol`` the event's name carries (``add_5``
+            for ``add+5``); 0 for a function's probe, even past its prologue, as perf names it.
     """
 
     site: Site
@@ -57,6 +59,7 @@ class Placement:
     return_site: Site | None = None
     address: int | None = None
     function: str | None = None
+    name_offset: int = 0
 
 
 def plain_placements(spec: ProbeSpec, sites: Sequence[Site]) -> list[Placement]:
@@ -64,7 +67,8 @@ def plain_placements(spec: ProbeSpec, sites: Sequence[Site]) -> list[Placement]:
     fetchargs = spec.fetchargs
     if any(isinstance(arg.source, DebugVariable) for arg in fetchargs):
         fetchargs = _fallbacks(fetchargs)
-    return [Placement(site, site.symbol, fetchargs) for site in sites]
+    return [Placement(site, site.symbol, fetchargs, name_offset=site.symbol_offset)
+            for site in sites]
 
 
 def _fallbacks(fetchargs: Sequence[FetchArg]) -> tuple[FetchArg, ...]:
@@ -108,7 +112,8 @@ class _Planner:
                     warning=location.warning)
 
     def place(self, what: str, address: int, function: str | None, event_symbol: str | None,
-              site: Site | None = None, return_site: Site | None = None) -> Placement | None:
+              site: Site | None = None, return_site: Site | None = None,
+              name_offset: int = 0) -> Placement | None:
         """A placement at ``address`` (``site`` when it is known already), or None when a
         variable cannot be read there (kept in :attr:`left_out`)."""
         try:
@@ -118,7 +123,8 @@ class _Planner:
             return None
         if site is None:
             site = self.site_at(address)
-        return Placement(site, event_symbol, fetchargs, return_site, address, function)
+        return Placement(site, event_symbol, fetchargs, return_site, address, function,
+                         name_offset)
 
     def compile(self, address: int, function: str | None) -> tuple[FetchArg, ...]:
         """The word's fetch-args at ``address``, debug variables compiled there."""
@@ -248,10 +254,12 @@ def _function_site(planner: _Planner, site: Site, latency: bool, seen: set[int],
     address = info.address_of(site.file_offset)
     what = site.symbol or hex(site.file_offset)
     if address is None:  # pragma: no cover - resolve_location put it in a code segment
-        return [Placement(site, site.symbol, _fallbacks(spec.fetchargs))]
+        return [Placement(site, site.symbol, _fallbacks(spec.fetchargs),
+                          name_offset=site.symbol_offset)]
     if site.symbol_offset or site.kind not in ("func", "ifunc"):
         # SYMBOL+OFFSET: what is in scope there, as perf probe reads it.
-        return [planner.place(what, address, None, site.symbol, site)]
+        return [planner.place(what, address, None, site.symbol, site,
+                              name_offset=site.symbol_offset)]
     instance = info.function_at(address)
     if instance is None or instance.entry_address != address:
         if not spec.uses_debug_info:

@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import _attach, _demo, _doctor, _inspect, _probes
+    from . import _attach, _demo, _doctor, _inspect, _probes, _serve
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -36,6 +36,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(commands)
     _probes.add_parser(commands)
     _doctor.add_parser(commands)
+    _serve.add_parser(commands)
     return parser
 
 

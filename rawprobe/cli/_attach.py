@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
+from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, RawprobeError, UsageError
+
+from . import _views
 
 # The rest of the library is imported where it is used, so that building the parser (and
 # `rawprobe --help`) stays fast.
@@ -73,7 +77,7 @@ def add_parser(commands: Any) -> None:
         help="plant probes and print their events",
         description="Plant uprobes (p:), uretprobes (r:) and print an event per hit. "
         "Give '-- COMMAND ...' to start a command and trace it and its children.",
-        epilog="examples: rawprobe attach 'p:./main:add a=%%di:s32' -- ./main ; "
+        epilog="examples: rawprobe attach 'p:./main:add a=%di:s32' -- ./main ; "
         "rawprobe attach -p 1234 'r:libc:malloc ret=$retval:x64'",
     )
     parser.add_argument("probes", nargs="+", metavar="PROBE",
@@ -109,6 +113,7 @@ def add_parser(commands: Any) -> None:
                            "read them")
     aggregate.add_argument("--interval", type=_positive_float, metavar="SECONDS",
                            help="print (and restart) the aggregation every SECONDS")
+    _views.add_arguments(parser, aggregate)
     parser.add_argument("--string-size", type=_positive_int, default=DEFAULT_STRING_SIZE,
                         metavar="BYTES", help="bytes copied per string, NUL included "
                         f"(default {DEFAULT_STRING_SIZE}, at most 4096)")
@@ -163,14 +168,55 @@ def _no_interruptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _open_output(path: str | None) -> TextIO:
-    if path is None:
-        return sys.stdout
+def open_output(path: str) -> int:
+    """Open ``-o FILE`` for writing, safely for a process that runs as root: never through a
+    symbolic link, never a file another user owns or others may write to (a file planted in a
+    shared directory to receive what rawprobe reads from other processes' memory), never a
+    device or a FIFO. A new file is created 0600; an existing one of the caller's is made 0600.
+    Nothing is truncated here: :func:`truncate_output` does that once the probes are accepted.
+
+    Returns:
+        The descriptor.
+
+    Raises:
+        UsageError: The file cannot or must not be written (the message says why).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        # Events may carry strings read from other processes' memory: owner-only.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(f"refusing to write {path}: it is a symbolic link (write to the "
+                             "file it names, or remove the link)") from None
         raise UsageError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        why = None
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return fd  # /dev/null: events written nowhere, on purpose
+        if not stat.S_ISREG(info.st_mode):
+            why = ("it is not a regular file (a device or a FIFO); to send events there, "
+                   "redirect rawprobe's output in the shell")
+        elif info.st_uid != os.geteuid():
+            why = f"it belongs to another user (uid {info.st_uid})"
+        elif info.st_mode & 0o022:
+            why = "other users may write to it (group- or world-writable)"
+        elif info.st_nlink > 1:
+            why = "it has other hard links"
+        if why is not None:
+            raise UsageError(f"refusing to write {path}: {why}")
+        os.fchmod(fd, 0o600)  # events may hold strings read from other processes' memory
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def truncate_output(fd: int) -> TextIO:
+    """Empty the file :func:`open_output` opened and wrap it for writing."""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.ftruncate(fd, 0)
     return open(fd, "w", buffering=1 << 16)
 
 
@@ -187,6 +233,7 @@ class _Printer:
         self.printed = 0
         self.truncated = 0  # events with a string cut at --string-size
         self.formatter = EventFormatter(resolver=resolver)
+        self.views: _views.Views | None = None  # flame graph, timeline, terminal view
 
     @property
     def full(self) -> bool:
@@ -199,6 +246,8 @@ class _Printer:
             text = json.dumps(result.to_dict())
         elif self.folded and isinstance(result, CountTable):
             text = result.folded()
+        elif self.views is not None:
+            text = self.views.table_text(result, self.formatter.clock.text(time.monotonic_ns()))
         else:
             text = f"{self.formatter.clock.text(time.monotonic_ns())}\n{result}\n"
         self.out.write(text + "\n")
@@ -211,6 +260,8 @@ class _Printer:
             return
         self.out.write(self.formatter.lines(events, self.as_json))
         self.out.flush()
+        if self.views is not None:
+            self.views.events(events)
         self.printed += len(events)
         self.truncated += sum(1 for event in events if event.truncated)
 
@@ -225,6 +276,7 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
     printer = _Printer(out, args.json, args.max_events, tracer.resolver,
                        getattr(args, "folded", False))
     started = time.monotonic()
+    printer.views = _views.Views(args, tracer, out, printer.formatter)
     with _StopSignals() as stop:
         try:
             tracer.watch(stop.read_fd)
@@ -265,8 +317,14 @@ def run_trace(tracer: Tracer, args: argparse.Namespace, out: TextIO) -> TraceSta
                     printer.aggregates(tracer.aggregates(reset=interval is not None))
                 stats = tracer.stats()
                 tracer.close()
-    # What the user saw: with -n, events decoded past the limit are not counted as delivered.
-    return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated)
+                printer.views.close(stats)
+    # What the user saw: with -n, events decoded past the limit are not counted as delivered,
+    # and every hit after it is accounted for as such (hits = printed + filtered + lost + these).
+    after = 0
+    if printer.full and tracer.aggregation is None:
+        after = max(0, stats.hits - stats.filtered - stats.lost - printer.printed)
+    return dataclasses.replace(stats, events=printer.printed, truncated=printer.truncated,
+                               not_delivered=after)
 
 
 def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
@@ -291,8 +349,13 @@ def run_attach(args: argparse.Namespace) -> int:
     from rawprobe import Tracer, check_privileges
 
     aggregation = _aggregation(args)
+    _views.check_arguments(args)
     check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
-    out = _open_output(args.output)
+    if args.trace_command == []:
+        raise UsageError("'--' is followed by no command: give the command to trace after "
+                         "it, or drop the '--' to trace every process")
+    output_fd = open_output(args.output) if args.output is not None else None
+    out: TextIO = sys.stdout
     tracer = Tracer(
         pid=args.pid or None,
         command=args.trace_command,
@@ -306,14 +369,21 @@ def run_attach(args: argparse.Namespace) -> int:
     try:
         for word in args.probes:
             tracer.add(word, filter=args.filter)
+        if output_fd is not None:  # every probe word is accepted: now the file is emptied
+            out, output_fd = truncate_output(output_fd), None
         for warning in tracer.warnings:
             print(f"rawprobe: warning: {warning}", file=sys.stderr)
         stats = run_trace(tracer, args, out)
         _summary(stats, args, out, tracer.command_status)
     finally:
         tracer.close()
+        if output_fd is not None:
+            os.close(output_fd)
         if out is not sys.stdout:
-            out.close()
+            try:
+                out.close()
+            except OSError as error:
+                raise RawprobeError(f"writing {args.output}: {error.strerror}") from None
     return 0
 
 
@@ -327,6 +397,8 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
     }
     if stats.truncated:
         summary["truncated"] = stats.truncated
+    if stats.not_delivered:
+        summary["after_limit"] = stats.not_delivered
     # Per event name, what the kernel counted: nothing lost is left unexplained.
     summary["probes"] = {
         name: {"hits": c.hits, "lost": c.lost, "filtered": c.filtered}
@@ -343,6 +415,8 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
         line = f"rawprobe: {stats.events} event{'s' * (stats.events != 1)}, {stats.lost} lost"
     if stats.filtered:
         line += f", {stats.filtered} filtered"
+    if stats.not_delivered:
+        line += f", {stats.not_delivered} after the -n {args.max_events} limit (not printed)"
     if stats.lost:
         line += " (the ring buffer was full: raise --ring-size, or trace fewer events)"
     print(line, file=sys.stderr)
@@ -350,4 +424,19 @@ def _summary(stats: TraceStats, args: argparse.Namespace, out: TextIO,
         print(f"rawprobe: {stats.truncated} event{'s' * (stats.truncated != 1)} had strings cut "
               "at --string-size (marked ...); raise it to see them whole", file=sys.stderr)
     if command_status:
-        print(f"rawprobe: the command exited with status {command_status}", file=sys.stderr)
+        print(f"rawprobe: the command {_ended(command_status)}", file=sys.stderr)
+    if stats.hits == 0 and args.trace_command:
+        print("rawprobe: note: no probe fired: the command (and the processes it started) never "
+              "ran the probed code; if it is a wrapper script or a launcher, probe the program "
+              "it runs, or trace every process (no '--')", file=sys.stderr)
+
+
+def _ended(status: int) -> str:
+    """How a command ended: ``exited with status 3``, ``was killed by SIGTERM``."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    return f"was killed by {name}"
