@@ -632,7 +632,9 @@ static __always_inline __s32 key_stack(struct pt_regs *ctx, struct rp_scratch *s
 	return stack_id;
 }
 
-static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
+_Static_assert(sizeof(struct pt_regs) / 8 <= RP_FUNC_IP_WORD, "pt_regs overlaps the function's address");
+
+static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable, const bool ret)
 {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 event_id = (__u32)cookie;
@@ -690,6 +692,8 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 #pragma unroll
 	for (i = 0; i < sizeof(struct pt_regs) / 8; i++)
 		s->regs[i] = ((__u64 *)ctx)[i];
+	if (ret)
+		s->regs[RP_FUNC_IP_WORD] = bpf_get_func_ip(ctx);
 
 	s->rec.header.ts_ns = bpf_ktime_get_ns();
 	s->rec.header.pid = pid_tgid >> 32;
@@ -752,13 +756,13 @@ out:
 SEC("uprobe")
 int rp_entry(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, false);
 }
 
 SEC("uretprobe")
 int rp_return(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, true);
 }
 
 /* Does nothing: the cost of a uprobe with a BPF program, and nothing else (benchmarks). */
@@ -776,37 +780,37 @@ int rp_empty(struct pt_regs *ctx)
 SEC("uprobe")
 int rp_entry_multi(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, false);
 }
 
 SEC("uretprobe")
 int rp_return_multi(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, true);
 }
 
 SEC("uprobe.s")
 int rp_entry_multi_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, false);
 }
 
 SEC("uretprobe.s")
 int rp_return_multi_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, true);
 }
 
 SEC("uprobe.s")
 int rp_entry_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, false);
 }
 
 SEC("uretprobe.s")
 int rp_return_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, true);
 }
 
 SEC("tp_btf/sched_process_fork")

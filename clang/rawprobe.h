@@ -22,6 +22,12 @@
 #define RP_MAX_RECORD 16384   /* bytes of one record: header, fixed fields and strings */
 #define RP_MAX_NEST 4         /* programs that may interleave on one CPU (preemption) */
 #define RP_REGS_WORDS 32      /* pt_regs copied as 64-bit words (power of two) */
+/*
+ * In return programs, the word after pt_regs that holds the probed function's address
+ * (bpf_get_func_ip(): Linux 6.6 for uprobes), from which the kernel's @+OFFSET is reckoned at
+ * a return (kernel/trace/trace_uprobe.c, translate_user_vaddr(): the breakpoint's address).
+ */
+#define RP_FUNC_IP_WORD 31 
 #define RP_COMM_LEN 16
 
 /* Where a field's value starts (struct rp_field.base). */

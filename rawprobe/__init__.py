@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ._output.format import EventFormatter, WallClock
     from ._output.tables import Count, CountTable, Histogram, HistogramSet, ValueRow, ValueTable
     from ._plan.events import Event
+    from ._plan.listing import FunctionLines, SiteVariables, list_lines, list_variables
     from ._plan.planner import check_locations
     from ._plan.session import SpanCounters
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
@@ -112,6 +113,10 @@ _LAZY = {
     "latency": ("._quick", "latency"),
     "stats": ("._quick", "stats"),
     "Event": ("._plan.events", "Event"),
+    "FunctionLines": ("._plan.listing", "FunctionLines"),
+    "SiteVariables": ("._plan.listing", "SiteVariables"),
+    "list_lines": ("._plan.listing", "list_lines"),
+    "list_variables": ("._plan.listing", "list_variables"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
     "TargetInfo": ("._symbols", "TargetInfo"),
@@ -156,6 +161,7 @@ __all__ = [
     "EventFormatter",
     "FetchArgError",
     "FilterError",
+    "FunctionLines",
     "HistSpec",
     "Histogram",
     "HistogramSet",
@@ -169,6 +175,7 @@ __all__ = [
     "ProbeSpec",
     "ProbeSyntaxError",
     "RawprobeError",
+    "SiteVariables",
     "Span",
     "SpanCounters",
     "Symbol",
@@ -198,8 +205,10 @@ __all__ = [
     "histogram",
     "latency",
     "list_functions",
+    "list_lines",
     "list_probes",
     "list_usdt_probes",
+    "list_variables",
     "parse_hist",
     "parse_probe",
     "resolve_location",

@@ -68,9 +68,13 @@ def build_c(
     flags: Sequence[str] = (),
     cxx: bool = False,
     suffix: str = "",
+    compiler: str | None = None,
 ) -> Path:
-    """Compile C (or C++) source text into an executable or library, cached by content."""
-    compiler = "g++" if cxx else "gcc"
+    """Compile C (or C++) source text into an executable or library, cached by content.
+
+    ``compiler`` names another compiler than gcc (g++ for ``cxx``): ``clang-19``, say.
+    """
+    compiler = compiler or ("g++" if cxx else "gcc")
     require_tool(compiler)
     key = hashlib.sha256("\0".join([compiler, source, *flags]).encode()).hexdigest()[:16]
     out_dir = BUILD_CACHE / key
@@ -217,9 +221,12 @@ class KernelTracer:
     of its own (so other users of tracefs neither see nor disturb its buffer).
 
     ``definitions`` are kernel lines without the group, e.g. ``p:ev /path:0x1139 a=%di``.
+    ``comm``: record only hits in tasks of that name (a probe in libc is hit by every
+    process, rawprobe's own included, and the buffer would overflow).
     """
 
-    def __init__(self, definitions: Sequence[str]) -> None:
+    def __init__(self, definitions: Sequence[str], comm: str | None = None) -> None:
+        self.comm = comm
         if not (TRACEFS / "uprobe_events").exists():
             skip_or_fail("tracefs is not mounted at /sys/kernel/tracing")
         self.group = f"rporacle_{os.getpid()}"
@@ -237,21 +244,34 @@ class KernelTracer:
 
     def __enter__(self) -> KernelTracer:
         self.instance.mkdir(exist_ok=True)
+        if self.comm is not None:
+            for event in self.events:
+                (self.instance / "events" / self.group / event / "filter").write_text(
+                    f'comm == "{self.comm[:15]}"')
         (self.instance / "events" / self.group / "enable").write_text("1")
         (self.instance / "tracing_on").write_text("1")
         return self
 
     def lines(self) -> list[tuple[str, str]]:
         """(event, arguments) of each recorded hit, in order."""
+        return [(event, arguments) for _, event, arguments in self.records()]
+
+    def records(self) -> list[tuple[int, str, str]]:
+        """(pid, event, arguments) of each recorded hit, in order: probes are host-wide, and
+        other processes may run the same program meanwhile."""
+        import re
+
         result = []
         for line in (self.instance / "trace").read_text().splitlines():
             if line.startswith("#"):
                 continue
+            task = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[\d+\]", line)
             for event in self.events:
                 marker = f" {event}: ("
                 if marker in line:
                     after = line.split(marker, 1)[1]
-                    result.append((event, after.split(") ", 1)[1] if ") " in after else ""))
+                    result.append((int(task.group(1)) if task else -1, event,
+                                   after.split(") ", 1)[1] if ") " in after else ""))
         return result
 
     def _remove(self) -> None:

@@ -77,7 +77,8 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_STR_CONST_LEN", abi.STR_CONST_LEN),
                          ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
                          ("RP_KEY_LEN", abi.KEY_LEN), ("RP_MAX_KEYS", abi.MAX_KEYS),
-                         ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
+                         ("RP_STACK_DEPTH", abi.STACK_DEPTH),
+                         ("RP_FUNC_IP_WORD", abi.FUNC_IP_WORD)]:
         assert f"#define {macro} {value} " in text, macro
 
 

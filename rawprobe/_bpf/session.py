@@ -17,6 +17,7 @@ from .._plan import abi
 from .._plan.events import Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
 from .._probe.defaults import DEFAULT_RING_SIZE
+from .._probe.fetchargs import Deref, FileOffset, Source
 from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
@@ -58,6 +59,29 @@ MULTI_THRESHOLD = 2
 _Group = tuple[str, bool, str]  # (kernel path, return probes, program suffix)
 
 
+def _reads_file_offset(source: Source) -> bool:
+    return isinstance(source, FileOffset) or (isinstance(source, Deref) and
+                                              _reads_file_offset(source.inner))
+
+
+def _check_return_file_offsets(plan: Plan) -> None:
+    """A return probe reads ``@+OFFSET`` (a global of the probed file) from the probed
+    function's address, which its program gets from bpf_get_func_ip(): Linux 6.6 for uprobes,
+    the release that brought uprobe_multi links (one series: their presence says it is there).
+
+    Raises:
+        KernelFeatureError: The kernel is older.
+    """
+    if UPROBE_MULTI.available():
+        return
+    for event in plan.events:
+        if event.retprobe and any(_reads_file_offset(arg.source) for arg in event.fetchargs):
+            raise KernelFeatureError(
+                f"{event.layout.event}: a return probe that reads memory of the probed file "
+                "(@+OFFSET, a global variable) needs bpf_get_func_ip() in uprobe programs "
+                "(Linux 6.6); use --backend tracefs, or read it in an entry probe")
+
+
 class BpfSession:
     """A loaded instance of rawprobe's BPF object, configured for a plan.
 
@@ -84,6 +108,7 @@ class BpfSession:
     ) -> None:
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
+        _check_return_file_offsets(plan)
         self._plan_events = list(plan.events)
         self._decoder = Decoder(plan.layouts)
         self._busy = False

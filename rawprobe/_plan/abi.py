@@ -20,6 +20,7 @@ __all__ = [
     "AGG_VALUE",
     "CMP_CODES",
     "COOKIE_TALLY",
+    "FUNC_IP_WORD",
     "HEADER",
     "HEADER_STRUCT",
     "KEY_DATA_LEN",
@@ -60,6 +61,7 @@ STR_CONST_LEN = 64
 MAX_RECORD = 16384
 MAX_NEST = 4
 COMM_LEN = 16
+FUNC_IP_WORD = 31  # in return programs, the probed function's address (bpf_get_func_ip)
 
 PROBE_RETURN = 1 << 0
 COOKIE_TALLY = 1 << 31  # in a cookie's configuration half: the probe only counts hits

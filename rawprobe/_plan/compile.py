@@ -192,6 +192,7 @@ def _lower(
     word: str,
     probe_file_offset: int,
     usdt_args: Sequence[UsdtArgument] | None,
+    retprobe: bool = False,
 ) -> Lowered:
     if isinstance(source, Register):
         return Lowered(abi.BaseKind.REG, ARCH.registers[source.name], 0, ())
@@ -205,11 +206,13 @@ def _lower(
         return Lowered(abi.BaseKind.IMM, 0, source.address, (0,))
     if isinstance(source, FileOffset):
         # The kernel's translate_user_vaddr() (kernel/trace/trace_uprobe.c): the file is mapped
-        # so that address - file offset is constant, and at an entry probe the instruction
-        # pointer is the probed address, i.e. the probe's own file offset.
+        # so that address - file offset is constant, and the probed address is at the probe's
+        # own file offset. At an entry probe the instruction pointer is the probed address; at
+        # a return it is the caller's, and the program keeps the probed function's address in
+        # a word of its own (RP_FUNC_IP_WORD).
         return Lowered(
             abi.BaseKind.REG,
-            ARCH.registers[ARCH.instruction_pointer],
+            abi.FUNC_IP_WORD if retprobe else ARCH.registers[ARCH.instruction_pointer],
             source.offset - probe_file_offset,
             (0,),
         )
@@ -218,7 +221,7 @@ def _lower(
         return Lowered(abi.BaseKind.REG, ARCH.registers[ARCH.instruction_pointer],
                        source.delta, ())
     if isinstance(source, Deref):
-        inner = _lower(source.inner, arg, word, probe_file_offset, usdt_args)
+        inner = _lower(source.inner, arg, word, probe_file_offset, usdt_args, retprobe)
         return Lowered(inner.base, inner.reg, inner.imm, (*inner.derefs, source.offset))
     if isinstance(source, UsdtArg):
         if usdt_args is None:
@@ -309,7 +312,7 @@ def compile_fetchargs(
             offset += 4
             string_bytes += abi.COMM_LEN
             continue
-        lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args)
+        lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args, retprobe)
         if usdt_arg is not None and arg_type.is_string and lowered.derefs:
             # The string a USDT argument points to: when the argument is in memory
             # (8@-24(%rbp)), one load gives the pointer and the string lies where it points.

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import UsageError
+from .._errors import SymbolNotFoundError, UsageError
 from .._host.files import TargetFile
 from .._probe.aggregations import LATENCY, AggregationSpec
+from .._probe.argtypes import parse_type
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from .._probe.fetchargs import Deref, FetchArg, FileOffset, Immediate, Source, parse_type
+from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Immediate, Source
 from .._probe.filters import FilterExpr, parse_filter
 from .._probe.typed import Probe, Span
 from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
@@ -37,6 +38,7 @@ from .events import RecordLayout
 from .filters import compile_filter
 from .session import Plan, PlannedEvent
 from .sites import Site, check_site
+from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
 
 __all__ = ["Planner", "check_locations"]
 
@@ -217,8 +219,10 @@ class Planner:
         if not starts[1] or not ends[1]:
             raise UsageError(f"--span: {(start if not starts[1] else end).text!r} matches no "
                              "function that can be probed")
-        start_fields = self._fields(start, starts[1][0], "start", span.key)
-        end_fields = self._fields(end, ends[1][0], "end", span.key)
+        first_start, first_end = starts[1][0], ends[1][0]
+        start_fields = self._fields(start, first_start.site, first_start.fetchargs, "start",
+                                    span.key)
+        end_fields = self._fields(end, first_end.site, first_end.fetchargs, "end", span.key)
         keys = self.aggregation.keys if self.aggregation is not None else ()
         layout = key_layout(keys, end_fields, start_fields, word=end.text) if keys else ()
         self._span = _SpanPlan(SpanMatch(0, span.key), layout)
@@ -228,22 +232,24 @@ class Planner:
         ]
 
     def _accepted(self, spec: ProbeSpec, roles: Sequence[str]
-                  ) -> tuple[TargetFile, list[Site], bool]:
+                  ) -> tuple[TargetFile, list[Placement], bool]:
         """The target of a spec and the sites of it that pass check_site (for every role:
         a latency pair's return probe too); a refused site fails the word unless it is one of
         a glob's (then it is left out with a warning)."""
         target = self._open(spec)
         glob = is_glob(spec.location)
-        sites, go_evidence = self._sites(spec, target)
-        accepted: list[Site] = []
+        placements, go_evidence = self._placements(spec, target, latency="end" in roles)
+        accepted: list[Placement] = []
         left_out: dict[str, list[str]] = {}
-        for site in sites:
+        for placement in placements:
             refusal = next(
                 (reason for role in roles if (reason := check_site(
-                    target, site, retprobe=spec.retprobe or role == "end",
+                    target, placement.return_site or placement.site if role == "end"
+                    else placement.site, retprobe=spec.retprobe or role == "end",
                     go_evidence=go_evidence, pids=self.pids, force=self.force)) is not None),
                 None,
             )
+            site = placement.site
             if refusal is not None:
                 if not glob:
                     hint = "" if self.force else " (--force plants it anyway)"
@@ -253,18 +259,19 @@ class Planner:
                                      f"{refusal}{hint}")
                 left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
                 continue
-            accepted.append(site)
-        self._warn(spec, accepted, left_out, glob)
+            accepted.append(placement)
+        self._warn(spec, [placement.site for placement in accepted], left_out, glob)
         return target, accepted, glob
 
-    def _plan_sites(self, spec: ProbeSpec, target: TargetFile, sites: Sequence[Site],
+    def _plan_sites(self, spec: ProbeSpec, target: TargetFile, placements: Sequence[Placement],
                     glob: bool, roles: Sequence[str], filter_expr: FilterExpr | None,
                     filter_text: str | None) -> list[str]:
-        """Name the sites' events and plan one per role of each."""
+        """Name the placements' events and plan one per role of each."""
         names: list[str] = []
-        for site in sites:
-            name = default_event_name(spec, site.symbol, site.file_offset, target.path,
-                                      site.symbol_offset)
+        for placement in placements:
+            site = placement.site
+            name = default_event_name(spec, placement.event_symbol, site.file_offset,
+                                      target.path, placement.name_offset)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
             if name in self._names and name not in names:
@@ -273,11 +280,44 @@ class Planner:
                     f"({spec.kind}:NAME TARGET:LOCATION ...)"
                 )
             for role in roles:
-                self._plan_event(spec, site, target, name, role, filter_expr, filter_text, glob)
+                pair_end = role == "end" and self._span is None
+                self._plan_event(spec, placement.return_site or site if pair_end
+                                 else site, placement.fetchargs, target, name, role,
+                                 filter_expr, filter_text, glob)
             self._names.add(name)
             if name not in names:
                 names.append(name)
         return names
+
+    def placements(self, spec: ProbeSpec) -> tuple[TargetFile, list[Placement]]:
+        """Where a word's probes would go and what each would read (before
+        :func:`~rawprobe._plan.sites.check_site`): what ``rawprobe list --vars`` shows."""
+        target = self._open(spec)
+        return target, self._placements(spec, target, latency=False)[0]
+
+    def _placements(self, spec: ProbeSpec, target: TargetFile,
+                    latency: bool) -> tuple[list[Placement], str]:
+        """Where a word's probes go and what each reads, and why the file is a Go program
+        (or "")."""
+        from .._symbols import describe_target
+
+        if spec.source_line is not None:
+            return debug_placements(spec, target, (), force=self.force, latency=latency,
+                                    warnings=self.warnings), \
+                describe_target(target.path).go_evidence or ""
+        try:
+            sites, go_evidence = self._sites(spec, target)
+        except SymbolNotFoundError:
+            inlined = inlined_only_placements(spec, target, force=self.force,
+                                              warnings=self.warnings)
+            if inlined is None:
+                raise
+            return inlined, describe_target(target.path).go_evidence or ""
+        if spec.kind == "usdt" or not any(isinstance(arg.source, DebugVariable)
+                                          for arg in spec.fetchargs):
+            return plain_placements(spec, sites), go_evidence
+        return debug_placements(spec, target, sites, force=self.force, latency=latency,
+                                warnings=self.warnings), go_evidence
 
     def _open(self, spec: ProbeSpec) -> TargetFile:
         from .._symbols import find_target
@@ -348,14 +388,15 @@ class Planner:
             self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
                                  f"left out ({_some(symbols)}): {reason}")
 
-    def _fetchargs(self, spec: ProbeSpec, site: Site, role: str,
+    def _fetchargs(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
                    paired: bool) -> tuple[FetchArg, ...]:
         """What a site's event fetches: a USDT probe without fetch-args reads every argument;
         a latency pair's return (``paired``) fetches nothing; a streamed span's END also gets
-        ``latency`` (filled with the duration by the BPF program, or the tracefs backend)."""
+        ``latency`` (filled with the duration by the BPF program, or the tracefs backend).
+        ``base`` is what the word asks for at that site (its debug variables placed there)."""
         if role == "end" and paired:
             return ()
-        fetchargs = spec.fetchargs
+        fetchargs = base
         if site.usdt_args is not None and not fetchargs:
             from .._usdt import default_fetchargs
 
@@ -367,10 +408,12 @@ class Planner:
             fetchargs = (*fetchargs, _LATENCY_ARG)
         return fetchargs
 
-    def _fields(self, spec: ProbeSpec, site: Site, role: str, match: str) -> CompiledProbe:
+    def _fields(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
+                match: str) -> CompiledProbe:
         """A site's fields, compiled (what a span's key layout is decided from)."""
         compiled = compile_fetchargs(
-            self._fetchargs(spec, site, role, paired=False), word=spec.text, retprobe=spec.retprobe,
+            self._fetchargs(spec, site, base, role, paired=False), word=spec.text,
+            retprobe=spec.retprobe,
             probe_file_offset=site.file_offset, string_size=self.string_size,
             usdt_args=site.usdt_args)
         if match != "tid":
@@ -381,6 +424,7 @@ class Planner:
         self,
         spec: ProbeSpec,
         site: Site,
+        fetchargs: tuple[FetchArg, ...],
         target: TargetFile,
         name: str,
         role: str,
@@ -397,13 +441,16 @@ class Planner:
         span = self._span
         retprobe = spec.retprobe or (role == "end" and span is None)
         at_entry = site.at_entry and not retprobe and self.stack
-        fetchargs = self._fetchargs(spec, site, role, paired=span is None)
-        position = site.file_offset if _position_dependent(fetchargs) else None
-        key = (fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
+        base = fetchargs
+        fetchargs = self._fetchargs(spec, site, base, role, paired=span is None)
+        position = site.file_offset if _position_dependent(base) else None
+        # A latency pair's return reads nothing itself, but its key's layout is its entry's.
+        key = (base, fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = self._compile(
-                spec, site, name, role, retprobe, at_entry, fetchargs, filter_expr, filter_text)
+                spec, site, name, role, retprobe, at_entry, base, fetchargs, filter_expr,
+                filter_text)
         layout = compiled.layout if compiled.layout.event == name else (
             compiled.layout.renamed(name))
         span_id = -1
@@ -436,7 +483,7 @@ class Planner:
             value_signed=compiled.value_signed,
         ))
 
-    def _key_parts(self, spec: ProbeSpec, site: Site, role: str,
+    def _key_parts(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
                    compiled: CompiledProbe) -> tuple[KeyPart, ...]:
         """The grouping key's layout for one event: a span's is decided once for the span; a
         latency pair's from its entry's fields (read there) and its return's (none)."""
@@ -448,12 +495,12 @@ class Planner:
         if role == "start":
             return key_layout(keys, compile_fetchargs(()), compiled, word=spec.text)
         if role == "end":
-            entry = self._fields(spec, site, "start", "tid")
+            entry = self._fields(spec, site, base, "start", "tid")
             return key_layout(keys, compiled, entry, word=spec.text)
         return key_layout(keys, compiled, word=spec.text)
 
     def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
-                 at_entry: bool, fetchargs: tuple[FetchArg, ...],
+                 at_entry: bool, base: tuple[FetchArg, ...], fetchargs: tuple[FetchArg, ...],
                  filter_expr: FilterExpr | None, filter_text: str | None) -> _Compiled:
         aggregation = self.aggregation
         compiled = compile_fetchargs(
@@ -474,7 +521,7 @@ class Planner:
         agg = None
         parts: tuple[KeyPart, ...] = ()
         if aggregation is not None or role:
-            parts = self._key_parts(spec, site, role, compiled)
+            parts = self._key_parts(spec, site, base, role, compiled)
             match = self._span.match if self._span is not None else (
                 SpanMatch(abi.SPAN_PAIRED) if role else None)
             agg = aggregation_config(aggregation, compiled, word=spec.text, parts=parts,

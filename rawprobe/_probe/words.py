@@ -16,11 +16,19 @@ import re
 from dataclasses import dataclass
 
 from .._errors import ProbeSyntaxError
-from .fetchargs import FetchArg, c_integer, parse_fetcharg
+from .fetchargs import DebugVariable, FetchArg, c_integer, parse_fetcharg
 
-__all__ = ["ProbeSpec", "default_event_name", "is_glob", "is_offset_location", "parse_probe",
-           "quote_target",
-           "split_place"]
+__all__ = [
+    "LineLocation",
+    "ProbeSpec",
+    "default_event_name",
+    "is_glob",
+    "is_offset_location",
+    "parse_line_location",
+    "parse_probe",
+    "quote_target",
+    "split_place",
+]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -58,6 +66,55 @@ class ProbeSpec:
     @property
     def place(self) -> str:
         return f"{self.target}:{self.location}"
+
+    @property
+    def source_line(self) -> LineLocation | None:
+        """The source line LOCATION names (``main.c:27``, ``add:3``), or None."""
+        return None if self.kind == "usdt" else parse_line_location(self.location)
+
+    @property
+    def uses_debug_info(self) -> bool:
+        """Whether planning it needs the file's debug information: a source line, or a
+        variable named from it (an untyped ``$retval`` only uses it where there is some)."""
+        return self.source_line is not None or any(
+            isinstance(arg.source, DebugVariable) and arg.source.fallback is None
+            for arg in self.fetchargs)
+
+
+@dataclass(frozen=True)
+class LineLocation:
+    """A LOCATION that names a source line, as perf probe spells them.
+
+    Attributes:
+        file: ``FILE:LINE``: the source file (a path, or its last components), else None.
+        function: ``FUNC:N``: the function, else None.
+        line: LINE, or N: lines after the one that declares FUNC (``FUNC:0`` is that line).
+    """
+
+    file: str | None
+    function: str | None
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file or self.function}:{self.line}"
+
+
+_SOURCE_LINE = re.compile(r"(.*[^:]):(\d+)")
+
+
+def parse_line_location(location: str) -> LineLocation | None:
+    """``FILE:LINE`` or ``FUNC:N`` (what :func:`split_place` leaves as a LOCATION), or None.
+
+    As perf probe decides (tools/perf/util/probe-event.c, ``parse_perf_probe_point``): a name
+    with a ``.`` or a ``/`` is a source file, any other a function.
+    """
+    match = _SOURCE_LINE.fullmatch(location)
+    if match is None:
+        return None
+    name, line = match.group(1), int(match.group(2))
+    if "." in name or "/" in name:
+        return LineLocation(name, None, line)
+    return LineLocation(None, name, line)
 
 
 _GLOB_CHARS = "*?["
@@ -117,8 +174,11 @@ def split_place(
     A LOCATION may hold colons of its own: C++ scopes (``ns::f``, any run of two) and ABI tags
     (``f[abi:cxx11]()``, inside brackets), so the separator is the last colon that is neither
     (in a run of odd length, the first one: ``app:::f`` is ``app`` and ``::f``); a TARGET path
-    may then contain a colon as long as the LOCATION has none. A USDT place,
-    ``TARGET:[PROVIDER:]NAME``, splits at its first such colon instead.
+    may then contain a colon as long as the LOCATION has none. A source line (``FILE:LINE``,
+    ``FUNC:N``: digits after the last colon, and another colon before) keeps that last colon
+    in the LOCATION: ``./main:main.c:27`` is ``./main`` and ``main.c:27`` (a TARGET with a
+    colon is then quoted). A USDT place, ``TARGET:[PROVIDER:]NAME``, splits at its first such
+    colon instead.
 
     A TARGET in double quotes (``"/opt/my app/bin":main``) may hold spaces and colons.
 
@@ -139,7 +199,12 @@ def split_place(
         if (run_end - position) % 2 == 1:
             candidates.append(position)
         position = run_end
-    for candidate in candidates if usdt else reversed(candidates):
+    if not usdt:
+        candidates.reverse()
+        if len(candidates) > 1 and place[candidates[0] + 1 :].isdigit():
+            # FILE:LINE or FUNC:N: the location holds the last colon, the target none.
+            candidates.pop(0)
+    for candidate in candidates:
         tail = place[candidate + 1 :]
         if tail.count("]") > tail.count("["):
             continue  # inside [abi:...]: part of the location
@@ -239,6 +304,10 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError(
             "a USDT place is TARGET:[PROVIDER:]NAME", word, place_column + len(target) + 1
         )
+    if kind == "r" and parse_line_location(location) is not None:
+        raise ProbeSyntaxError(
+            f"a return probe goes on a function, not on a source line ({location}): write "
+            "r:TARGET:FUNCTION", word, place_column + len(target) + 1)
 
     fetchargs: list[FetchArg] = []
     seen: dict[str, int] = {}

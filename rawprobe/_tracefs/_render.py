@@ -233,12 +233,8 @@ class _Renderer:
                             arg.column)
 
     def _file_offset(self, offset: int, arg: FetchArg) -> _Memory:
-        if self.retprobe:
-            raise FetchArgError(
-                "memory at a file offset (@+OFFSET) can only be read by an entry probe "
-                "(kernel/trace/trace_uprobe.c: the probe's address is needed)",
-                self.word, arg.column,
-            )
+        # At a return too: the kernel reckons it from the probed function's address
+        # (kernel/trace/trace_uprobe.c, translate_user_vaddr(): the breakpoint's address).
         return _Memory(lambda d: f"@+{offset + d:#x}", f"@+{offset:#x}")
 
 

@@ -12,13 +12,26 @@ __all__ = ["add_parsers"]
 def add_parsers(commands: Any) -> None:
     listing = commands.add_parser(
         "list",
-        help="probe-able functions (or USDT probes) of a file, with file offsets",
+        help="probe-able functions (or USDT probes, variables, source lines) of a file",
         description="List the functions of TARGET that a probe can name, with their file "
-        "offsets, addresses, sizes and the symbol source each came from.",
+        "offsets, addresses, sizes and the symbol source each came from; with --usdt its "
+        "USDT probes; with --vars the variables a probe at TARGET:LOCATION sees (perf probe "
+        "-V); with --lines the lines of a function a probe can name (perf probe -L).",
     )
-    listing.add_argument("target", metavar="TARGET", help="a path or a library name (libc)")
+    listing.add_argument("target", metavar="TARGET",
+                         help="a path or a library name (libc); TARGET:LOCATION with --vars, "
+                         "TARGET:FUNC with --lines")
     listing.add_argument("pattern", metavar="GLOB", nargs="?", help="only names matching it")
-    listing.add_argument("--usdt", action="store_true", help="list USDT probes instead")
+    shown = listing.add_mutually_exclusive_group()
+    shown.add_argument("--usdt", action="store_true", help="list USDT probes instead")
+    shown.add_argument("--vars", action="store_true",
+                       help="the variables a probe at TARGET:LOCATION (FUNC, FUNC+OFFSET, "
+                       "FILE:LINE, FUNC:N) sees, site by site, and what each compiles to")
+    shown.add_argument("--lines", action="store_true",
+                       help="the source lines of TARGET:FUNC that have code (FUNC:N, "
+                       "FILE:LINE)")
+    listing.add_argument("--force", action="store_true",
+                         help="with --vars: resolve what would otherwise be refused")
     listing.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
     listing.add_argument("--json", action="store_true", help="a JSON array")
     listing.set_defaults(run=_run_list)
@@ -37,6 +50,20 @@ def add_parsers(commands: Any) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
+    if (args.vars or args.lines) and args.pattern is not None:
+        from rawprobe import UsageError
+
+        raise UsageError(f"--{'vars' if args.vars else 'lines'} takes one TARGET:LOCATION, "
+                         f"not a GLOB after it ({args.pattern!r})")
+    if args.vars:
+        from ._debuginfo import run_list_vars
+
+        return run_list_vars(args.target, pid=args.pid, json_output=args.json,
+                             force=args.force, out=sys.stdout)
+    if args.lines:
+        from ._debuginfo import run_list_lines
+
+        return run_list_lines(args.target, pid=args.pid, json_output=args.json, out=sys.stdout)
     if args.usdt:
         from ._usdt import run_list_usdt
 
