@@ -31,7 +31,8 @@ from rawprobe._tracefs import (
 )
 from rawprobe._tracefs._decode import SampleDecoder
 from rawprobe._tracefs._fs import kernel_error
-from rawprobe._tracefs._session import _buffer_size, _event_names
+from rawprobe._tracefs._render import event_names
+from rawprobe._tracefs._session import _buffer_size
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -162,7 +163,7 @@ def test_event_names_are_unique_and_short_enough() -> None:
         compiled = compile_fetchargs(())
         return PlannedEvent(0, 0, "/x", "/x", 0, False, 0, (), RecordLayout(name, compiled))
 
-    names = _event_names([planned("a"), planned("a"), planned("b"), planned("a"),
+    names = event_names([planned("a"), planned("a"), planned("b"), planned("a"),
                           planned("x" * 80), planned("x" * 80)])
     assert names[:4] == ["a", "a_1", "b", "a_2"]
     assert all(len(n) < 64 for n in names) and names[4] != names[5]

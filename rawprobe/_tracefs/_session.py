@@ -45,17 +45,14 @@ import select
 import struct
 import time
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 
 from .._errors import (
     ClosedError,
-    FetchArgError,
     PrivilegeError,
     SysCallError,
     TargetNotFoundError,
-    UsageError,
 )
 from .._host.cpus import online_cpus
 from .._host.eventformat import parse_format
@@ -91,16 +88,11 @@ from .._sys.perf import (
     perf_event_enable,
     perf_event_set_output,
 )
-from ._decode import SampleDecoder
+from ._decode import SAMPLE_HEAD, SampleDecoder, sample_callchain
 from ._follow import ProcessTree
 from ._fs import Tracefs
 from ._groups import new_group
-from ._render import (
-    MAX_EVENT_NAME_LEN,
-    KernelProbe,
-    definition_line,
-    render_probe,
-)
+from ._render import KernelProbe, definition_line, event_names, render_event
 from ._userstage import UserStage
 
 __all__ = ["TracefsSession"]
@@ -122,22 +114,6 @@ def _proc_comm(tid: int) -> bytes:
         return b""
 
 
-# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
-# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
-_SAMPLE_HEAD = struct.Struct("<IIQII")
-_U64 = struct.Struct("<Q")
-# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
-_PERF_CONTEXT_MAX = (1 << 64) - 4095
-
-
-def _callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
-    """The user stack a sample carries (innermost first), and where its raw data starts."""
-    (count,) = _U64.unpack_from(chunk, position)
-    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
-    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
-    return stack, position + 8 + 8 * count + 4
-
-
 def _buffer_size(ring_size: int, cpus: int) -> int:
     """Bytes of each CPU's data area: the ring size shared out, a power of two of pages."""
     page = mmap.PAGESIZE
@@ -146,36 +122,6 @@ def _buffer_size(ring_size: int, cpus: int) -> int:
     while size * 2 <= share:
         size *= 2
     return size
-
-
-def _event_names(uprobes: Sequence[PlannedEvent]) -> list[str]:
-    """Kernel event names: the layout's, made unique with a suffix and cut to the kernel's
-    length limit (one word may plant several sites under one name)."""
-    names: list[str] = []
-    seen: set[str] = set()
-    for uprobe in uprobes:
-        base = uprobe.layout.event
-        name = base[: MAX_EVENT_NAME_LEN - 1]
-        number = 1
-        while name in seen:
-            suffix = f"_{number}"
-            name = base[: MAX_EVENT_NAME_LEN - 1 - len(suffix)] + suffix
-            number += 1
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def _render(uprobe: PlannedEvent) -> KernelProbe:
-    """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
-    is not kept once planned)."""
-    try:
-        return render_probe(uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
-                            file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args)
-    except FetchArgError as error:
-        raise FetchArgError(f"probe {uprobe.layout.event}: {error.message}") from None
-    except UsageError as error:
-        raise UsageError(f"probe {uprobe.layout.event}: {error}") from None
 
 
 @dataclass
@@ -278,11 +224,11 @@ class TracefsSession:
         try:
             # Render everything before writing anything: a probe the kernel cannot express
             # fails here with nothing planted.
-            probes = [_render(uprobe) for uprobe in self._uprobes]
+            probes = [render_event(uprobe) for uprobe in self._uprobes]
             resources.tracefs = Tracefs()
             resources.group = new_group()
             self.group = resources.group
-            self.event_names = _event_names(self._uprobes)
+            self.event_names = event_names(self._uprobes)
             for uprobe, probe, name in zip(self._uprobes, probes, self.event_names,
                                            strict=True):
                 self._define(uprobe, probe, name)
@@ -505,8 +451,8 @@ class TracefsSession:
         stack: tuple[int, ...] | None = None
         for position in samples:
             if callchain:
-                pid, tid, ts_ns, cpu, _res = _SAMPLE_HEAD.unpack_from(chunk, position + 8)
-                stack, raw = _callchain(chunk, position + 8 + _SAMPLE_HEAD.size)
+                pid, tid, ts_ns, cpu, _res = SAMPLE_HEAD.unpack_from(chunk, position + 8)
+                stack, raw = sample_callchain(chunk, position + 8 + SAMPLE_HEAD.size)
             else:
                 pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
                 raw = position + SAMPLE_RAW_OFFSET
