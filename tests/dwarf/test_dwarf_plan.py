@@ -76,7 +76,7 @@ def test_latency_times_from_the_entry_while_reading_past_the_prologue() -> None:
     _, events = plan(f"p:{path}:add a", aggregation=AggregationSpec(
         "hist", hist=parse_hist("latency")))
     entry, ret = events
-    assert (entry.role, ret.role) == ("entry", "return")
+    assert (entry.role, ret.role) == ("start", "end")
     assert entry.file_offset == elf.file_offset(add.probe_address)
     assert ret.file_offset == elf.file_offset(add.entry_address) and ret.retprobe
 
