@@ -263,7 +263,13 @@ def open_elf(path: str) -> Iterator[ElfReader]:
     """
     stream, size = open_target(path)
     with stream:
-        check_elf_header(stream.read(64), path, size)
+        try:
+            # No further than the size fstat gave: /proc/self/mem and friends claim size 0.
+            head = stream.read(min(64, size))
+        except OSError as error:
+            raise TargetNotFoundError(
+                f"{path}: {(error.strerror or 'cannot read').lower()}") from None
+        check_elf_header(head, path, size)
         stream.seek(0)
         try:
             reader = ElfReader(stream, path, size)
