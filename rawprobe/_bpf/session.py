@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Sequence
 
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
+from .._host.privileges import perf_uprobes_allowed
 from .._plan import abi
 from .._plan.events import Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
@@ -94,6 +95,9 @@ class BpfSession:
         self.poll_interval: float | None = None  # the ring buffer wakes its reader itself
         if multi is None:
             multi = UPROBE_MULTI.available()
+        # Without the right to create uprobes through perf_event_open (CAP_SYS_ADMIN on kernels
+        # since the 2025 hardening), a uprobe_multi link carries even a file's only uprobe.
+        self._threshold = MULTI_THRESHOLD if perf_uprobes_allowed() else 1
         # Fall back step by step: without uprobe_multi links, then without sleepable programs.
         attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
         for index, (sleepable, use_multi) in enumerate(attempts):
@@ -132,7 +136,7 @@ class BpfSession:
             keys.append(key)
         programs: list[tuple[str, _Group | None]] = []
         for event, key in zip(self._plan_events, keys, strict=True):
-            multi = self.multi and sizes[key] >= MULTI_THRESHOLD
+            multi = self.multi and sizes[key] >= self._threshold
             program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
             programs.append((program, key if multi else None))

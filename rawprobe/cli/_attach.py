@@ -291,7 +291,7 @@ def run_attach(args: argparse.Namespace) -> int:
     from rawprobe import Tracer, check_privileges
 
     aggregation = _aggregation(args)
-    check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
+    check_privileges(backend=args.backend)  # before anything is resolved, loaded or planted
     out = _open_output(args.output)
     tracer = Tracer(
         pid=args.pid or None,
