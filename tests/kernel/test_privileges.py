@@ -48,8 +48,8 @@ def public_program(add_program: Path) -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-def _run(user: str, caps: str, *args: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str],
-                                                                      str]:
+def _run(user: str, caps: str, *args: str,
+         tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], str]:
     """rawprobe under those credentials, traced by strace; (result, strace's log)."""
     strace = require_tool("strace")
     prefix = _credentials(user, caps)
@@ -115,7 +115,7 @@ def test_perfmon_and_bpf_trace_without_sys_admin(public_program: Path, tmp_path:
 
     if not UPROBE_MULTI.available():
         skip_or_fail("no uprobe_multi links (Linux 6.6+): CAP_SYS_ADMIN is needed here")
-    result, log = _run(user, "perfmon,bpf", "-v", "attach", "--json", f"p:{public_program}:add",
+    result, _log = _run(user, "perfmon,bpf", "-v", "attach", "--json", f"p:{public_program}:add",
                        "--", str(public_program), "3", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     events = [line for line in result.stdout.splitlines() if '"event":"add"' in line]
