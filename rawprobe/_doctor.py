@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from ._errors import KernelFeatureError, RawprobeError
+from ._errors import KernelFeatureError, PrivilegeError, RawprobeError
 from ._host.privileges import (
     CAP_BPF,
     CAP_PERFMON,
@@ -187,7 +187,7 @@ def tracefs_backend_available() -> str | None:
 
     try:
         find_tracefs()
-    except KernelFeatureError as error:
+    except (KernelFeatureError, PrivilegeError) as error:
         return str(error)
     if _lockdown() == "confidentiality":
         return ("kernel lockdown in confidentiality mode forbids tracefs: boot with "
@@ -298,6 +298,8 @@ def _check_tracefs() -> Check:
 
     try:
         root = find_tracefs()
+    except PrivilegeError as error:  # mounted, but not for this user to read
+        return Check("tracefs", WARN, str(error), "run rawprobe as root for the tracefs backend")
     except KernelFeatureError as error:
         return Check("tracefs", FAIL, str(error),
                      f"mount -t tracefs nodev {TRACEFS_MOUNTS[0]}")

@@ -142,3 +142,33 @@ def test_refusals_name_what_the_kernel_demands(monkeypatch: pytest.MonkeyPatch) 
     allowed = features.Feature("uprobe-multi-link", "", (6, 6), lambda: None)
     monkeypatch.setattr(features, "UPROBE_MULTI_LINK", allowed)
     assert privileges.bpf_refusal(everything) is None
+
+
+def _tracefs_closed_to_others() -> None:
+    from rawprobe._tracefs import find_tracefs
+
+    root = find_tracefs()
+    if os.stat(root).st_mode & 0o005:
+        skip_or_fail(f"tracefs at {root} is open to other users: nothing is hidden from nobody")
+
+
+def test_unprivileged_doctor_tells_unreadable_from_unmounted(tmp_path: Path) -> None:
+    _tracefs_closed_to_others()
+    result, _log = _run("nobody", "", "doctor", tmp_path=tmp_path)
+    assert "not mounted" not in result.stdout, result.stdout
+    assert "tracefs is mounted at" in result.stdout and "may not read it" in result.stdout
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_unprivileged_probes_does_not_claim_none_are_active(tmp_path: Path,
+                                                            json_output: bool) -> None:
+    _tracefs_closed_to_others()
+    args = ["probes", "--json"] if json_output else ["probes"]
+    result, _log = _run("nobody", "", *args, tmp_path=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "no uprobes are active" not in result.stderr
+    assert "tracefs is mounted at" in result.stderr and "not mounted" not in result.stderr
+    assert "run rawprobe as root to see every uprobe" in result.stderr
+    assert "Traceback" not in result.stderr
+    clean, _log = _run("nobody", "", "probes", "--clean", tmp_path=tmp_path)
+    assert clean.returncode == 2 and "may not read it" in clean.stderr, clean.stderr
