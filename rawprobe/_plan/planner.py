@@ -308,7 +308,8 @@ class Planner:
             file_offset=site.file_offset,
             retprobe=retprobe,
             ref_ctr_offset=site.ref_ctr_offset,
-            fetchargs=fetchargs,
+            # The return half of a latency measurement reads nothing (it is compiled so).
+            fetchargs=fetchargs if role != "return" else (),
             layout=layout,
             reads_memory=compiled.reads_memory,
             tally=compiled.tally,
