@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Sequence
 
 from ._command import Command, Processes
@@ -22,6 +23,7 @@ from ._sys.limits import out_of_descriptors, raise_descriptor_limit
 __all__ = ["BACKENDS", "open_session", "plant"]
 
 BACKENDS = ("auto", "bpf", "tracefs")
+_LOG = logging.getLogger("rawprobe")
 
 
 def open_session(plan: Plan, backend: str, *, ring_size: int,
@@ -45,11 +47,14 @@ def open_session(plan: Plan, backend: str, *, ring_size: int,
     # Every map, program, link and perf event is a descriptor: use all the room there is.
     raise_descriptor_limit()
     try:
-        return _open(plan, backend, ring_size, follow)
+        session, chosen, note = _open(plan, backend, ring_size, follow)
     except OSError as error:
         if error.errno == errno.EMFILE:
             raise out_of_descriptors("rawprobe's BPF maps and programs") from None
         raise
+    _LOG.info("backend: %s%s", chosen, f" ({note})" if note else (
+        " (chosen)" if backend == chosen else " (auto: it works here)"))
+    return session, chosen, note
 
 
 def _open(plan: Plan, backend: str, ring_size: int, follow: bool) -> tuple[Session, str, str]:

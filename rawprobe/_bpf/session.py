@@ -163,6 +163,7 @@ class BpfSession:
                 if "_multi" in name:
                     obj.lib.program_set_expected_attach_type(program, BPF_TRACE_UPROBE_MULTI)
             obj.load()
+            _LOG.info("BPF programs loaded: %s", ", ".join(sorted(wanted)))
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)
@@ -206,6 +207,10 @@ class BpfSession:
                 program_fd = int(self._object.lib.program_fd(self._object.program(name)))
                 for pid in target.pids or (0,):
                     self._attach_multi(program_fd, retprobe, members, pid)
+                    _LOG.info("%d %s on a uprobe_multi link (%s) in %s%s: %s", len(members),
+                              "uretprobes" if retprobe else "uprobes", name, members[0].path,
+                              f" for pid {pid}" if pid else "",
+                              ", ".join(f"{e.name} {e.file_offset:#x}" for e in members))
         except BaseException:
             self.detach()
             raise
@@ -262,6 +267,9 @@ class BpfSession:
         # The link now owns the perf event's descriptor; libbpf closes both on destroy.
         uprobe.detach()
         self._links.append(link)
+        _LOG.info("%s on a perf event: %s %s:%#x%s", "uretprobe" if event.retprobe else "uprobe",
+                  event.name, event.path, event.file_offset,
+                  f" for pid {pid}" if pid is not None else "")
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from .events import RecordLayout
 from .filters import compile_filter
 from .session import Plan, PlannedEvent
 from .sites import Site, check_site
+
+_LOG = logging.getLogger("rawprobe")
 
 __all__ = ["Planner", "check_locations"]
 
@@ -321,6 +324,10 @@ class Planner:
             filter=filter_expr if role != "return" else None,
             key_decoder=compiled.decoder,
         ))
+        if _LOG.isEnabledFor(logging.INFO):
+            semaphore = f", semaphore at {site.ref_ctr_offset:#x}" if site.ref_ctr_offset else ""
+            _LOG.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
+                      site.describe(target.path), semaphore)
 
     def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
                  at_entry: bool, fetchargs: tuple[FetchArg, ...],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import time
@@ -31,6 +32,8 @@ __all__ = [
     "parse_definition",
     "parse_definitions",
 ]
+
+_LOG = logging.getLogger("rawprobe")
 
 # kernel/trace/trace_uprobe.c, trace_uprobe_show(): "%c:%s/%s %s:0x%0*lx" then "(0x%lx)" for a
 # reference counter, then " name=fetcharg" for each argument.
@@ -159,6 +162,7 @@ class Tracefs:
         """
         try:
             self._write("uprobe_events", line)
+            _LOG.info("uprobe_events: %s", line)
         except PermissionError:
             raise PrivilegeError(
                 f"not allowed to write {self.path('uprobe_events')}: the tracefs backend needs "

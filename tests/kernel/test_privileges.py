@@ -120,6 +120,7 @@ def test_perfmon_and_bpf_trace_without_sys_admin(public_program: Path, tmp_path:
     assert result.returncode == 0, result.stderr
     events = [line for line in result.stdout.splitlines() if '"event":"add"' in line]
     assert len(events) == 3, result.stdout + result.stderr
+    assert "1 uprobes on a uprobe_multi link" in result.stderr, result.stderr
 
 
 def test_refusals_name_what_the_kernel_demands(monkeypatch: pytest.MonkeyPatch) -> None:
