@@ -7,8 +7,8 @@ path that imports pyelftools). Everything after that works on the index alone.
 
 from __future__ import annotations
 
-import logging
 import os
+import sys
 
 from .._host.files import stat_target
 from ._cache import default_cache
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["clear_memory", "open_index"]
-
-_LOG = logging.getLogger("rawprobe")
 
 
 # Indexes already opened by this process: (path, debug roots) → index, least recently opened
@@ -113,15 +111,21 @@ def open_index(
 
 def _log_index(index: SymbolIndex, origin: str) -> None:
     """What -v tells about a file's symbols: how many, from where, and which debug files."""
-    if not _LOG.isEnabledFor(logging.INFO):
+    # Not imported here: logging brings re and more, which a warm resolution does without (and
+    # without logging imported, nobody has asked for these lines).
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    log = logging.getLogger("rawprobe")
+    if not log.isEnabledFor(logging.INFO):
         return
     used = ", ".join(f"{source} {where}" for source, where in index.debug_sources)
-    _LOG.info("symbols of %s: %d functions, %s; separate debug information: %s", index.path,
+    log.info("symbols of %s: %d functions, %s; separate debug information: %s", index.path,
               index.count, origin, used or "none")
     used_paths = {where for _source, where in index.debug_sources}
     for dependency, dependency_key in index.dependencies:
         if dependency_key != ABSENT_KEY and dependency not in used_paths:
-            _LOG.info("symbols of %s: %s exists but is not its debug file (not used)",
+            log.info("symbols of %s: %s exists but is not its debug file (not used)",
                       index.path, dependency)
 
 
