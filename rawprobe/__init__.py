@@ -51,14 +51,15 @@ if TYPE_CHECKING:
     from ._doctor import Check, can_trace, run_checks
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
-    from ._output.tables import Count, CountTable, Histogram, HistogramSet
+    from ._output.tables import Count, CountTable, Histogram, HistogramSet, ValueRow, ValueTable
     from ._plan.events import Event
     from ._plan.planner import check_locations
+    from ._plan.session import SpanCounters
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
-    from ._probe.typed import Probe, Uprobe, Uretprobe, Usdt
+    from ._probe.typed import Probe, Span, Uprobe, Uretprobe, Usdt
     from ._probe.words import ProbeSpec, parse_probe, split_place
-    from ._quick import count, histogram, latency
+    from ._quick import count, histogram, latency, stats
     from ._symbols import (
         Location,
         Symbol,
@@ -80,6 +81,8 @@ _LAZY = {
     "CountTable": ("._output.tables", "CountTable"),
     "Histogram": ("._output.tables", "Histogram"),
     "HistogramSet": ("._output.tables", "HistogramSet"),
+    "ValueRow": ("._output.tables", "ValueRow"),
+    "ValueTable": ("._output.tables", "ValueTable"),
     "HistSpec": ("._probe.aggregations", "HistSpec"),
     "parse_hist": ("._probe.aggregations", "parse_hist"),
     "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
@@ -101,10 +104,13 @@ _LAZY = {
     "Uprobe": ("._probe.typed", "Uprobe"),
     "Uretprobe": ("._probe.typed", "Uretprobe"),
     "Usdt": ("._probe.typed", "Usdt"),
+    "Span": ("._probe.typed", "Span"),
+    "SpanCounters": ("._plan.session", "SpanCounters"),
     "check_locations": ("._plan.planner", "check_locations"),
     "count": ("._quick", "count"),
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
+    "stats": ("._quick", "stats"),
     "Event": ("._plan.events", "Event"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
@@ -163,6 +169,8 @@ __all__ = [
     "ProbeSpec",
     "ProbeSyntaxError",
     "RawprobeError",
+    "Span",
+    "SpanCounters",
     "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
@@ -176,6 +184,8 @@ __all__ = [
     "Usdt",
     "UsdtNotFoundError",
     "UsdtSite",
+    "ValueRow",
+    "ValueTable",
     "WallClock",
     "__version__",
     "can_trace",
@@ -195,4 +205,5 @@ __all__ = [
     "resolve_location",
     "run_checks",
     "split_place",
+    "stats",
 ]

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,19 @@ def require_kernel_tracing() -> None:
         skip_or_fail("the kernel has no uprobe PMU")
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+
+
+def require_feature(feature: Any) -> None:
+    """Skip a test that needs a kernel feature (a :class:`rawprobe._sys.features.Feature`) on a
+    kernel older than the feature's first release; on a kernel that should have it, a missing
+    feature is a failure, not a skip."""
+    refusal = feature.check()
+    if refusal is None:
+        return
+    if feature.expected():
+        pytest.fail(f"Linux {feature.minimum}+ should have {feature.description}, and this "
+                    f"kernel ({os.uname().release}) refuses it: {refusal}")
+    skip_or_fail(f"{feature.description} needs Linux {feature.minimum}+")
 
 
 def require_tool(name: str) -> str:

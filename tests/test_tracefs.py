@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from rawprobe import FetchArgError, UsageError
+from rawprobe._host.cpus import parse_cpu_list
+from rawprobe._host.perfbuf import PerfBuffer, split_perf_records
 from rawprobe._plan.compile import compile_fetchargs
 from rawprobe._plan.events import RecordLayout
 from rawprobe._plan.session import PlannedEvent
@@ -29,8 +31,7 @@ from rawprobe._tracefs import (
 )
 from rawprobe._tracefs._decode import SampleDecoder
 from rawprobe._tracefs._fs import kernel_error
-from rawprobe._tracefs._perfbuf import PerfBuffer, split_perf_records
-from rawprobe._tracefs._session import _buffer_size, _event_names, parse_cpu_list
+from rawprobe._tracefs._session import _buffer_size, _event_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -30,7 +30,9 @@ __all__ = ["BpfSession"]
 
 _LOG = logging.getLogger("rawprobe")
 _KEY = struct.Struct("<I")
-_STATS = struct.Struct("<QQQ")
+_STATS = struct.Struct("<QQQQQ")  # struct rp_stats
+_AGG_VALUE = struct.Struct("<Qqqq")  # struct rp_agg_value
+_U64 = (1 << 64) - 1
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
 _FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
 _ALL_PROGRAMS = (
@@ -300,22 +302,23 @@ class BpfSession:
         return events
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
-        """The ``aggregates`` map's cells, and a cell per plain count: its hit counter less
-        what its filter rejected (the program counts nothing else for it)."""
+        """The ``aggregates`` map's cells (per-CPU values merged: counts and sums added,
+        minimums and maximums compared where a CPU counted something), and a cell per plain
+        count: its hit counter less what its filter rejected (the program counts nothing else
+        for it)."""
         aggregates = self._object.map("aggregates")
         key_size = abi.AGG_KEY.sizeof()
-        value_size = 8 * self.cpus
+        value_size = _AGG_VALUE.size * self.cpus
         cells = []
         for key in aggregates.keys(key_size):
-            value = aggregates.get(key, value_size)
-            if reset:
-                aggregates.delete(key)
-            if value is None:
+            # Read and emptied in one step, so no hit falls between two intervals.
+            raw = aggregates.take(key, value_size) if reset else aggregates.get(key, value_size)
+            if raw is None:
                 continue
-            count = sum(struct.unpack(f"<{self.cpus}Q", value))
             event_id, stack_id, bucket = _AGG_KEY_HEAD.unpack_from(key)
+            signed = self._plan_events[event_id].value_signed
             cells.append(AggregateCell(event_id, stack_id, bucket, key[_AGG_KEY_HEAD.size:],
-                                       count))
+                                       *_merge(raw, self.cpus, signed)))
         counters = self.counters()
         for event in self._plan_events:
             if event.tally:
@@ -326,6 +329,17 @@ class BpfSession:
                     self._tally_taken[event.event_id] = total
                 cells.append(AggregateCell(event.event_id, -1, 0, b"", count))
         return cells
+
+    def open_spans(self) -> dict[int, int]:
+        """Per span id, the entries of the ``spans`` map (spans started, not yet ended)."""
+        if not any(event.role for event in self._plan_events):
+            return {}
+        spans = self._object.map("spans")
+        result: dict[int, int] = {}
+        for key in spans.keys(abi.SPAN_KEY.sizeof()):
+            span_id = _KEY.unpack_from(key)[0]
+            result[span_id] = result.get(span_id, 0) + 1
+        return result
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         raw = self._object.map("stacks").get(_KEY.pack(stack_id), abi.STACK_DEPTH * 8)
@@ -345,13 +359,8 @@ class BpfSession:
         size = _STATS.size
         for event_id in range(len(self._plan_events)):
             raw = stats.lookup(_KEY.pack(event_id), size * self.cpus)
-            hits = filtered = lost = 0
-            for cpu in range(self.cpus):
-                h, f, lo = _STATS.unpack_from(raw, cpu * size)
-                hits += h
-                filtered += f
-                lost += lo
-            result.append(ProbeCounters(hits, filtered, lost))
+            totals = [sum(column) for column in zip(*_STATS.iter_unpack(raw), strict=True)]
+            result.append(ProbeCounters(*totals))
         return result
 
     # -- the end -----------------------------------------------------------------------------
@@ -370,6 +379,28 @@ class BpfSession:
                 self._ring.close()
             if hasattr(self, "_object"):
                 self._object.close()
+
+
+def _merge(raw: bytes, cpus: int, signed: bool) -> tuple[int, int, int, int]:
+    """(count, sum, min, max) over the CPUs' ``struct rp_agg_value`` (a sum as the kernel's
+    64-bit addition leaves it; min and max compared as the program compared them)."""
+    count = total = 0
+    low: int | None = None
+    high: int | None = None
+    for cpu in range(cpus):
+        n, cpu_sum, cpu_min, cpu_max = _AGG_VALUE.unpack_from(raw, cpu * _AGG_VALUE.size)
+        if not n:
+            continue
+        if not signed:
+            cpu_min, cpu_max = cpu_min & _U64, cpu_max & _U64
+        count += n
+        total += cpu_sum
+        low = cpu_min if low is None else min(low, cpu_min)
+        high = cpu_max if high is None else max(high, cpu_max)
+    total &= _U64
+    if signed and total >> 63:
+        total -= 1 << 64
+    return count, total, low or 0, high or 0
 
 
 def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int]) -> None:

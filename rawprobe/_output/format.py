@@ -293,15 +293,22 @@ class EventFormatter:
                                _escape)
         return self.json_general(event)
 
-    def json_general(self, event: Event) -> str:
-        """:meth:`json` without the generated fast path (any event, any layout)."""
+    def json_args(self, event: Event) -> dict[str, Any]:
+        """The event's fields as ``--json`` writes them in ``args``: name → value, integers as
+        numbers, ``x`` types as ``"0x…"`` strings, arrays as lists, unreadable values as None
+        (the one place other writers, such as trace events, take them from)."""
         layout = event.layout
         values = self._symbolized(event) if layout.has_symbols else event.values
-        args = {
+        return {
             name: formatter(value)
             for name, value, formatter in zip(layout.names, values,
                                               self._json_formatters(layout), strict=True)
         }
+
+    def json_general(self, event: Event) -> str:
+        """:meth:`json` without the generated fast path (any event, any layout)."""
+        layout = event.layout
+        args = self.json_args(event)
         obj: dict[str, Any] = {
             "ts_ns": self.clock.epoch_ns(event.ts_ns),
             "pid": event.pid,

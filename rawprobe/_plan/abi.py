@@ -9,6 +9,7 @@ path, so construct builds them directly; records are decoded on the hot path by
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 from typing import Any
 
 import construct as c
@@ -16,12 +17,16 @@ import construct as c
 __all__ = [
     "AGGREGATION",
     "AGG_KEY",
+    "AGG_VALUE",
     "CMP_CODES",
     "COOKIE_TALLY",
     "HEADER",
     "HEADER_STRUCT",
+    "KEY_DATA_LEN",
+    "KEY_PART",
     "MAX_DEREF",
     "MAX_FIELDS",
+    "MAX_KEYS",
     "MAX_NEST",
     "MAX_PREDICATES",
     "MAX_RECORD",
@@ -31,14 +36,19 @@ __all__ = [
     "PROBE_RETURN",
     "PROBE_STACK",
     "SETTINGS",
+    "SPAN_KEY",
+    "SPAN_PAIRED",
+    "SPAN_START",
     "STATS",
     "STR_CONST_LEN",
     "Action",
     "BaseKind",
+    "Cmp",
     "HistKind",
     "KeyKind",
     "PredOp",
     "StoreKind",
+    "ValueKind",
     "compile_struct",
 ]
 
@@ -56,21 +66,31 @@ COOKIE_TALLY = 1 << 31  # in a cookie's configuration half: the probe only count
 PROBE_STACK = 1 << 1
 PROBE_AT_ENTRY = 1 << 2
 KEY_LEN = 64
+KEY_DATA_LEN = KEY_LEN - 8  # what key parts may use: the rest may hold a caller
+MAX_KEYS = 4
 STACK_DEPTH = 127
+SPAN_PAIRED = 0xFFFFFFFF  # a latency pair: its START is its END's event id - 1
 
 
-class Action:
+class Action(IntEnum):
     """enum rp_action."""
 
     STREAM = 0
-    COUNT = 1
-    HIST = 2
-    TIMESTAMP = 3
-    LATENCY = 4
-    TALLY = 5
+    AGGREGATE = 1
+    SPAN_START = 2
+    SPAN_END = 3
+    TALLY = 4
 
 
-class KeyKind:
+class ValueKind:
+    """enum rp_value."""
+
+    NONE = 0
+    FIELD = 1
+    SPAN = 2
+
+
+class KeyKind(IntEnum):
     """enum rp_key."""
 
     NONE = 0
@@ -78,14 +98,15 @@ class KeyKind:
     STRING = 2
 
 
-class HistKind:
+class HistKind(IntEnum):
     """enum rp_hist."""
 
-    LOG2 = 0
-    LINEAR = 1
+    NONE = 0
+    LOG2 = 1
+    LINEAR = 2
 
 
-class BaseKind:
+class BaseKind(IntEnum):
     """enum rp_base."""
 
     REG = 0
@@ -93,14 +114,14 @@ class BaseKind:
     COMM = 2
 
 
-class StoreKind:
+class StoreKind(IntEnum):
     """enum rp_store."""
 
     INT = 0
     STRING = 1
 
 
-class PredOp:
+class PredOp(IntEnum):
     """enum rp_pred_op."""
 
     CMP = 0
@@ -111,8 +132,21 @@ class PredOp:
     NOT = 5
 
 
+class Cmp(IntEnum):
+    """enum rp_cmp."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    LE = 3
+    GT = 4
+    GE = 5
+    AND = 6
+
+
 # enum rp_cmp, by the operator a filter spells.
-CMP_CODES = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "&": 6}
+CMP_CODES = {"==": Cmp.EQ, "!=": Cmp.NE, "<": Cmp.LT, "<=": Cmp.LE, ">": Cmp.GT, ">=": Cmp.GE,
+             "&": Cmp.AND}
 
 FIELD = c.Struct(
     "base" / c.Int8ul,
@@ -139,21 +173,38 @@ PREDICATE = c.Struct(
     "value" / c.Int64sl,
 )
 
+KEY_PART = c.Struct(
+    "kind" / c.Int8ul,
+    "dest" / c.Int8ul,
+    "size" / c.Int8ul,
+    "reserved" / c.Int8ul,
+    "src" / c.Int16ul,
+    "reserved2" / c.Int16ul,
+)
+
 AGGREGATION = c.Struct(
     "action" / c.Int32ul,
-    "key_kind" / c.Int32ul,
-    "key_src" / c.Int16ul,
-    "key_size" / c.Int16ul,
+    "hist" / c.Int32ul,
     "value_src" / c.Int16ul,
     "value_size" / c.Int8ul,
     "value_signed" / c.Int8ul,
     "value_field" / c.Int32ul,
-    "hist" / c.Int32ul,
-    "by_stack" / c.Int32ul,
-    "reserved" / c.Int32ul,
+    "value" / c.Int8ul,
+    "accumulate" / c.Int8ul,
+    "by_stack" / c.Int8ul,
+    "match_size" / c.Int8ul,
+    "match_src" / c.Int16ul,
+    "match_signed" / c.Int8ul,
+    "reserved" / c.Int8ul,
+    "match_field" / c.Int32ul,
+    "span_id" / c.Int32ul,
+    "duration_dest" / c.Int16ul,
+    "reserved2" / c.Int16ul,
+    "reserved3" / c.Int32ul,
     "lin_min" / c.Int64sl,
     "lin_step" / c.Int64sl,
     "lin_buckets" / c.Int64sl,
+    "keys" / c.Array(MAX_KEYS, KEY_PART),
 )
 
 PROBE = c.Struct(
@@ -192,10 +243,30 @@ AGG_KEY = c.Struct(
     "data" / c.Bytes(KEY_LEN),
 )
 
+AGG_VALUE = c.Struct(
+    "count" / c.Int64ul,
+    "sum" / c.Int64sl,
+    "min" / c.Int64sl,
+    "max" / c.Int64sl,
+)
+
+SPAN_KEY = c.Struct(
+    "span_id" / c.Int32ul,
+    "reserved" / c.Int32ul,
+    "match" / c.Int64ul,
+)
+
+SPAN_START = c.Struct(
+    "ts_ns" / c.Int64ul,
+    "data" / c.Bytes(KEY_DATA_LEN),
+)
+
 STATS = c.Struct(
     "hits" / c.Int64ul,
     "filtered" / c.Int64ul,
     "lost" / c.Int64ul,
+    "unmatched" / c.Int64ul,
+    "replaced" / c.Int64ul,
 )
 
 

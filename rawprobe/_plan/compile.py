@@ -132,21 +132,33 @@ class CompiledProbe:
         )
 
 
+EMPTY_KEY_PART: dict[str, object] = {
+    "kind": abi.KeyKind.NONE, "dest": 0, "size": 0, "reserved": 0, "src": 0, "reserved2": 0,
+}
+
 STREAM_AGGREGATION: dict[str, object] = {
     "action": abi.Action.STREAM,
-    "key_kind": abi.KeyKind.NONE,
-    "key_src": 0,
-    "key_size": 0,
+    "hist": abi.HistKind.NONE,
     "value_src": 0,
     "value_size": 0,
     "value_signed": 0,
     "value_field": 0xFFFFFFFF,
-    "hist": abi.HistKind.LOG2,
+    "value": abi.ValueKind.NONE,
+    "accumulate": 0,
     "by_stack": 0,
+    "match_size": 0,
+    "match_src": 0,
+    "match_signed": 0,
     "reserved": 0,
+    "match_field": 0xFFFFFFFF,
+    "span_id": 0,
+    "duration_dest": 0,
+    "reserved2": 0,
+    "reserved3": 0,
     "lin_min": 0,
     "lin_step": 0,
     "lin_buckets": 0,
+    "keys": [EMPTY_KEY_PART] * abi.MAX_KEYS,
 }
 
 _EMPTY_FIELD: dict[str, object] = {

@@ -71,6 +71,17 @@ class RecordLayout:
         twin.event_class = twin._event_class()
         return twin
 
+    def with_stack(self) -> RecordLayout:
+        """The same layout, its events carrying a user stack that comes from elsewhere than
+        the record (a perf sample's callchain, for the tracefs backend)."""
+        if self.has_stack:
+            return self
+        twin = copy.copy(self)
+        twin.has_stack = True
+        twin.plain = False
+        twin.event_class = twin._event_class()
+        return twin
+
     def _event_class(self) -> type[Event]:
         return type("Event", (Event,), {"__slots__": (), "layout": self})
 
@@ -257,6 +268,12 @@ class Event(tuple[Any, ...]):
         tail = (stack,) if layout.has_stack else ()
         return tuple.__new__(layout.event_class, (ts_ns, pid, tid, event_id, cpu, faults,
                                                   truncated, comm, *values, *tail))
+
+    def with_value(self, index: int, value: Any) -> Event:
+        """This event with its ``index``-th value replaced (one a backend fills in: a
+        streamed span's duration)."""
+        position = _H + index
+        return tuple.__new__(type(self), (*self[:position], value, *self[position + 1 :]))
 
     @property
     def event(self) -> str:

@@ -17,14 +17,23 @@ from typing import Any
 
 from .._errors import UsageError
 from .._host.files import TargetFile
-from .._probe.aggregations import AggregationSpec
+from .._probe.aggregations import LATENCY, AggregationSpec
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from .._probe.fetchargs import Deref, FetchArg, FileOffset, Source
+from .._probe.fetchargs import Deref, FetchArg, FileOffset, Immediate, Source, parse_type
 from .._probe.filters import FilterExpr, parse_filter
-from .._probe.typed import Probe
+from .._probe.typed import Probe, Span
 from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
-from .aggregate import aggregation_config, key_decoder
-from .compile import compile_fetchargs
+from . import abi
+from .aggregate import (
+    KeyPart,
+    SpanMatch,
+    aggregation_config,
+    key_decoder,
+    key_layout,
+    match_field,
+    value_signed,
+)
+from .compile import CompiledProbe, compile_fetchargs
 from .events import RecordLayout
 from .filters import compile_filter
 from .session import Plan, PlannedEvent
@@ -45,6 +54,29 @@ class _Compiled:
     reads_memory: bool
     tally: bool
     tally_only: bool
+    parts: tuple[KeyPart, ...]
+    value_signed: bool
+
+
+@dataclass(frozen=True)
+class _SpanPlan:
+    """The span a planner measures: how START and END match, and its key's layout."""
+
+    match: SpanMatch
+    layout: tuple[KeyPart, ...]
+
+
+# What a streamed span's END fetches besides its own fields: a placeholder the BPF program
+# (or the tracefs backend) overwrites with the span's duration.
+_LATENCY_ARG = FetchArg(LATENCY, Immediate(0), parse_type("u64"), "\\0:u64", 0)
+
+
+def _spec_of(probe: str | ProbeSpec | Probe) -> ProbeSpec:
+    if isinstance(probe, Probe):
+        return probe.spec()
+    if isinstance(probe, str):
+        return parse_probe(probe)
+    return probe
 
 
 def _position_dependent(fetchargs: Sequence[FetchArg]) -> bool:
@@ -132,37 +164,78 @@ class Planner:
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
+        self._span: _SpanPlan | None = None
 
     # -- probes ----------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec | Probe, filter_text: str | None = None) -> list[str]:
-        """Plan every event of one probe: a probe word, a parsed spec, or a typed probe.
+    def add(self, probe: str | ProbeSpec | Probe | Span,
+            filter_text: str | None = None) -> list[str]:
+        """Plan every event of one probe: a probe word, a parsed spec, a typed probe, or a
+        :class:`~rawprobe._probe.typed.Span` (its START's events, then its END's).
 
         Returns:
             The event names it produces (one per matched function).
 
         Raises:
             ProbeSyntaxError, FilterError: The filter is malformed or names an unknown field.
-            TargetNotFoundError, NotElfError, SymbolNotFoundError, UsageError: Its place does
-                not resolve, or a site is refused (and it was not one of a glob's).
+            TargetNotFoundError, NotElfError, SymbolNotFoundError: Its place does not resolve.
+            UsageError: A site is refused (and it was not one of a glob's), or a span is
+                mixed with other probes.
         """
-        if isinstance(probe, Probe):
-            spec = probe.spec()
-        elif isinstance(probe, str):
-            spec = parse_probe(probe)
-        else:
-            spec = probe
+        planned, names, span = len(self.events), set(self._names), self._span
+        try:
+            if isinstance(probe, Span):
+                return self._add_span(probe, filter_text)
+            return self._add(probe, filter_text)
+        except BaseException:
+            # What this probe added goes: the planner is as it was before.
+            del self.events[planned:]
+            self._names, self._span = names, span
+            raise
+
+    def _add(self, probe: str | ProbeSpec | Probe, filter_text: str | None) -> list[str]:
+        if self._span is not None:
+            raise UsageError("a span is measured on its own: add no other probes with it")
+        spec = _spec_of(probe)
         filter_expr = parse_filter(filter_text) if filter_text else None
-        latency = self.aggregation is not None and self.aggregation.hist is not None and (
-            self.aggregation.hist.is_latency
-        )
+        latency = self.aggregation is not None and self.aggregation.measures_latency
         if latency and spec.kind != "p":
             raise UsageError(
-                f"--hist latency measures from entry to return: give entry probes (p:), "
-                f"not {spec.text!r}; the return probe is added for you"
+                f"latency measures from entry to return: give entry probes (p:), "
+                f"not {spec.text!r}; the return probe is added for you (or measure "
+                "between two probes with --span START END)"
             )
+        roles = ("start", "end") if latency else ("",)
+        target, sites, glob = self._accepted(spec, roles)
+        return self._plan_sites(spec, target, sites, glob, roles, filter_expr, filter_text)
+
+    def _add_span(self, span: Span, filter_text: str | None) -> list[str]:
+        """Plan a span: START's events, then END's, sharing span id 0."""
+        if self.events:
+            raise UsageError("a span is measured on its own: add no other probes with it")
+        start, end = _spec_of(span.start), _spec_of(span.end)
+        filter_expr = parse_filter(filter_text) if filter_text else None
+        starts = self._accepted(start, ("",))
+        ends = self._accepted(end, ("",))
+        if not starts[1] or not ends[1]:
+            raise UsageError(f"--span: {(start if not starts[1] else end).text!r} matches no "
+                             "function that can be probed")
+        start_fields = self._fields(start, starts[1][0], "start", span.key)
+        end_fields = self._fields(end, ends[1][0], "end", span.key)
+        keys = self.aggregation.keys if self.aggregation is not None else ()
+        layout = key_layout(keys, end_fields, start_fields, word=end.text) if keys else ()
+        self._span = _SpanPlan(SpanMatch(0, span.key), layout)
+        return [
+            *self._plan_sites(start, *starts, ("start",), filter_expr, filter_text),
+            *self._plan_sites(end, *ends, ("end",), filter_expr, filter_text),
+        ]
+
+    def _accepted(self, spec: ProbeSpec, roles: Sequence[str]
+                  ) -> tuple[TargetFile, list[Site], bool]:
+        """The target of a spec and the sites of it that pass check_site (for every role:
+        a latency pair's return probe too); a refused site fails the word unless it is one of
+        a glob's (then it is left out with a warning)."""
         target = self._open(spec)
-        roles = ("entry", "return") if latency else ("",)
         glob = is_glob(spec.location)
         sites, go_evidence = self._sites(spec, target)
         accepted: list[Site] = []
@@ -170,7 +243,7 @@ class Planner:
         for site in sites:
             refusal = next(
                 (reason for role in roles if (reason := check_site(
-                    target, site, retprobe=spec.retprobe or role == "return",
+                    target, site, retprobe=spec.retprobe or role == "end",
                     go_evidence=go_evidence, pids=self.pids, force=self.force)) is not None),
                 None,
             )
@@ -185,9 +258,16 @@ class Planner:
                 continue
             accepted.append(site)
         self._warn(spec, accepted, left_out, glob)
+        return target, accepted, glob
+
+    def _plan_sites(self, spec: ProbeSpec, target: TargetFile, sites: Sequence[Site],
+                    glob: bool, roles: Sequence[str], filter_expr: FilterExpr | None,
+                    filter_text: str | None) -> list[str]:
+        """Name the sites' events and plan one per role of each."""
         names: list[str] = []
-        for site in accepted:
-            name = default_event_name(spec, site.symbol, site.file_offset, target.path)
+        for site in sites:
+            name = default_event_name(spec, site.symbol, site.file_offset, target.path,
+                                      site.symbol_offset)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
             if name in self._names and name not in names:
@@ -271,6 +351,35 @@ class Planner:
             self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
                                  f"left out ({_some(symbols)}): {reason}")
 
+    def _fetchargs(self, spec: ProbeSpec, site: Site, role: str,
+                   paired: bool) -> tuple[FetchArg, ...]:
+        """What a site's event fetches: a USDT probe without fetch-args reads every argument;
+        a latency pair's return (``paired``) fetches nothing; a streamed span's END also gets
+        ``latency`` (filled with the duration by the BPF program, or the tracefs backend)."""
+        if role == "end" and paired:
+            return ()
+        fetchargs = spec.fetchargs
+        if site.usdt_args is not None and not fetchargs:
+            from .._usdt import default_fetchargs
+
+            fetchargs = default_fetchargs(site.usdt_args)
+        if role == "end" and self.aggregation is None:
+            if any(arg.name == LATENCY for arg in fetchargs):
+                raise UsageError(f"{spec.text}: a streamed span's END gets a field named "
+                                 f"{LATENCY} (its duration): rename the one it fetches")
+            fetchargs = (*fetchargs, _LATENCY_ARG)
+        return fetchargs
+
+    def _fields(self, spec: ProbeSpec, site: Site, role: str, match: str) -> CompiledProbe:
+        """A site's fields, compiled (what a span's key layout is decided from)."""
+        compiled = compile_fetchargs(
+            self._fetchargs(spec, site, role, paired=False), word=spec.text, retprobe=spec.retprobe,
+            probe_file_offset=site.file_offset, string_size=self.string_size,
+            usdt_args=site.usdt_args)
+        if match != "tid":
+            match_field(match, compiled, spec.text)
+        return compiled
+
     def _plan_event(
         self,
         spec: ProbeSpec,
@@ -288,13 +397,10 @@ class Planner:
         on the site's own offset (``@+OFFSET``, USDT arguments), so a glob over thousands of
         functions compiles them once.
         """
-        retprobe = spec.retprobe or role == "return"
+        span = self._span
+        retprobe = spec.retprobe or (role == "end" and span is None)
         at_entry = site.at_entry and not retprobe and self.stack
-        fetchargs = spec.fetchargs
-        if site.usdt_args is not None and not fetchargs:
-            from .._usdt import default_fetchargs
-
-            fetchargs = default_fetchargs(site.usdt_args)
+        fetchargs = self._fetchargs(spec, site, role, paired=span is None)
         position = site.file_offset if _position_dependent(fetchargs) else None
         key = (fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
         compiled = self._compiled.get(key)
@@ -303,6 +409,11 @@ class Planner:
                 spec, site, name, role, retprobe, at_entry, fetchargs, filter_expr, filter_text)
         layout = compiled.layout if compiled.layout.event == name else (
             compiled.layout.renamed(name))
+        span_id = -1
+        if span is not None:
+            span_id = span.match.span_id
+        elif role:  # a latency pair: the entry's event id
+            span_id = len(self.events) - (role == "end")
         self.events.append(PlannedEvent(
             event_id=len(self.events),
             config_id=compiled.config_id,
@@ -321,48 +432,71 @@ class Planner:
             role=role,
             from_glob=glob,
             at_entry=at_entry,
-            filter=filter_expr if role != "return" else None,
+            filter=filter_expr if role != "end" else None,
             key_decoder=compiled.decoder,
+            key_parts=compiled.parts,
+            span_id=span_id,
+            match=span.match.match if span is not None else "tid",
+            value_signed=compiled.value_signed,
         ))
         if _LOG.isEnabledFor(logging.INFO):
             semaphore = f", semaphore at {site.ref_ctr_offset:#x}" if site.ref_ctr_offset else ""
             _LOG.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
                       site.describe(target.path), semaphore)
 
+    def _key_parts(self, spec: ProbeSpec, site: Site, role: str,
+                   compiled: CompiledProbe) -> tuple[KeyPart, ...]:
+        """The grouping key's layout for one event: a span's is decided once for the span; a
+        latency pair's from its entry's fields (read there) and its return's (none)."""
+        keys = self.aggregation.keys if self.aggregation is not None else ()
+        if not keys:
+            return ()
+        if self._span is not None:
+            return self._span.layout
+        if role == "start":
+            return key_layout(keys, compile_fetchargs(()), compiled, word=spec.text)
+        if role == "end":
+            entry = self._fields(spec, site, "start", "tid")
+            return key_layout(keys, compiled, entry, word=spec.text)
+        return key_layout(keys, compiled, word=spec.text)
+
     def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
                  at_entry: bool, fetchargs: tuple[FetchArg, ...],
                  filter_expr: FilterExpr | None, filter_text: str | None) -> _Compiled:
         aggregation = self.aggregation
         compiled = compile_fetchargs(
-            fetchargs if role != "return" else (),
+            fetchargs,
             word=spec.text,
             retprobe=retprobe,
             probe_file_offset=site.file_offset,
             string_size=self.string_size,
             usdt_args=site.usdt_args,
-            stack=self.stack and aggregation is None,
+            stack=self.stack and aggregation is None and role != "start",
         )
         compiled.at_entry = at_entry
         predicates: list[dict[str, object]] = []
         strings: list[bytes] = []
-        if filter_expr is not None and role != "return":
+        if filter_expr is not None and role != "end":
             program = compile_filter(filter_expr, compiled, filter_text or "")
             predicates, strings = program.predicates, program.strings
-        agg = decoder = None
-        if aggregation is not None:
-            agg = aggregation_config(aggregation, compiled, word=spec.text, role=role)
-            decoder = key_decoder(aggregation.by, compiled)
+        agg = None
+        parts: tuple[KeyPart, ...] = ()
+        if aggregation is not None or role:
+            parts = self._key_parts(spec, site, role, compiled)
+            match = self._span.match if self._span is not None else (
+                SpanMatch(abi.SPAN_PAIRED) if role else None)
+            agg = aggregation_config(aggregation, compiled, word=spec.text, parts=parts,
+                                     role=role, span=match)
         config = compiled.config(predicates, strings, agg)
         # Stack maps are for non-sleepable programs only.
         reads_memory = compiled.reads_memory and not (
             aggregation is not None and aggregation.stack
         )
-        from . import abi
-
         tally = bool(agg and agg["action"] == abi.Action.TALLY)
         return _Compiled(self._configs.setdefault(config, len(self._configs)),
-                         RecordLayout(name, compiled), decoder, reads_memory, tally,
-                         tally and not predicates)
+                         RecordLayout(name, compiled), key_decoder(parts), reads_memory, tally,
+                         tally and not predicates, parts,
+                         value_signed(aggregation, compiled))
 
     # -- the result ------------------------------------------------------------------------
 
@@ -375,7 +509,8 @@ class Planner:
         if not self.events:
             raise UsageError("no probes to attach")
         return Plan(tuple(self.events), tuple(self._configs), self.aggregation, self.stack,
-                    self.string_size)
+                    self.string_size,
+                    tuple((path, target.key) for path, target in self._files.items()))
 
     def release_files(self) -> None:
         """Close the opened targets. A run keeps them open while its probes are planted: the

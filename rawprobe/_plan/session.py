@@ -19,6 +19,7 @@ from .._probe.aggregations import AggregationSpec
 from .._probe.fetchargs import FetchArg, UsdtArgument
 from .._probe.filters import FilterExpr
 from .abi import COOKIE_TALLY
+from .aggregate import KeyPart
 from .events import Event, RecordLayout
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "PlannedEvent",
     "ProbeCounters",
     "Session",
+    "SpanCounters",
     "TraceStats",
     "TraceTarget",
     "summarize",
@@ -55,14 +57,21 @@ class PlannedEvent:
             ``--count``, no key, no stack.
         tally_only: ``tally`` without a filter: the program counts the hit and returns.
         usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
-        role: ``entry`` or ``return`` for the two halves of a latency measurement, else ``""``;
-            a return half is planned right after its entry half (event id + 1).
+        role: ``start`` or ``end`` for the two probes of a span (a latency measurement's
+            entry and return, or ``--span START END``), else ``""``; a latency pair's return
+            is planned right after its entry (event id + 1).
         from_glob: Matched by a glob among others: a site the kernel refuses is left out with
             a warning instead of failing the run.
         at_entry: On a function's first instruction, where a frame-pointer walk misses the
             caller (stacks add it from the top of the stack).
         filter: The filter expression, for a backend that filters in user space.
         key_decoder: Turns an aggregation key's bytes back into a value (None: not grouped).
+        key_parts: The grouping key's layout (a backend aggregating in user space builds the
+            same bytes from it).
+        span_id: For a span's probes, the id START and END share (a latency pair's: its
+            entry's event id), else -1.
+        match: For a span's probes, what START and END match on: ``tid`` or a field name.
+        value_signed: The aggregated value sums and compares as a signed integer.
     """
 
     event_id: int
@@ -83,6 +92,10 @@ class PlannedEvent:
     at_entry: bool = False
     filter: FilterExpr | None = None
     key_decoder: Callable[[bytes], Any] | None = None
+    key_parts: tuple[KeyPart, ...] = ()
+    span_id: int = -1
+    match: str = "tid"
+    value_signed: bool = True
 
     @property
     def name(self) -> str:
@@ -106,6 +119,9 @@ class Plan:
         aggregation: How events aggregate (None: they stream).
         stack: Streamed events carry the user stack; aggregations group by it.
         string_size: Bytes kept per string, NUL included.
+        targets: Each probed file's path and its identity when the planner opened it
+            (``TargetFile.key``: device, inode, size, mtime, ctime): a file replaced on disk
+            since (a package upgrade) no longer matches ``os.stat(path)``.
     """
 
     events: tuple[PlannedEvent, ...]
@@ -113,6 +129,7 @@ class Plan:
     aggregation: AggregationSpec | None = None
     stack: bool = False
     string_size: int = 256
+    targets: tuple[tuple[str, tuple[int, int, int, int, int]], ...] = ()
 
     @property
     def layouts(self) -> list[RecordLayout]:
@@ -142,11 +159,46 @@ class ProbeCounters:
         hits: Times the probe fired in traced processes.
         filtered: Hits a filter rejected.
         lost: Records that could not be kept (ring buffer full, maps full, nesting).
+        unmatched: A span's END: hits no open span matched (begun before the probes were
+            in place, or evicted from the full spans map).
+        replaced: A span's START: hits that replaced an open span with the same match (a
+            recursive call, a reused id); the one replaced never ends.
     """
 
     hits: int = 0
     filtered: int = 0
     lost: int = 0
+    unmatched: int = 0
+    replaced: int = 0
+
+
+@dataclass(frozen=True)
+class SpanCounters:
+    """What became of the spans of one span id, at the time of reading.
+
+    Every span started ends in exactly one way: ``ended``, ``replaced`` by a later START
+    with the same match, still ``open``, or ``evicted`` from the full spans map (the kernel
+    does not say which; it is what the other counts leave).
+
+    Attributes:
+        start: The START event's name; end: the END event's name.
+        started: START hits that opened a span (filtered and lost ones aside).
+        ended: END hits that closed one.
+        unmatched: END hits no open span matched.
+        replaced, open, evicted: As above.
+    """
+
+    start: str
+    end: str
+    started: int
+    ended: int
+    unmatched: int
+    replaced: int
+    open: int
+    evicted: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class AggregateCell(NamedTuple):
@@ -158,6 +210,9 @@ class AggregateCell(NamedTuple):
         bucket: The histogram bucket (numbered as ``bucket_of`` numbers them), 0 for counts.
         key: The grouping key's bytes (``struct rp_agg_key.data``), empty when not grouped.
         value: How many hits fell in it.
+        total: The sum of their values (an aggregation of a value; else 0).
+        minimum: The smallest of their values (else 0).
+        maximum: The largest of their values (else 0).
     """
 
     event_id: int
@@ -165,6 +220,9 @@ class AggregateCell(NamedTuple):
     bucket: int
     key: bytes
     value: int
+    total: int = 0
+    minimum: int = 0
+    maximum: int = 0
 
 
 class Session(Protocol):
@@ -216,6 +274,9 @@ class Session(Protocol):
     def stack_pid(self, stack_id: int) -> int | None:
         """A process the stack was seen in (to symbolize its addresses)."""
 
+    def open_spans(self) -> dict[int, int]:
+        """Per span id, how many spans are open (started, not yet ended)."""
+
     def close(self) -> None:
         """Detach and free everything (idempotent)."""
 
@@ -234,6 +295,8 @@ class TraceStats:
             summed).
         not_delivered: Events decoded but not delivered because the run ended first (the
             command line's ``-n`` limit).
+        spans: For a run that measures spans (``--span``, latencies), what became of them,
+            per span id.
     """
 
     events: int
@@ -243,20 +306,48 @@ class TraceStats:
     truncated: int = 0
     probes: dict[str, ProbeCounters] = dataclasses.field(default_factory=dict)
     not_delivered: int = 0
+    spans: tuple[SpanCounters, ...] = ()
 
 
-def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int) -> TraceStats:
-    """A run's accounting from its session's counters (sites of one event name summed)."""
+def _add(a: ProbeCounters, b: ProbeCounters) -> ProbeCounters:
+    return ProbeCounters(a.hits + b.hits, a.filtered + b.filtered, a.lost + b.lost,
+                         a.unmatched + b.unmatched, a.replaced + b.replaced)
+
+
+def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int,
+              open_spans: dict[int, int] | None = None) -> TraceStats:
+    """A run's accounting from its session's counters (sites of one event name summed), and
+    what became of its spans (``open_spans``: :meth:`Session.open_spans`)."""
     probes: dict[str, ProbeCounters] = {}
     for event, counter in zip(plan.events, counters, strict=True):
         seen = probes.get(event.name)
-        probes[event.name] = counter if seen is None else ProbeCounters(
-            seen.hits + counter.hits, seen.filtered + counter.filtered,
-            seen.lost + counter.lost)
+        probes[event.name] = counter if seen is None else _add(seen, counter)
     return TraceStats(
         events=delivered,
         lost=sum(c.lost for c in counters),
         hits=sum(c.hits for c in counters),
         filtered=sum(c.filtered for c in counters),
         probes=probes,
+        spans=_spans(plan, counters, open_spans or {}),
     )
+
+
+def _spans(plan: Plan, counters: list[ProbeCounters],
+           open_spans: dict[int, int]) -> tuple[SpanCounters, ...]:
+    starts: dict[int, tuple[str, ProbeCounters]] = {}
+    ends: dict[int, tuple[str, ProbeCounters]] = {}
+    for event, counter in zip(plan.events, counters, strict=True):
+        if event.role:
+            side = starts if event.role == "start" else ends
+            name, seen = side.get(event.span_id, (event.name, ProbeCounters()))
+            side[event.span_id] = (name, _add(seen, counter))
+    result = []
+    for span_id, (start_name, start) in starts.items():
+        end_name, end = ends.get(span_id, ("", ProbeCounters()))
+        started = start.hits - start.filtered - start.lost
+        ended = end.hits - end.filtered - end.unmatched
+        still_open = open_spans.get(span_id, 0)
+        evicted = max(0, started - ended - start.replaced - still_open)
+        result.append(SpanCounters(start_name, end_name, started, ended, end.unmatched,
+                                   start.replaced, still_open, evicted))
+    return tuple(result)

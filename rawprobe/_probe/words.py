@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from .._errors import ProbeSyntaxError
 from .fetchargs import FetchArg, c_integer, parse_fetcharg
 
-__all__ = ["ProbeSpec", "default_event_name", "is_glob", "parse_probe", "quote_target",
+__all__ = ["ProbeSpec", "default_event_name", "is_glob", "is_offset_location", "parse_probe",
+           "quote_target",
            "split_place"]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
@@ -65,6 +66,14 @@ class ProbeSpec:
 
 
 _GLOB_CHARS = "*?["
+
+
+def is_offset_location(location: str) -> bool:
+    """Whether a LOCATION is a raw file offset (``0x1139``, ``4409``)."""
+    text = location.strip().lower()
+    if text.startswith("0x"):
+        return len(text) > 2 and all(char in "0123456789abcdef" for char in text[2:])
+    return text.isdigit()
 
 
 def is_glob(location: str) -> bool:
@@ -293,18 +302,23 @@ def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | No
     return group or None, event or None
 
 
-def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, path: str) -> str:
+def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, path: str,
+                       symbol_offset: int = 0) -> str:
     """The event name of a probe the user did not name.
 
-    After the symbol (``readline``, ``readline__return`` for a return probe); a probe at a raw
-    offset is named as the kernel names one (``p_bash_0x1234``).
+    After the symbol (``readline``, ``readline__return`` for a return probe), with the offset
+    into it as perf probe writes one (``add_5`` for ``add+5``); a probe at a raw file offset is
+    named as the kernel names one (``p_bash_0x1234``), even inside a known function, so that
+    two probes in one function never share a name.
     """
     if spec.event:
         return spec.event
-    if symbol:
+    if symbol and not is_offset_location(spec.location):
         base = re.sub(r"[^A-Za-z0-9_]", "_", symbol.split("@", 1)[0])
         if base[:1].isdigit():
             base = "_" + base
+        if symbol_offset:
+            base += f"_{symbol_offset}"
         return base + ("__return" if spec.retprobe else "")
     stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(path))
     return f"{spec.kind}_{stem}_{file_offset:#x}"

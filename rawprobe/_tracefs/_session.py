@@ -15,9 +15,14 @@
      scheduled on the CPU, kernel/trace/trace_uprobe.c, __uprobe_perf_func()), so every thread
      needs its own; the BPF backend's single event per process works only because its BPF
      program runs for every task whose mm matches;
-   - a command: one event per CPU on the command (``pid=CMD, cpu=N, inherit=1``): its threads
-     and every process it forks inherit the event. (``inherit`` with ``cpu=-1`` could not be
-     mapped: kernel/events/core.c, perf_mmap().)
+   - a command: one event per CPU for every process (``pid=-1, cpu=N``), and the command's
+     process tree followed here: the buffers' owners also record every fork and exit
+     (``task``), and a sample is kept when its process is the command or descends from it.
+     Inherited per-task events lost the first calls of children that ran before their copy
+     of the event was in place; host-wide events see every call. Records are merged across
+     CPUs by time, and a sample is judged only once everything stamped before it can have
+     been read (a millisecond behind the reading), so no fork is ever seen after its
+     child's first call.
 
 3. Per CPU, a dummy software event owns the ring buffer and every uprobe event on that CPU sends
    its samples there (PERF_EVENT_IOC_SET_OUTPUT). Because the dummy owns the buffer, closing the
@@ -52,7 +57,15 @@ from .._errors import (
     TargetNotFoundError,
     UsageError,
 )
+from .._host.cpus import online_cpus
 from .._host.eventformat import parse_format
+from .._host.perfbuf import (
+    SAMPLE_FIELDS,
+    SAMPLE_RAW_OFFSET,
+    PerfBuffer,
+    split_perf_records,
+    task_records,
+)
 from .._plan import abi
 from .._plan.events import Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
@@ -63,6 +76,7 @@ from .._sys.perf import (
     FLAG_EXCLUDE_CALLCHAIN_KERNEL,
     FLAG_INHERIT,
     FLAG_INHERIT_THREAD,
+    FLAG_TASK,
     FLAG_USE_CLOCKID,
     FLAG_WATERMARK,
     PERF_COUNT_SW_DUMMY,
@@ -78,9 +92,9 @@ from .._sys.perf import (
     perf_event_set_output,
 )
 from ._decode import SampleDecoder
+from ._follow import ProcessTree
 from ._fs import Tracefs
 from ._groups import new_group
-from ._perfbuf import SAMPLE_FIELDS, SAMPLE_RAW_OFFSET, PerfBuffer, split_perf_records
 from ._render import (
     MAX_EVENT_NAME_LEN,
     KernelProbe,
@@ -89,7 +103,7 @@ from ._render import (
 )
 from ._userstage import UserStage
 
-__all__ = ["TracefsSession", "online_cpus", "parse_cpu_list"]
+__all__ = ["TracefsSession"]
 
 _LOG = logging.getLogger("rawprobe")
 _U16 = struct.Struct("<H")
@@ -98,26 +112,6 @@ _U16 = struct.Struct("<H")
 # found by looking. 50 ms is below what a person notices and costs nothing measurable.
 _POLL_INTERVAL = 0.05
 _MIN_BUFFER = 64 << 10
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a kernel CPU list (``0-3,5,7-8``), as in ``/sys/devices/system/cpu/online``."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return cpus
-
-
-def online_cpus() -> list[int]:
-    """The CPUs online now."""
-    try:
-        with open("/sys/devices/system/cpu/online") as file:
-            return parse_cpu_list(file.read())
-    except OSError:
-        return list(range(os.cpu_count() or 1))
 
 
 def _proc_comm(tid: int) -> bytes:
@@ -275,6 +269,7 @@ class TracefsSession:
         self._type_ids: list[int] = []
         self._counts = [0] * len(self._uprobes)
         self._lost = 0
+        self._tree: ProcessTree | None = None  # following a command
         self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
         self._final_hits: list[int] | None = None
         self._cpus = online_cpus()
@@ -307,7 +302,10 @@ class TracefsSession:
         tracefs.define(line)
         resources.defined.append(name)
         event_format = parse_format(tracefs.event_format(resources.group, name))
-        decoder = SampleDecoder(uprobe.event_id, uprobe.layout, probe, event_format,
+        # Stacks come with each sample's callchain, also where the plan's layout keeps none
+        # (an aggregation grouped by stack).
+        layout = uprobe.layout.with_stack() if self._callchain else uprobe.layout
+        decoder = SampleDecoder(uprobe.event_id, layout, probe, event_format,
                                 self._string_size)
         self._decoders[decoder.type_id] = decoder
         self._type_ids.append(decoder.type_id)
@@ -320,6 +318,8 @@ class TracefsSession:
             attr.type = PERF_TYPE_SOFTWARE
             attr.config = PERF_COUNT_SW_DUMMY
             attr.flags = FLAG_USE_CLOCKID | FLAG_WATERMARK
+            if self._follow:
+                attr.flags |= FLAG_TASK  # fork and exit records, for the process tree
             attr.clockid = CLOCK_MONOTONIC
             attr.wakeup_events = self._buffer_size // 4  # union: wakeup_watermark
             fd = self._perf_open(attr, -1, cpu, "a ring buffer")
@@ -392,7 +392,8 @@ class TracefsSession:
             if target.command_pid is not None:
                 if not self._follow:
                     raise ValueError("this session was not created to follow a command")
-                self._open_events(target.command_pid, FLAG_INHERIT, opened)
+                self._tree = ProcessTree(target.command_pid)
+                self._open_events(-1, 0, opened)
             elif target.pids:
                 for pid in target.pids:
                     self._open_process(pid, opened)
@@ -463,12 +464,15 @@ class TracefsSession:
         epoll.register(fd, select.EPOLLIN)
 
     def pending(self) -> bool:
-        return any(buffer.pending() > 0 for buffer in self._resources.buffers)
+        return bool(self._tree and self._tree.pending) or any(buffer.pending() > 0
+                                          for buffer in self._resources.buffers)
 
     def read(self) -> list[Event]:
         """Every sample in the buffers, decoded; ordered by time when several CPUs had some."""
         events: list[Event] = []
         sources = 0
+        horizon = time.monotonic_ns()
+        tasks: list[tuple[int, bool, int, int]] = []
         for buffer in self._resources.buffers:
             chunk = buffer.read()
             if not chunk:
@@ -477,9 +481,15 @@ class TracefsSession:
             self._lost += lost
             before = len(events)
             self._decode(chunk, samples, events)
+            if self._tree is not None:
+                tasks += task_records(chunk, consumed)
             buffer.consume(consumed)
             sources += len(events) > before
-        if sources > 1:
+        if self._tree is not None:
+            events, strangers = self._tree.judge(events, tasks, horizon)
+            for event_id in strangers:
+                self._counts[event_id] -= 1  # another process's hit: not ours
+        elif sources > 1:
             events.sort(key=attrgetter("ts_ns"))
         return self._stage.process(events)
 
@@ -528,6 +538,8 @@ class TracefsSession:
         if self._fd_events:
             self._final_hits = self._hits()
             self._fd_events = {}
+        if self._tree is not None:
+            self._tree.draining = True  # what is read from now on is judged at once
         _release_probes(self._resources)
 
     def counters(self) -> list[ProbeCounters]:
@@ -541,14 +553,23 @@ class TracefsSession:
         result = []
         final = self._final_hits
         hits = final if final is not None else self._hits()
+        if self._tree is not None:
+            # The events count every process's hits; the command's are the samples kept, and
+            # what the buffers lost (which may include other processes' samples).
+            final = None
+            hits = [count + (self._lost if event_id == 0 else 0)
+                    for event_id, count in enumerate(self._counts)]
         for event_id, count in enumerate(self._counts):
             if final is not None:
                 lost = max(0, final[event_id] - count)
             else:
                 lost = self._lost if event_id == 0 else 0
-            filtered = self._stage.filtered[event_id]
+            stage = self._stage
             result.append(ProbeCounters(hits=max(hits[event_id], count + lost),
-                                        filtered=filtered, lost=lost))
+                                        filtered=stage.filtered[event_id],
+                                        lost=lost + stage.lost[event_id],
+                                        unmatched=stage.unmatched[event_id],
+                                        replaced=stage.replaced[event_id]))
         return result
 
     def fileno(self) -> int:
@@ -567,6 +588,9 @@ class TracefsSession:
 
     def stack_pid(self, stack_id: int) -> int | None:
         return self._stage.stack_pid(stack_id)
+
+    def open_spans(self) -> dict[int, int]:
+        return self._stage.open_spans()
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

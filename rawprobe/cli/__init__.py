@@ -110,7 +110,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from rawprobe import __version__
 
-    from . import _attach, _demo, _doctor, _inspect, _probes
+    from . import _attach, _demo, _doctor, _inspect, _probes, _serve
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
@@ -126,6 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _demo.add_parser(commands)
     _probes.add_parser(commands)
     _doctor.add_parser(commands)
+    _serve.add_parser(commands)
     return parser
 
 

@@ -32,13 +32,23 @@ from .._errors import ClosedError
 from .._sys.perf import PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_SAMPLE
 
 __all__ = [
+    "PERF_RECORD_EXIT",
+    "PERF_RECORD_FORK",
+    "RECORD_HEADER",
     "SAMPLE_FIELDS",
     "SAMPLE_RAW_OFFSET",
     "PerfBuffer",
     "split_perf_records",
+    "task_records",
 ]
 
+# enum perf_event_type: a process forked or exited (u32 pid, ppid, tid, ptid; u64 time).
+PERF_RECORD_EXIT = 4
+PERF_RECORD_FORK = 7
+_TASK = struct.Struct("<IIIIQ")
+
 _HEADER = struct.Struct("<IHH")
+RECORD_HEADER = _HEADER  # struct perf_event_header: u32 type, u16 misc, u16 size
 _U64 = struct.Struct("<Q")
 # The sample body after the header: pid, tid, time, cpu, res, raw size.
 SAMPLE_FIELDS = struct.Struct("<IIQIII")
@@ -77,6 +87,23 @@ def split_perf_records(chunk: bytes | memoryview) -> tuple[list[int], int, int]:
             lost += _U64.unpack_from(chunk, position + 8)[0]
         position += size
     return samples, lost, position
+
+
+def task_records(chunk: bytes | memoryview, end: int) -> list[tuple[int, bool, int, int]]:
+    """The fork and exit records of processes (not threads) among the first ``end`` bytes of
+    ``chunk``: ``(time, forked, pid, parent pid)`` each, in order."""
+    found: list[tuple[int, bool, int, int]] = []
+    position = 0
+    while position + 8 <= end:
+        record_type, _misc, size = _HEADER.unpack_from(chunk, position)
+        if size < 8 or position + size > end:
+            break
+        if record_type in (PERF_RECORD_FORK, PERF_RECORD_EXIT) and size >= 8 + _TASK.size:
+            pid, ppid, tid, _ptid, time = _TASK.unpack_from(chunk, position + 8)
+            if pid == tid:
+                found.append((time, record_type == PERF_RECORD_FORK, pid, ppid))
+        position += size
+    return found
 
 
 class PerfBuffer:
