@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from rawprobe import Count, CountTable, Event, EventFormatter, HistogramSet, Tracer, TraceStats
+    from rawprobe import Count, Event, EventFormatter, Tracer, TraceStats
     from rawprobe._output.timeline import Timeline
 
 __all__ = ["Views", "add_arguments", "check_arguments"]
