@@ -331,7 +331,7 @@ def _exercise_file(path: str, step: int) -> None:
         # One word per file, in turn: an offset into a function, every USDT argument, a glob
         # of return probes, a raw offset.
         lambda: Planner().add([f"p:{path}:work+4 x=%di:s32", f"usdt:{path}:demo:tick",
-                               f"r:{path}:*", f"p:{path}:0x1139"][step % 4]),
+                               f"r:{path}:[mw]*", f"p:{path}:0x1139"][step % 4]),
     ]
     for action in actions:
         try:
