@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Sequence
 
 from ._command import Command, Processes
@@ -12,15 +13,17 @@ from ._errors import (
     KernelFeatureError,
     LibbpfMissingError,
     PrivilegeError,
+    RawprobeError,
     UsageError,
 )
-from ._host.privileges import check_tracing_privileges
+from ._host.privileges import bpf_refusal, check_tracing_privileges, tracefs_refusal
 from ._plan.session import Plan, Session, TraceTarget
 from ._sys.limits import out_of_descriptors, raise_descriptor_limit
 
 __all__ = ["BACKENDS", "open_session", "plant"]
 
 BACKENDS = ("auto", "bpf", "tracefs")
+_LOG = logging.getLogger("rawprobe")
 
 
 def open_session(plan: Plan, backend: str, *, ring_size: int,
@@ -44,24 +47,31 @@ def open_session(plan: Plan, backend: str, *, ring_size: int,
     # Every map, program, link and perf event is a descriptor: use all the room there is.
     raise_descriptor_limit()
     try:
-        return _open(plan, backend, ring_size, follow)
+        session, chosen, note = _open(plan, backend, ring_size, follow)
     except OSError as error:
         if error.errno == errno.EMFILE:
             raise out_of_descriptors("rawprobe's BPF maps and programs") from None
         raise
+    _LOG.info("backend: %s%s", chosen, f" ({note})" if note else (
+        " (chosen)" if backend == chosen else " (auto: it works here)"))
+    return session, chosen, note
 
 
 def _open(plan: Plan, backend: str, ring_size: int, follow: bool) -> tuple[Session, str, str]:
+    # Every privilege is checked before anything is loaded or planted.
     if backend == "auto":
-        check_tracing_privileges(bpf=False)
-        try:
-            check_tracing_privileges(bpf=True)
-            return _bpf(plan, ring_size, follow), "bpf", ""
-        except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
-                PrivilegeError) as error:
-            note = f"using the tracefs backend: {str(error).splitlines()[0]}"
-            return _tracefs(plan, ring_size, follow), "tracefs", note
-    check_tracing_privileges(bpf=backend == "bpf")
+        refusal: RawprobeError | None = bpf_refusal()
+        if refusal is None:
+            try:
+                return _bpf(plan, ring_size, follow), "bpf", ""
+            except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
+                    PrivilegeError) as error:
+                refusal = error
+        if tracefs_refusal() is not None:
+            raise refusal  # the BPF backend's reason: it is the one tried first
+        note = f"using the tracefs backend: {str(refusal).splitlines()[0]}"
+        return _tracefs(plan, ring_size, follow), "tracefs", note
+    check_tracing_privileges(backend=backend)
     if backend == "tracefs":
         return _tracefs(plan, ring_size, follow), backend, ""
     return _bpf(plan, ring_size, follow), backend, ""

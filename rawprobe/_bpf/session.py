@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Sequence
 
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
+from .._host.privileges import perf_uprobes_allowed
 from .._plan import abi
 from .._plan.events import Event
 from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
@@ -121,6 +122,9 @@ class BpfSession:
         self.poll_interval: float | None = None  # the ring buffer wakes its reader itself
         if multi is None:
             multi = UPROBE_MULTI.available()
+        # Without the right to create uprobes through perf_event_open (CAP_SYS_ADMIN on kernels
+        # since the 2025 hardening), a uprobe_multi link carries even a file's only uprobe.
+        self._threshold = MULTI_THRESHOLD if perf_uprobes_allowed() else 1
         # Fall back step by step: without uprobe_multi links, then without sleepable programs.
         attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
         for index, (sleepable, use_multi) in enumerate(attempts):
@@ -159,7 +163,7 @@ class BpfSession:
             keys.append(key)
         programs: list[tuple[str, _Group | None]] = []
         for event, key in zip(self._plan_events, keys, strict=True):
-            multi = self.multi and sizes[key] >= MULTI_THRESHOLD
+            multi = self.multi and sizes[key] >= self._threshold
             program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
             programs.append((program, key if multi else None))
@@ -186,6 +190,7 @@ class BpfSession:
                 if "_multi" in name:
                     obj.lib.program_set_expected_attach_type(program, BPF_TRACE_UPROBE_MULTI)
             obj.load()
+            _LOG.info("BPF programs loaded: %s", ", ".join(sorted(wanted)))
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)
@@ -229,6 +234,10 @@ class BpfSession:
                 program_fd = int(self._object.lib.program_fd(self._object.program(name)))
                 for pid in target.pids or (0,):
                     self._attach_multi(program_fd, retprobe, members, pid)
+                    _LOG.info("%d %s on a uprobe_multi link (%s) in %s%s: %s", len(members),
+                              "uretprobes" if retprobe else "uprobes", name, members[0].path,
+                              f" for pid {pid}" if pid else "",
+                              ", ".join(f"{e.name} {e.file_offset:#x}" for e in members))
         except BaseException:
             self.detach()
             raise
@@ -285,6 +294,9 @@ class BpfSession:
         # The link now owns the perf event's descriptor; libbpf closes both on destroy.
         uprobe.detach()
         self._links.append(link)
+        _LOG.info("%s on a perf event: %s %s:%#x%s", "uretprobe" if event.retprobe else "uprobe",
+                  event.name, event.path, event.file_offset,
+                  f" for pid {pid}" if pid is not None else "")
 
     # -- reading -----------------------------------------------------------------------------
 

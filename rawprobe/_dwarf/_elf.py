@@ -96,9 +96,11 @@ def _matching_debug_file(candidate: str, build_id: str, crc: int | None) -> ElfR
     """``candidate`` opened, when it exists, has DWARF and matches the build-id or CRC."""
     if not os.path.isfile(candidate):
         return None
-    if crc is not None and file_crc32(candidate) != crc:
-        return None
     try:
+        # file_crc32 and read_elf open regular files only, without blocking: the name comes
+        # from the ELF file, and a FIFO or a device may have replaced the file since isfile.
+        if crc is not None and file_crc32(candidate) != crc:
+            return None
         debug = read_elf(candidate)
     except Exception:  # an unreadable candidate is just not the one
         return None

@@ -393,6 +393,13 @@ def _entry(
         "dest": dest,
         "reg": reg,
         "max_len": max_len,
-        "imm": imm,
-        "deref": list(derefs) + [0] * (abi.MAX_DEREF - len(derefs)),
+        # 64-bit address arithmetic on the BPF side: an address above 2^63 (@ADDR, \IMM) is
+        # the same bits as the negative number the signed field holds.
+        "imm": _s64(imm),
+        "deref": [_s64(offset) for offset in derefs] + [0] * (abi.MAX_DEREF - len(derefs)),
     }
+
+
+def _s64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value

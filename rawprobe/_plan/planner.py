@@ -10,6 +10,7 @@ one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ from .filters import compile_filter
 from .session import Plan, PlannedEvent
 from .sites import Site, check_site
 from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
+
+_LOG = logging.getLogger("rawprobe")
 
 __all__ = ["Planner", "check_locations"]
 
@@ -466,7 +469,8 @@ class Planner:
             file_offset=site.file_offset,
             retprobe=retprobe,
             ref_ctr_offset=site.ref_ctr_offset,
-            fetchargs=fetchargs,
+            # The return half of a latency measurement reads nothing (it is compiled so).
+            fetchargs=fetchargs if role != "return" else (),
             layout=layout,
             reads_memory=compiled.reads_memory,
             tally=compiled.tally,
@@ -482,6 +486,10 @@ class Planner:
             match=span.match.match if span is not None else "tid",
             value_signed=compiled.value_signed,
         ))
+        if _LOG.isEnabledFor(logging.INFO):
+            semaphore = f", semaphore at {site.ref_ctr_offset:#x}" if site.ref_ctr_offset else ""
+            _LOG.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
+                      site.describe(target.path), semaphore)
 
     def _key_parts(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
                    compiled: CompiledProbe) -> tuple[KeyPart, ...]:

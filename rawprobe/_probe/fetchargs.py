@@ -59,6 +59,13 @@ __all__ = [
 ]
 
 MAX_NESTING = 8  # dereference levels; the BPF side's RP_MAX_DEREF
+# $stackN: kernel/trace/trace_probe.h PARAM_MAX_STACK (THREAD_SIZE / sizeof(long), x86-64)
+MAX_STACK_ENTRY = 2048
+# The ranges of the kernel's own parsers (kernel/trace/trace_probe.c): kstrtol for a
+# dereference offset, kstrtoul for an address, either for an immediate.
+_S64 = (-(1 << 63), (1 << 63) - 1)
+_U64 = (0, (1 << 64) - 1)
+_IMM64 = (-(1 << 63), (1 << 64) - 1)
 
 
 @dataclass(frozen=True)
@@ -302,7 +309,11 @@ class _Parser:
             return StackPointer()
         match = re.fullmatch(r"stack(\d+)", name)
         if match:
-            return StackEntry(int(match.group(1)))
+            index = int(match.group(1))
+            if index > MAX_STACK_ENTRY:
+                raise self.error(f"${name}: the kernel reads at most $stack{MAX_STACK_ENTRY}",
+                                 position)
+            return StackEntry(index)
         match = re.fullmatch(r"arg(\d+)", name)
         if match:
             return self.argument(int(match.group(1)), position, one_based=True)
@@ -359,6 +370,7 @@ class _Parser:
             raise self.error(f"{match.group(3)!r} is not a number", position) from None
         if match.group(1) == "-":
             offset = -offset
+        self.check_range(offset, _S64, "offset", position)
         inner, end = self.source(match.end(), depth + 1)
         if isinstance(inner, (Comm, ImmediateString)):
             raise self.error("cannot dereference $comm or a string constant", match.end())
@@ -377,6 +389,8 @@ class _Parser:
             value = c_integer(match.group(2))
         except ValueError:
             raise self.error(f"{match.group(2)!r} is not a number", position) from None
+        self.check_range(value, _U64, "address" if not match.group(1) else "offset",
+                         position)
         if match.group(1):
             return FileOffset(value), match.end()
         return Memory(value), match.end()
@@ -392,9 +406,16 @@ class _Parser:
         if not match:
             raise self.error("expected \\IMM (a number) or \\\"STRING\\\"", position)
         try:
-            return Immediate(c_integer(match.group(1))), match.end()
+            value = c_integer(match.group(1))
         except ValueError:
             raise self.error(f"{match.group(1)!r} is not a number", position) from None
+        self.check_range(value, _IMM64, "immediate", position)
+        return Immediate(value), match.end()
+
+    def check_range(self, value: int, bounds: tuple[int, int], what: str,
+                    position: int) -> None:
+        if not bounds[0] <= value <= bounds[1]:
+            raise self.error(f"the {what} {value} does not fit in 64 bits", position)
 
 
 def parse_fetcharg(

@@ -32,6 +32,11 @@ __all__ = [
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OTHER_HEAD = re.compile(r"([A-Za-z][A-Za-z0-9_]*):(.+)", re.DOTALL)
+_KERNEL_TYPES = ("t", "tp", "tracepoint", "sys", "syscall", "k", "kr", "kprobe", "kretprobe",
+                 "f", "fentry", "fexit", "e", "rawtracepoint", "software", "hardware", "profile",
+                 "interval")
+_BPFTRACE_TYPES = {"uprobe": "p", "uretprobe": "r"}
 _REF_CTR = re.compile(r"\((0[xX][0-9a-fA-F]+|\d+)\)$")
 
 
@@ -281,6 +286,7 @@ def parse_probe(word: str) -> ProbeSpec:
                 group, event = _parse_name(after, word, head_column + len(kind) + 1)
             (place, place_column), rest = rest[0], rest[1:]
     else:
+        _refuse_unknown_type(head, word, head_column)
         kind, place, place_column = "p", head, head_column
 
     if place.endswith("%return"):
@@ -327,6 +333,28 @@ def parse_probe(word: str) -> ProbeSpec:
     return ProbeSpec(
         kind, group, event, target, location, ref_ctr_offset, tuple(fetchargs), word
     )
+
+
+def _refuse_unknown_type(head: str, word: str, column: int) -> None:
+    """A head ``q:X:Y`` is a probe type rawprobe does not know, not a TARGET ``q:X`` (a TARGET
+    with a colon is written in double quotes, so it is never mistaken for one)."""
+    match = _OTHER_HEAD.fullmatch(head)
+    if not match:
+        return
+    try:
+        split_place(match.group(2))
+    except ProbeSyntaxError:
+        return  # q:ns::f is TARGET q and LOCATION ns::f
+    kind = match.group(1)
+    hint = ""
+    if kind in _KERNEL_TYPES:
+        hint = " (kernel tracepoints, system calls and kprobes are not probes rawprobe plants yet)"
+    elif kind in _BPFTRACE_TYPES:
+        hint = f" (bpftrace's {kind}: is {_BPFTRACE_TYPES[kind]}: here)"
+    raise ProbeSyntaxError(
+        f"unknown probe type {kind!r}: use p (entry), r (return) or usdt{hint}; a TARGET "
+        f'that holds a colon is written in double quotes ("{kind}:...":LOCATION)',
+        word, column)
 
 
 def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | None]:

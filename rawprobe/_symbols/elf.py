@@ -266,7 +266,13 @@ def read_elf(path: str) -> ElfReader:
     """
     stream, size = open_target(path)
     try:
-        check_elf_header(stream.read(64), path, size)
+        try:
+            # No further than the size fstat gave: /proc/self/mem and friends claim size 0.
+            head = stream.read(min(64, size))
+        except OSError as error:
+            raise TargetNotFoundError(
+                f"{path}: {(error.strerror or 'cannot read').lower()}") from None
+        check_elf_header(head, path, size)
         stream.seek(0)
         try:
             return ElfReader(stream, path, size)

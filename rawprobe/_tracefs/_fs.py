@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import time
 import weakref
 from dataclasses import dataclass
 
-from .._errors import KernelFeatureError, PrivilegeError, SysCallError, UsageError
+from .._errors import PrivilegeError, SysCallError, UsageError
+from .._host.tracefs import TRACEFS_MOUNTS, find_tracefs
 
 __all__ = [
     "TRACEFS_MOUNTS",
@@ -31,8 +33,7 @@ __all__ = [
     "parse_definitions",
 ]
 
-# Where tracefs is mounted: its own mount point (Linux 4.1+), or inside debugfs on older set-ups.
-TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+_LOG = logging.getLogger("rawprobe")
 
 # kernel/trace/trace_uprobe.c, trace_uprobe_show(): "%c:%s/%s %s:0x%0*lx" then "(0x%lx)" for a
 # reference counter, then " name=fetcharg" for each argument.
@@ -114,29 +115,6 @@ def kernel_error(error_log: str, command: str) -> str | None:
     return found
 
 
-def find_tracefs() -> str:
-    """Where tracefs is mounted (the directory holding ``uprobe_events``).
-
-    Raises:
-        KernelFeatureError: Not mounted, or the kernel lacks CONFIG_UPROBE_EVENTS (the message
-            says how to mount it).
-    """
-    for root in TRACEFS_MOUNTS:
-        if os.path.exists(os.path.join(root, "uprobe_events")):
-            return root
-    if os.path.isdir(TRACEFS_MOUNTS[0]) and os.path.exists(
-        os.path.join(TRACEFS_MOUNTS[0], "events")
-    ):
-        raise KernelFeatureError(
-            "tracefs has no uprobe_events: the kernel was built without CONFIG_UPROBE_EVENTS; "
-            "use --backend bpf"
-        )
-    raise KernelFeatureError(
-        "tracefs is not mounted: mount it with 'mount -t tracefs nodev /sys/kernel/tracing' "
-        "(or use --backend bpf)"
-    )
-
-
 class Tracefs:
     """The tracefs files of one mount.
 
@@ -184,6 +162,7 @@ class Tracefs:
         """
         try:
             self._write("uprobe_events", line)
+            _LOG.info("uprobe_events: %s", line)
         except PermissionError:
             raise PrivilegeError(
                 f"not allowed to write {self.path('uprobe_events')}: the tracefs backend needs "

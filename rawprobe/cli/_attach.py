@@ -39,16 +39,22 @@ __all__ = ["add_parser", "run_trace"]
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a number greater than 0")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text, 0)
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
+        raise argparse.ArgumentTypeError(f"{text!r}: must be greater than 0")
     return value
 
 
@@ -62,7 +68,7 @@ def _hist(text: str) -> HistSpec:
 
 
 def _ring_size(text: str) -> int:
-    value = int(text, 0)
+    value = _positive_int(text)
     page = os.sysconf("SC_PAGE_SIZE")
     if value < page or value & (value - 1):
         raise argparse.ArgumentTypeError(
@@ -390,7 +396,7 @@ def run_attach(args: argparse.Namespace) -> int:
                          f"words ({' '.join(args.probes)!r})")
     if not args.span and not args.probes:
         raise UsageError("give at least one PROBE (or --span START END)")
-    check_privileges(bpf=args.backend != "tracefs")  # before anything is resolved or planted
+    check_privileges(backend=args.backend)  # before anything is resolved, loaded or planted
     if args.trace_command == []:
         raise UsageError("'--' is followed by no command: give the command to trace after "
                          "it, or drop the '--' to trace every process")

@@ -9,6 +9,12 @@ from typing import Any
 __all__ = ["add_parsers"]
 
 
+def _positive_int(text: str) -> int:
+    from ._attach import _positive_int as positive
+
+    return positive(text)
+
+
 def add_parsers(commands: Any) -> None:
     listing = commands.add_parser(
         "list",
@@ -32,7 +38,7 @@ def add_parsers(commands: Any) -> None:
                        "FILE:LINE)")
     listing.add_argument("--force", action="store_true",
                          help="with --vars: resolve what would otherwise be refused")
-    listing.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
+    listing.add_argument("-p", "--pid", type=_positive_int, help="look TARGET up in this process")
     listing.add_argument("--json", action="store_true", help="a JSON array")
     listing.set_defaults(run=_run_list)
 
@@ -42,7 +48,7 @@ def add_parsers(commands: Any) -> None:
         description="Show where TARGET:LOCATION resolves to and the arithmetic behind it.",
     )
     resolve.add_argument("place", metavar="TARGET:LOCATION")
-    resolve.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
+    resolve.add_argument("-p", "--pid", type=_positive_int, help="look TARGET up in this process")
     resolve.add_argument("--json", action="store_true", help="one JSON object per line")
     resolve.add_argument("--force", action="store_true",
                          help="resolve what would otherwise be refused as risky")
