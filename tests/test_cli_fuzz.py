@@ -223,7 +223,7 @@ def _plan(word: str, filter_text: str | None, options: dict[str, object]) -> Non
     """Plan ``word`` as a run would, and render it for the tracefs backend; only
     RawprobeError may come out."""
     from rawprobe._plan.planner import Planner
-    from rawprobe._tracefs._session import _render
+    from rawprobe._tracefs._render import render_event
 
     planner = Planner(**options)  # type: ignore[arg-type]
     try:
@@ -234,7 +234,7 @@ def _plan(word: str, filter_text: str | None, options: dict[str, object]) -> Non
     _COUNTS["planned"] += 1
     for event in plan.events:
         with contextlib.suppress(RawprobeError):
-            _render(event)
+            render_event(event)
 
 
 def test_probe_words(programs: dict[str, str]) -> None:
@@ -410,12 +410,12 @@ def cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     import rawprobe
     import rawprobe._tracer
     from rawprobe._host import privileges
-    from rawprobe._tracefs._session import _render
+    from rawprobe._tracefs._render import render_event
 
     def open_session(plan: object, *_args: object, **_kwargs: object) -> None:
         for event in plan.events:  # type: ignore[attr-defined]
             with contextlib.suppress(RawprobeError):
-                _render(event)
+                render_event(event)
         raise _Planted
 
     monkeypatch.setattr(rawprobe._tracer, "open_session", open_session)
