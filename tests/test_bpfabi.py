@@ -22,6 +22,10 @@ STRUCTS = {
     "rp_aggregation": abi.AGGREGATION,
     "rp_agg_key": abi.AGG_KEY,
     "rp_settings": abi.SETTINGS,
+    "rp_syscall": abi.SYSCALL,
+    "rp_sys_totals": abi.SYS_TOTALS,
+    "rp_sys_key": abi.SYS_KEY,
+    "rp_kernel_filter": abi.KERNEL_FILTER,
 }
 
 
@@ -70,5 +74,24 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_MAX_STR_CONSTS", abi.MAX_STR_CONSTS),
                          ("RP_STR_CONST_LEN", abi.STR_CONST_LEN),
                          ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
-                         ("RP_KEY_LEN", abi.KEY_LEN), ("RP_STACK_DEPTH", abi.STACK_DEPTH)]:
+                         ("RP_KEY_LEN", abi.KEY_LEN), ("RP_STACK_DEPTH", abi.STACK_DEPTH),
+                         ("RP_SYS_MAX", abi.SYS_MAX), ("RP_SYS_REG_RET", abi.SYS_REG_RET),
+                         ("RP_SYS_REG_DURATION", abi.SYS_REG_DURATION),
+                         ("RP_SYS_REG_NR", abi.SYS_REG_NR), ("RP_ARGV_MAX", abi.ARGV_MAX),
+                         ("RP_EXEC_STASH", abi.EXEC_STASH)]:
         assert f"#define {macro} {value} " in text, macro
+
+
+def test_kernel_enums_and_flags_match() -> None:
+    text = (ROOT / "clang" / "rawprobe.h").read_text()
+    for name, value in [("RP_BASE_RECORD", abi.BaseKind.RECORD),
+                        ("RP_STORE_DATA_LOC", abi.StoreKind.DATA_LOC),
+                        ("RP_STORE_BUFFER", abi.StoreKind.BUFFER),
+                        ("RP_STORE_STRING_ARRAY", abi.StoreKind.STRING_ARRAY)]:
+        assert f"{name} = {value}," in text, name
+    for name, value in [("TRACED", abi.SysFlag.TRACED), ("SUMMARY", abi.SysFlag.SUMMARY),
+                        ("RECORD", abi.SysFlag.RECORD), ("NO_RETURN", abi.SysFlag.NO_RETURN),
+                        ("EXEC", abi.SysFlag.EXEC), ("TALLY", abi.SysFlag.TALLY),
+                        ("BY_PID", abi.SysFlag.BY_PID)]:
+        shift = value.bit_length() - 1
+        assert f"#define RP_SYS_{name} (1U << {shift})" in text, name

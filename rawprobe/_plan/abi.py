@@ -20,6 +20,7 @@ __all__ = [
     "COOKIE_TALLY",
     "HEADER",
     "HEADER_STRUCT",
+    "KERNEL_FILTER",
     "MAX_DEREF",
     "MAX_FIELDS",
     "MAX_NEST",
@@ -33,12 +34,16 @@ __all__ = [
     "SETTINGS",
     "STATS",
     "STR_CONST_LEN",
+    "SYSCALL",
+    "SYS_KEY",
+    "SYS_TOTALS",
     "Action",
     "BaseKind",
     "HistKind",
     "KeyKind",
     "PredOp",
     "StoreKind",
+    "SysFlag",
     "compile_struct",
 ]
 
@@ -57,6 +62,14 @@ PROBE_STACK = 1 << 1
 PROBE_AT_ENTRY = 1 << 2
 KEY_LEN = 64
 STACK_DEPTH = 127
+
+# Kernel-side probes (clang/kernel.bpf.c).
+SYS_MAX = 1024  # system call numbers the `syscalls` array covers
+SYS_REG_RET = 6  # rp_scratch.regs index of a system call's return value
+SYS_REG_DURATION = 7  # ... of its duration (ns)
+SYS_REG_NR = 8  # ... of its number
+ARGV_MAX = 32  # strings an RP_STORE_STRING_ARRAY field keeps at most
+EXEC_STASH = 8192  # bytes of an execve record kept from entry to exit
 
 
 class Action:
@@ -91,6 +104,7 @@ class BaseKind:
     REG = 0
     IMM = 1
     COMM = 2
+    RECORD = 3
 
 
 class StoreKind:
@@ -98,6 +112,21 @@ class StoreKind:
 
     INT = 0
     STRING = 1
+    DATA_LOC = 2
+    BUFFER = 3
+    STRING_ARRAY = 4
+
+
+class SysFlag:
+    """struct rp_syscall.flags (RP_SYS_*)."""
+
+    TRACED = 1 << 0
+    SUMMARY = 1 << 1
+    RECORD = 1 << 2
+    NO_RETURN = 1 << 3
+    EXEC = 1 << 4
+    TALLY = 1 << 5
+    BY_PID = 1 << 6
 
 
 class PredOp:
@@ -196,6 +225,30 @@ STATS = c.Struct(
     "hits" / c.Int64ul,
     "filtered" / c.Int64ul,
     "lost" / c.Int64ul,
+)
+
+
+SYSCALL = c.Struct(
+    "flags" / c.Int32ul,
+    "event_id" / c.Int32ul,
+    "config_id" / c.Int32ul,
+    "reserved" / c.Int32ul,
+)
+
+SYS_TOTALS = c.Struct(
+    "calls" / c.Int64ul,
+    "errors" / c.Int64ul,
+    "total_ns" / c.Int64ul,
+)
+
+SYS_KEY = c.Struct(
+    "nr" / c.Int32ul,
+    "pid" / c.Int32ul,
+)
+
+KERNEL_FILTER = c.Struct(
+    "pids" / c.Int32ul,
+    "reserved" / c.Int32ul,
 )
 
 
