@@ -1,6 +1,6 @@
 """The BPF backend: one loaded object, its maps filled with probe configurations, and the
-uprobes whose BPF programs write records into its ring buffer (implements
-:class:`rawprobe._plan.session.Session`)."""
+uprobes (and system call and tracepoint programs, :mod:`.kernel`) whose BPF programs write
+records into its ring buffer (implements :class:`rawprobe._plan.session.Session`)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,21 @@ from collections.abc import Sequence
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._plan import abi
 from .._plan.events import Event
-from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._plan.session import (
+    AggregateCell,
+    Plan,
+    PlannedEvent,
+    ProbeCounters,
+    SyscallTotal,
+    TraceTarget,
+)
 from .._probe.defaults import DEFAULT_RING_SIZE
 from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
 from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .kernel import KERNEL_PROGRAMS, KernelProbes
 from .records import Decoder
 from .ringmap import RingMap
 
@@ -37,6 +45,7 @@ _ALL_PROGRAMS = (
     "rp_empty",
     *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
+    *KERNEL_PROGRAMS,
 )
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 
@@ -83,6 +92,7 @@ class BpfSession:
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
         self._plan_events = list(plan.events)
+        self._kernel = KernelProbes(plan.events)
         self._decoder = Decoder(plan.layouts)
         self._busy = False
         self._follow = follow
@@ -126,12 +136,18 @@ class BpfSession:
         keys = []
         sizes: dict[_Group, int] = {}
         for event in self._plan_events:
+            if event.kind != "uprobe":
+                keys.append(("", False, ""))
+                continue
             suffix = "_sleepable" if self.sleepable and event.reads_memory else ""
             key = (event.kernel_path, event.retprobe, suffix)
             sizes[key] = sizes.get(key, 0) + 1
             keys.append(key)
         programs: list[tuple[str, _Group | None]] = []
         for event, key in zip(self._plan_events, keys, strict=True):
+            if event.kind != "uprobe":
+                programs.append(("", None))  # see KernelProbes
+                continue
             multi = self.multi and sizes[key] >= MULTI_THRESHOLD
             program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
@@ -150,7 +166,8 @@ class BpfSession:
             settings = abi.SETTINGS.build({"follow": int(self._follow),
                                            "self_tgid": os.getpid()})
             obj.rodata()[: len(settings)] = settings
-            wanted = {program for program, _group in self._programs}
+            wanted = {program for program, _group in self._programs if program}
+            wanted.update(self._kernel.programs())
             if self._follow:
                 wanted.update(_FOLLOW_PROGRAMS)
             for name in _ALL_PROGRAMS:
@@ -162,6 +179,7 @@ class BpfSession:
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)
+            self._kernel.configure(obj)
         except BaseException:
             obj.close()
             raise
@@ -178,7 +196,7 @@ class BpfSession:
         self._object.map("followed").update(_KEY.pack(pid), bytes([_FOLLOW_ARMED]))
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe. One the kernel cannot place (an instruction it cannot probe)
+        """Plant every probe. A uprobe the kernel cannot place (an instruction it cannot probe)
         is left out and listed in :attr:`unplaced`; any other failure undoes everything."""
         if target.command_pid is not None:
             if not self._follow:
@@ -188,6 +206,8 @@ class BpfSession:
         groups: dict[_Group, list[PlannedEvent]] = {}
         try:
             for event, (program, group) in zip(self._plan_events, self._programs, strict=True):
+                if event.kind != "uprobe":
+                    continue
                 if group is not None:
                     groups.setdefault(group, []).append(event)
                     continue
@@ -202,6 +222,7 @@ class BpfSession:
                 program_fd = int(self._object.lib.program_fd(self._object.program(name)))
                 for pid in target.pids or (0,):
                     self._attach_multi(program_fd, retprobe, members, pid)
+            self._links += self._kernel.attach(self._object, target)
         except BaseException:
             self.detach()
             raise
@@ -314,6 +335,9 @@ class BpfSession:
                     self._tally_taken[event.event_id] = total
                 cells.append(AggregateCell(event.event_id, -1, 0, b"", count))
         return cells
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        return self._kernel.totals(self._object, self.cpus, reset)
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         raw = self._object.map("stacks").get(_KEY.pack(stack_id), abi.STACK_DEPTH * 8)

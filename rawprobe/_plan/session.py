@@ -27,6 +27,7 @@ __all__ = [
     "PlannedEvent",
     "ProbeCounters",
     "Session",
+    "SyscallTotal",
     "TraceStats",
     "TraceTarget",
     "summarize",
@@ -35,7 +36,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PlannedEvent:
-    """One uprobe to plant, and everything about its event.
+    """One probe to plant (a uprobe, a tracepoint or a system call), and everything about its
+    event.
 
     Attributes:
         event_id: Index of the event, dense from 0 (the BPF cookie's low half).
@@ -63,6 +65,12 @@ class PlannedEvent:
             caller (stacks add it from the top of the stack).
         filter: The filter expression, for a backend that filters in user space.
         key_decoder: Turns an aggregation key's bytes back into a value (None: not grouped).
+        kind: ``uprobe``, or a kernel-side probe: ``tracepoint`` (``tp:``) or ``syscall``
+            (``sys:``). Kernel-side events have no file: ``path`` describes them
+            (``tp:sched:sched_switch``, ``sys:openat``), ``kernel_path`` is empty.
+        tracepoint_id: A tracepoint's id (the ``PERF_TYPE_TRACEPOINT`` config), else 0.
+        syscall_nr: A system call's number, else -1.
+        syscall_flags: How the system call programs treat it (``abi.SysFlag``), else 0.
     """
 
     event_id: int
@@ -83,6 +91,10 @@ class PlannedEvent:
     at_entry: bool = False
     filter: FilterExpr | None = None
     key_decoder: Callable[[bytes], Any] | None = None
+    kind: str = "uprobe"
+    tracepoint_id: int = 0
+    syscall_nr: int = -1
+    syscall_flags: int = 0
 
     @property
     def name(self) -> str:
@@ -167,6 +179,24 @@ class AggregateCell(NamedTuple):
     value: int
 
 
+class SyscallTotal(NamedTuple):
+    """One system call's totals, as ``rawprobe syscalls`` counts them in the kernel.
+
+    Attributes:
+        event_id: The system call's event.
+        pid: The process (``--by pid``), or 0.
+        calls: Calls that ended (and passed the filter).
+        errors: Those that returned -4095..-1.
+        total_ns: Time spent in them, entry to exit.
+    """
+
+    event_id: int
+    pid: int
+    calls: int
+    errors: int
+    total_ns: int
+
+
 class Session(Protocol):
     """A backend's run of one plan: created, attached, read, closed.
 
@@ -182,7 +212,7 @@ class Session(Protocol):
     poll_interval: float | None
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe for ``target``; on failure nothing stays planted."""
+        """Plant every probe for ``target``; on failure nothing stays planted."""
 
     def wait(self, timeout: float | None) -> None:
         """Block until events may be ready, a watched descriptor is readable, or timeout."""
@@ -209,6 +239,10 @@ class Session(Protocol):
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         """Every cell of the aggregation (plain counts included), emptied after reading when
         ``reset``."""
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        """Per system call (and process), what a ``syscalls`` aggregation counted; emptied
+        after reading when ``reset``."""
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         """The return addresses of a recorded user stack, innermost first."""

@@ -58,7 +58,9 @@ class AggregationSpec:
     """How every probe of a tracer aggregates.
 
     Attributes:
-        kind: ``count`` or ``hist``.
+        kind: ``count``, ``hist``, or ``syscalls``: per system call, calls, errors and time
+            in the kernel (``rawprobe syscalls``, ``sys:`` probes only; ``by`` may be
+            ``pid``, ``hist`` a latency histogram per system call).
         by: Group by ``comm``, ``pid``, ``tid``, ``cpu`` or a fetch-arg name.
         hist: For ``hist``: what to measure.
         stack: Also group by the user stack.

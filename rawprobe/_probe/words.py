@@ -7,6 +7,10 @@ short spelling bcc's ``trace`` and bpftrace users type, with the place right aft
 (``p:/bin/bash:readline``). Event names never contain ``:``, so a head ``p:X:Y`` is always the
 short spelling. A bare place (``/bin/bash:readline``, ``libc:malloc%return``) is an entry probe,
 or a return probe with the kernel's ``%return`` suffix.
+
+Kernel-side probes share the word's shape: ``tp:GROUP:EVENT [FIELD ...]`` for a tracepoint
+(fields by their names in the event's ``format`` file) and ``sys:NAME`` for a system call
+(NAME may be a glob: ``sys:open*``, ``sys:*``).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import re
 from dataclasses import dataclass
 
 from .._errors import ProbeSyntaxError
-from .fetchargs import FetchArg, c_integer, parse_fetcharg
+from .fetchargs import FetchArg, c_integer, parse_event_field, parse_fetcharg
 
 __all__ = ["ProbeSpec", "default_event_name", "is_glob", "parse_probe", "quote_target",
            "split_place"]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
+_KERNEL_HEAD = re.compile(r"(tp|sys):(.*)")
+_KERNEL_NAME = re.compile(r"[A-Za-z0-9_*?\[\]]+")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REF_CTR = re.compile(r"\((0[xX][0-9a-fA-F]+|\d+)\)$")
 
@@ -31,11 +37,14 @@ class ProbeSpec:
     """A parsed probe word, before its target is resolved.
 
     Attributes:
-        kind: ``p`` (entry), ``r`` (return) or ``usdt``.
+        kind: ``p`` (entry), ``r`` (return), ``usdt``, ``tp`` (a kernel tracepoint) or ``sys``
+            (a system call).
         group: The ``GROUP`` of ``GROUP/EVENT``, if given.
         event: The event name, if given (otherwise it is derived from the symbol).
-        target: The file or library, as written.
-        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``.
+        target: The file or library, as written; for ``tp`` the tracepoint's group, for
+            ``sys`` empty.
+        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``;
+            for ``tp`` the event (or a glob), for ``sys`` the system call (or a glob).
         ref_ctr_offset: A semaphore offset given as ``(OFFSET)`` after the place, if any.
         fetchargs: The fetch-args, in order.
         text: The word as written.
@@ -53,6 +62,11 @@ class ProbeSpec:
     @property
     def retprobe(self) -> bool:
         return self.kind == "r"
+
+    @property
+    def kernel(self) -> bool:
+        """A kernel-side probe (``tp:`` or ``sys:``), not a uprobe."""
+        return self.kind in ("tp", "sys")
 
     @property
     def place(self) -> str:
@@ -188,6 +202,9 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError("empty probe: write p:TARGET:SYMBOL (for example p:libc:malloc)")
     head, head_column = tokens[0]
     rest = tokens[1:]
+    kernel = _KERNEL_HEAD.fullmatch(head)
+    if kernel:
+        return _parse_kernel(kernel.group(1), kernel.group(2), rest, word, head_column)
     group: str | None = None
     event: str | None = None
     match = _HEAD.fullmatch(head)
@@ -251,6 +268,34 @@ def parse_probe(word: str) -> ProbeSpec:
     )
 
 
+def _parse_kernel(kind: str, place: str, rest: list[tuple[str, int]], word: str,
+                  column: int) -> ProbeSpec:
+    """``tp:GROUP:EVENT [FIELD ...]`` or ``sys:NAME``."""
+    place_column = column + len(kind) + 1
+    if kind == "sys":
+        if not _KERNEL_NAME.fullmatch(place):
+            raise ProbeSyntaxError("write sys:NAME, a system call or a glob (sys:openat, "
+                                   "sys:open*, sys:*)", word, place_column)
+        if rest:
+            raise ProbeSyntaxError(
+                "a system call probe takes no fields: every argument, the return value and "
+                "the duration are recorded (filter them with --filter)", word, rest[0][1])
+        return ProbeSpec("sys", None, None, "", place, None, (), word)
+    group, colon, event = place.partition(":")
+    if not colon or not _KERNEL_NAME.fullmatch(group) or not _KERNEL_NAME.fullmatch(event) or (
+            any(char in group for char in "*?[]")):
+        raise ProbeSyntaxError("write tp:GROUP:EVENT, as tracefs names the tracepoint (e.g. "
+                               "tp:sched:sched_process_exec); 'rawprobe list --tracepoints' "
+                               "lists them", word, place_column)
+    fields: list[FetchArg] = []
+    for text, field_column in rest:
+        arg = parse_event_field(text, word=word, column=field_column)
+        if any(seen.name == arg.name for seen in fields):
+            raise ProbeSyntaxError(f"field name {arg.name!r} used twice", word, field_column)
+        fields.append(arg)
+    return ProbeSpec("tp", None, None, group, event, None, tuple(fields), word)
+
+
 def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | None]:
     group, slash, event = text.rpartition("/")
     if not slash:
@@ -273,6 +318,8 @@ def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, pa
     """
     if spec.event:
         return spec.event
+    if spec.kernel:
+        return spec.location
     if symbol:
         base = re.sub(r"[^A-Za-z0-9_]", "_", symbol.split("@", 1)[0])
         if base[:1].isdigit():
