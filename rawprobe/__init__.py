@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._doctor import Check, can_trace, run_checks
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
-    from ._output.tables import Count, CountTable, Histogram, HistogramSet
+    from ._output.tables import Count, CountTable, Histogram, HistogramSet, SyscallTable
     from ._plan.events import Event
     from ._plan.planner import check_locations
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
@@ -80,6 +80,7 @@ _LAZY = {
     "CountTable": ("._output.tables", "CountTable"),
     "Histogram": ("._output.tables", "Histogram"),
     "HistogramSet": ("._output.tables", "HistogramSet"),
+    "SyscallTable": ("._output.tables", "SyscallTable"),
     "HistSpec": ("._probe.aggregations", "HistSpec"),
     "parse_hist": ("._probe.aggregations", "parse_hist"),
     "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
@@ -166,6 +167,7 @@ __all__ = [
     "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
+    "SyscallTable",
     "TargetInfo",
     "TargetNotFoundError",
     "TraceStats",

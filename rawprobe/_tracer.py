@@ -21,7 +21,7 @@ from ._errors import (
     RawprobeError,
     UsageError,
 )
-from ._output.tables import CountTable, HistogramSet, aggregate_results
+from ._output.tables import CountTable, HistogramSet, SyscallTable, aggregate_results
 from ._plan.events import Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
@@ -307,14 +307,15 @@ class Tracer:
                 return events
             events.extend(batch)
 
-    def aggregates(self, reset: bool = False) -> CountTable | HistogramSet:
+    def aggregates(self, reset: bool = False) -> CountTable | HistogramSet | SyscallTable:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).
 
         Args:
             reset: Start counting afresh after reading (for per-interval figures).
 
         Returns:
-            A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms.
+            A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms, a
+            :class:`SyscallTable` for system call totals.
         """
         if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
@@ -326,7 +327,8 @@ class Tracer:
             return self.resolver.describe_stack(session.stack_pid(stack_id),
                                                 session.stack(stack_id), caller)
 
-        return aggregate_results(plan, session.aggregate_cells(reset), stack)
+        return aggregate_results(plan, session.aggregate_cells(reset), stack,
+                                 session.syscall_totals(reset))
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""

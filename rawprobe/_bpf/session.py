@@ -11,6 +11,7 @@ import struct
 import time
 import weakref
 from collections.abc import Sequence
+from operator import itemgetter
 
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._plan import abi
@@ -57,6 +58,10 @@ _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at th
 # Reading fewer bytes than this right after a read that found records, wait this long first.
 _SMALL_BATCH = 4096
 _SETTLE_SECONDS = 0.0002
+
+# A system call's record is made when it returns and timed when it began: within a batch,
+# events are put in time order (an Event's first member is its time).
+_TIME = itemgetter(0)
 
 # A file's uprobes go on one uprobe_multi link from this many on: a perf-event uprobe costs
 # an RCU grace period (~0.1 s here) to remove, each.
@@ -306,6 +311,8 @@ class BpfSession:
             return []
         events, consumed = self._decoder.decode_chunk(chunk)
         ring.consume(consumed)
+        if self._kernel.syscalls and len(events) > 1:
+            events.sort(key=_TIME)
         return events
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:

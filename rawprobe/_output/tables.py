@@ -1,4 +1,5 @@
-"""Aggregation results: count tables and histograms, printable and JSON-ready."""
+"""Aggregation results: count tables, histograms and system call totals, printable and
+JSON-ready."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._plan.session import AggregateCell, Plan
+from .._plan.session import AggregateCell, Plan, SyscallTotal
 from .._probe.aggregations import HistSpec, bucket_bounds
+from .._syscalls import SyscallSummary
 
 __all__ = [
     "Count",
     "CountTable",
     "Histogram",
     "HistogramSet",
+    "SyscallTable",
     "aggregate_results",
     "build_histograms",
     "count_table",
@@ -169,6 +172,74 @@ class HistogramSet:
         return "\n\n".join(str(h) for h in self.histograms) or "(no values)"
 
 
+@dataclass
+class SyscallTable:
+    """Per system call: calls, errors and time in the kernel (``rawprobe syscalls``), as
+    ``strace -c`` tables; one per process when grouped by process; latency histograms per
+    system call when asked.
+
+    Attributes:
+        summaries: By process id (None when not grouped).
+        histograms: Latency histograms (ns) per system call (and process), or None.
+    """
+
+    summaries: dict[int | None, SyscallSummary] = field(default_factory=dict)
+    histograms: HistogramSet | None = None
+
+    def total(self) -> SyscallSummary:
+        """Every process's calls in one summary."""
+        merged = SyscallSummary()
+        for summary in self.summaries.values():
+            for row in summary.rows():
+                merged.add_totals(row.syscall, row.calls, row.errors, row.total_ns, row.number)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"syscalls": [{"syscall", "calls", "errors", "total_ns"} (and "pid"), ...],
+        "total": {...}}``, and ``"hist"`` as ``--hist`` prints it."""
+        rows = []
+        for pid, summary in sorted(self.summaries.items(), key=lambda item: item[0] or 0):
+            for row in summary.as_dict()["syscalls"]:
+                rows.append(row if pid is None else {"pid": pid, **row})
+        result: dict[str, Any] = {"syscalls": rows, "total": self.total().as_dict()["total"]}
+        if self.histograms is not None:
+            result["hist"] = self.histograms.to_dict()["hist"]
+        return result
+
+    def __str__(self) -> str:
+        parts = []
+        for pid, summary in sorted(self.summaries.items(), key=lambda item: item[0] or 0):
+            parts.append(("" if pid is None else f"pid {pid}\n") + summary.render())
+        if not parts:
+            parts.append("(no system calls)")
+        if self.histograms is not None and len(self.histograms):
+            parts.append(str(self.histograms))
+        return "\n\n".join(parts)
+
+
+def syscall_table(plan: Plan, totals: Iterable[SyscallTotal],
+                  cells: Iterable[AggregateCell]) -> SyscallTable:
+    """The totals of a ``syscalls`` aggregation, and its latency histograms."""
+    aggregation = plan.aggregation
+    assert aggregation is not None
+    events = plan.events
+    grouped = aggregation.by is not None
+    table = SyscallTable()
+    for total in totals:
+        event = events[total.event_id]
+        summary = table.summaries.setdefault(total.pid if grouped else None, SyscallSummary())
+        summary.add_totals(event.name, total.calls, total.errors, total.total_ns,
+                           event.syscall_nr)
+    if aggregation.hist is not None:
+        def key(cell: AggregateCell) -> Any:
+            decoder = events[cell.event_id].key_decoder
+            return None if decoder is None else decoder(cell.key)
+
+        table.histograms = build_histograms(aggregation.hist, (
+            (events[c.event_id].name, key(c), c.bucket, c.value) for c in cells))
+    return table
+
+
 def build_histograms(
     spec: HistSpec, cells: Iterable[tuple[str, Any, int, int]]
 ) -> HistogramSet:
@@ -209,7 +280,8 @@ def aggregate_results(
     plan: Plan,
     cells: Iterable[AggregateCell],
     describe_stack: Callable[[int, int], tuple[str, ...]],
-) -> CountTable | HistogramSet:
+    totals: Iterable[SyscallTotal] = (),
+) -> CountTable | HistogramSet | SyscallTable:
     """A plan's aggregation, from a backend's cells.
 
     Args:
@@ -217,10 +289,13 @@ def aggregate_results(
         cells: What the backend counted.
         describe_stack: ``(stack id, caller) → frames``: symbolizes a stack; ``caller`` is the
             return address a probe at a function's first instruction kept (0: none).
+        totals: For a ``syscalls`` aggregation, the backend's system call totals.
     """
     aggregation = plan.aggregation
     assert aggregation is not None
     events = plan.events
+    if aggregation.kind == "syscalls":
+        return syscall_table(plan, totals, cells)
 
     def key(cell: AggregateCell) -> Any:
         decoder = events[cell.event_id].key_decoder

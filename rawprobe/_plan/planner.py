@@ -443,8 +443,6 @@ class Planner:
                 flags |= abi.SysFlag.TALLY
             else:
                 flags |= abi.SysFlag.RECORD
-            if not flags & abi.SysFlag.RECORD:
-                flags &= ~abi.SysFlag.EXEC  # nothing to read
         self.events.append(PlannedEvent(
             event_id=len(self.events),
             config_id=self._configs.setdefault(config, len(self._configs)),

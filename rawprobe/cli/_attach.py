@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Event,
         HistogramSet,
         HistSpec,
+        SyscallTable,
         Tracer,
         TraceStats,
     )
@@ -192,7 +193,7 @@ class _Printer:
     def full(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
 
-    def aggregates(self, result: CountTable | HistogramSet) -> None:
+    def aggregates(self, result: CountTable | HistogramSet | SyscallTable) -> None:
         """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
         from rawprobe import CountTable
         if self.as_json:
