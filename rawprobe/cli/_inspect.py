@@ -12,13 +12,21 @@ __all__ = ["add_parsers"]
 def add_parsers(commands: Any) -> None:
     listing = commands.add_parser(
         "list",
-        help="probe-able functions (or USDT probes) of a file, with file offsets",
+        help="probe-able functions (or USDT probes) of a file, with file offsets; system "
+        "calls and tracepoints",
         description="List the functions of TARGET that a probe can name, with their file "
-        "offsets, addresses, sizes and the symbol source each came from.",
+        "offsets, addresses, sizes and the symbol source each came from. With --syscalls or "
+        "--tracepoints, what sys: and tp: probes can name (GLOB in place of TARGET).",
     )
-    listing.add_argument("target", metavar="TARGET", help="a path or a library name (libc)")
+    listing.add_argument("target", metavar="TARGET", nargs="?",
+                         help="a path or a library name (libc)")
     listing.add_argument("pattern", metavar="GLOB", nargs="?", help="only names matching it")
     listing.add_argument("--usdt", action="store_true", help="list USDT probes instead")
+    listing.add_argument("--syscalls", action="store_true",
+                         help="list the system calls sys: can probe, with their arguments")
+    listing.add_argument("--tracepoints", action="store_true",
+                         help="list the kernel's tracepoints (GROUP:EVENT) tp: can probe, with "
+                         "their fields")
     listing.add_argument("-p", "--pid", type=int, help="look TARGET up in this process")
     listing.add_argument("--json", action="store_true", help="a JSON array")
     listing.set_defaults(run=_run_list)
@@ -37,6 +45,19 @@ def add_parsers(commands: Any) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
+    from rawprobe import UsageError
+
+    if args.syscalls or args.tracepoints:
+        if (args.syscalls and args.tracepoints) or args.usdt or args.pid or args.pattern:
+            raise UsageError("list --syscalls and list --tracepoints take one GLOB and no "
+                             "other option but --json")
+        from ._syscalls import run_list_syscalls, run_list_tracepoints
+
+        run = run_list_syscalls if args.syscalls else run_list_tracepoints
+        return run(args.target, json_output=args.json, out=sys.stdout)
+    if args.target is None:
+        raise UsageError("list needs a TARGET (a path or a library name), or --syscalls or "
+                         "--tracepoints")
     if args.usdt:
         from ._usdt import run_list_usdt
 
