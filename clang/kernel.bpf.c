@@ -586,6 +586,10 @@ int rp_sys_enter(unsigned long long *ctx)
 	if (sc->flags & RP_SYS_NO_RETURN) {
 		__u64 args[6];
 
+		/* Totals count calls that end, as strace -c does: exit_group never does. */
+		if (sc->flags & RP_SYS_SUMMARY)
+			return 0;
+
 		syscall_args(regs, args);
 		return sys_event(ctx, sc, args, nr, 0, bpf_ktime_get_ns(), 0, pid_tgid, NULL,
 				 false);
