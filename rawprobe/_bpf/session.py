@@ -41,6 +41,10 @@ _KEY = struct.Struct("<I")
 _STATS = struct.Struct("<QQQ")
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
 _FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
+# Attached last, after a plan's own tracepoints: a tracepoint's programs run in the order they
+# were attached (kernel/tracepoint.c, func_add()), and a tp:sched:sched_process_exit probe
+# must see the process still followed.
+_FOLLOW_LAST = "rp_exit"
 _ALL_PROGRAMS = (
     *_FOLLOW_PROGRAMS,
     "rp_empty",
@@ -125,7 +129,7 @@ class BpfSession:
         obj = self._object
         try:
             if follow:
-                for name in _FOLLOW_PROGRAMS:
+                for name in _FOLLOW_PROGRAMS[:-1]:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
             self._ring = RingMap(events.fd, events.max_entries)
@@ -228,6 +232,9 @@ class BpfSession:
                 for pid in target.pids or (0,):
                     self._attach_multi(program_fd, retprobe, members, pid)
             self._links += self._kernel.attach(self._object, target)
+            if self._follow:
+                program = self._object.program(_FOLLOW_LAST)
+                self._links.append(int(self._object.lib.program_attach(program)))
         except BaseException:
             self.detach()
             raise

@@ -159,10 +159,9 @@ _RETURN = re.compile(r"\)\s+= (\?|0x[0-9a-f]+|-?\d+)(?: ([A-Z_0-9]+))?")
 
 
 def _strace_return(text: str) -> int | None:
-    match = None
-    for match in _RETURN.finditer(text):
-        pass
-    assert match is not None, text
+    matches = list(_RETURN.finditer(text))
+    assert matches, text
+    match = matches[-1]
     value, name = match.group(1), match.group(2)
     if value == "?" and name is None:
         return None
@@ -207,7 +206,14 @@ def strace_calls(argv: Sequence[str], tmp_path: Path, prefix: Sequence[str] = ()
 def by_process(calls: Sequence[tuple[int, str, int | None]]) -> list[list[tuple[str, Any]]]:
     """Per process, in order of first appearance: (name, return value), with process ids
     among the return values replaced by that process's place (they differ between runs), and
-    getppid's value left out (the parent of the first is the tracer)."""
+    getppid's value left out (the parent of the first is the tracer).
+
+    Where a signal arrives depends on timing (a shell's SIGCHLD comes before or during its
+    wait4), so the signal handler's return and calls the signal interrupted (to be restarted,
+    -ERESTART*) are left out of both sides.
+    """
+    restarted = {-number for number in KERNEL_INTERNAL_ERRNOS}
+    calls = [call for call in calls if call[1] != "rt_sigreturn" and call[2] not in restarted]
     order: list[int] = []
     for pid, _name, _ret in calls:
         if pid not in order:
