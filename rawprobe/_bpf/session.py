@@ -233,8 +233,8 @@ class BpfSession:
                     self._attach_multi(program_fd, retprobe, members, pid)
             self._links += self._kernel.attach(self._object, target)
             if self._follow:
-                program = self._object.program(_FOLLOW_LAST)
-                self._links.append(int(self._object.lib.program_attach(program)))
+                last = self._object.program(_FOLLOW_LAST)
+                self._links.append(int(self._object.lib.program_attach(last)))
         except BaseException:
             self.detach()
             raise
