@@ -383,13 +383,13 @@ static __always_inline void kernel_action(void *ctx, struct rp_scratch *s,
 }
 
 /* rawprobe syscalls: one more call of `nr`. */
-static __always_inline void add_totals(const struct rp_syscall *sc, __u32 nr, __u32 tgid,
-				       __s64 ret, __u64 duration)
+static __always_inline void add_totals(const struct rp_syscall *sc, __u32 nr, __s64 ret,
+				       __u64 duration)
 {
 	struct rp_sys_totals *totals;
 
 	if (sc->flags & RP_SYS_BY_PID) {
-		struct rp_sys_key key = {.nr = nr, .pid = tgid};
+		struct rp_sys_key key = {.nr = nr, .pid = bpf_get_current_pid_tgid() >> 32};
 		struct rp_sys_totals zero = {};
 
 		totals = bpf_map_lookup_elem(&sys_totals_by_pid, &key);
@@ -531,7 +531,7 @@ static __always_inline int sys_event(void *ctx, const struct rp_syscall *sc, con
 		goto out;
 	}
 	if (sc->flags & RP_SYS_SUMMARY) {
-		add_totals(sc, nr, pid_tgid >> 32, ret, duration);
+		add_totals(sc, nr, ret, duration);
 		if (probe->agg.action == RP_ACTION_LATENCY &&
 		    rp_aggregate(s, probe, event_id, -1, duration))
 			__sync_fetch_and_add(&counters->lost, 1);
@@ -551,18 +551,16 @@ int rp_sys_enter(unsigned long long *ctx)
 	const struct rp_syscall *sc;
 	struct rp_sys_entry *entry;
 	struct task_struct *task;
-	__u64 pid_tgid;
 	int traced;
 
 	sc = bpf_map_lookup_elem(&syscalls, &nr); /* none for -1 (no system call), x32's */
 	if (!sc || !(sc->flags & RP_SYS_TRACED))
 		return 0;
 	task = bpf_get_current_task_btf();
-	pid_tgid = bpf_get_current_pid_tgid();
 	entry = bpf_task_storage_get(&sys_entries, task, 0, 0);
 	if (!entry || !entry->traced) {
 		/* Asked once per thread: a traced process stays traced until it exits. */
-		traced = kernel_traced(pid_tgid >> 32);
+		traced = kernel_traced(bpf_get_current_pid_tgid() >> 32);
 		if (traced != 1) {
 			/* The command's execve comes before it is traced: it counts if it works. */
 			if (traced != 2 || !(sc->flags & RP_SYS_EXEC))
@@ -589,10 +587,9 @@ int rp_sys_enter(unsigned long long *ctx)
 		/* Totals count calls that end, as strace -c does: exit_group never does. */
 		if (sc->flags & RP_SYS_SUMMARY)
 			return 0;
-
 		syscall_args(regs, args);
-		return sys_event(ctx, sc, args, nr, 0, bpf_ktime_get_ns(), 0, pid_tgid, NULL,
-				 false);
+		return sys_event(ctx, sc, args, nr, 0, bpf_ktime_get_ns(), 0,
+				 bpf_get_current_pid_tgid(), NULL, false);
 	}
 	entry->nr = nr;
 	entry->armed = armed;
@@ -604,7 +601,8 @@ int rp_sys_enter(unsigned long long *ctx)
 
 		if (stash) {
 			stash->tail = 0;
-			sys_event(ctx, sc, entry->args, nr, 0, 0, 0, pid_tgid, stash, true);
+			sys_event(ctx, sc, entry->args, nr, 0, 0, 0, bpf_get_current_pid_tgid(), stash,
+				  true);
 		}
 	}
 	entry->ts = bpf_ktime_get_ns();
@@ -631,16 +629,16 @@ int rp_sys_exit(unsigned long long *ctx)
 	start = entry->ts;
 	entry->ts = 0;
 	nr = entry->nr;
-	pid_tgid = bpf_get_current_pid_tgid();
-	if (entry->armed && kernel_traced(pid_tgid >> 32) != 1)
+	if (entry->armed && kernel_traced(bpf_get_current_pid_tgid() >> 32) != 1)
 		return 0; /* an execve of the command that failed (execvp tries each $PATH entry) */
 	sc = bpf_map_lookup_elem(&syscalls, &nr);
 	if (!sc)
 		return 0;
 	if ((sc->flags & (RP_SYS_SUMMARY | RP_SYS_RECORD)) == RP_SYS_SUMMARY) {
-		add_totals(sc, nr, pid_tgid >> 32, ret, now - start);
+		add_totals(sc, nr, ret, now - start);
 		return 0;
 	}
+	pid_tgid = bpf_get_current_pid_tgid();
 	if (sc->flags & RP_SYS_EXEC)
 		stash = bpf_task_storage_get(&exec_stashes, task, 0, 0);
 	result = sys_event(ctx, sc, entry->args, nr, ret, start, now - start, pid_tgid, stash,
