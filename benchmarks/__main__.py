@@ -1,14 +1,13 @@
 """rawprobe's benchmark suite: ``python -m benchmarks [--quick] [--only N ...]`` as root.
 
 Runs every scenario for rawprobe and for each installed peer (bpftrace, bcc's trace, perf,
-strace),
-prints the tables as it goes, and writes them with the host's description to
+strace), prints the tables as it goes, and writes them with the host's description to
 ``benchmarks/RESULTS.md`` (``--results``) and, for machines, to ``--json``.
 
 Scenarios: 1 cost per hit, 2 lossless event rate, 3 start-up, 4 many probes, 5 symbol
 resolution, 6 memory, 7 system calls. Every number is a median of repeats, and every ratio
-compares numbers taken in the same run. ``--quick`` takes fewer and shorter samples (a smoke run, about a
-minute); its numbers are noisier.
+compares numbers taken in the same run. ``--quick`` takes fewer and shorter samples (a smoke
+run, about a minute); its numbers are noisier.
 """
 
 from __future__ import annotations
