@@ -68,6 +68,8 @@ class KernelEvent:
         tracepoint_id: The tracepoint's id (``PERF_TYPE_TRACEPOINT`` config), or 0.
         syscall_nr: The system call's number, or -1.
         syscall_flags: ``RP_SYS_NO_RETURN`` and ``RP_SYS_EXEC`` as they apply to it.
+        shape: Equal for events whose fields are laid out and filled alike (their BPF
+            configurations are then the same bytes), or None.
     """
 
     name: str
@@ -78,6 +80,7 @@ class KernelEvent:
     tracepoint_id: int = 0
     syscall_nr: int = -1
     syscall_flags: int = 0
+    shape: tuple[Any, ...] | None = None
 
 
 def _entry(base: int, store: int, reg: int, imm: int, derefs: tuple[int, ...], size: int,
@@ -418,7 +421,7 @@ def syscall_events(spec: ProbeSpec, catalog: SyscallCatalog, *, string_size: int
             abi.SysFlag.EXEC if exec_call else 0)
         events.append(KernelEvent(syscall.name, "syscall", compiled, record_layout,
                                   f"sys:{syscall.name}", syscall_nr=syscall.number,
-                                  syscall_flags=flags))
+                                  syscall_flags=flags, shape=shape[1:]))
     warnings = []
     if left_out:
         warnings.append(f"{spec.text}: {len(left_out)} system calls left out (no number in "

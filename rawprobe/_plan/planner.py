@@ -135,6 +135,7 @@ class Planner:
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
         self._catalog: Any = None  # the running kernel's system calls, read once
+        self._kernel_configs: dict[tuple[Any, ...], bytes] = {}  # by shape, filter, agg
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -391,7 +392,7 @@ class Planner:
             if self._catalog is None:
                 from .._syscalls import load_catalog
 
-                self._catalog = load_catalog()
+                self._catalog = load_catalog(exit_ids=False)
             # Totals read memory only for what their filter compares.
             captures = sorted(filter_names(filter_expr)) if summary else None
             events, warnings = syscall_events(spec, self._catalog, string_size=self.string_size,
@@ -426,7 +427,13 @@ class Planner:
             else:
                 agg = aggregation_config(measured, compiled, word=spec.text)
                 decoder = key_decoder(measured.by, compiled)
-        config = compiled.config(predicates, strings, agg)
+        # System calls of one shape share their configuration: building one takes a while.
+        key = None if event.shape is None else (event.shape, filter_text, repr(agg))
+        config = self._kernel_configs.get(key) if key is not None else None
+        if config is None:
+            config = compiled.config(predicates, strings, agg)
+            if key is not None:
+                self._kernel_configs[key] = config
         tally = not summary and bool(agg and agg["action"] == abi.Action.TALLY)
         tally_only = tally and not predicates
         flags = 0

@@ -319,6 +319,7 @@ def load_catalog(
     tracefs_root: str | os.PathLike[str] | None = None,
     machine: str | None = None,
     read_tracefs: bool = True,
+    exit_ids: bool = True,
 ) -> SyscallCatalog:
     """The system calls of the running kernel (or, without tracefs, of the tables).
 
@@ -329,6 +330,8 @@ def load_catalog(
         read_tracefs: Read the kernel's event formats for arguments; without them the
             catalogue has names and numbers only (enough to name ``raw_syscalls`` events in a
             recording read elsewhere).
+        exit_ids: Also read each ``sys_exit_*`` event's id (half the reading: the BPF side,
+            which pairs calls on the raw syscall tracepoints, does without them).
 
     Raises:
         KernelFeatureError: tracefs is wanted but not mounted or not readable; no tables for
@@ -350,7 +353,7 @@ def load_catalog(
         event = enter_dir.name.removeprefix("sys_enter_")
         enter = _read_format(enter_dir / "format")
         exit_format = syscalls_dir / f"sys_exit_{event}" / "format"
-        exit_id = _read_format(exit_format).id if exit_format.exists() else None
+        exit_id = _read_format(exit_format).id if exit_ids and exit_format.exists() else None
         name = syscall_name_for_event(event, numbers)
         fields = [(f.type, f.name) for f in _own_fields(enter) if f.name != _SYSCALL_NR_FIELD]
         base = signature_from_fields(name, fields, numbers.by_name.get(name), event)

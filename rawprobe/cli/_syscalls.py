@@ -120,7 +120,7 @@ def run_list_syscalls(glob: str | None, *, json_output: bool, out: TextIO) -> in
     """``rawprobe list --syscalls [GLOB]``: what ``sys:`` can name, with arguments."""
     from rawprobe._syscalls import load_catalog
 
-    catalog = load_catalog()
+    catalog = load_catalog(exit_ids=False)
     listing = catalog.listing(glob)
     if json_output:
         out.write(json.dumps(listing, indent=1) + "\n")
