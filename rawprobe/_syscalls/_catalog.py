@@ -501,14 +501,24 @@ def list_tracepoints(
     """
     events = find_tracefs_events(tracefs_root)
     listings = []
+    group_glob = glob.split(":", 1)[0] if glob is not None and ":" in glob else None
     for group in _tracepoint_groups(events):
-        for event_dir in sorted((events / group).iterdir()):
+        if group_glob is not None and not fnmatch.fnmatchcase(group, group_glob):
+            continue
+        try:
+            event_dirs = sorted((events / group).iterdir())
+        except FileNotFoundError:
+            continue  # probe events come and go (other tracers' uprobe groups)
+        for event_dir in event_dirs:
             name = f"{group}:{event_dir.name}"
-            if not (event_dir / "format").is_file():
-                continue
             if glob is not None and not fnmatch.fnmatchcase(name, glob):
                 continue
-            text = _read_text(event_dir / "format")
+            if not (event_dir / "format").is_file():
+                continue
+            try:
+                text = _read_text(event_dir / "format")
+            except FileNotFoundError:
+                continue
             try:
                 parsed = parse_format(text)
             except KernelFeatureError as error:
