@@ -60,6 +60,17 @@ class KernelProbes:
             wanted.add("rp_tracepoint")
         return wanted
 
+    def size_maps(self, obj: BpfObject) -> None:
+        """Before load: room only for what the plan uses (per-CPU maps take their size once
+        per CPU)."""
+        flags = [event.syscall_flags for event in self.syscalls]
+        obj.map("syscalls").set_max_entries(abi.SYS_MAX if flags else 1)
+        summary = any(flag & abi.SysFlag.SUMMARY for flag in flags)
+        by_pid = any(flag & abi.SysFlag.BY_PID for flag in flags)
+        obj.map("sys_totals").set_max_entries(abi.SYS_MAX if summary and not by_pid else 1)
+        if not by_pid:
+            obj.map("sys_totals_by_pid").set_max_entries(1)
+
     def configure(self, obj: BpfObject) -> None:
         """After load: say which system calls are probed, by which event."""
         syscalls = obj.map("syscalls")
@@ -124,10 +135,13 @@ class KernelProbes:
 
     def totals(self, obj: BpfObject, cpus: int, reset: bool) -> list[SyscallTotal]:
         """What the system call programs counted, per system call (and process)."""
-        by_nr = {event.syscall_nr: event for event in self.syscalls}
+        by_nr = {event.syscall_nr: event for event in self.syscalls
+                 if event.syscall_flags & abi.SysFlag.SUMMARY}
+        if not by_nr:
+            return []
         size = _TOTALS.size
         counted: dict[tuple[int, int], tuple[int, int, int]] = {}
-        if any(event.syscall_flags & abi.SysFlag.BY_PID for event in self.syscalls):
+        if any(event.syscall_flags & abi.SysFlag.BY_PID for event in by_nr.values()):
             totals = obj.map("sys_totals_by_pid")
             for key in totals.keys(_SYS_KEY.size):
                 raw = totals.get(key, size * cpus)

@@ -171,6 +171,7 @@ class BpfSession:
             obj.map("stats").set_max_entries(max(1, len(self._plan_events)))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
+            self._kernel.size_maps(obj)
             # const volatile struct rp_settings is the object's only read-only global.
             settings = abi.SETTINGS.build({"follow": int(self._follow),
                                            "self_tgid": os.getpid()})
