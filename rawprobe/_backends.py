@@ -59,6 +59,8 @@ def _open(plan: Plan, backend: str, ring_size: int, follow: bool) -> tuple[Sessi
             return _bpf(plan, ring_size, follow), "bpf", ""
         except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
                 PrivilegeError) as error:
+            if any(event.kind != "uprobe" for event in plan.events):
+                raise  # tp: and sys: probes run on the BPF backend only: say why it failed
             note = f"using the tracefs backend: {str(error).splitlines()[0]}"
             return _tracefs(plan, ring_size, follow), "tracefs", note
     check_tracing_privileges(bpf=backend == "bpf")
