@@ -139,7 +139,7 @@ def _tracepoint_field(layout: _Layout, name: str, field: FormatField, wanted: Fe
                       string_size: int, word: str) -> bool:
     """Lay out one tracepoint field; False when rawprobe cannot read it (and none was asked)."""
     record = abi.BaseKind.RECORD
-    is_char = field.type.split()[-1] in ("char",) or field.type.endswith(" char")
+    is_char = field.type in ("char", "const char", "signed char")
     typed = wanted is not None and wanted.typed
     if typed and wanted is not None and wanted.type.kind == "string":
         if field.data_loc or (is_char and field.count):
