@@ -854,3 +854,6 @@ int rp_exit(unsigned long long *ctx)
 		bpf_map_delete_elem(&followed, &tgid);
 	return 0;
 }
+
+/* System calls and tracepoints (sys:, tp:). */
+#include "kernel.bpf.c"

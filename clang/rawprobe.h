@@ -35,12 +35,19 @@ enum rp_base {
 	RP_BASE_REG = 0,   /* regs[reg] + imm */
 	RP_BASE_IMM = 1,   /* imm */
 	RP_BASE_COMM = 2,  /* the task's comm; stored as a string */
+	RP_BASE_RECORD = 3, /* a tracepoint's record + imm: kernel memory (see rp_kernel_fetch) */
 };
 
 /* How a field is stored in the record (struct rp_field.store). */
 enum rp_store {
 	RP_STORE_INT = 0,    /* size * count bytes */
 	RP_STORE_STRING = 1, /* a NUL-terminated string, appended; the field holds a data_loc */
+	/* Kernel-side probes only (rp_kernel_fetch): */
+	RP_STORE_DATA_LOC = 2,     /* a tracepoint's __data_loc string, appended as a string */
+	RP_STORE_BUFFER = 3,       /* max_len bytes at most, appended; count: the register that
+				    * holds the length (a negative length reads nothing) */
+	RP_STORE_STRING_ARRAY = 4, /* a NULL-terminated array of string pointers (argv): count
+				    * strings at most, appended NUL after NUL, max_len bytes in all */
 };
 
 /*
@@ -245,6 +252,59 @@ struct rp_stats {
 	__u64 unmatched; /* span ends: no open span matched (it began before the probes, or its
 			  * entry was evicted from the full spans map) */
 	__u64 replaced;  /* span starts: an open span with the same match was replaced */
+};
+
+/*
+ * Kernel-side probes: system calls (sys:) and tracepoints (tp:).
+ *
+ * One pair of programs on the raw syscall tracepoints (tp_btf/sys_enter, tp_btf/sys_exit)
+ * serves every system call: the `syscalls` array, indexed by system call number, says which are
+ * probed and by which event. At entry the time, number and arguments go to the task's storage;
+ * at exit one record is made from them (struct rp_probe fields over the registers below:
+ * arguments 0-5, the return value, the duration), filtered and streamed or aggregated like a
+ * uprobe's. Tracepoints (perf events of type PERF_TYPE_TRACEPOINT, one program, a cookie per
+ * event as for uprobes) read their fields from the record the kernel made (RP_BASE_RECORD).
+ */
+#define RP_SYS_MAX 1024       /* system call numbers the `syscalls` array covers */
+#define RP_SYS_REG_RET 6      /* the return value's index in rp_scratch.regs */
+#define RP_SYS_REG_DURATION 7 /* the duration's (ns, entry to exit) */
+#define RP_SYS_REG_NR 8       /* the system call number's */
+#define RP_ARGV_MAX 32        /* strings an RP_STORE_STRING_ARRAY field keeps at most */
+#define RP_EXEC_STASH 8192    /* bytes of an execve record kept from entry to exit */
+
+/* struct rp_syscall.flags */
+#define RP_SYS_TRACED (1U << 0)    /* this system call is probed */
+#define RP_SYS_SUMMARY (1U << 1)   /* counted in the totals maps (rawprobe syscalls) */
+#define RP_SYS_RECORD (1U << 2)    /* a record is made (streamed, aggregated, or filtered) */
+#define RP_SYS_NO_RETURN (1U << 3) /* exit, exit_group: the event is made at entry */
+#define RP_SYS_EXEC (1U << 4)      /* execve, execveat: strings read at entry, kept to exit */
+#define RP_SYS_TALLY (1U << 5)     /* a plain count: the hit counter is the answer */
+#define RP_SYS_BY_PID (1U << 6)    /* totals per process (rawprobe syscalls --by pid) */
+
+struct rp_syscall {
+	__u32 flags;
+	__u32 event_id;
+	__u32 config_id; /* its struct rp_probe: fields, filter, aggregation */
+	__u32 reserved;
+};
+
+/* Per system call (per process with --by pid): what rawprobe syscalls reports. */
+struct rp_sys_totals {
+	__u64 calls;
+	__u64 errors;   /* returns in -4095..-1 */
+	__u64 total_ns; /* entry to exit */
+};
+
+struct rp_sys_key {
+	__u32 nr;
+	__u32 pid; /* tgid; 0 when not grouped by process */
+};
+
+/* Which processes kernel-side probes record, set when they are attached (the one entry of
+ * the kernel_filter map; asked once per thread for system calls, at every tracepoint hit). */
+struct rp_kernel_filter {
+	__u32 pids;     /* only processes in the followed set (-p PID) */
+	__u32 reserved;
 };
 
 #endif /* __RAWPROBE_H__ */

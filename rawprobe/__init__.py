@@ -51,7 +51,15 @@ if TYPE_CHECKING:
     from ._doctor import Check, can_trace, run_checks
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
-    from ._output.tables import Count, CountTable, Histogram, HistogramSet, ValueRow, ValueTable
+    from ._output.tables import (
+        Count,
+        CountTable,
+        Histogram,
+        HistogramSet,
+        SyscallTable,
+        ValueRow,
+        ValueTable,
+    )
     from ._plan.events import Event
     from ._plan.listing import FunctionLines, SiteVariables, list_lines, list_variables
     from ._plan.planner import check_locations
@@ -84,6 +92,7 @@ _LAZY = {
     "HistogramSet": ("._output.tables", "HistogramSet"),
     "ValueRow": ("._output.tables", "ValueRow"),
     "ValueTable": ("._output.tables", "ValueTable"),
+    "SyscallTable": ("._output.tables", "SyscallTable"),
     "HistSpec": ("._probe.aggregations", "HistSpec"),
     "parse_hist": ("._probe.aggregations", "parse_hist"),
     "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
@@ -181,6 +190,7 @@ __all__ = [
     "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
+    "SyscallTable",
     "TargetInfo",
     "TargetNotFoundError",
     "TraceStats",

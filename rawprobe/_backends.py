@@ -67,6 +67,8 @@ def _open(plan: Plan, backend: str, ring_size: int, follow: bool) -> tuple[Sessi
             except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
                     PrivilegeError) as error:
                 refusal = error
+        if any(event.kind != "uprobe" for event in plan.events):
+            raise refusal  # tp: and sys: probes run on the BPF backend only: say why it failed
         if tracefs_refusal() is not None:
             raise refusal  # the BPF backend's reason: it is the one tried first
         note = f"using the tracefs backend: {str(refusal).splitlines()[0]}"

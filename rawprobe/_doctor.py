@@ -310,6 +310,34 @@ def _check_tracefs() -> Check:
     return Check("tracefs", OK, f"mounted at {root}")
 
 
+def _check_syscall_tracepoints() -> Check:
+    """What sys: and tp: probes and ``rawprobe syscalls`` need: the raw syscall tracepoints
+    (the programs attach there), tracefs' syscalls events (names and arguments) and tracefs
+    for tracepoints' formats."""
+    from ._tracefs import TRACEFS_MOUNTS, find_tracefs
+
+    try:
+        events = os.path.join(find_tracefs(), "events")
+    except KernelFeatureError as error:
+        return Check("syscall-tracepoints", WARN, str(error),
+                     f"mount -t tracefs nodev {TRACEFS_MOUNTS[0]} for sys: and tp: probes")
+    syscalls = os.path.join(events, "syscalls")
+    if not os.path.isdir(os.path.join(events, "raw_syscalls", "sys_enter")) or not (
+            os.path.isdir(syscalls)):
+        return Check("syscall-tracepoints", WARN,
+                     f"{events} has no raw_syscalls or syscalls events",
+                     "sys: probes and 'rawprobe syscalls' need a kernel built with "
+                     "CONFIG_FTRACE_SYSCALLS=y (tp: probes work without)")
+    try:
+        count = sum(1 for name in os.listdir(syscalls) if name.startswith("sys_enter_"))
+    except OSError as error:
+        return Check("syscall-tracepoints", WARN, f"cannot list {syscalls}: {error.strerror}",
+                     "run rawprobe as root")
+    return Check("syscall-tracepoints", OK,
+                 f"raw_syscalls:sys_enter/sys_exit and {count} system calls in {syscalls} "
+                 "(sys: probes, rawprobe syscalls); tracepoint formats for tp: probes")
+
+
 def _check_libbpf() -> Check:
     from ._sys.libbpf import LIBBPF_SONAME, libbpf
 
@@ -361,6 +389,7 @@ def run_checks() -> list[Check]:
         ),
         _check_lockdown(),
         _check_tracefs(),
+        _check_syscall_tracepoints(),
         _check_libbpf(),
         _feature_check(RINGBUF, "a BPF_MAP_TYPE_RINGBUF map was created",
                        "upgrade to Linux 5.8+ for the BPF backend, or use --backend tracefs"),

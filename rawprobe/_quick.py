@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._output.tables import CountTable, HistogramSet, Result, ValueTable
+from ._output.tables import CountTable, HistogramSet, Result, SyscallTable, ValueTable
 from ._probe.aggregations import LATENCY, AggregationSpec, HistSpec, parse_hist
 from ._probe.typed import Probe
 from ._tracer import Tracer
@@ -34,7 +34,9 @@ def _run(
         for probe in probes:
             tracer.add(probe, filter=filter)
         tracer.run(duration)
-        return tracer.aggregates()
+        result = tracer.aggregates()
+        assert not isinstance(result, SyscallTable)  # only a "syscalls" spec gives one
+        return result
 
 
 def count(

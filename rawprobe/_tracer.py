@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from ._backends import BACKENDS, open_session, plant
 from ._command import Command, Processes
 from ._errors import ClosedError, RawprobeError, UsageError
-from ._output.tables import Result, aggregate_results
+from ._output.tables import Result, SyscallTable, aggregate_results
 from ._plan.events import Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
@@ -307,7 +307,7 @@ class Tracer:
                 return events
             events.extend(batch)
 
-    def aggregates(self, reset: bool = False) -> Result:
+    def aggregates(self, reset: bool = False) -> Result | SyscallTable:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).
 
         Args:
@@ -315,7 +315,8 @@ class Tracer:
 
         Returns:
             A :class:`CountTable` (counts), :class:`ValueTable` (sums, minimums, maximums,
-            averages, stats) or :class:`HistogramSet` (histograms).
+            averages, stats), :class:`HistogramSet` (histograms) or :class:`SyscallTable`
+            (system call totals).
         """
         if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
@@ -327,7 +328,8 @@ class Tracer:
             return self.resolver.describe_stack(session.stack_pid(stack_id),
                                                 session.stack(stack_id), caller)
 
-        return aggregate_results(plan, session.aggregate_cells(reset), stack)
+        return aggregate_results(plan, session.aggregate_cells(reset), stack,
+                                 session.syscall_totals(reset))
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""

@@ -31,11 +31,11 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     data = json.loads(numbers.read_text())
-    assert sorted(data["scenarios"]) == ["1", "2", "3", "4", "5", "6"]
+    assert sorted(data["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7"]
     for number, scenario in data["scenarios"].items():
         assert scenario["error"] is None, (number, scenario["error"])
         finite = [value for value in scenario["numbers"].values() if math.isfinite(value)]
         assert finite, f"scenario {number} measured nothing: {scenario['numbers']}"
         assert scenario["goals"], f"scenario {number} judged no goal"
     text = results.read_text()
-    assert "# rawprobe benchmark results" in text and "## 6. Memory" in text
+    assert "# rawprobe benchmark results" in text and "## 7. System calls" in text

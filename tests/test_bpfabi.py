@@ -28,6 +28,10 @@ STRUCTS = {
     "rp_span_key": abi.SPAN_KEY,
     "rp_span_start": abi.SPAN_START,
     "rp_settings": abi.SETTINGS,
+    "rp_syscall": abi.SYSCALL,
+    "rp_sys_totals": abi.SYS_TOTALS,
+    "rp_sys_key": abi.SYS_KEY,
+    "rp_kernel_filter": abi.KERNEL_FILTER,
 }
 
 
@@ -78,7 +82,11 @@ def test_header_constants_match(btf_types: dict[int, dict[str, Any]]) -> None:
                          ("RP_MAX_RECORD", abi.MAX_RECORD), ("RP_MAX_NEST", abi.MAX_NEST),
                          ("RP_KEY_LEN", abi.KEY_LEN), ("RP_MAX_KEYS", abi.MAX_KEYS),
                          ("RP_STACK_DEPTH", abi.STACK_DEPTH),
-                         ("RP_FUNC_IP_WORD", abi.FUNC_IP_WORD)]:
+                         ("RP_FUNC_IP_WORD", abi.FUNC_IP_WORD),
+                         ("RP_SYS_MAX", abi.SYS_MAX), ("RP_SYS_REG_RET", abi.SYS_REG_RET),
+                         ("RP_SYS_REG_DURATION", abi.SYS_REG_DURATION),
+                         ("RP_SYS_REG_NR", abi.SYS_REG_NR), ("RP_ARGV_MAX", abi.ARGV_MAX),
+                         ("RP_EXEC_STASH", abi.EXEC_STASH)]:
         assert f"#define {macro} {value} " in text, macro
 
 
@@ -130,3 +138,5 @@ def test_enums_and_constants_are_the_headers(tmp_path: Path) -> None:
     assert int(values["RP_PROBE_RETURN"]) == abi.PROBE_RETURN
     assert int(values["RP_PROBE_STACK"]) == abi.PROBE_STACK
     assert int(values["RP_PROBE_AT_ENTRY"]) == abi.PROBE_AT_ENTRY
+    for name in ("TRACED", "SUMMARY", "RECORD", "NO_RETURN", "EXEC", "TALLY", "BY_PID"):
+        assert int(values[f"RP_SYS_{name}"]) == getattr(abi.SysFlag, name), name

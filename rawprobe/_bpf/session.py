@@ -1,6 +1,6 @@
 """The BPF backend: one loaded object, its maps filled with probe configurations, and the
-uprobes whose BPF programs write records into its ring buffer (implements
-:class:`rawprobe._plan.session.Session`)."""
+uprobes (and system call and tracepoint programs, :mod:`.kernel`) whose BPF programs write
+records into its ring buffer (implements :class:`rawprobe._plan.session.Session`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ import struct
 import time
 import weakref
 from collections.abc import Sequence
+from operator import itemgetter
 
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
 from .._host.privileges import perf_uprobes_allowed
 from .._plan import abi
 from .._plan.events import Event
-from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._plan.session import (
+    AggregateCell,
+    Plan,
+    PlannedEvent,
+    ProbeCounters,
+    SyscallTotal,
+    TraceTarget,
+)
 from .._probe.defaults import DEFAULT_RING_SIZE
 from .._probe.fetchargs import Deref, FileOffset, Source
 from .._sys.bpf import BPF_TRACE_UPROBE_MULTI, link_create_uprobe_multi
@@ -24,6 +32,7 @@ from .._sys.bpfobject import BpfObject, object_bytes
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .kernel import KERNEL_PROGRAMS, KernelProbes
 from .records import Decoder
 from .ringmap import RingMap
 
@@ -36,11 +45,16 @@ _AGG_VALUE = struct.Struct("<Qqqq")  # struct rp_agg_value
 _U64 = (1 << 64) - 1
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
 _FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
+# Attached last, after a plan's own tracepoints: a tracepoint's programs run in the order they
+# were attached (kernel/tracepoint.c, func_add()), and a tp:sched:sched_process_exit probe
+# must see the process still followed.
+_FOLLOW_LAST = "rp_exit"
 _ALL_PROGRAMS = (
     *_FOLLOW_PROGRAMS,
     "rp_empty",
     *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
+    *KERNEL_PROGRAMS,
 )
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 
@@ -52,6 +66,10 @@ _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at th
 # Reading fewer bytes than this right after a read that found records, wait this long first.
 _SMALL_BATCH = 4096
 _SETTLE_SECONDS = 0.0002
+
+# A system call's record is made when it returns and timed when it began: within a batch,
+# events are put in time order (an Event's first member is its time).
+_TIME = itemgetter(0)
 
 # A file's uprobes go on one uprobe_multi link from this many on: a perf-event uprobe costs
 # an RCU grace period (~0.1 s here) to remove, each.
@@ -111,6 +129,7 @@ class BpfSession:
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
         _check_return_file_offsets(plan)
         self._plan_events = list(plan.events)
+        self._kernel = KernelProbes(plan.events)
         self._decoder = Decoder(plan.layouts)
         self._busy = False
         self._follow = follow
@@ -141,7 +160,7 @@ class BpfSession:
         obj = self._object
         try:
             if follow:
-                for name in _FOLLOW_PROGRAMS:
+                for name in _FOLLOW_PROGRAMS[:-1]:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
             self._ring = RingMap(events.fd, events.max_entries)
@@ -157,12 +176,18 @@ class BpfSession:
         keys = []
         sizes: dict[_Group, int] = {}
         for event in self._plan_events:
+            if event.kind != "uprobe":
+                keys.append(("", False, ""))
+                continue
             suffix = "_sleepable" if self.sleepable and event.reads_memory else ""
             key = (event.kernel_path, event.retprobe, suffix)
             sizes[key] = sizes.get(key, 0) + 1
             keys.append(key)
         programs: list[tuple[str, _Group | None]] = []
         for event, key in zip(self._plan_events, keys, strict=True):
+            if event.kind != "uprobe":
+                programs.append(("", None))  # see KernelProbes
+                continue
             multi = self.multi and sizes[key] >= self._threshold
             program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
@@ -177,11 +202,13 @@ class BpfSession:
             obj.map("stats").set_max_entries(max(1, len(self._plan_events)))
             obj.map("scratch").set_max_entries(self.cpus * abi.MAX_NEST)
             obj.map("events").set_max_entries(ring_size)
+            self._kernel.size_maps(obj)
             # const volatile struct rp_settings is the object's only read-only global.
             settings = abi.SETTINGS.build({"follow": int(self._follow),
                                            "self_tgid": os.getpid()})
             obj.rodata()[: len(settings)] = settings
-            wanted = {program for program, _group in self._programs}
+            wanted = {program for program, _group in self._programs if program}
+            wanted.update(self._kernel.programs())
             if self._follow:
                 wanted.update(_FOLLOW_PROGRAMS)
             for name in _ALL_PROGRAMS:
@@ -194,6 +221,7 @@ class BpfSession:
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)
+            self._kernel.configure(obj)
         except BaseException:
             obj.close()
             raise
@@ -210,7 +238,7 @@ class BpfSession:
         self._object.map("followed").update(_KEY.pack(pid), bytes([_FOLLOW_ARMED]))
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe. One the kernel cannot place (an instruction it cannot probe)
+        """Plant every probe. A uprobe the kernel cannot place (an instruction it cannot probe)
         is left out and listed in :attr:`unplaced`; any other failure undoes everything."""
         if target.command_pid is not None:
             if not self._follow:
@@ -220,6 +248,8 @@ class BpfSession:
         groups: dict[_Group, list[PlannedEvent]] = {}
         try:
             for event, (program, group) in zip(self._plan_events, self._programs, strict=True):
+                if event.kind != "uprobe":
+                    continue
                 if group is not None:
                     groups.setdefault(group, []).append(event)
                     continue
@@ -238,6 +268,10 @@ class BpfSession:
                               "uretprobes" if retprobe else "uprobes", name, members[0].path,
                               f" for pid {pid}" if pid else "",
                               ", ".join(f"{e.name} {e.file_offset:#x}" for e in members))
+            self._links += self._kernel.attach(self._object, target)
+            if self._follow:
+                last = self._object.program(_FOLLOW_LAST)
+                self._links.append(int(self._object.lib.program_attach(last)))
         except BaseException:
             self.detach()
             raise
@@ -324,6 +358,8 @@ class BpfSession:
             return []
         events, consumed = self._decoder.decode_chunk(chunk)
         ring.consume(consumed)
+        if self._kernel.syscalls and len(events) > 1:
+            events.sort(key=_TIME)
         return events
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
@@ -365,6 +401,9 @@ class BpfSession:
             span_id = _KEY.unpack_from(key)[0]
             result[span_id] = result.get(span_id, 0) + 1
         return result
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        return self._kernel.totals(self._object, self.cpus, reset)
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         raw = self._object.map("stacks").get(_KEY.pack(stack_id), abi.STACK_DEPTH * 8)

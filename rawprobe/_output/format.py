@@ -9,6 +9,12 @@ JSON (one object per line): ``ts_ns`` (nanoseconds since the epoch), ``pid``, ``
 ``comm``, ``event``, ``args`` (name → value: integers as numbers, ``x`` types as ``"0x…"``
 strings, strings as strings, arrays as lists, unreadable values as ``null``), plus ``faults``
 (names of the unreadable fields) and ``truncated`` (strings cut at --string-size) when not empty.
+
+A system call (``sys:``) is written as strace writes it, after the same time, comm and pid/tid:
+``openat(AT_FDCWD, "/etc/hostname", O_RDONLY|O_CLOEXEC) = 3 <0.000012>`` (buffers cut at 32
+bytes, as strace's default ``-s``); in JSON its ``args`` are named as the kernel names them
+(flags by name, paths and buffers as text, :func:`rawprobe._syscalls.syscall_record`), with
+``ret``, ``errno`` and ``duration_ns`` beside them.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from datetime import datetime
 from typing import Any
 
 from .._plan.events import Event, RecordLayout
+from .._plan.kernel import SyscallLayout
 from .._probe.fetchargs import ArgType
 from .._symbols.symbolize import AddressResolver
+from .._syscalls import format_syscall, syscall_record
 
 __all__ = ["EventFormatter", "WallClock"]
 
@@ -168,7 +176,8 @@ class EventFormatter:
     def _fast_for(self, layout: RecordLayout) -> _FastPair | None:
         key = id(layout)
         if key not in self._fast:
-            self._fast[key] = None if layout.has_stack else _fast_formatters(layout)
+            self._fast[key] = None if layout.has_stack or isinstance(
+                layout, SyscallLayout) else _fast_formatters(layout)
         return self._fast[key]
 
     def lines(self, events: Sequence[Event], as_json: bool) -> str:
@@ -267,9 +276,11 @@ class EventFormatter:
     def text_general(self, event: Event) -> str:
         """:meth:`text` without the generated fast path (any event, any layout)."""
         layout = event.layout
-        parts = [
-            f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid} {layout.event}:"
-        ]
+        head = f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid}"
+        if isinstance(layout, SyscallLayout):
+            args, ret, duration = layout.call(event)
+            return f"{head} {format_syscall(layout.syscall, args, ret, duration)}"
+        parts = [f"{head} {layout.event}:"]
         cut = _truncated_names(layout, event.truncated) if event.truncated else ()
         values = self._symbolized(event) if layout.has_symbols else event.values
         for name, value, formatter in zip(layout.names, values,
@@ -298,6 +309,10 @@ class EventFormatter:
         numbers, ``x`` types as ``"0x…"`` strings, arrays as lists, unreadable values as None
         (the one place other writers, such as trace events, take them from)."""
         layout = event.layout
+        if isinstance(layout, SyscallLayout):
+            args, ret, duration = layout.call(event)
+            result: dict[str, Any] = syscall_record(layout.syscall, args, ret, duration)["args"]
+            return result
         values = self._symbolized(event) if layout.has_symbols else event.values
         return {
             name: formatter(value)
@@ -308,6 +323,8 @@ class EventFormatter:
     def json_general(self, event: Event) -> str:
         """:meth:`json` without the generated fast path (any event, any layout)."""
         layout = event.layout
+        if isinstance(layout, SyscallLayout):
+            return self._syscall_json(event, layout)
         args = self.json_args(event)
         obj: dict[str, Any] = {
             "ts_ns": self.clock.epoch_ns(event.ts_ns),
@@ -322,6 +339,28 @@ class EventFormatter:
             obj["faults"] = event.fault_names
         if event.truncated:
             obj["truncated"] = _truncated_names(layout, event.truncated)
+        if event.stack is not None:
+            obj["stack"] = self.frames(event)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+    def _syscall_json(self, event: Event, layout: SyscallLayout) -> str:
+        args, ret, duration = layout.call(event)
+        record = syscall_record(layout.syscall, args, ret, duration)
+        obj: dict[str, Any] = {
+            "ts_ns": self.clock.epoch_ns(event.ts_ns),
+            "pid": event.pid,
+            "tid": event.tid,
+            "cpu": event.cpu,
+            "comm": event.comm,
+            "event": layout.event,
+            "args": record["args"],
+            "ret": record["ret"],
+            "errno": record["errno"],
+            "duration_ns": duration,
+        }
+        for key in ("faults", "truncated"):
+            if key in record:
+                obj[key] = record[key]
         if event.stack is not None:
             obj["stack"] = self.frames(event)
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)

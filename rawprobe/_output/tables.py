@@ -1,10 +1,10 @@
 """Aggregation results: count tables, value tables (sums, minimums, maximums, averages,
-stats) and histograms, printable, JSON-ready, and cut to their top N.
+stats), histograms and system call totals, printable, JSON-ready, and cut to their top N.
 
 Each kind of result has one JSON shape (README "Aggregation in the kernel"): ``{"counts":
-[...]}``, ``{"hist": [...]}``, ``{"sums"|"mins"|"maxes"|"avgs"|"stats": [...]}``; a row has
-``event``, ``key`` when grouped (a list when grouped by several keys), ``stack`` when grouped
-by stack, and its figures.
+[...]}``, ``{"hist": [...]}``, ``{"sums"|"mins"|"maxes"|"avgs"|"stats": [...]}``,
+``{"syscalls": [...], "total": {...}}``; a row has ``event``, ``key`` when grouped (a list
+when grouped by several keys), ``stack`` when grouped by stack, and its figures.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._plan.session import AggregateCell, Plan
+from .._plan.session import AggregateCell, Plan, SyscallTotal
 from .._probe.aggregations import HistSpec, bucket_bounds
+from .._syscalls import SyscallSummary
 
 __all__ = [
     "Count",
@@ -22,6 +23,7 @@ __all__ = [
     "Histogram",
     "HistogramSet",
     "Result",
+    "SyscallTable",
     "ValueRow",
     "ValueTable",
     "aggregate_results",
@@ -192,6 +194,72 @@ class HistogramSet:
         return "\n\n".join(str(h) for h in self.histograms) or "(no values)"
 
 
+@dataclass
+class SyscallTable:
+    """Per system call: calls, errors and time in the kernel (``rawprobe syscalls``), as
+    ``strace -c`` tables; one per process when grouped by process; latency histograms per
+    system call when asked.
+
+    Attributes:
+        summaries: By process id (None when not grouped).
+        histograms: Latency histograms (ns) per system call (and process), or None.
+    """
+
+    summaries: dict[int | None, SyscallSummary] = field(default_factory=dict)
+    histograms: HistogramSet | None = None
+
+    def total(self) -> SyscallSummary:
+        """Every process's calls in one summary."""
+        merged = SyscallSummary()
+        for summary in self.summaries.values():
+            for row in summary.rows():
+                merged.add_totals(row.syscall, row.calls, row.errors, row.total_ns, row.number)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"syscalls": [{"syscall", "calls", "errors", "total_ns"} (and "pid"), ...],
+        "total": {...}}``, and ``"hist"`` as ``--hist`` prints it."""
+        rows = []
+        for pid, summary in sorted(self.summaries.items(), key=lambda item: item[0] or 0):
+            for row in summary.as_dict()["syscalls"]:
+                rows.append(row if pid is None else {"pid": pid, **row})
+        result: dict[str, Any] = {"syscalls": rows, "total": self.total().as_dict()["total"]}
+        if self.histograms is not None:
+            result["hist"] = self.histograms.to_dict()["hist"]
+        return result
+
+    def __str__(self) -> str:
+        parts = []
+        for pid, summary in sorted(self.summaries.items(), key=lambda item: item[0] or 0):
+            parts.append(("" if pid is None else f"pid {pid}\n") + summary.render())
+        if not parts:
+            parts.append("(no system calls)")
+        if self.histograms is not None and len(self.histograms):
+            parts.append(str(self.histograms))
+        return "\n\n".join(parts)
+
+
+def syscall_table(plan: Plan, totals: Iterable[SyscallTotal],
+                  cells: Iterable[AggregateCell]) -> SyscallTable:
+    """The totals of a ``syscalls`` aggregation, and its latency histograms."""
+    aggregation = plan.aggregation
+    assert aggregation is not None
+    events = plan.events
+    grouped = aggregation.by is not None
+    table = SyscallTable()
+    for total in totals:
+        event = events[total.event_id]
+        summary = table.summaries.setdefault(total.pid if grouped else None, SyscallSummary())
+        summary.add_totals(event.name, total.calls, total.errors, total.total_ns,
+                           event.syscall_nr)
+    if aggregation.hist is not None:
+        def key(cell: AggregateCell) -> Any:
+            decoder = events[cell.event_id].key_decoder
+            return None if decoder is None else decoder(cell.key)
+
+        table.histograms = build_histograms(aggregation.hist, (
+            (events[c.event_id].name, key(c), c.bucket, c.value, None) for c in cells))
+    return table
 _Stack = tuple[str, ...] | None
 
 
@@ -350,7 +418,8 @@ def aggregate_results(
     plan: Plan,
     cells: Iterable[AggregateCell],
     describe_stack: Callable[[int, int], tuple[str, ...]],
-) -> Result:
+    totals: Iterable[SyscallTotal] = (),
+) -> Result | SyscallTable:
     """A plan's aggregation, from a backend's cells.
 
     Args:
@@ -358,10 +427,13 @@ def aggregate_results(
         cells: What the backend counted.
         describe_stack: ``(stack id, caller) → frames``: symbolizes a stack; ``caller`` is the
             return address a probe at a function's first instruction kept (0: none).
+        totals: For a ``syscalls`` aggregation, the backend's system call totals.
     """
     aggregation = plan.aggregation
     assert aggregation is not None
     events = plan.events
+    if aggregation.kind == "syscalls":
+        return syscall_table(plan, totals, cells)
 
     def key(cell: AggregateCell) -> Any:
         decoder = events[cell.event_id].key_decoder

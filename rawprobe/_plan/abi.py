@@ -23,6 +23,7 @@ __all__ = [
     "FUNC_IP_WORD",
     "HEADER",
     "HEADER_STRUCT",
+    "KERNEL_FILTER",
     "KEY_DATA_LEN",
     "KEY_PART",
     "MAX_DEREF",
@@ -42,6 +43,9 @@ __all__ = [
     "SPAN_START",
     "STATS",
     "STR_CONST_LEN",
+    "SYSCALL",
+    "SYS_KEY",
+    "SYS_TOTALS",
     "Action",
     "BaseKind",
     "Cmp",
@@ -49,6 +53,7 @@ __all__ = [
     "KeyKind",
     "PredOp",
     "StoreKind",
+    "SysFlag",
     "ValueKind",
     "compile_struct",
 ]
@@ -72,6 +77,14 @@ KEY_DATA_LEN = KEY_LEN - 8  # what key parts may use: the rest may hold a caller
 MAX_KEYS = 4
 STACK_DEPTH = 127
 SPAN_PAIRED = 0xFFFFFFFF  # a latency pair: its START is its END's event id - 1
+
+# Kernel-side probes (clang/kernel.bpf.c).
+SYS_MAX = 1024  # system call numbers the `syscalls` array covers
+SYS_REG_RET = 6  # rp_scratch.regs index of a system call's return value
+SYS_REG_DURATION = 7  # ... of its duration (ns)
+SYS_REG_NR = 8  # ... of its number
+ARGV_MAX = 32  # strings an RP_STORE_STRING_ARRAY field keeps at most
+EXEC_STASH = 8192  # bytes of an execve record kept from entry to exit
 
 
 class Action(IntEnum):
@@ -114,6 +127,7 @@ class BaseKind(IntEnum):
     REG = 0
     IMM = 1
     COMM = 2
+    RECORD = 3
 
 
 class StoreKind(IntEnum):
@@ -121,6 +135,21 @@ class StoreKind(IntEnum):
 
     INT = 0
     STRING = 1
+    DATA_LOC = 2
+    BUFFER = 3
+    STRING_ARRAY = 4
+
+
+class SysFlag:
+    """struct rp_syscall.flags (RP_SYS_*)."""
+
+    TRACED = 1 << 0
+    SUMMARY = 1 << 1
+    RECORD = 1 << 2
+    NO_RETURN = 1 << 3
+    EXEC = 1 << 4
+    TALLY = 1 << 5
+    BY_PID = 1 << 6
 
 
 class PredOp(IntEnum):
@@ -269,6 +298,30 @@ STATS = c.Struct(
     "lost" / c.Int64ul,
     "unmatched" / c.Int64ul,
     "replaced" / c.Int64ul,
+)
+
+
+SYSCALL = c.Struct(
+    "flags" / c.Int32ul,
+    "event_id" / c.Int32ul,
+    "config_id" / c.Int32ul,
+    "reserved" / c.Int32ul,
+)
+
+SYS_TOTALS = c.Struct(
+    "calls" / c.Int64ul,
+    "errors" / c.Int64ul,
+    "total_ns" / c.Int64ul,
+)
+
+SYS_KEY = c.Struct(
+    "nr" / c.Int32ul,
+    "pid" / c.Int32ul,
+)
+
+KERNEL_FILTER = c.Struct(
+    "pids" / c.Int32ul,
+    "reserved" / c.Int32ul,
 )
 
 

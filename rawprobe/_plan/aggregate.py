@@ -180,6 +180,7 @@ def aggregation_config(
     parts: Sequence[KeyPart] = (),
     role: str = "",
     span: SpanMatch | None = None,
+    duration: bool = False,
 ) -> dict[str, object]:
     """The ``struct rp_aggregation`` members for one probe.
 
@@ -190,6 +191,8 @@ def aggregation_config(
         parts: The grouping key's layout (:func:`key_layout`).
         role: ``start`` or ``end`` for the two probes of a span, else ``""``.
         span: For a span's probes, how START and END match.
+        duration: The probe knows its own duration (a system call's, entry to exit): its
+            ``latency`` is that.
 
     Raises:
         UsageError: The value or a key names a field the probe does not have, or one of a
@@ -224,12 +227,12 @@ def aggregation_config(
             and span is None):
         config["action"] = abi.Action.TALLY
         return config
-    config.update(_value_config(spec, compiled, word, role))
+    config.update(_value_config(spec, compiled, word, role, duration))
     return config
 
 
 def _value_config(spec: AggregationSpec, compiled: CompiledProbe, word: str,
-                  role: str) -> dict[str, object]:
+                  role: str, duration: bool) -> dict[str, object]:
     """What the aggregation measures: buckets, and the value summed and compared."""
     config: dict[str, object] = {"accumulate": int(spec.kind in VALUE_KINDS)}
     hist = spec.hist
@@ -244,7 +247,7 @@ def _value_config(spec: AggregationSpec, compiled: CompiledProbe, word: str,
     if name is None:
         return config
     if name == LATENCY:
-        assert role == "end", "latency is measured at a span's END"
+        assert role == "end" or duration, "latency is measured at a span's END"
         config.update(value=abi.ValueKind.SPAN, value_signed=1)
         return config
     value = _field(compiled, name)

@@ -5,6 +5,10 @@ resolve its LOCATION to sites (symbols, offsets, globs, USDT notes), pass every 
 :func:`~rawprobe._plan.sites.check_site`, name the events, and compile each event's fetch-args,
 filter and aggregation into the BPF configuration and record layout it runs with. The result is
 one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
+
+Kernel-side probes (``tp:``, ``sys:``) have no file and no site: :mod:`.kernel` compiles their
+events (one per tracepoint or system call), and their filters and aggregations are compiled
+here as a uprobe's are.
 """
 
 from __future__ import annotations
@@ -167,6 +171,8 @@ class Planner:
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
         self._span: _SpanPlan | None = None
+        self._catalog: Any = None  # the running kernel's system calls, read once
+        self._kernel_configs: dict[tuple[Any, ...], bytes] = {}  # by shape, filter, agg
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -200,6 +206,10 @@ class Planner:
             raise UsageError("a span is measured on its own: add no other probes with it")
         spec = _spec_of(probe)
         filter_expr = parse_filter(filter_text) if filter_text else None
+        if spec.kernel:
+            return self._add_kernel(spec, filter_expr, filter_text)
+        if self.aggregation is not None and self.aggregation.kind == "syscalls":
+            raise UsageError(f"per-system-call totals count sys: probes, not {spec.text!r}")
         latency = self.aggregation is not None and self.aggregation.measures_latency
         if latency and spec.kind != "p":
             raise UsageError(
@@ -216,6 +226,10 @@ class Planner:
         if self.events:
             raise UsageError("a span is measured on its own: add no other probes with it")
         start, end = _spec_of(span.start), _spec_of(span.end)
+        for spec in (start, end):
+            if spec.kernel:
+                raise UsageError(f"--span measures between two uprobes, not {spec.text!r} (a "
+                                 "system call's own duration is sys: with --hist latency)")
         filter_expr = parse_filter(filter_text) if filter_text else None
         starts = self._accepted(start, ("",))
         ends = self._accepted(end, ("",))
@@ -544,6 +558,115 @@ class Planner:
                          RecordLayout(name, compiled), key_decoder(parts), reads_memory, tally,
                          tally and not predicates, parts,
                          value_signed(aggregation, compiled))
+
+    # -- kernel-side probes ----------------------------------------------------------------
+
+    def _add_kernel(self, spec: ProbeSpec, filter_expr: FilterExpr | None,
+                    filter_text: str | None) -> list[str]:
+        """Plan the events of a ``tp:`` or ``sys:`` word: one per tracepoint or system call."""
+        from .kernel import filter_names, syscall_events, tracepoint_events
+
+        aggregation = self.aggregation
+        summary = aggregation is not None and aggregation.kind == "syscalls"
+        stack = self.stack and aggregation is None
+        if spec.kind == "tp":
+            if summary:
+                raise UsageError(f"per-system-call totals count sys: probes, not {spec.text!r}")
+            if aggregation is not None and aggregation.measures_latency:
+                raise UsageError(f"latency: {spec.text!r} is a tracepoint, which has no "
+                                 "duration; latencies are for p: and sys: probes")
+            events, warnings = tracepoint_events(spec, string_size=self.string_size,
+                                                 stack=stack)
+        else:
+            if summary and aggregation is not None and (
+                    aggregation.keys not in ((), ("pid",)) or aggregation.stack):
+                raise UsageError("per-system-call totals group by pid only")
+            if self._catalog is None:
+                from .._syscalls import load_catalog
+
+                self._catalog = load_catalog(exit_ids=False)
+            # Totals read memory only for what their filter compares.
+            captures = sorted(filter_names(filter_expr)) if summary else None
+            events, warnings = syscall_events(spec, self._catalog, string_size=self.string_size,
+                                              stack=stack, captures_for=captures)
+        self.warnings += warnings
+        names = []
+        for event in events:
+            if event.name in self._names:
+                raise UsageError(f"two probes are both named {event.name!r} ({spec.text!r} "
+                                 "and another): name the other one (p:NAME TARGET:LOCATION)")
+            self._names.add(event.name)
+            names.append(event.name)
+            self._plan_kernel_event(spec, event, filter_expr, filter_text, summary)
+        return names
+
+    def _plan_kernel_event(self, spec: ProbeSpec, event: Any, filter_expr: FilterExpr | None,
+                           filter_text: str | None, summary: bool) -> None:
+        aggregation = self.aggregation
+        compiled = event.compiled
+        predicates: list[dict[str, object]] = []
+        strings: list[bytes] = []
+        if filter_expr is not None:
+            program = compile_filter(filter_expr, compiled, filter_text or "")
+            predicates, strings = program.predicates, program.strings
+        agg: dict[str, object] | None = None
+        parts: tuple[KeyPart, ...] = ()
+        measured = aggregation
+        if aggregation is not None:
+            measured = AggregationSpec("hist", by=aggregation.by, hist=aggregation.hist) if (
+                summary and aggregation.hist is not None) else aggregation
+            if summary and aggregation.hist is None:
+                agg = {"action": abi.Action.TALLY}
+            else:
+                assert measured is not None
+                parts = key_layout(measured.keys, compiled, word=spec.text)
+                agg = aggregation_config(measured, compiled, word=spec.text, parts=parts,
+                                         duration=event.kind == "syscall")
+        # System calls of one shape share their configuration: building one takes a while.
+        key = None if event.shape is None else (event.shape, filter_text, repr(agg))
+        config = self._kernel_configs.get(key) if key is not None else None
+        if config is None:
+            config = compiled.config(predicates, strings, agg)
+            if key is not None:
+                self._kernel_configs[key] = config
+        tally = not summary and bool(agg and agg["action"] == abi.Action.TALLY)
+        tally_only = tally and not predicates
+        flags = 0
+        if event.kind == "syscall":
+            flags = abi.SysFlag.TRACED | event.syscall_flags
+            if summary:
+                assert aggregation is not None
+                flags |= abi.SysFlag.SUMMARY
+                if predicates or aggregation.hist is not None:
+                    flags |= abi.SysFlag.RECORD
+                if aggregation.keys == ("pid",):
+                    flags |= abi.SysFlag.BY_PID
+            elif tally_only:
+                flags |= abi.SysFlag.TALLY
+            else:
+                flags |= abi.SysFlag.RECORD
+        self.events.append(PlannedEvent(
+            event_id=len(self.events),
+            config_id=self._configs.setdefault(config, len(self._configs)),
+            path=event.description,
+            kernel_path="",
+            file_offset=0,
+            retprobe=False,
+            ref_ctr_offset=0,
+            fetchargs=spec.fetchargs,
+            layout=event.layout,
+            reads_memory=False,
+            tally=tally,
+            tally_only=tally_only,
+            filter=filter_expr,
+            key_decoder=key_decoder(parts),
+            key_parts=parts,
+            value_signed=value_signed(measured, compiled),
+            kind=event.kind,
+            tracepoint_id=event.tracepoint_id,
+            syscall_nr=event.syscall_nr,
+            syscall_flags=flags,
+        ))
 
     # -- the result ------------------------------------------------------------------------
 

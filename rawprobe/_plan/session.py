@@ -29,6 +29,7 @@ __all__ = [
     "ProbeCounters",
     "Session",
     "SpanCounters",
+    "SyscallTotal",
     "TraceStats",
     "TraceTarget",
     "summarize",
@@ -37,7 +38,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PlannedEvent:
-    """One uprobe to plant, and everything about its event.
+    """One probe to plant (a uprobe, a tracepoint or a system call), and everything about its
+    event.
 
     Attributes:
         event_id: Index of the event, dense from 0 (the BPF cookie's low half).
@@ -72,6 +74,12 @@ class PlannedEvent:
             entry's event id), else -1.
         match: For a span's probes, what START and END match on: ``tid`` or a field name.
         value_signed: The aggregated value sums and compares as a signed integer.
+        kind: ``uprobe``, or a kernel-side probe: ``tracepoint`` (``tp:``) or ``syscall``
+            (``sys:``). Kernel-side events have no file: ``path`` describes them
+            (``tp:sched:sched_switch``, ``sys:openat``), ``kernel_path`` is empty.
+        tracepoint_id: A tracepoint's id (the ``PERF_TYPE_TRACEPOINT`` config), else 0.
+        syscall_nr: A system call's number, else -1.
+        syscall_flags: How the system call programs treat it (``abi.SysFlag``), else 0.
     """
 
     event_id: int
@@ -96,6 +104,10 @@ class PlannedEvent:
     span_id: int = -1
     match: str = "tid"
     value_signed: bool = True
+    kind: str = "uprobe"
+    tracepoint_id: int = 0
+    syscall_nr: int = -1
+    syscall_flags: int = 0
 
     @property
     def name(self) -> str:
@@ -225,6 +237,24 @@ class AggregateCell(NamedTuple):
     maximum: int = 0
 
 
+class SyscallTotal(NamedTuple):
+    """One system call's totals, as ``rawprobe syscalls`` counts them in the kernel.
+
+    Attributes:
+        event_id: The system call's event.
+        pid: The process (``--by pid``), or 0.
+        calls: Calls that ended (and passed the filter).
+        errors: Those that returned -4095..-1.
+        total_ns: Time spent in them, entry to exit.
+    """
+
+    event_id: int
+    pid: int
+    calls: int
+    errors: int
+    total_ns: int
+
+
 class Session(Protocol):
     """A backend's run of one plan: created, attached, read, closed.
 
@@ -240,7 +270,7 @@ class Session(Protocol):
     poll_interval: float | None
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe for ``target``; on failure nothing stays planted."""
+        """Plant every probe for ``target``; on failure nothing stays planted."""
 
     def wait(self, timeout: float | None) -> None:
         """Block until events may be ready, a watched descriptor is readable, or timeout."""
@@ -267,6 +297,10 @@ class Session(Protocol):
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         """Every cell of the aggregation (plain counts included), emptied after reading when
         ``reset``."""
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        """Per system call (and process), what a ``syscalls`` aggregation counted; emptied
+        after reading when ``reset``."""
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         """The return addresses of a recorded user stack, innermost first."""

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 LATENCY = "latency"  # the value a span (or entry to return) measures, in nanoseconds
-KINDS = ("count", "hist", "sum", "min", "max", "avg", "stats")
+KINDS = ("count", "hist", "sum", "min", "max", "avg", "stats", "syscalls")
 VALUE_KINDS = ("sum", "min", "max", "avg", "stats")  # aggregations of a value, not buckets
 HEADER_KEYS = ("comm", "pid", "tid", "cpu")  # keys every event has (a field of the name wins)
 _MAX_KEYS = 4  # RP_MAX_KEYS in clang/rawprobe.h
@@ -99,8 +99,10 @@ class AggregationSpec:
     """How every probe of a tracer aggregates.
 
     Attributes:
-        kind: ``count``, ``hist``, ``sum``, ``min``, ``max``, ``avg`` or ``stats`` (count, sum,
-            min, max and mean together).
+        kind: ``count``, ``hist``, ``sum``, ``min``, ``max``, ``avg``, ``stats`` (count, sum,
+            min, max and mean together), or ``syscalls``: per system call, calls, errors and
+            time in the kernel (``rawprobe syscalls``, ``sys:`` probes only; ``by`` may be
+            ``pid``, ``hist`` a latency histogram per system call).
         by: Group by these keys, in order: ``comm``, ``pid``, ``tid``, ``cpu``, a field name,
             or ``stack`` (the user stack). A string may list several, comma-separated.
         hist: For ``hist``: what to measure.

@@ -41,6 +41,7 @@ __all__ = [
     "Comm",
     "DebugVariable",
     "Deref",
+    "EventField",
     "FetchArg",
     "FileOffset",
     "Immediate",
@@ -55,6 +56,7 @@ __all__ = [
     "UsdtArgument",
     "c_integer",
     "debug_field_name",
+    "parse_event_field",
     "parse_fetcharg",
 ]
 
@@ -140,6 +142,14 @@ class ProbeRelative:
 
 
 @dataclass(frozen=True)
+class EventField:
+    """A field of a kernel tracepoint's record, by its name in the event's ``format`` file
+    (``tp:`` probes)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Deref:
     """``+|-OFFS(INNER)``: the memory at INNER's value plus ``offset``."""
 
@@ -186,6 +196,7 @@ Source = (
     | ImmediateString
     | UsdtArg
     | ProbeRelative
+    | EventField
     | Deref
     | DebugVariable
 )
@@ -544,3 +555,33 @@ def _check_combination(source: Source, arg_type: ArgType, word: str, column: int
         )
     if arg_type.is_string and isinstance(source, Immediate):
         raise FetchArgError("a number is not a string; use \\\"TEXT\\\"", word, column)
+
+
+_EVENT_FIELD = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([A-Za-z_][A-Za-z0-9_]*)(?::(.+))?")
+
+
+def parse_event_field(text: str, *, word: str = "", column: int = 0) -> FetchArg:
+    """Parse one field of a ``tp:`` probe: ``[NAME=]FIELD[:TYPE]``.
+
+    FIELD is the field's name in the tracepoint's ``format`` file; without a TYPE it is read
+    as the format file declares it. ``:string`` on a pointer field reads the string it points
+    to (user memory, then kernel memory); an integer TYPE reads that many bytes of the field.
+
+    Raises:
+        FetchArgError: Anything malformed, with the column it starts at.
+    """
+    match = _EVENT_FIELD.fullmatch(text)
+    if not match:
+        raise FetchArgError(
+            "a tracepoint field is [NAME=]FIELD[:TYPE], FIELD as its format file names it "
+            "(e.g. filename:string, flags, prev_pid:s32)", word, column)
+    alias, field, type_text = match.groups()
+    if type_text is None:
+        return FetchArg(alias or field, EventField(field), DEFAULT_TYPE, text, column, False)
+    arg_type = parse_type(type_text, word, column + match.start(3))
+    if arg_type.kind not in ("int", "char", "string") or (
+            arg_type.kind == "string" and arg_type.count is not None):
+        raise FetchArgError(f"type {type_text!r} does not apply to a tracepoint field: use "
+                            "string, char, s8..s64, u8..u64 or x8..x64", word,
+                            column + match.start(3))
+    return FetchArg(alias or field, EventField(field), arg_type, text, column, True)

@@ -7,6 +7,10 @@ short spelling bcc's ``trace`` and bpftrace users type, with the place right aft
 (``p:/bin/bash:readline``). Event names never contain ``:``, so a head ``p:X:Y`` is always the
 short spelling. A bare place (``/bin/bash:readline``, ``libc:malloc%return``) is an entry probe,
 or a return probe with the kernel's ``%return`` suffix.
+
+Kernel-side probes share the word's shape: ``tp:GROUP:EVENT [FIELD ...]`` for a tracepoint
+(fields by their names in the event's ``format`` file) and ``sys:NAME`` for a system call
+(NAME may be a glob: ``sys:open*``, ``sys:*``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from .._errors import ProbeSyntaxError
-from .fetchargs import DebugVariable, FetchArg, c_integer, parse_fetcharg
+from .fetchargs import DebugVariable, FetchArg, c_integer, parse_event_field, parse_fetcharg
 
 __all__ = [
     "LineLocation",
@@ -31,11 +35,15 @@ __all__ = [
 ]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
+_KERNEL_HEAD = re.compile(r"(tp|sys):(.*)")
+_KERNEL_NAME = re.compile(r"[A-Za-z0-9_*?\[\]]+")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OTHER_HEAD = re.compile(r"([A-Za-z][A-Za-z0-9_]*):(.+)", re.DOTALL)
-_KERNEL_TYPES = ("t", "tp", "tracepoint", "sys", "syscall", "k", "kr", "kprobe", "kretprobe",
-                 "f", "fentry", "fexit", "e", "rawtracepoint", "software", "hardware", "profile",
-                 "interval")
+# Other tracers' kernel probe types: what rawprobe writes for them, or None (not planted yet).
+_KERNEL_TYPES = {"t": "tp:", "tracepoint": "tp:", "syscall": "sys:", "k": None, "kr": None,
+                 "kprobe": None, "kretprobe": None, "f": None, "fentry": None, "fexit": None,
+                 "e": None, "rawtracepoint": None, "software": None, "hardware": None,
+                 "profile": None, "interval": None}
 _BPFTRACE_TYPES = {"uprobe": "p", "uretprobe": "r"}
 _REF_CTR = re.compile(r"\((0[xX][0-9a-fA-F]+|\d+)\)$")
 
@@ -45,11 +53,14 @@ class ProbeSpec:
     """A parsed probe word, before its target is resolved.
 
     Attributes:
-        kind: ``p`` (entry), ``r`` (return) or ``usdt``.
+        kind: ``p`` (entry), ``r`` (return), ``usdt``, ``tp`` (a kernel tracepoint) or ``sys``
+            (a system call).
         group: The ``GROUP`` of ``GROUP/EVENT``, if given.
         event: The event name, if given (otherwise it is derived from the symbol).
-        target: The file or library, as written.
-        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``.
+        target: The file or library, as written; for ``tp`` the tracepoint's group, for
+            ``sys`` empty.
+        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``;
+            for ``tp`` the event (or a glob), for ``sys`` the system call (or a glob).
         ref_ctr_offset: A semaphore offset given as ``(OFFSET)`` after the place, if any.
         fetchargs: The fetch-args, in order.
         text: The word as written.
@@ -67,6 +78,11 @@ class ProbeSpec:
     @property
     def retprobe(self) -> bool:
         return self.kind == "r"
+
+    @property
+    def kernel(self) -> bool:
+        """A kernel-side probe (``tp:`` or ``sys:``), not a uprobe."""
+        return self.kind in ("tp", "sys")
 
     @property
     def place(self) -> str:
@@ -267,6 +283,9 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError("empty probe: write p:TARGET:SYMBOL (for example p:libc:malloc)")
     head, head_column = tokens[0]
     rest = tokens[1:]
+    kernel = _KERNEL_HEAD.fullmatch(head)
+    if kernel:
+        return _parse_kernel(kernel.group(1), kernel.group(2), rest, word, head_column)
     group: str | None = None
     event: str | None = None
     match = _HEAD.fullmatch(head)
@@ -348,13 +367,41 @@ def _refuse_unknown_type(head: str, word: str, column: int) -> None:
     kind = match.group(1)
     hint = ""
     if kind in _KERNEL_TYPES:
-        hint = " (kernel tracepoints, system calls and kprobes are not probes rawprobe plants yet)"
+        ours = _KERNEL_TYPES[kind]
+        hint = (f" (a kernel {kind} probe is written {ours} here)" if ours else
+                " (kprobes, fentry and sampling events are not probes rawprobe plants yet)")
     elif kind in _BPFTRACE_TYPES:
         hint = f" (bpftrace's {kind}: is {_BPFTRACE_TYPES[kind]}: here)"
     raise ProbeSyntaxError(
-        f"unknown probe type {kind!r}: use p (entry), r (return) or usdt{hint}; a TARGET "
+        f"unknown probe type {kind!r}: use p (entry), r (return), usdt, tp or sys{hint}; a TARGET "
         f'that holds a colon is written in double quotes ("{kind}:...":LOCATION)',
         word, column)
+def _parse_kernel(kind: str, place: str, rest: list[tuple[str, int]], word: str,
+                  column: int) -> ProbeSpec:
+    """``tp:GROUP:EVENT [FIELD ...]`` or ``sys:NAME``."""
+    place_column = column + len(kind) + 1
+    if kind == "sys":
+        if not _KERNEL_NAME.fullmatch(place):
+            raise ProbeSyntaxError("write sys:NAME, a system call or a glob (sys:openat, "
+                                   "sys:open*, sys:*)", word, place_column)
+        if rest:
+            raise ProbeSyntaxError(
+                "a system call probe takes no fields: every argument, the return value and "
+                "the duration are recorded (filter them with --filter)", word, rest[0][1])
+        return ProbeSpec("sys", None, None, "", place, None, (), word)
+    group, colon, event = place.partition(":")
+    if not colon or not _KERNEL_NAME.fullmatch(group) or not _KERNEL_NAME.fullmatch(event) or (
+            any(char in group for char in "*?[]")):
+        raise ProbeSyntaxError("write tp:GROUP:EVENT, as tracefs names the tracepoint (e.g. "
+                               "tp:sched:sched_process_exec); 'rawprobe list --tracepoints' "
+                               "lists them", word, place_column)
+    fields: list[FetchArg] = []
+    for text, field_column in rest:
+        arg = parse_event_field(text, word=word, column=field_column)
+        if any(seen.name == arg.name for seen in fields):
+            raise ProbeSyntaxError(f"field name {arg.name!r} used twice", word, field_column)
+        fields.append(arg)
+    return ProbeSpec("tp", None, None, group, event, None, tuple(fields), word)
 
 
 def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | None]:
@@ -382,6 +429,8 @@ def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, pa
     """
     if spec.event:
         return spec.event
+    if spec.kernel:
+        return spec.location
     if symbol and not is_offset_location(spec.location):
         base = re.sub(r"[^A-Za-z0-9_]", "_", symbol.split("@", 1)[0])
         if base[:1].isdigit():

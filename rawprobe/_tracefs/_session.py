@@ -53,6 +53,7 @@ from .._errors import (
     PrivilegeError,
     SysCallError,
     TargetNotFoundError,
+    UsageError,
 )
 from .._host.cpus import online_cpus
 from .._host.eventformat import parse_format
@@ -65,7 +66,14 @@ from .._host.perfbuf import (
 )
 from .._plan import abi
 from .._plan.events import Event
-from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._plan.session import (
+    AggregateCell,
+    Plan,
+    PlannedEvent,
+    ProbeCounters,
+    SyscallTotal,
+    TraceTarget,
+)
 from .._sys.limits import open_perf_event
 from .._sys.perf import (
     CLOCK_MONOTONIC,
@@ -191,7 +199,9 @@ class TracefsSession:
         KernelFeatureError: No tracefs, or no uprobe_events.
         PrivilegeError: Not allowed to write tracefs or open the events.
         FetchArgError, UsageError: A probe the kernel's syntax cannot express, or that the
-            kernel refused (its explanation from ``error_log`` is in the message).
+            kernel refused (its explanation from ``error_log`` is in the message); a
+            tracepoint or system call probe (``tp:``, ``sys:``), which run on rawprobe's BPF
+            programs only.
     """
 
     def __init__(
@@ -201,6 +211,12 @@ class TracefsSession:
         ring_size: int,
         follow: bool,
     ) -> None:
+        kernel = [event.path for event in plan.events if event.kind != "uprobe"]
+        if kernel:
+            raise UsageError(
+                f"{kernel[0]}: tracepoint and system call probes run on rawprobe's BPF "
+                "programs, which the tracefs backend does not use: use --backend bpf "
+                "('rawprobe doctor' says what the BPF backend needs)")
         self._uprobes = list(plan.events)
         self._follow = follow
         self._string_size = plan.string_size
@@ -536,6 +552,9 @@ class TracefsSession:
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         return self._stage.cells(reset)
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        return []  # no system call probes here (refused when the session was made)
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         return self._stage.stack(stack_id)

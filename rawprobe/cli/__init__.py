@@ -100,8 +100,9 @@ def _parse(args_list: list[str]) -> argparse.Namespace:
     parser = _build_parser()
     args = parser.parse_args(args_list)
     args.trace_command = command
-    if command is not None and args.command != "attach":
-        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach'")
+    if command is not None and args.command not in ("attach", "syscalls"):
+        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach' and 'rawprobe "
+                     "syscalls'")
     return args
 
 
@@ -110,11 +111,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from rawprobe import __version__
 
-    from . import _attach, _demo, _doctor, _inspect, _probes, _serve
+    from . import _attach, _demo, _doctor, _inspect, _probes, _serve, _syscalls
 
     parser = argparse.ArgumentParser(
         prog="rawprobe",
-        description="Trace functions of any ELF program or library with uprobes and BPF.",
+        description="Trace functions of any ELF program or library with uprobes and BPF, "
+        "and system calls and kernel tracepoints beside them.",
     )
     parser.add_argument("--version", action="version", version=f"rawprobe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -122,6 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _attach.add_parser(commands)
+    _syscalls.add_parser(commands)
     _inspect.add_parsers(commands)
     _demo.add_parser(commands)
     _probes.add_parser(commands)

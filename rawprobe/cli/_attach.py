@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         Event,
         HistSpec,
         SpanCounters,
+        SyscallTable,
         Tracer,
         TraceStats,
     )
@@ -81,13 +82,16 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "attach",
         help="plant probes and print their events",
-        description="Plant uprobes (p:), uretprobes (r:) and print an event per hit. "
-        "Give '-- COMMAND ...' to start a command and trace it and its children.",
-        epilog="examples: rawprobe attach 'p:./main:add a=%di:s32' -- ./main ; "
-        "rawprobe attach -p 1234 'r:libc:malloc ret=$retval:x64'",
+        description="Plant uprobes (p:), uretprobes (r:), USDT probes (usdt:), system call "
+        "probes (sys:) and tracepoints (tp:) and print an event per hit. Give '-- COMMAND "
+        "...' to start a command and trace it and its children.",
+        epilog="examples: rawprobe attach 'p:./main:add a=%%di:s32' -- ./main ; "
+        "rawprobe attach -p 1234 'r:libc:malloc ret=$retval:x64' ; "
+        "rawprobe attach 'sys:open*' 'tp:sched:sched_process_exec' -- make",
     )
     parser.add_argument("probes", nargs="*", metavar="PROBE",
-                        help="probe word, e.g. 'p:/bin/bash:readline' (quote it)")
+                        help="probe word, e.g. 'p:/bin/bash:readline', 'sys:openat', "
+                        "'tp:sched:sched_switch' (quote it)")
     parser.add_argument("-p", "--pid", type=_positive_int, action="append", default=[],
                         help="trace only this process (repeatable)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -263,10 +267,11 @@ class _Printer:
     def full(self) -> bool:
         return self.limit is not None and self.printed >= self.limit
 
-    def aggregates(self, result: Result) -> None:
+    def aggregates(self, result: Result | SyscallTable) -> None:
         """Print an aggregation: a table or histograms, folded stacks, or one JSON object."""
-        from rawprobe import CountTable
-        if self.top is not None:
+        from rawprobe import CountTable, SyscallTable
+
+        if self.top is not None and not isinstance(result, SyscallTable):
             result = result.top(self.top)
         if self.as_json:
             text = json.dumps(result.to_dict())
