@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     )
     from ._plan.events import Event
     from ._plan.listing import FunctionLines, SiteVariables, list_lines, list_variables
-    from ._plan.planner import check_locations
     from ._plan.session import SpanCounters
+    from ._plan.sites import check_locations
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
     from ._probe.typed import Probe, Span, Uprobe, Uretprobe, Usdt
@@ -116,7 +116,7 @@ _LAZY = {
     "Usdt": ("._probe.typed", "Usdt"),
     "Span": ("._probe.typed", "Span"),
     "SpanCounters": ("._plan.session", "SpanCounters"),
-    "check_locations": ("._plan.planner", "check_locations"),
+    "check_locations": ("._plan.sites", "check_locations"),
     "count": ("._quick", "count"),
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),

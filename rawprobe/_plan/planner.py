@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import SymbolNotFoundError, UsageError
 from .._host.files import TargetFile
@@ -45,9 +45,12 @@ from .session import Plan, PlannedEvent
 from .sites import Site, check_site
 from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
 
+if TYPE_CHECKING:
+    from .kernelplan import KernelPlanner
+
 _LOG = logging.getLogger("rawprobe")
 
-__all__ = ["Planner", "check_locations"]
+__all__ = ["Planner"]
 
 
 @dataclass(frozen=True)
@@ -102,40 +105,6 @@ def _some(names: Sequence[str], shown: int = 5) -> str:
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def check_locations(
-    path: str,
-    locations: Sequence[Any],
-    *,
-    retprobe: bool = False,
-    pids: Sequence[int] = (),
-) -> list[str | None]:
-    """Attach's verdict on resolved locations: why each would be refused, or None.
-
-    Args:
-        path: The file (as :func:`rawprobe.find_target` gives it).
-        locations: :class:`rawprobe.Location` objects of that file.
-        retprobe: For return probes.
-        pids: With ``-p``, the traced processes.
-
-    Returns:
-        Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
-    """
-    from .._symbols import describe_target
-
-    target = TargetFile(path)
-    try:
-        go_evidence = describe_target(path).go_evidence or ""
-        return [
-            check_site(target, Site(location.symbol, location.file_offset,
-                                    location.symbol_offset, location.size,
-                                    kind="offset" if location.symbol is None else location.kind),
-                       retprobe=retprobe, go_evidence=go_evidence, pids=pids)
-            for location in locations
-        ]
-    finally:
-        target.close()
-
-
 class Planner:
     """Turns probe specs into planned events.
 
@@ -171,8 +140,7 @@ class Planner:
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
         self._span: _SpanPlan | None = None
-        self._catalog: Any = None  # the running kernel's system calls, read once
-        self._kernel_configs: dict[tuple[Any, ...], bytes] = {}  # by shape, filter, agg
+        self._kernel: KernelPlanner | None = None  # tp: and sys: words, planned there
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -564,109 +532,21 @@ class Planner:
     def _add_kernel(self, spec: ProbeSpec, filter_expr: FilterExpr | None,
                     filter_text: str | None) -> list[str]:
         """Plan the events of a ``tp:`` or ``sys:`` word: one per tracepoint or system call."""
-        from .kernel import filter_names, syscall_events, tracepoint_events
+        if self._kernel is None:
+            from .kernelplan import KernelPlanner
 
-        aggregation = self.aggregation
-        summary = aggregation is not None and aggregation.kind == "syscalls"
-        stack = self.stack and aggregation is None
-        if spec.kind == "tp":
-            if summary:
-                raise UsageError(f"per-system-call totals count sys: probes, not {spec.text!r}")
-            if aggregation is not None and aggregation.measures_latency:
-                raise UsageError(f"latency: {spec.text!r} is a tracepoint, which has no "
-                                 "duration; latencies are for p: and sys: probes")
-            events, warnings = tracepoint_events(spec, string_size=self.string_size,
-                                                 stack=stack)
-        else:
-            if summary and aggregation is not None and (
-                    aggregation.keys not in ((), ("pid",)) or aggregation.stack):
-                raise UsageError("per-system-call totals group by pid only")
-            if self._catalog is None:
-                from .._syscalls import load_catalog
-
-                self._catalog = load_catalog(exit_ids=False)
-            # Totals read memory only for what their filter compares.
-            captures = sorted(filter_names(filter_expr)) if summary else None
-            events, warnings = syscall_events(spec, self._catalog, string_size=self.string_size,
-                                              stack=stack, captures_for=captures)
+            self._kernel = KernelPlanner(self.aggregation, stack=self.stack,
+                                         string_size=self.string_size, configs=self._configs)
+        events, warnings = self._kernel.plan(spec, filter_expr, filter_text,
+                                             first_id=len(self.events))
         self.warnings += warnings
-        names = []
         for event in events:
             if event.name in self._names:
                 raise UsageError(f"two probes are both named {event.name!r} ({spec.text!r} "
                                  "and another): name the other one (p:NAME TARGET:LOCATION)")
             self._names.add(event.name)
-            names.append(event.name)
-            self._plan_kernel_event(spec, event, filter_expr, filter_text, summary)
-        return names
-
-    def _plan_kernel_event(self, spec: ProbeSpec, event: Any, filter_expr: FilterExpr | None,
-                           filter_text: str | None, summary: bool) -> None:
-        aggregation = self.aggregation
-        compiled = event.compiled
-        predicates: list[dict[str, object]] = []
-        strings: list[bytes] = []
-        if filter_expr is not None:
-            program = compile_filter(filter_expr, compiled, filter_text or "")
-            predicates, strings = program.predicates, program.strings
-        agg: dict[str, object] | None = None
-        parts: tuple[KeyPart, ...] = ()
-        measured = aggregation
-        if aggregation is not None:
-            measured = AggregationSpec("hist", by=aggregation.by, hist=aggregation.hist) if (
-                summary and aggregation.hist is not None) else aggregation
-            if summary and aggregation.hist is None:
-                agg = {"action": abi.Action.TALLY}
-            else:
-                assert measured is not None
-                parts = key_layout(measured.keys, compiled, word=spec.text)
-                agg = aggregation_config(measured, compiled, word=spec.text, parts=parts,
-                                         duration=event.kind == "syscall")
-        # System calls of one shape share their configuration: building one takes a while.
-        key = None if event.shape is None else (event.shape, filter_text, repr(agg))
-        config = self._kernel_configs.get(key) if key is not None else None
-        if config is None:
-            config = compiled.config(predicates, strings, agg)
-            if key is not None:
-                self._kernel_configs[key] = config
-        tally = not summary and bool(agg and agg["action"] == abi.Action.TALLY)
-        tally_only = tally and not predicates
-        flags = 0
-        if event.kind == "syscall":
-            flags = abi.SysFlag.TRACED | event.syscall_flags
-            if summary:
-                assert aggregation is not None
-                flags |= abi.SysFlag.SUMMARY
-                if predicates or aggregation.hist is not None:
-                    flags |= abi.SysFlag.RECORD
-                if aggregation.keys == ("pid",):
-                    flags |= abi.SysFlag.BY_PID
-            elif tally_only:
-                flags |= abi.SysFlag.TALLY
-            else:
-                flags |= abi.SysFlag.RECORD
-        self.events.append(PlannedEvent(
-            event_id=len(self.events),
-            config_id=self._configs.setdefault(config, len(self._configs)),
-            path=event.description,
-            kernel_path="",
-            file_offset=0,
-            retprobe=False,
-            ref_ctr_offset=0,
-            fetchargs=spec.fetchargs,
-            layout=event.layout,
-            reads_memory=False,
-            tally=tally,
-            tally_only=tally_only,
-            filter=filter_expr,
-            key_decoder=key_decoder(parts),
-            key_parts=parts,
-            value_signed=value_signed(measured, compiled),
-            kind=event.kind,
-            tracepoint_id=event.tracepoint_id,
-            syscall_nr=event.syscall_nr,
-            syscall_flags=flags,
-        ))
+        self.events += events
+        return [event.name for event in events]
 
     # -- the result ------------------------------------------------------------------------
 

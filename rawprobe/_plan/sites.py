@@ -24,13 +24,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .._host.files import TargetFile
 from .._host.procmaps import read_maps
 from .._probe.fetchargs import UsdtArgument
 from .._sys.arch import ARCH
 
-__all__ = ["Site", "check_site", "instruction_hazard", "maps_file"]
+__all__ = ["Site", "check_locations", "check_site", "instruction_hazard", "maps_file"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
@@ -215,3 +216,37 @@ def maps_file(pid: int, target: TargetFile) -> bool | None:
     info = target.info
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
     return any(m.inode == info.st_ino and m.device == device for m in mappings)
+
+
+def check_locations(
+    path: str,
+    locations: Sequence[Any],
+    *,
+    retprobe: bool = False,
+    pids: Sequence[int] = (),
+) -> list[str | None]:
+    """Attach's verdict on resolved locations: why each would be refused, or None.
+
+    Args:
+        path: The file (as :func:`rawprobe.find_target` gives it).
+        locations: :class:`rawprobe.Location` objects of that file.
+        retprobe: For return probes.
+        pids: With ``-p``, the traced processes.
+
+    Returns:
+        Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
+    """
+    from .._symbols import describe_target
+
+    target = TargetFile(path)
+    try:
+        go_evidence = describe_target(path).go_evidence or ""
+        return [
+            check_site(target, Site(location.symbol, location.file_offset,
+                                    location.symbol_offset, location.size,
+                                    kind="offset" if location.symbol is None else location.kind),
+                       retprobe=retprobe, go_evidence=go_evidence, pids=pids)
+            for location in locations
+        ]
+    finally:
+        target.close()
