@@ -318,6 +318,9 @@ def _check_syscall_tracepoints() -> Check:
 
     try:
         events = os.path.join(find_tracefs(), "events")
+    except PrivilegeError as error:  # mounted, but not for this user to read
+        return Check("syscall-tracepoints", WARN, str(error),
+                     "run rawprobe as root for sys: and tp: probes")
     except KernelFeatureError as error:
         return Check("syscall-tracepoints", WARN, str(error),
                      f"mount -t tracefs nodev {TRACEFS_MOUNTS[0]} for sys: and tp: probes")
