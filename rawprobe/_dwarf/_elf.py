@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 from .._symbols._debuginfo import (
@@ -24,8 +25,17 @@ from .._symbols._debuginfo import (
     file_crc32,
 )
 from .._symbols.elf import ElfReader, c_string, read_elf
+from ._errors import DwarfError
 
-__all__ = ["LoadSegment", "has_section", "load_segments", "locate_debug_file", "symbols"]
+__all__ = [
+    "MAX_SECTION_SIZE",
+    "LoadSegment",
+    "check_compressed_sections",
+    "has_section",
+    "load_segments",
+    "locate_debug_file",
+    "symbols",
+]
 
 _PF_X = 1
 _STT_OBJECT, _STT_FUNC, _STT_TLS, _STT_GNU_IFUNC = 1, 2, 6, 10
@@ -51,6 +61,84 @@ def has_section(reader: ElfReader, name: str) -> bool:
     section = reader.section(name)
     return section is not None and section["sh_type"] != "SHT_NOBITS" and \
         section["sh_size"] > 0
+
+
+# The most a debug section may inflate to. The DWARF reader holds each section it reads in
+# memory whole, so a compressed section is measured (inflated and thrown away, a chunk at a
+# time) before it is read: a debug file found by name must not exhaust rawprobe's memory.
+MAX_SECTION_SIZE = 1 << 30
+_SHF_COMPRESSED = 1 << 11
+_ELFCOMPRESS_ZLIB = 1
+_CHDR = struct.Struct("<IIQQ")  # Elf64_Chdr: ch_type, ch_reserved, ch_size, ch_addralign
+_ZDEBUG = struct.Struct(">4sQ")  # .zdebug_*: "ZLIB", then the inflated size, big-endian
+_CHUNK = 1 << 20
+
+
+def check_compressed_sections(reader: ElfReader) -> None:
+    """Refuse a file whose compressed debug sections would inflate past
+    :data:`MAX_SECTION_SIZE`, or past the size they declare, before the DWARF reader inflates
+    them whole.
+
+    Raises:
+        DwarfError: A section is compressed in a way rawprobe does not read, or too large.
+    """
+    for section in reader.sections:
+        name = section.name
+        if not name.startswith((".debug_", ".zdebug_")) or section["sh_type"] == "SHT_NOBITS":
+            continue
+        offset, size = section["sh_offset"], section["sh_size"]
+        if section["sh_flags"] & _SHF_COMPRESSED:
+            head = _read_at(reader, offset, _CHDR.size)
+            kind, _reserved, declared, _align = _CHDR.unpack(head)
+            if kind != _ELFCOMPRESS_ZLIB:
+                raise DwarfError(f"{reader.path}: section {name} is compressed with a method "
+                                 f"rawprobe does not read (ch_type {kind}); decompress it with "
+                                 "'objcopy --decompress-debug-sections'")
+            start = _CHDR.size
+        elif name.startswith(".zdebug_"):
+            magic, declared = _ZDEBUG.unpack(_read_at(reader, offset, _ZDEBUG.size))
+            if magic != b"ZLIB":
+                raise DwarfError(f"{reader.path}: section {name} is not zlib-compressed")
+            start = _ZDEBUG.size
+        else:
+            continue
+        if declared > MAX_SECTION_SIZE:
+            raise DwarfError(f"{reader.path}: section {name} inflates to {declared >> 20} MiB, "
+                             f"more than rawprobe reads ({MAX_SECTION_SIZE >> 20} MiB)")
+        _measure(reader, name, offset + start, size - start, declared)
+
+
+def _read_at(reader: ElfReader, offset: int, size: int) -> bytes:
+    reader.stream.seek(offset)
+    data = reader.stream.read(size)
+    if len(data) != size:
+        raise DwarfError(f"{reader.path}: a compressed debug section lies past the end of the "
+                         "file (truncated or damaged)")
+    return data
+
+
+def _measure(reader: ElfReader, name: str, offset: int, size: int, declared: int) -> None:
+    """Inflate ``size`` bytes at ``offset`` a chunk at a time, keeping nothing, and fail as soon
+    as more than ``declared`` bytes come out."""
+    inflater = zlib.decompressobj()
+    produced = 0
+    reader.stream.seek(offset)
+    remaining = max(size, 0)
+    try:
+        while remaining and not inflater.eof:
+            pending = reader.stream.read(min(_CHUNK, remaining))
+            if not pending:
+                break
+            remaining -= len(pending)
+            while pending and produced <= declared:
+                # max_length: at most one byte past what the section declares
+                produced += len(inflater.decompress(pending, declared + 1 - produced))
+                pending = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise DwarfError(f"{reader.path}: section {name} cannot be inflated ({error})") from None
+    if produced > declared:
+        raise DwarfError(f"{reader.path}: section {name} inflates past the {declared} bytes it "
+                         "declares (damaged, or built to exhaust memory)")
 
 
 def _debuglink(reader: ElfReader) -> tuple[str, int] | None:

@@ -27,7 +27,7 @@ from .._symbols.elf import ElfReader
 from .._sys.arch import Arch
 from ._cfi import FrameTable
 from ._compile import Compiler
-from ._elf import LoadSegment, has_section, load_segments, symbols
+from ._elf import LoadSegment, check_compressed_sections, has_section, load_segments, symbols
 from ._errors import DwarfError, FunctionNotFoundError
 from ._functions import GLOB, Functions
 from ._lines import Lines, same_file
@@ -79,6 +79,8 @@ class DebugInfo:
         self._target = target
         self._debug = debug
         self._arch = arch
+        for elf_file in dict.fromkeys((target, debug)):
+            check_compressed_sections(elf_file)
         self._dwarf: Any = debug.elf.get_dwarf_info(relocate_dwarf_sections=False)
         self._segments: list[LoadSegment] = load_segments(target)
         # Call frame information: the probed file's .eh_frame first (a separate debug file
