@@ -132,8 +132,13 @@ int main(int argc, char **argv) {
 """
 
 
+_RUNNING: list[Background] = []  # started, not known to be ended
+
+
 class Background:
-    """rawprobe running in the background; ``ready()`` waits until its probes are planted."""
+    """rawprobe running in the background; ``ready()`` waits until its probes are planted.
+    One a test left running (it failed before ending it) is ended after the test
+    (:func:`end_background`)."""
 
     def __init__(self, *args: str, **kwargs: object) -> None:
         self.proc = subprocess.Popen(
@@ -141,6 +146,7 @@ class Background:
             **kwargs,  # type: ignore[call-overload]
         )
         self.stderr_lines: list[str] = []
+        _RUNNING.append(self)
 
     def ready(self, timeout: float = 30) -> None:
         import selectors
@@ -285,3 +291,21 @@ class KernelTracer:
             self.instance.rmdir()
         finally:
             self._remove()
+
+
+def end_background() -> None:
+    """End every :class:`Background` rawprobe a test left running: SIGTERM (it removes its
+    probes), then SIGKILL."""
+    import signal
+
+    running = list(_RUNNING)
+    _RUNNING.clear()
+    for background in running:
+        proc = background.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
