@@ -257,11 +257,30 @@ def test_top_n_equals_bpftrace(traced: Any) -> None:
     assert len(theirs["@topsum"]) == 2
 
 
+def _same_latencies(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> None:
+    """Latency histograms of one run by two tracers are equal, but for at most one span moved
+    to the next bucket: each tracer reads the clock in its own handler, microseconds apart,
+    and on a loaded host a sleep can overshoot onto a power of two (a span one tracer sees at
+    4194300 ns the other may see at 4194310)."""
+    mine, other = _buckets(ours), _buckets(theirs)
+    if mine == other:
+        return
+    lows = sorted({low or 0 for low, _ in [*mine, *other]})
+    by_low = [{(low or 0): count for (low, _), count in side.items()} for side in (mine, other)]
+    below = [0, 0]
+    moved = 0
+    for low in lows:
+        for side in (0, 1):
+            below[side] += by_low[side].get(low, 0)
+        moved += abs(below[0] - below[1])
+    assert below[0] == below[1] and moved <= 1, (mine, other)
+
+
 def test_span_between_two_usdt_probes_equals_bpftrace(traced: Any) -> None:
     ours, theirs = traced
     (hist,) = ours["query"]["hist"]
     assert hist["event"] == "query__done"
-    assert _buckets(hist["buckets"]) == _buckets(theirs["@query"])
+    _same_latencies(hist["buckets"], theirs["@query"])
     assert sum(row["count"] for row in hist["buckets"]) == 8
 
 
@@ -269,5 +288,5 @@ def test_span_from_a_uprobe_to_another_functions_uretprobe_equals_bpftrace(
         traced: Any) -> None:
     ours, theirs = traced
     (hist,) = ours["call"]["hist"]
-    assert _buckets(hist["buckets"]) == _buckets(theirs["@call"])
+    _same_latencies(hist["buckets"], theirs["@call"])
     assert sum(row["count"] for row in hist["buckets"]) == 6
