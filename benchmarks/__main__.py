@@ -1,15 +1,15 @@
 """rawprobe's benchmark suite: ``python -m benchmarks [--quick] [--only N ...]`` as root.
 
-Runs every scenario for rawprobe and for each installed peer (bpftrace, bcc's trace, perf),
-prints the tables as it goes, and writes them with the host's description to
+Runs every scenario for rawprobe and for each installed peer (bpftrace, bcc's trace, perf,
+strace), prints the tables as it goes, and writes them with the host's description to
 ``benchmarks/RESULTS.md`` (``--results``) and, for machines, to ``--json``.
 
 Scenarios: 1 cost per hit, 2 lossless event rate (and record), 3 start-up, 4 many probes, 5
-symbol resolution, 6 memory, 7 following a command (and what it costs other processes). Every
-number is a median of repeats, and every ratio compares numbers taken in the same run.
-``--quick`` takes fewer and shorter samples (a smoke run, about a minute); its numbers are
-noisier. A goal is met, missed, or inconclusive when the figures cannot tell (a peer limited
-by the target rather than by itself, or unlike itself in earlier full runs:
+symbol resolution, 6 memory, 7 system calls, 8 following a command (and what it costs other
+processes). Every number is a median of repeats, and every ratio compares numbers taken in the
+same run. ``--quick`` takes fewer and shorter samples (a smoke run, about a minute); its
+numbers are noisier. A goal is met, missed, or inconclusive when the figures cannot tell (a
+peer limited by the target rather than by itself, or unlike itself in earlier full runs:
 peer-history.json, which full runs update).
 """
 
@@ -38,6 +38,7 @@ from . import (
     scenario_rate,
     scenario_startup,
     scenario_symbols,
+    scenario_syscalls,
 )
 from ._harness import (
     ROOT,
@@ -57,7 +58,8 @@ SCENARIOS: dict[int, Callable[[Context], ScenarioResult]] = {
     4: scenario_probes.run,
     5: scenario_symbols.run,
     6: scenario_memory.run,
-    7: scenario_follow.run,
+    7: scenario_syscalls.run,
+    8: scenario_follow.run,
 }
 
 
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="N", help="run only scenario N (repeatable)")
     parser.add_argument("--peers", default=None,
                         help="comma-separated peers to compare with (bpftrace, bcc-trace, "
-                        "bcc-funccount, perf; 'none' for none); default: every installed one")
+                        "bcc-funccount, perf, strace; 'none' for none); default: every "
+                        "installed one")
     parser.add_argument("--slow-peers", action="store_true",
                         help="also measure bpftrace with 1,000 probes (its detach takes "
                         "minutes)")

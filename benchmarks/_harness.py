@@ -37,6 +37,7 @@ PEER_PATHS = {
     "bcc-trace": ("/usr/sbin/trace-bpfcc", "trace-bpfcc"),
     "bcc-funccount": ("/usr/sbin/funccount-bpfcc", "funccount-bpfcc"),
     "perf": ("/usr/bin/perf", "perf"),
+    "strace": ("/usr/bin/strace", "strace"),
 }
 
 

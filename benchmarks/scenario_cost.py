@@ -10,6 +10,12 @@ Tracers, one probe each, following the target's pid:
 - floor, rawprobe: rawprobe's empty program ``rp_empty`` on a perf-event uprobe (_floor.py);
 - floor, bpftrace: ``uprobe:... {}``;
 - rawprobe ``--count`` (counted in the kernel) and bpftrace ``@ = count()``;
+- rawprobe ``--stats a`` (count, sum, min and max of an argument, in the kernel) and
+  bpftrace ``@ = stats(arg0)`` (count and sum: bpftrace's stats() keeps no min and max);
+- rawprobe ``--span`` from the function's entry to its return, as a histogram, and
+  bpftrace's ``@start[tid] = nsecs`` at the entry, ``hist(nsecs - @start[tid])`` and
+  ``delete`` at the return: a span costs two hits (the uretprobe's is the dearer), and the
+  figure is per call;
 - rawprobe streaming two integer arguments (``--json -o /dev/null``) and bpftrace
   ``printf("%d %d\\n", arg0, arg1)`` (to a file). Both get buffers that hold every record of a
   run (rawprobe ``--ring-size``, bpftrace ``BPFTRACE_PERF_RB_PAGES``): a record that does not
@@ -81,6 +87,16 @@ def launches(ctx: Context) -> list[Launch]:
                lambda c, loop, fn, pid, n, out: Spawned(
                    stage.argv("attach", "--count", "-p", str(pid), f"p:{loop}:{fn}"),
                    env=stage.env(), cwd=stage.directory, stdout=None)),
+        Launch("rawprobe --stats", None, False,
+               lambda c, loop, fn, pid, n, out: Spawned(
+                   stage.argv("attach", "--stats", "a", "-p", str(pid),
+                              f"p:{loop}:{fn} a=%di:s64"),
+                   env=stage.env(), cwd=stage.directory, stdout=None)),
+        Launch("rawprobe --span", None, False,
+               lambda c, loop, fn, pid, n, out: Spawned(
+                   stage.argv("attach", "--hist", "latency", "-p", str(pid), "--span",
+                              f"p:{loop}:{fn}", f"r:{loop}:{fn}"),
+                   env=stage.env(), cwd=stage.directory, stdout=None)),
         Launch("rawprobe --json -o /dev/null", None, True,
                lambda c, loop, fn, pid, n, out: Spawned(
                    stage.argv("attach", "--json", "-o", "/dev/null", "--ring-size",
@@ -98,14 +114,21 @@ def launches(ctx: Context) -> list[Launch]:
                     import os
 
                     env = {**os.environ, "BPFTRACE_PERF_RB_PAGES": str(pages)}
-                return Spawned([bpftrace, "-p", str(pid), "-e",
-                                f"uprobe:{loop}:{fn} {program}"],
+                script = (program.format(loop=loop, fn=fn) if program.startswith("uprobe:")
+                          else f"uprobe:{loop}:{fn} {program}")
+                return Spawned([bpftrace, "-p", str(pid), "-e", script],
                                env=env, stdout=out, stderr="pipe")
             return start
 
         result[1:1] = [Launch("floor: bpftrace {}", "bpftrace", False, bt("{}"))]
         result += [
             Launch("bpftrace @ = count()", "bpftrace", False, bt("{ @ = count(); }")),
+            Launch("bpftrace @ = stats()", "bpftrace", False,
+                   bt("{ @ = stats((int64)arg0); }")),
+            Launch("bpftrace @start, hist()", "bpftrace", False, bt(
+                "uprobe:{loop}:{fn} {{ @start[tid] = nsecs; }} "
+                "uretprobe:{loop}:{fn} /@start[tid]/ {{ @ = hist(nsecs - @start[tid]); "
+                "delete(@start[tid]); }}")),
             Launch("bpftrace printf", "bpftrace", True,
                    bt('{ printf("%d %d\\n", arg0, arg1); }', streaming=True), bpftrace_account),
         ]
@@ -184,8 +207,13 @@ def run(ctx: Context) -> ScenarioResult:
     result.tables.append(table)
 
     pairs = [("rawprobe --count", "bpftrace @ = count()", 1.1),
+             ("rawprobe --stats", "bpftrace @ = stats()", 1.1),
+             ("rawprobe --span", "bpftrace @start, hist()", 1.1),
              ("rawprobe --json -o /dev/null", "bpftrace printf", 1.0),
              ("floor: rawprobe rp_empty", "floor: bpftrace {}", None)]
+    verbs = {"rawprobe --count": "--count", "rawprobe --stats": "--stats",
+             "rawprobe --span": "--span (per call: entry and return)",
+             "rawprobe --json -o /dev/null": "streaming (two integers, --json)"}
     ratios = Table("ratios, rawprobe / bpftrace, per hit (same run)",
                    ["pair", *[f"{m} site" for m in modes]])
     for ours, theirs, limit in pairs:
@@ -204,7 +232,7 @@ def run(ctx: Context) -> ScenarioResult:
                              for m, v in zip(modes, values, strict=True))
         known = [v for v in values if v == v]
         ok = None if len(known) < len(values) else all(v <= limit for v in known)
-        verb = "--count" if "count" in ours else "streaming (two integers, --json)"
+        verb = verbs[ours]
         result.goals.append(Goal(f"{verb} <= {limit}x {theirs} per hit", measured,
                                  goal_status(ok)))
     if "bpftrace" in ctx.peers:

@@ -1,4 +1,4 @@
-"""Scenario 7: following a command (``attach -- COMMAND``), and what it costs everyone else.
+"""Scenario 8: following a command (``attach -- COMMAND``), and what it costs everyone else.
 
 1. Cost per hit when the tracer starts the command itself: the ``loop`` target, started by
    each tracer, calls ``hit_nop5`` N times flat out and reports its own loop's CPU time (the
@@ -84,7 +84,7 @@ def _bystander(ctx: Context, calls: int) -> float:
 
 
 def run(ctx: Context) -> ScenarioResult:
-    result = ScenarioResult(7, "Following a command, and what it costs everyone else",
+    result = ScenarioResult(8, "Following a command, and what it costs everyone else",
                             __doc__.split("\n\n", 1)[1].strip())
     calls = 100_000 if ctx.quick else 200_000
     runs = 3 if ctx.quick else 8

@@ -15,6 +15,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * masked offset plus a bounded length stays inside it, which is what the verifier checks. */
 struct rp_scratch {
 	__u64 regs[RP_REGS_WORDS];
+	struct rp_agg_key key; /* the aggregates key in the making */
 	union {
 		struct rp_header header;
 		__u8 bytes[2 * RP_MAX_RECORD];
@@ -326,22 +327,24 @@ __noinline bool rp_filter(struct rp_scratch *s, const struct rp_probe *probe)
 	return stack & 1;
 }
 
-/* Counts and histogram buckets, per key (per CPU: no contention between CPUs). */
+/* Counts, sums, minimums, maximums and histogram buckets, per key (per CPU: no contention
+ * between CPUs). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384); /* --max-keys */
 	__type(key, struct rp_agg_key);
-	__type(value, __u64);
+	__type(value, struct rp_agg_value);
 } aggregates SEC(".maps");
 
-/* Latency: when each thread entered each measured function (entry event << 32 | tid). LRU, so
- * calls that never return (longjmp, exit) cannot fill it. */
+/* Open spans: when each started (latency: when each thread entered each measured function),
+ * by span and matching value. LRU, so spans that never end (longjmp, exit, a lost request)
+ * cannot fill it: an evicted one is told from the counters (see rawprobe/_plan/session.py). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u64);
-} starts SEC(".maps");
+	__type(key, struct rp_span_key);
+	__type(value, struct rp_span_start);
+} spans SEC(".maps");
 
 /* Which process each stack id was seen in, so its addresses can be symbolized. */
 struct {
@@ -388,70 +391,129 @@ static __always_inline __s64 bucket_of(const struct rp_aggregation *agg, __s64 v
 }
 
 /*
- * Add one to the aggregate of this hit. A global function, so the verifier checks it once.
- * Returns 0, or -1 when the hit could not be counted (map full, value unreadable).
+ * Copy this probe's grouping key parts from the record into s->key.data (zeroed before, or
+ * holding the parts a span's START read). Global, so the verifier checks it once.
  */
-__noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, __u32 event_id,
-			    __s32 stack_id, __s64 latency_or_caller)
+__noinline int rp_key_parts(struct rp_scratch *s, const struct rp_probe *probe)
 {
-	struct rp_agg_key key = {};
+	const struct rp_key_part *part;
+	__u32 p, loc, len, offset;
+
+	if (!s || !probe)
+		return 0;
+	for (p = 0; p < RP_MAX_KEYS; p++) {
+		part = &probe->agg.keys[p];
+		if (part->kind == RP_KEY_NONE)
+			break;
+		len = part->size;
+		offset = part->src;
+		if (part->kind == RP_KEY_STRING) {
+			/* At most size - 1 bytes: the part's last byte stays the NUL. */
+			loc = *(__u32 *)&s->rec.bytes[offset & REC_MASK];
+			offset = loc & 0xffff;
+			if (len > (loc >> 16) + 1)
+				len = (loc >> 16) + 1;
+			len -= 1;
+		}
+		/* The planner keeps dest + size within the key's first RP_KEY_LEN - 8 bytes; the
+		 * masks only show the verifier the copy stays inside the scratch space. */
+		bpf_probe_read_kernel(&s->key.data[part->dest & (RP_KEY_LEN - 1)],
+				      len & (RP_KEY_LEN - 1),
+				      &s->rec.bytes[offset & (RP_MAX_RECORD - 1)]);
+	}
+	return 0;
+}
+
+static __always_inline bool less(__s64 a, __s64 b, bool is_signed)
+{
+	return is_signed ? a < b : (__u64)a < (__u64)b;
+}
+
+/* Fold one value into a per-CPU cell. Atomic even on a per-CPU value: uprobe programs are
+ * preemptible, and sleepable ones may move to another CPU between the lookup and the add. */
+static __always_inline void fold(struct rp_agg_value *cell, const struct rp_aggregation *agg,
+				 __s64 value)
+{
+	__s64 seen;
+	int i;
+
+	__sync_fetch_and_add(&cell->count, 1);
+	if (!agg->accumulate)
+		return;
+	__sync_fetch_and_add(&cell->sum, value);
+	for (i = 0; i < 8; i++) {
+		seen = cell->min;
+		if (!less(value, seen, agg->value_signed) ||
+		    __sync_val_compare_and_swap(&cell->min, seen, value) == seen)
+			break;
+	}
+	for (i = 0; i < 8; i++) {
+		seen = cell->max;
+		if (!less(seen, value, agg->value_signed) ||
+		    __sync_val_compare_and_swap(&cell->max, seen, value) == seen)
+			break;
+	}
+}
+
+/*
+ * Aggregate one hit under s->key (its event, stack and data already set; this probe's key
+ * parts are added here). ``value`` is the span's duration for RP_VALUE_SPAN. A global
+ * function, so the verifier checks it once. Returns 0, or -1 when the hit could not be
+ * counted (map full, value unreadable).
+ */
+__noinline int rp_aggregate(struct rp_scratch *s, const struct rp_probe *probe, __s64 value)
+{
 	const struct rp_aggregation *agg;
-	__u64 one = 1, *count;
-	__u32 loc, len, offset, i;
-	__s64 value;
+	struct rp_agg_value *cell, first = {};
 
 	if (!s || !probe)
 		return -1;
 	agg = &probe->agg;
-	key.event_id = event_id;
-	key.stack_id = stack_id;
-
-	/* Keys use at most RP_KEY_LEN - 8 bytes: the rest may hold a caller (RP_PROBE_AT_ENTRY). */
-	if (agg->key_kind == RP_KEY_BYTES) {
-		len = agg->key_size < RP_KEY_LEN - 8 ? agg->key_size : RP_KEY_LEN - 8;
-		offset = agg->key_src;
-		for (i = 0; i < RP_KEY_LEN; i++) {
-			if (i >= len)
-				break;
-			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
-		}
-	} else if (agg->key_kind == RP_KEY_STRING) {
-		loc = *(__u32 *)&s->rec.bytes[agg->key_src & REC_MASK];
-		len = loc >> 16;
-		offset = loc & 0xffff;
-		for (i = 0; i < RP_KEY_LEN - 9; i++) { /* and a NUL */
-			if (i >= len)
-				break;
-			key.data[i] = s->rec.bytes[(offset + i) & (2 * RP_MAX_RECORD - 1)];
-		}
-	}
-
-	if (agg->action == RP_ACTION_HIST) {
+	rp_key_parts(s, probe);
+	if (agg->value == RP_VALUE_FIELD) {
 		if (agg->value_field < 32 && (s->rec.header.faults & (1U << agg->value_field)))
 			return -1;
 		value = load_int(&s->rec.bytes[agg->value_src & REC_MASK], agg->value_size,
 				 agg->value_signed);
-		key.bucket = bucket_of(agg, value);
-	} else if (agg->action == RP_ACTION_LATENCY) {
-		key.bucket = bucket_of(agg, latency_or_caller);
 	}
-	if (stack_id >= 0 && (probe->flags & RP_PROBE_AT_ENTRY))
-		*(__u64 *)&key.data[RP_KEY_LEN - 8] = latency_or_caller;
+	s->key.bucket = agg->hist == RP_HIST_NONE ? 0 : bucket_of(agg, value);
 
-	/* Atomic even on a per-CPU value: uprobe programs are preemptible, and sleepable ones
-	 * may move to another CPU between the lookup and the add. */
-	count = bpf_map_lookup_elem(&aggregates, &key);
-	if (count) {
-		__sync_fetch_and_add(count, 1);
+	cell = bpf_map_lookup_elem(&aggregates, &s->key);
+	if (cell) {
+		fold(cell, agg, value);
 		return 0;
 	}
-	if (bpf_map_update_elem(&aggregates, &key, &one, BPF_NOEXIST)) {
-		count = bpf_map_lookup_elem(&aggregates, &key);
-		if (!count)
+	first.count = 1;
+	if (agg->accumulate)
+		first.sum = first.min = first.max = value;
+	if (bpf_map_update_elem(&aggregates, &s->key, &first, BPF_NOEXIST)) {
+		cell = bpf_map_lookup_elem(&aggregates, &s->key);
+		if (!cell)
 			return -1; /* the map is full */
-		__sync_fetch_and_add(count, 1);
+		fold(cell, agg, value);
 	}
 	return 0;
+}
+
+/* The span a probe starts or ends, and the value its START and END match on. Returns false
+ * when the matching value could not be read. */
+static __always_inline bool span_key(struct rp_span_key *key, struct rp_scratch *s,
+				     const struct rp_aggregation *agg, __u32 event_id,
+				     __u64 pid_tgid, bool end)
+{
+	key->span_id = agg->span_id;
+	if (agg->span_id == RP_SPAN_PAIRED) /* a latency pair: its START is planned first */
+		key->span_id = end ? event_id - 1 : event_id;
+	key->reserved = 0;
+	if (!agg->match_size) {
+		key->match = (__u32)pid_tgid;
+		return true;
+	}
+	if (agg->match_field < 32 && (s->rec.header.faults & (1U << agg->match_field)))
+		return false;
+	key->match = load_int(&s->rec.bytes[agg->match_src & REC_MASK], agg->match_size,
+			      agg->match_signed);
+	return true;
 }
 
 /* Sleepable programs may sleep and move between CPUs: their scratch space is the task's. */
@@ -462,7 +524,117 @@ struct {
 	__type(value, struct rp_scratch);
 } task_scratch SEC(".maps");
 
-static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
+/* A span starts: its time, and the key parts only START has, kept until its END. */
+static __always_inline void span_start(struct rp_scratch *s, const struct rp_probe *probe,
+				       __u32 event_id, __u64 pid_tgid, struct rp_stats *counters)
+{
+	struct rp_span_start start = {};
+	struct rp_span_key key;
+
+	if (!span_key(&key, s, &probe->agg, event_id, pid_tgid, false)) {
+		__sync_fetch_and_add(&counters->lost, 1);
+		return;
+	}
+	if (probe->agg.keys[0].kind != RP_KEY_NONE) {
+		__builtin_memset(s->key.data, 0, sizeof(s->key.data));
+		rp_key_parts(s, probe);
+		__builtin_memcpy(start.data, s->key.data, sizeof(start.data));
+	}
+	start.ts_ns = s->rec.header.ts_ns;
+	if (!bpf_map_update_elem(&spans, &key, &start, BPF_NOEXIST))
+		return;
+	/* One is open already (a recursive call, a reused id): this one replaces it. */
+	__sync_fetch_and_add(&counters->replaced, 1);
+	if (bpf_map_update_elem(&spans, &key, &start, BPF_ANY))
+		__sync_fetch_and_add(&counters->lost, 1);
+}
+
+/* A span ends: its duration (between the two hits' header times, as the tracefs backend
+ * measures it), with the key parts START read put in s->key.data; -1 when no open span
+ * matched (it began before the probes were in place, or was evicted). Inlined: as global
+ * functions these cost every program a copy to load. */
+static __always_inline __s64 span_end(struct rp_scratch *s, const struct rp_probe *probe,
+				      __u32 event_id, __u64 pid_tgid, struct rp_stats *counters)
+{
+	struct rp_span_start *start = NULL;
+	struct rp_span_key key;
+	__s64 duration;
+
+	if (span_key(&key, s, &probe->agg, event_id, pid_tgid, true))
+		start = bpf_map_lookup_elem(&spans, &key);
+	if (!start) {
+		__sync_fetch_and_add(&counters->unmatched, 1);
+		return -1;
+	}
+	duration = s->rec.header.ts_ns - start->ts_ns;
+	__builtin_memcpy(s->key.data, start->data, sizeof(start->data));
+	*(__u64 *)&s->key.data[RP_KEY_LEN - 8] = 0;
+	bpf_map_delete_elem(&spans, &key);
+	return duration < 0 ? 0 : duration;
+}
+
+/* Write the record into the ring buffer, with the user stack when the probe carries one. */
+static __always_inline void emit(struct pt_regs *ctx, struct rp_scratch *s,
+				 const struct rp_probe *probe, __u32 tail, struct rp_stats *counters)
+{
+	tail &= REC_MASK;
+	if (probe->flags & RP_PROBE_STACK) {
+		/* At a function's entry, leave room for the caller between the first frame (the
+		 * probed address) and the rest. */
+		__u32 gap = (probe->flags & RP_PROBE_AT_ENTRY) ? 8 : 0;
+		__u32 start = (tail + gap) & REC_MASK;
+		long size = bpf_get_stack(ctx, &s->rec.bytes[start], (RP_STACK_DEPTH - 1) * 8,
+					  BPF_F_USER_STACK);
+
+		if (size < 0)
+			size = 0;
+		if (gap && size >= 16) {
+			__u64 caller = 0;
+
+			bpf_probe_read_user(&caller, sizeof(caller), (void *)s->regs[RP_SP_WORD]);
+			/* Kernels since 6.13 add the caller themselves when the first instruction
+			 * is push %rbp or endbr64; add it when they did not. */
+			if (*(__u64 *)&s->rec.bytes[(start + 8) & REC_MASK] != caller) {
+				*(__u64 *)&s->rec.bytes[tail] = *(__u64 *)&s->rec.bytes[start];
+				*(__u64 *)&s->rec.bytes[start] = caller;
+				start = tail;
+				size += 8;
+			}
+		}
+		*(__u32 *)&s->rec.bytes[probe->stack_dest & REC_MASK] = ((__u32)size << 16) | start;
+		tail = start + size;
+	}
+	tail &= REC_MASK;
+	if (tail < sizeof(struct rp_header))
+		tail = sizeof(struct rp_header);
+	if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
+		__sync_fetch_and_add(&counters->lost, 1);
+}
+
+/* The stack id of an aggregation grouped by stack (-1 otherwise); at a function's entry the
+ * caller goes into the key's last 8 bytes (RP_PROBE_AT_ENTRY). Stack maps are not for
+ * sleepable programs: rawprobe runs probes grouped by stack on the non-sleepable ones. */
+static __always_inline __s32 key_stack(struct pt_regs *ctx, struct rp_scratch *s,
+				       const struct rp_probe *probe, const bool sleepable,
+				       __u64 pid_tgid)
+{
+	__u32 tgid = pid_tgid >> 32;
+	__s32 stack_id;
+
+	if (sleepable || !probe->agg.by_stack)
+		return -1;
+	stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	if (stack_id < 0)
+		return -1;
+	bpf_map_update_elem(&stack_pids, &stack_id, &tgid, BPF_ANY);
+	if (probe->flags & RP_PROBE_AT_ENTRY)
+		bpf_probe_read_user(&s->key.data[RP_KEY_LEN - 8], 8, (void *)s->regs[RP_SP_WORD]);
+	return stack_id;
+}
+
+_Static_assert(sizeof(struct pt_regs) / 8 <= RP_FUNC_IP_WORD, "pt_regs overlaps the function's address");
+
+static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable, const bool ret)
 {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 event_id = (__u32)cookie;
@@ -473,6 +645,7 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	struct rp_scratch *s;
 	__u32 *depth = NULL;
 	__u64 pid_tgid;
+	__s64 value = 0;
 
 	pid_tgid = bpf_get_current_pid_tgid();
 	if ((__u32)(pid_tgid >> 32) == rp_settings.self_tgid)
@@ -519,6 +692,8 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 #pragma unroll
 	for (i = 0; i < sizeof(struct pt_regs) / 8; i++)
 		s->regs[i] = ((__u64 *)ctx)[i];
+	if (ret)
+		s->regs[RP_FUNC_IP_WORD] = bpf_get_func_ip(ctx);
 
 	s->rec.header.ts_ns = bpf_ktime_get_ns();
 	s->rec.header.pid = pid_tgid >> 32;
@@ -545,92 +720,33 @@ static __always_inline int run_probe(struct pt_regs *ctx, const bool sleepable)
 	}
 
 	switch (rp_settings.aggregates ? probe->agg.action : RP_ACTION_STREAM) {
+	case RP_ACTION_SPAN_START:
+		span_start(s, probe, event_id, pid_tgid, counters);
+		goto out;
+	case RP_ACTION_SPAN_END:
+		value = span_end(s, probe, event_id, pid_tgid, counters);
+		if (value < 0)
+			goto out;
+		if (!probe->agg.duration_dest)
+			goto aggregate; /* under the key parts START read */
+		*(__s64 *)&s->rec.bytes[probe->agg.duration_dest & REC_MASK] = value;
+		/* fall through: streamed, the duration in END's record */
 	case RP_ACTION_STREAM:
-		tail &= REC_MASK;
-		if (probe->flags & RP_PROBE_STACK) {
-			/* At a function's entry, leave room for the caller between the first
-			 * frame (the probed address) and the rest. */
-			__u32 gap = (probe->flags & RP_PROBE_AT_ENTRY) ? 8 : 0;
-			__u32 start = (tail + gap) & REC_MASK;
-			long size = bpf_get_stack(ctx, &s->rec.bytes[start], (RP_STACK_DEPTH - 1) * 8,
-						  BPF_F_USER_STACK);
-
-			if (size < 0)
-				size = 0;
-			if (gap && size >= 16) {
-				__u64 caller = 0;
-
-				bpf_probe_read_user(&caller, sizeof(caller),
-						    (void *)s->regs[RP_SP_WORD]);
-				/* Kernels since 6.13 add the caller themselves when the first
-				 * instruction is push %rbp or endbr64; add it when they did not. */
-				if (*(__u64 *)&s->rec.bytes[(start + 8) & REC_MASK] != caller) {
-					*(__u64 *)&s->rec.bytes[tail] = *(__u64 *)&s->rec.bytes[start];
-					*(__u64 *)&s->rec.bytes[start] = caller;
-					start = tail;
-					size += 8;
-				}
-			}
-			*(__u32 *)&s->rec.bytes[probe->stack_dest & REC_MASK] =
-				((__u32)size << 16) | start;
-			tail = start + size;
-		}
-		tail &= REC_MASK;
-		if (tail < sizeof(struct rp_header))
-			tail = sizeof(struct rp_header);
-		if (bpf_ringbuf_output(&events, s->rec.bytes, tail, 0))
-			__sync_fetch_and_add(&counters->lost, 1);
-		break;
-	case RP_ACTION_TIMESTAMP: {
-		__u64 key = ((__u64)event_id << 32) | (__u32)pid_tgid;
-		__u64 now = bpf_ktime_get_ns();
-
-		if (bpf_map_update_elem(&starts, &key, &now, BPF_ANY))
-			__sync_fetch_and_add(&counters->lost, 1);
-		break;
-	}
-	case RP_ACTION_LATENCY: {
-		__u64 key = ((__u64)(event_id - 1) << 32) | (__u32)pid_tgid;
-		__u64 *start = bpf_map_lookup_elem(&starts, &key);
-		__s64 latency;
-
-		if (!start) {
-			/* the call began before the probes were in place */
-			__sync_fetch_and_add(&counters->filtered, 1);
-			break;
-		}
-		latency = bpf_ktime_get_ns() - *start;
-		bpf_map_delete_elem(&starts, &key);
-		if (rp_aggregate(s, probe, event_id, -1, latency))
-			__sync_fetch_and_add(&counters->lost, 1);
-		break;
-	}
+		emit(ctx, s, probe, tail, counters);
+		goto out;
 	case RP_ACTION_TALLY:
 		/* A filtered plain count: the hit counter less the filtered counter is the answer;
 		 * counting the hit again in the aggregates map would count it twice. */
-		break;
-	default: {
-		__s32 stack_id = -1;
-
-		/* Stack maps are not for sleepable programs: rawprobe runs probes grouped by stack
-		 * on the non-sleepable ones. */
-		__u64 caller = 0;
-
-		if (!sleepable && probe->agg.by_stack) {
-			__u32 tgid = pid_tgid >> 32;
-
-			stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-			if (stack_id >= 0)
-				bpf_map_update_elem(&stack_pids, &stack_id, &tgid, BPF_ANY);
-			if (probe->flags & RP_PROBE_AT_ENTRY)
-				bpf_probe_read_user(&caller, sizeof(caller),
-						    (void *)s->regs[RP_SP_WORD]);
-		}
-		if (rp_aggregate(s, probe, event_id, stack_id, caller))
-			__sync_fetch_and_add(&counters->lost, 1);
+		goto out;
+	default:
+		__builtin_memset(s->key.data, 0, sizeof(s->key.data));
 		break;
 	}
-	}
+aggregate:
+	s->key.event_id = event_id;
+	s->key.stack_id = key_stack(ctx, s, probe, sleepable, pid_tgid);
+	if (rp_aggregate(s, probe, value))
+		__sync_fetch_and_add(&counters->lost, 1);
 out:
 	if (depth)
 		__sync_fetch_and_add(depth, -1);
@@ -640,13 +756,13 @@ out:
 SEC("uprobe")
 int rp_entry(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, false);
 }
 
 SEC("uretprobe")
 int rp_return(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, true);
 }
 
 /* Does nothing: the cost of a uprobe with a BPF program, and nothing else (benchmarks). */
@@ -664,37 +780,37 @@ int rp_empty(struct pt_regs *ctx)
 SEC("uprobe")
 int rp_entry_multi(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, false);
 }
 
 SEC("uretprobe")
 int rp_return_multi(struct pt_regs *ctx)
 {
-	return run_probe(ctx, false);
+	return run_probe(ctx, false, true);
 }
 
 SEC("uprobe.s")
 int rp_entry_multi_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, false);
 }
 
 SEC("uretprobe.s")
 int rp_return_multi_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, true);
 }
 
 SEC("uprobe.s")
 int rp_entry_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, false);
 }
 
 SEC("uretprobe.s")
 int rp_return_sleepable(struct pt_regs *ctx)
 {
-	return run_probe(ctx, true);
+	return run_probe(ctx, true, true);
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -738,3 +854,6 @@ int rp_exit(unsigned long long *ctx)
 		bpf_map_delete_elem(&followed, &tgid);
 	return 0;
 }
+
+/* System calls and tracepoints (sys:, tp:). */
+#include "kernel.bpf.c"

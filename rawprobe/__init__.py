@@ -51,14 +51,24 @@ if TYPE_CHECKING:
     from ._doctor import Check, can_trace, run_checks
     from ._host.privileges import check_tracing_privileges as check_privileges
     from ._output.format import EventFormatter, WallClock
-    from ._output.tables import Count, CountTable, Histogram, HistogramSet
+    from ._output.tables import (
+        Count,
+        CountTable,
+        Histogram,
+        HistogramSet,
+        SyscallTable,
+        ValueRow,
+        ValueTable,
+    )
     from ._plan.events import Batch, Event
-    from ._plan.planner import check_locations
+    from ._plan.listing import FunctionLines, SiteVariables, list_lines, list_variables
+    from ._plan.session import SpanCounters
+    from ._plan.sites import check_locations
     from ._probe.aggregations import AggregationSpec, HistSpec, parse_hist
     from ._probe.defaults import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE
-    from ._probe.typed import Probe, Uprobe, Uretprobe, Usdt
+    from ._probe.typed import Probe, Span, Uprobe, Uretprobe, Usdt
     from ._probe.words import ProbeSpec, parse_probe, split_place
-    from ._quick import count, histogram, latency
+    from ._quick import count, histogram, latency, stats
     from ._symbols import (
         Location,
         Symbol,
@@ -80,6 +90,9 @@ _LAZY = {
     "CountTable": ("._output.tables", "CountTable"),
     "Histogram": ("._output.tables", "Histogram"),
     "HistogramSet": ("._output.tables", "HistogramSet"),
+    "ValueRow": ("._output.tables", "ValueRow"),
+    "ValueTable": ("._output.tables", "ValueTable"),
+    "SyscallTable": ("._output.tables", "SyscallTable"),
     "HistSpec": ("._probe.aggregations", "HistSpec"),
     "parse_hist": ("._probe.aggregations", "parse_hist"),
     "DEFAULT_RING_SIZE": ("._probe.defaults", "DEFAULT_RING_SIZE"),
@@ -101,12 +114,19 @@ _LAZY = {
     "Uprobe": ("._probe.typed", "Uprobe"),
     "Uretprobe": ("._probe.typed", "Uretprobe"),
     "Usdt": ("._probe.typed", "Usdt"),
-    "check_locations": ("._plan.planner", "check_locations"),
+    "Span": ("._probe.typed", "Span"),
+    "SpanCounters": ("._plan.session", "SpanCounters"),
+    "check_locations": ("._plan.sites", "check_locations"),
     "count": ("._quick", "count"),
     "histogram": ("._quick", "histogram"),
     "latency": ("._quick", "latency"),
+    "stats": ("._quick", "stats"),
     "Event": ("._plan.events", "Event"),
     "Batch": ("._plan.events", "Batch"),
+    "FunctionLines": ("._plan.listing", "FunctionLines"),
+    "SiteVariables": ("._plan.listing", "SiteVariables"),
+    "list_lines": ("._plan.listing", "list_lines"),
+    "list_variables": ("._plan.listing", "list_variables"),
     "Location": ("._symbols", "Location"),
     "Symbol": ("._symbols", "Symbol"),
     "TargetInfo": ("._symbols", "TargetInfo"),
@@ -152,6 +172,7 @@ __all__ = [
     "EventFormatter",
     "FetchArgError",
     "FilterError",
+    "FunctionLines",
     "HistSpec",
     "Histogram",
     "HistogramSet",
@@ -165,9 +186,13 @@ __all__ = [
     "ProbeSpec",
     "ProbeSyntaxError",
     "RawprobeError",
+    "SiteVariables",
+    "Span",
+    "SpanCounters",
     "Symbol",
     "SymbolNotFoundError",
     "SysCallError",
+    "SyscallTable",
     "TargetInfo",
     "TargetNotFoundError",
     "TraceStats",
@@ -178,6 +203,8 @@ __all__ = [
     "Usdt",
     "UsdtNotFoundError",
     "UsdtSite",
+    "ValueRow",
+    "ValueTable",
     "WallClock",
     "__version__",
     "can_trace",
@@ -190,11 +217,14 @@ __all__ = [
     "histogram",
     "latency",
     "list_functions",
+    "list_lines",
     "list_probes",
     "list_usdt_probes",
+    "list_variables",
     "parse_hist",
     "parse_probe",
     "resolve_location",
     "run_checks",
     "split_place",
+    "stats",
 ]

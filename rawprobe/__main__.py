@@ -2,6 +2,10 @@
 
 import sys
 
-from .cli import main
+try:
+    from .cli import run
+except KeyboardInterrupt:  # Ctrl-C while starting: nothing was done
+    sys.stderr.write("rawprobe: interrupted\n")
+    sys.exit(130)
 
-sys.exit(main())
+run()

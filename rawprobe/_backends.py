@@ -8,17 +8,19 @@ import errno
 import os
 from collections.abc import Sequence
 
+from . import _log
 from ._command import Command, Processes
 from ._errors import (
     BpfObjectError,
     KernelFeatureError,
     LibbpfMissingError,
     PrivilegeError,
+    RawprobeError,
     UsageError,
 )
-from ._host.privileges import check_tracing_privileges
-from ._plan.planner import Planner
+from ._host.privileges import bpf_refusal, check_tracing_privileges, tracefs_refusal
 from ._plan.session import Plan, Session, TraceTarget
+from ._symbols.symbolize import AddressResolver
 from ._sys.limits import out_of_descriptors, raise_descriptor_limit
 
 __all__ = ["BACKENDS", "open_session", "plant", "release"]
@@ -47,24 +49,33 @@ def open_session(plan: Plan, backend: str, *, ring_size: int,
     # Every map, program, link and perf event is a descriptor: use all the room there is.
     raise_descriptor_limit()
     try:
-        return _open(plan, backend, ring_size, follow)
+        session, chosen, note = _open(plan, backend, ring_size, follow)
     except OSError as error:
         if error.errno == errno.EMFILE:
             raise out_of_descriptors("rawprobe's BPF maps and programs") from None
         raise
+    _log.info("backend: %s%s", chosen, f" ({note})" if note else (
+        " (chosen)" if backend == chosen else " (auto: it works here)"))
+    return session, chosen, note
 
 
 def _open(plan: Plan, backend: str, ring_size: int, follow: bool) -> tuple[Session, str, str]:
+    # Every privilege is checked before anything is loaded or planted.
     if backend == "auto":
-        check_tracing_privileges(bpf=False)
-        try:
-            check_tracing_privileges(bpf=True)
-            return _bpf(plan, ring_size, follow), "bpf", ""
-        except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
-                PrivilegeError) as error:
-            note = f"using the tracefs backend: {str(error).splitlines()[0]}"
-            return _tracefs(plan, ring_size, follow), "tracefs", note
-    check_tracing_privileges(bpf=backend == "bpf")
+        refusal: RawprobeError | None = bpf_refusal()
+        if refusal is None:
+            try:
+                return _bpf(plan, ring_size, follow), "bpf", ""
+            except (KernelFeatureError, BpfObjectError, LibbpfMissingError,
+                    PrivilegeError) as error:
+                refusal = error
+        if any(event.kind != "uprobe" for event in plan.events):
+            raise refusal  # tp: and sys: probes run on the BPF backend only: say why it failed
+        if tracefs_refusal() is not None:
+            raise refusal  # the BPF backend's reason: it is the one tried first
+        note = f"using the tracefs backend: {str(refusal).splitlines()[0]}"
+        return _tracefs(plan, ring_size, follow), "tracefs", note
+    check_tracing_privileges(backend=backend)
     if backend == "tracefs":
         return _tracefs(plan, ring_size, follow), backend, ""
     return _bpf(plan, ring_size, follow), backend, ""
@@ -132,16 +143,19 @@ def release(state: dict[str, object]) -> None:
     command = state.get("_command")
     planner = state.get("_planner")
     processes = state.get("_processes")
+    resolver = state.get("resolver")
     try:
         if session is not None:
             session.close()  # type: ignore[attr-defined]
     finally:
         if isinstance(command, Command):
             command.close()
-        if isinstance(planner, Planner):
-            planner.release_files()
+        if planner is not None:  # a Planner (not imported here: a cached plan needs none)
+            planner.release_files()  # type: ignore[attr-defined]
         if isinstance(processes, Processes):
             processes.close()
+        if isinstance(resolver, AddressResolver):
+            resolver.close()
         for fd in [state.get("_wake_read"), state.get("_wake_write")]:
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):

@@ -92,10 +92,19 @@ class ActiveProbe:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The probes found, and what could not be looked at (each a sentence for the user)."""
+    """The probes found, and what could not be looked at (each a sentence for the user).
+
+    Attributes:
+        probes: The probes found.
+        warnings: Everything worth telling: each place not looked at, each probe not
+            described.
+        unread: The places not looked at (also in ``warnings``): when there are any, the
+            probes are not all there are, and "none" is no answer.
+    """
 
     probes: list[ActiveProbe]
     warnings: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
 
 
 def parse_fdinfo(text: str) -> dict[str, str]:
@@ -129,6 +138,7 @@ class Descriptors:
     link_owners: dict[int, list[int]] = field(default_factory=dict)
     perf_events: list[tuple[int, int]] = field(default_factory=list)
     comms: dict[int, str] = field(default_factory=dict)
+    hidden: int = 0  # processes whose descriptors this process may not read
 
 
 def scan_descriptors(proc: str = "/proc") -> Descriptors:
@@ -142,8 +152,11 @@ def scan_descriptors(proc: str = "/proc") -> Descriptors:
         fd_dir = f"{proc}/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
+        except PermissionError:
+            found.hidden += 1  # not ours to look at
+            continue
         except OSError:
-            continue  # gone, or not ours to look at
+            continue  # gone
         for name in fds:
             try:
                 target = os.readlink(f"{fd_dir}/{name}")
@@ -246,7 +259,7 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
         tracefs: The tracefs mount to read (default: found); unreadable means a warning.
         resolve_symbols: Name the function around each offset (reads the files' symbols).
     """
-    warnings: list[str] = []
+    unread: list[str] = []
     descriptors = scan_descriptors()
     comms = descriptors.comms
     probes: list[ActiveProbe] = []
@@ -255,7 +268,7 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
         fs = tracefs or Tracefs()
         definitions = fs.definitions()
     except (RawprobeError, OSError) as error:
-        warnings.append(f"tracefs uprobes not listed: {error}")
+        unread.append(f"tracefs uprobes not listed: {error}")
         definitions = []
     probes.extend(_tracefs_probes(definitions, comms))
 
@@ -265,8 +278,12 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
     try:
         link_ids = list(bpf.link_ids())
     except SysCallError as error:
-        warnings.append(f"BPF links not listed: {error} (needs root or CAP_SYS_ADMIN)")
+        unread.append(f"BPF links not listed: {error} (needs root or CAP_SYS_ADMIN)")
         link_ids = []
+    if descriptors.hidden:
+        unread.append(f"the descriptors of {descriptors.hidden} processes not read (their "
+                      "perf events, and who holds which BPF link): run as root")
+    warnings: list[str] = list(unread)
     names: dict[int, str | None] = {}
     for link_id in link_ids:
         try:
@@ -325,7 +342,7 @@ def list_probes(*, tracefs: Tracefs | None = None, resolve_symbols: bool = True)
 
     if resolve_symbols:
         probes = [_with_symbol(p) for p in probes]
-    return Inventory(probes, warnings)
+    return Inventory(probes, warnings, unread)
 
 
 def _with_symbol(probe: ActiveProbe) -> ActiveProbe:

@@ -19,13 +19,16 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from ._errors import KernelFeatureError, RawprobeError
+from ._errors import KernelFeatureError, PrivilegeError, RawprobeError
 from ._host.privileges import (
     CAP_BPF,
     CAP_PERFMON,
     CAP_SYS_ADMIN,
+    bpf_refusal,
+    capability_names,
     effective_capabilities,
     parse_capabilities,
+    tracefs_refusal,
 )
 from ._sys.features import BPF_COOKIE, RINGBUF, UPROBE_MULTI, Feature, parse_kernel_version
 
@@ -51,7 +54,6 @@ _CONFIG_OPTIONS = (
     ("CONFIG_BPF_EVENTS", "BPF programs on uprobes (BPF backend)"),
     ("CONFIG_DEBUG_INFO_BTF", "kernel BTF for CO-RE (BPF backend)"),
 )
-_CAP_NAMES = {CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,14 @@ def _kernel_config() -> tuple[dict[str, str] | None, str]:
 
 
 def _has(caps: int, cap: int) -> bool:
-    return os.geteuid() == 0 or bool(caps >> cap & 1)
-
-
-def _bpf_capable(caps: int) -> bool:
-    return _has(caps, CAP_SYS_ADMIN) or (_has(caps, CAP_BPF) and _has(caps, CAP_PERFMON))
+    # The kernel judges capabilities, never the user id (root may hold none of them).
+    return bool(caps >> cap & 1)
 
 
 def _may_bpf() -> bool:
-    return _bpf_capable(effective_capabilities())
+    """Whether this process may create BPF objects at all (the feature probes need it)."""
+    caps = effective_capabilities()
+    return _has(caps, CAP_SYS_ADMIN) or (_has(caps, CAP_BPF) and _has(caps, CAP_PERFMON))
 
 
 def _lockdown() -> str:
@@ -152,9 +153,9 @@ def bpf_backend_available() -> str | None:
     Returns:
         ``None`` when it works, else what is missing and what to do.
     """
-    if not _may_bpf():
-        return ("the BPF backend needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before "
-                "Linux 5.8)")
+    refusal = bpf_refusal()
+    if refusal is not None:
+        return str(refusal)
     try:
         from ._sys.libbpf import libbpf
         from ._sys.uprobe import uprobe_pmu
@@ -185,23 +186,14 @@ def tracefs_backend_available() -> str | None:
     from ._tracefs import find_tracefs
 
     try:
-        root = find_tracefs()
-    except KernelFeatureError as error:
+        find_tracefs()
+    except (KernelFeatureError, PrivilegeError) as error:
         return str(error)
-    events = os.path.join(root, "uprobe_events")
-    if not os.access(events, os.W_OK):
-        return f"not allowed to write {events}: the tracefs backend needs root"
     if _lockdown() == "confidentiality":
         return ("kernel lockdown in confidentiality mode forbids tracefs: boot with "
                 "lockdown=integrity (or none) to use the tracefs backend")
-    caps = effective_capabilities()
-    paranoid = _read("/proc/sys/kernel/perf_event_paranoid")
-    if not (_has(caps, CAP_PERFMON) or _has(caps, CAP_SYS_ADMIN)) and (
-        paranoid is None or int(paranoid) > -1
-    ):
-        return ("raw tracepoint samples need CAP_PERFMON (or kernel.perf_event_paranoid=-1): "
-                "run rawprobe as root")
-    return None
+    refusal = tracefs_refusal()
+    return None if refusal is None else str(refusal)
 
 
 def can_trace(checks: list[Check]) -> bool:
@@ -265,13 +257,16 @@ def _check_btf() -> Check:
 
 
 def _check_privileges() -> Check:
-    if os.geteuid() == 0:
-        return Check("privileges", OK, "running as root")
     caps = effective_capabilities()
-    held = [name for cap, name in _CAP_NAMES.items() if caps >> cap & 1]
-    if _bpf_capable(caps):
-        return Check("privileges", OK, "capabilities: " + ", ".join(held))
-    return Check("privileges", FAIL, "not root; capabilities: " + (", ".join(held) or "none"),
+    held = ", ".join(capability_names(caps)) or "none of CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN"
+    who = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    refusal = bpf_refusal(caps)
+    if refusal is None:
+        return Check("privileges", OK, f"{who}; capabilities: {held}")
+    if tracefs_refusal(caps) is None:
+        return Check("privileges", WARN, f"{who}; capabilities: {held}; the tracefs backend "
+                     f"only: {refusal}", "run rawprobe as root for the BPF backend")
+    return Check("privileges", FAIL, f"{who}; capabilities: {held}: {refusal}",
                  "run rawprobe as root (sudo), or grant CAP_BPF and CAP_PERFMON: "
                  "sudo setcap cap_bpf,cap_perfmon+ep on the Python interpreter")
 
@@ -303,6 +298,8 @@ def _check_tracefs() -> Check:
 
     try:
         root = find_tracefs()
+    except PrivilegeError as error:  # mounted, but not for this user to read
+        return Check("tracefs", WARN, str(error), "run rawprobe as root for the tracefs backend")
     except KernelFeatureError as error:
         return Check("tracefs", FAIL, str(error),
                      f"mount -t tracefs nodev {TRACEFS_MOUNTS[0]}")
@@ -311,6 +308,37 @@ def _check_tracefs() -> Check:
         return Check("tracefs", WARN, f"mounted at {root}, {events} is not writable",
                      "run rawprobe as root for the tracefs backend")
     return Check("tracefs", OK, f"mounted at {root}")
+
+
+def _check_syscall_tracepoints() -> Check:
+    """What sys: and tp: probes and ``rawprobe syscalls`` need: the raw syscall tracepoints
+    (the programs attach there), tracefs' syscalls events (names and arguments) and tracefs
+    for tracepoints' formats."""
+    from ._tracefs import TRACEFS_MOUNTS, find_tracefs
+
+    try:
+        events = os.path.join(find_tracefs(), "events")
+    except PrivilegeError as error:  # mounted, but not for this user to read
+        return Check("syscall-tracepoints", WARN, str(error),
+                     "run rawprobe as root for sys: and tp: probes")
+    except KernelFeatureError as error:
+        return Check("syscall-tracepoints", WARN, str(error),
+                     f"mount -t tracefs nodev {TRACEFS_MOUNTS[0]} for sys: and tp: probes")
+    syscalls = os.path.join(events, "syscalls")
+    if not os.path.isdir(os.path.join(events, "raw_syscalls", "sys_enter")) or not (
+            os.path.isdir(syscalls)):
+        return Check("syscall-tracepoints", WARN,
+                     f"{events} has no raw_syscalls or syscalls events",
+                     "sys: probes and 'rawprobe syscalls' need a kernel built with "
+                     "CONFIG_FTRACE_SYSCALLS=y (tp: probes work without)")
+    try:
+        count = sum(1 for name in os.listdir(syscalls) if name.startswith("sys_enter_"))
+    except OSError as error:
+        return Check("syscall-tracepoints", WARN, f"cannot list {syscalls}: {error.strerror}",
+                     "run rawprobe as root")
+    return Check("syscall-tracepoints", OK,
+                 f"raw_syscalls:sys_enter/sys_exit and {count} system calls in {syscalls} "
+                 "(sys: probes, rawprobe syscalls); tracepoint formats for tp: probes")
 
 
 def _check_libbpf() -> Check:
@@ -364,6 +392,7 @@ def run_checks() -> list[Check]:
         ),
         _check_lockdown(),
         _check_tracefs(),
+        _check_syscall_tracepoints(),
         _check_libbpf(),
         _feature_check(RINGBUF, "a BPF_MAP_TYPE_RINGBUF map was created",
                        "upgrade to Linux 5.8+ for the BPF backend, or use --backend tracefs"),

@@ -29,9 +29,9 @@ from ._symbols.symbolize import AddressResolver
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from ._output.tables import CountTable, HistogramSet
+    from ._output.tables import Result, SyscallTable
     from ._probe.aggregations import AggregationSpec
-    from ._probe.typed import Probe
+    from ._probe.typed import Probe, Span
     from ._probe.words import ProbeSpec
 
 __all__ = ["Batch", "TraceStats", "Tracer"]
@@ -50,9 +50,9 @@ class Tracer:
         force: Plant probes rawprobe would otherwise refuse as risky.
         backend: ``bpf`` (generic BPF programs), ``tracefs`` (the kernel's uprobe_events), or
             ``auto``: BPF where it works here, else tracefs (with a note in :attr:`warnings`).
-        aggregation: Count or histogram in the kernel instead of streaming events (read the
-            result with :meth:`aggregates`).
-        stack: Events carry the user stack (streaming), or counts are grouped by it.
+        aggregation: Count, sum up or histogram in the kernel instead of streaming events
+            (read the result with :meth:`aggregates`).
+        stack: Events carry the user stack (streaming), or aggregations are grouped by it.
 
     A tracer is used from one thread at a time. Probes are added before :meth:`start`; the
     first call to :meth:`events` or :meth:`poll` starts the tracer if needed.
@@ -90,7 +90,7 @@ class Tracer:
         self.aggregation = self._planner.aggregation
         self._notes: list[str] = []
         self._command = Command(command) if command is not None else None
-        self._plan: Plan | None = None
+        self.plan: Plan | None = None  # what start() planted: files, offsets, roles
         self._symbolizes = False
         self._session: Session | None = None
         self.resolver = AddressResolver()
@@ -111,8 +111,10 @@ class Tracer:
 
     # -- probes ---------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec | Probe, *, filter: str | None = None) -> list[str]:
-        """Add a probe: a probe word, or a :class:`Uprobe`, :class:`Uretprobe` or :class:`Usdt`.
+    def add(self, probe: str | ProbeSpec | Probe | Span, *,
+            filter: str | None = None) -> list[str]:
+        """Add a probe (a word, a :class:`Uprobe`, :class:`Uretprobe`, :class:`Usdt`), or a
+        :class:`Span` between two (measured on its own: no other probes with it).
 
         Args:
             probe: The probe.
@@ -153,12 +155,14 @@ class Tracer:
         if self._session is not None:
             return
         plan = self._planner.plan()
+        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
+        if self._symbolizes:
+            self.resolver.watch()  # before anything runs: every mapping made is recorded
         self._session, self.backend, note = open_session(
             plan, self.backend, ring_size=self.ring_size, follow=self._command is not None)
         if note:
             self._notes.append(note)
-        self._plan = plan
-        self._symbolizes = self.stack or any(event.layout.has_symbols for event in plan.events)
+        self.plan = plan
         self._attach(self._session)
 
     def _attach(self, session: Session) -> None:
@@ -334,18 +338,20 @@ class Tracer:
             batches += read
         return batches
 
-    def aggregates(self, reset: bool = False) -> CountTable | HistogramSet:
+    def aggregates(self, reset: bool = False) -> Result | SyscallTable:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).
 
         Args:
             reset: Start counting afresh after reading (for per-interval figures).
 
         Returns:
-            A :class:`CountTable` for counts, a :class:`HistogramSet` for histograms.
+            A :class:`CountTable` (counts), :class:`ValueTable` (sums, minimums, maximums,
+            averages, stats), :class:`HistogramSet` (histograms) or :class:`SyscallTable`
+            (system call totals).
         """
         if self.aggregation is None:
             raise UsageError("this tracer streams events; it was not created to aggregate")
-        session, plan = self._session, self._plan
+        session, plan = self._session, self.plan
         if session is None or plan is None:
             raise UsageError("the tracer has not started")
 
@@ -355,14 +361,15 @@ class Tracer:
 
         from ._output.tables import aggregate_results  # only a run that aggregates reads them
 
-        return aggregate_results(plan, session.aggregate_cells(reset), stack)
+        return aggregate_results(plan, session.aggregate_cells(reset), stack,
+                                 session.syscall_totals(reset))
 
     def stats(self) -> TraceStats:
         """What happened so far: delivered, lost, hit and filtered counts."""
-        session, plan = self._session, self._plan
+        session, plan = self._session, self.plan
         if session is None or plan is None:
             return self._final_stats or TraceStats(self._delivered, 0, 0, 0)
-        return summarize(plan, session.counters(), self._delivered)
+        return summarize(plan, session.counters(), self._delivered, session.open_spans())
 
     # -- lifetime -------------------------------------------------------------------------
 

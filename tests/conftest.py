@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import *  # noqa: F403 - tests written against conftest's names keep working
-from helpers import ADD_SOURCE, CompileC, build_c
+from helpers import ADD_SOURCE, CompileC, build_c, end_background
+
+
+@pytest.fixture(autouse=True)
+def _no_background_left() -> Iterator[None]:
+    """A test that fails while rawprobe runs in the background does not leave it running."""
+    yield
+    end_background()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,19 @@ def require_kernel_tracing() -> None:
         skip_or_fail("the kernel has no BTF (/sys/kernel/btf/vmlinux)")
 
 
+def require_feature(feature: Any) -> None:
+    """Skip a test that needs a kernel feature (a :class:`rawprobe._sys.features.Feature`) on a
+    kernel older than the feature's first release; on a kernel that should have it, a missing
+    feature is a failure, not a skip."""
+    refusal = feature.check()
+    if refusal is None:
+        return
+    if feature.expected():
+        pytest.fail(f"Linux {feature.minimum}+ should have {feature.description}, and this "
+                    f"kernel ({os.uname().release}) refuses it: {refusal}")
+    skip_or_fail(f"{feature.description} needs Linux {feature.minimum}+")
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -54,9 +68,13 @@ def build_c(
     flags: Sequence[str] = (),
     cxx: bool = False,
     suffix: str = "",
+    compiler: str | None = None,
 ) -> Path:
-    """Compile C (or C++) source text into an executable or library, cached by content."""
-    compiler = "g++" if cxx else "gcc"
+    """Compile C (or C++) source text into an executable or library, cached by content.
+
+    ``compiler`` names another compiler than gcc (g++ for ``cxx``): ``clang-19``, say.
+    """
+    compiler = compiler or ("g++" if cxx else "gcc")
     require_tool(compiler)
     key = hashlib.sha256("\0".join([compiler, source, *flags]).encode()).hexdigest()[:16]
     out_dir = BUILD_CACHE / key
@@ -114,8 +132,13 @@ int main(int argc, char **argv) {
 """
 
 
+_RUNNING: list[Background] = []  # started, not known to be ended
+
+
 class Background:
-    """rawprobe running in the background; ``ready()`` waits until its probes are planted."""
+    """rawprobe running in the background; ``ready()`` waits until its probes are planted.
+    One a test left running (it failed before ending it) is ended after the test
+    (:func:`end_background`)."""
 
     def __init__(self, *args: str, **kwargs: object) -> None:
         self.proc = subprocess.Popen(
@@ -123,6 +146,7 @@ class Background:
             **kwargs,  # type: ignore[call-overload]
         )
         self.stderr_lines: list[str] = []
+        _RUNNING.append(self)
 
     def ready(self, timeout: float = 30) -> None:
         import selectors
@@ -203,9 +227,12 @@ class KernelTracer:
     of its own (so other users of tracefs neither see nor disturb its buffer).
 
     ``definitions`` are kernel lines without the group, e.g. ``p:ev /path:0x1139 a=%di``.
+    ``comm``: record only hits in tasks of that name (a probe in libc is hit by every
+    process, rawprobe's own included, and the buffer would overflow).
     """
 
-    def __init__(self, definitions: Sequence[str]) -> None:
+    def __init__(self, definitions: Sequence[str], comm: str | None = None) -> None:
+        self.comm = comm
         if not (TRACEFS / "uprobe_events").exists():
             skip_or_fail("tracefs is not mounted at /sys/kernel/tracing")
         self.group = f"rporacle_{os.getpid()}"
@@ -223,21 +250,34 @@ class KernelTracer:
 
     def __enter__(self) -> KernelTracer:
         self.instance.mkdir(exist_ok=True)
+        if self.comm is not None:
+            for event in self.events:
+                (self.instance / "events" / self.group / event / "filter").write_text(
+                    f'comm == "{self.comm[:15]}"')
         (self.instance / "events" / self.group / "enable").write_text("1")
         (self.instance / "tracing_on").write_text("1")
         return self
 
     def lines(self) -> list[tuple[str, str]]:
         """(event, arguments) of each recorded hit, in order."""
+        return [(event, arguments) for _, event, arguments in self.records()]
+
+    def records(self) -> list[tuple[int, str, str]]:
+        """(pid, event, arguments) of each recorded hit, in order: probes are host-wide, and
+        other processes may run the same program meanwhile."""
+        import re
+
         result = []
         for line in (self.instance / "trace").read_text().splitlines():
             if line.startswith("#"):
                 continue
+            task = re.match(r"\s*.*?-(\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[\d+\]", line)
             for event in self.events:
                 marker = f" {event}: ("
                 if marker in line:
                     after = line.split(marker, 1)[1]
-                    result.append((event, after.split(") ", 1)[1] if ") " in after else ""))
+                    result.append((int(task.group(1)) if task else -1, event,
+                                   after.split(") ", 1)[1] if ") " in after else ""))
         return result
 
     def _remove(self) -> None:
@@ -251,3 +291,21 @@ class KernelTracer:
             self.instance.rmdir()
         finally:
             self._remove()
+
+
+def end_background() -> None:
+    """End every :class:`Background` rawprobe a test left running: SIGTERM (it removes its
+    probes), then SIGKILL."""
+    import signal
+
+    running = list(_RUNNING)
+    _RUNNING.clear()
+    for background in running:
+        proc = background.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()

@@ -31,14 +31,15 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     data = json.loads(numbers.read_text())
-    assert sorted(data["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7"]
+    assert sorted(data["scenarios"]) == ["1", "2", "3", "4", "5", "6", "7", "8"]
     for number, scenario in data["scenarios"].items():
         assert scenario["error"] is None, (number, scenario["error"])
         finite = [value for value in scenario["numbers"].values() if math.isfinite(value)]
         assert finite, f"scenario {number} measured nothing: {scenario['numbers']}"
         assert scenario["goals"], f"scenario {number} judged no goal"
     text = results.read_text()
-    assert "# rawprobe benchmark results" in text and "## 7. Following a command" in text
+    assert "# rawprobe benchmark results" in text and "## 7. System calls" in text
+    assert "## 8. Following a command" in text
     statuses = {goal["status"] for scenario in data["scenarios"].values()
                 for goal in scenario["goals"]}
     assert statuses <= {"met", "missed", "inconclusive", "not measured"}, statuses

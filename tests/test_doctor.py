@@ -24,8 +24,8 @@ from rawprobe.cli._probes import format_table
 
 EVERY_CHECK = {
     "kernel", "kernel-config", "uprobe-pmu", "btf", "privileges", "perf-event-paranoid",
-    "unprivileged-bpf", "lockdown", "tracefs", "libbpf", "bpf-ringbuf", "bpf-cookie",
-    "uprobe-multi", "backend-bpf", "backend-tracefs",
+    "unprivileged-bpf", "lockdown", "tracefs", "syscall-tracepoints", "libbpf", "bpf-ringbuf",
+    "bpf-cookie", "uprobe-multi", "backend-bpf", "backend-tracefs",
 }
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rawprobe import ProbeSyntaxError, RawprobeError
-from rawprobe._probe.fetchargs import Register
-from rawprobe._probe.words import default_event_name, parse_probe, split_place
+from rawprobe._probe.fetchargs import DebugVariable, Register
+from rawprobe._probe.words import LineLocation, default_event_name, parse_probe, split_place
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,8 @@ def test_fetchargs_and_aliases() -> None:
     assert spec.fetchargs[1].source == Register("si")
     assert spec.fetchargs[2].type.name == "u64"
     ret = parse_probe("r:./main:add ret=retval:s32 raw=$retval")
-    assert ret.fetchargs[0].source == Register("ax") == ret.fetchargs[1].source
+    # An untyped $retval is typed from the debug information where there is some.
+    assert ret.fetchargs[0].source == Register("ax") == ret.fetchargs[1].source.fallback  # type: ignore[union-attr]
     assert ret.fetchargs[1].type.name == "x64"  # the kernel's default type
 
 
@@ -134,3 +136,76 @@ def test_numbers_read_as_c_reads_them() -> None:
 def test_fuzz_fetchargs_only_rawprobe_errors(text: str) -> None:
     with contextlib.suppress(RawprobeError):
         parse_probe("p:./x:f " + text)
+
+
+# -- names from the debug information, and source lines ------------------------------------
+
+
+@pytest.mark.parametrize(("text", "name", "expression", "cast"), [
+    ("a", "a", "a", None),
+    ("o->in->x", "x", "o->in->x", None),
+    ("req->hdr.len", "len", "req->hdr.len", None),
+    ("req->path:string", "path", "req->path", "string"),
+    ("arr[3]", "arr", "arr[3]", None),
+    ("arr[0x10]:u8", "arr", "arr[0x10]", "u8"),
+    ("@counter", "counter", "@counter", None),
+    ("@config.limit", "limit", "@config.limit", None),
+    ("n=o->tag:x", "n", "o->tag", "x"),
+    ("c:s", "c", "c", "s"),
+    ("arg1->x", "x", "arg1->x", None),
+])
+def test_debug_variables(text: str, name: str, expression: str, cast: str | None) -> None:
+    (arg,) = parse_probe(f"p:./main:f {text}").fetchargs
+    assert (arg.name, arg.source) == (name, DebugVariable(expression, cast))
+    assert arg.typed == (cast is not None)
+
+
+def test_what_stays_the_kernels() -> None:
+    spec = parse_probe("p:./main:f arg0 %di @0x10 @+0x10 +8(%di) $stack2 $comm")
+    assert not any(isinstance(arg.source, DebugVariable) for arg in spec.fetchargs)
+    assert not spec.uses_debug_info
+    # An untyped $retval is typed from DWARF where there is some, else the kernel's.
+    ret = parse_probe("r:./main:f $retval retval t=$retval:s32")
+    assert [type(arg.source).__name__ for arg in ret.fetchargs] == [
+        "DebugVariable", "Register", "Register"]
+    assert ret.fetchargs[0].name == "arg1" and not ret.uses_debug_info
+    assert parse_probe("r:./main:f $retval->len").uses_debug_info
+    expanded = parse_probe("p:./main:f $params $vars")
+    assert [arg.source for arg in expanded.fetchargs] == [DebugVariable("$params"),
+                                                          DebugVariable("$vars")]
+
+
+@pytest.mark.parametrize(("word", "message"), [
+    ("p:./main:f $retval->len", "return probes"),
+    ("p:./main:f x=$params", "several variables"),
+    ("p:./main:f $vars:u8", "several variables"),
+    ("p:./main:f +0(a)", "not inside +OFFSET"),
+    ("p:./main:f a[-1]", "cannot parse"),
+    ("p:./main:f o->", "cannot parse"),
+    ("p:./main:f a a", "used twice"),
+    ("p:./main:f o->x n->x", "used twice"),
+    ("r:./main:main.c:27", "not on a source line"),
+    ("./main:f:3%return", "not on a source line"),
+])
+def test_debug_variable_errors(word: str, message: str) -> None:
+    with pytest.raises(ProbeSyntaxError, match=re.escape(message)):
+        parse_probe(word)
+
+
+@pytest.mark.parametrize(("word", "target", "location", "line"), [
+    ("p:./main:main.c:27", "./main", "main.c:27", LineLocation("main.c", None, 27)),
+    ("p:./main:src/main.c:27", "./main", "src/main.c:27", LineLocation("src/main.c", None, 27)),
+    ("p:./main:add:3", "./main", "add:3", LineLocation(None, "add", 3)),
+    ("p:./main:ns::f:0", "./main", "ns::f:0", LineLocation(None, "ns::f", 0)),
+    ("p:libc:malloc.c:3000", "libc", "malloc.c:3000", LineLocation("malloc.c", None, 3000)),
+    ("p:./main:ns::f", "./main", "ns::f", None),
+    ("p:./main:1234", "./main", "1234", None),
+    ("p:./main:0x10", "./main", "0x10", None),
+    ('p:"/opt/a:b/main":add:3', "/opt/a:b/main", "add:3", LineLocation(None, "add", 3)),
+    ("usdt:./main:prov:name", "./main", "prov:name", None),
+])
+def test_source_line_locations(word: str, target: str, location: str,
+                               line: LineLocation | None) -> None:
+    spec = parse_probe(word)
+    assert (spec.target, spec.location, spec.source_line) == (target, location, line)
+    assert spec.uses_debug_info == (line is not None)

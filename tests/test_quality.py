@@ -43,8 +43,6 @@ def test_ctypes_only_under_sys() -> None:
 def test_no_module_over_600_lines_and_the_tracer_under_400() -> None:
     sizes = {str(path.relative_to(ROOT)): len(path.read_text().splitlines())
              for path in (ROOT / "rawprobe").rglob("*.py")}
-    # The DWARF reader's DebugInfo (rawprobe/_dwarf/_info.py) is being split as it is wired
-    # into the planner; it is the one module allowed over the limit until then.
     over = {path: size for path, size in sizes.items() if size > 600}
-    assert set(over) <= {"rawprobe/_dwarf/_info.py"}, over
+    assert not over, over
     assert sizes["rawprobe/_tracer.py"] < 400

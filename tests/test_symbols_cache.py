@@ -166,6 +166,18 @@ def test_untrusted_entries_are_ignored(tmp_path: Path) -> None:
         assert cache.read("a.idx") is None
 
 
+def test_fifo_entry_is_ignored_without_blocking(tmp_path: Path) -> None:
+    # In a subprocess with a timeout: the open of a FIFO would block this test for ever.
+    directory = tmp_path / "c"
+    directory.mkdir(mode=0o700)
+    os.mkfifo(directory / "a.idx", 0o600)
+    code = ("import sys; from rawprobe._symbols._cache import SymbolCache; "
+            "print(SymbolCache(sys.argv[1]).read('a.idx'))")
+    result = subprocess.run([sys.executable, "-c", code, str(directory)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "None", result.stderr
+
+
 def _entries(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.idx"))
 

@@ -22,7 +22,7 @@ from fixtures_symbols import (
     strip_to_build_id_root,
 )
 from fixtures_symbols.programs import C_LIBRARY, C_PROGRAM
-from helpers import CompileC
+from helpers import CompileC, run_rawprobe, skip_or_fail
 
 from rawprobe._symbols import (
     NoSymbolsError,
@@ -188,3 +188,97 @@ def test_host_libc_with_libc6_dbg(libc_debug: Path) -> None:
         expected = perf_offsets(LIBC, ["malloc", "free", "_int_malloc"])
         for name, offset in expected.items():
             assert resolve_one(str(LIBC), name).file_offset == offset, name
+
+
+# -- debug files that are not files ------------------------------------------------------------
+# A .gnu_debuglink name and a build-id path are chosen by whoever can write next to the binary
+# or into a debug root: a FIFO there blocked the open forever, and /dev/zero was read without
+# end. Each must be skipped at once (and said so at -v), and the search must go on.
+
+
+def _plant(kind: str, path: Path) -> None:
+    import os
+    import stat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        if os.geteuid() != 0:
+            skip_or_fail("a device node needs root (CAP_MKNOD)")
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # /dev/zero's own numbers
+    elif kind == "symlink-to-dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "symlink-to-fifo":
+        os.mkfifo(path.with_name(path.name + ".fifo"))
+        path.symlink_to(path.name + ".fifo")
+    else:
+        raise AssertionError(kind)
+
+
+_HOSTILE = ["fifo", "dev-zero", "symlink-to-dev-zero", "symlink-to-fifo"]
+
+
+def _list_verbose(target: Path, debug_root: str, tmp_path: Path, status: int = 0) -> str:
+    import os
+
+    env = {**os.environ, "RAWPROBE_DEBUG_ROOT": debug_root,
+           "RAWPROBE_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_rawprobe("-v", "list", "--json", str(target), timeout=30, env=env)
+    assert result.returncode == status, result.stderr
+    return result.stdout + "\n" + result.stderr
+
+
+@pytest.mark.parametrize("kind", _HOSTILE)
+def test_debuglink_that_is_not_a_file_is_skipped(program: Path, tmp_path: Path,
+                                                 kind: str) -> None:
+    import json
+
+    stripped, debug = split_debuglink(program, tmp_path, ".debug")
+    hostile = stripped.parent / debug.name  # the first place the link is looked for
+    _plant(kind, hostile)
+    output = _list_verbose(stripped, "/nonexistent", tmp_path)
+    symbols = {entry["name"]: entry for entry in json.loads(output.split("\n", 1)[0])}
+    assert symbols["helper"]["source"] == "debuglink"  # found at the next place, .debug/
+    assert f"debug link {hostile} not used" in output and "not a regular file" in output
+
+
+@pytest.mark.parametrize("kind", _HOSTILE)
+def test_build_id_file_that_is_not_a_file_is_skipped(program: Path, tmp_path: Path,
+                                                     kind: str) -> None:
+    import json
+
+    stripped, _debug = split_debuglink(program, tmp_path / "bin")
+    build_id = build_id_of(stripped)
+    root = tmp_path / "root"
+    hostile = root / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"
+    _plant(kind, hostile)
+    output = _list_verbose(stripped, str(root), tmp_path)
+    symbols = {entry["name"]: entry for entry in json.loads(output.split("\n", 1)[0])}
+    assert symbols["helper"]["source"] == "debuglink"
+    assert f"build-id debug file {hostile} not used" in output
+    assert "not a regular file" in output
+
+
+def test_debuglink_of_another_build_is_logged(program: Path, tmp_path: Path) -> None:
+    stripped, debug = split_debuglink(program, tmp_path)
+    with debug.open("ab") as stream:
+        stream.write(b"\0")
+    output = _list_verbose(stripped, "/nonexistent", tmp_path, status=1)  # no functions left
+    assert f"debug link {debug} not used: its CRC-32" in output
+
+
+@pytest.mark.parametrize("kind", _HOSTILE)
+def test_dwarf_debug_file_that_is_not_a_file_is_skipped(program: Path, tmp_path: Path,
+                                                        kind: str) -> None:
+    import subprocess
+    import sys
+
+    stripped, debug = split_debuglink(program, tmp_path, ".debug")
+    _plant(kind, stripped.parent / debug.name)
+    code = ("import sys; from rawprobe._dwarf import open_debug_info; "
+            "info = open_debug_info(sys.argv[1], '/nonexistent'); print(info.source)")
+    result = subprocess.run([sys.executable, "-c", code, str(stripped)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "debuglink"

@@ -126,6 +126,25 @@ def test_damaged_caches_do_not_raise() -> None:
     assert parse_ld_cache(bytes(bogus)) == []
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-dev-zero"])
+def test_ld_cache_that_is_not_a_file_is_ignored(tmp_path: Path, kind: str) -> None:
+    # A container's /etc/ld.so.cache is its owner's choice: a FIFO blocked the open for ever,
+    # /dev/zero was read until memory ran out. Run in a subprocess, with a timeout.
+    (tmp_path / "etc").mkdir()
+    cache = tmp_path / "etc" / "ld.so.cache"
+    if kind == "fifo":
+        os.mkfifo(cache)
+    else:
+        cache.symlink_to("/dev/zero")
+    code = ("import sys; from rawprobe._symbols._ldcache import read_ld_cache; "
+            "print(read_ld_cache(sys.argv[1]))")
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
 def test_lookup_rules() -> None:
     entries = parse_ld_cache(new_format(PAIRS))
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from rawprobe import FetchArgError, UsageError
+from rawprobe._host.cpus import parse_cpu_list
+from rawprobe._host.perfbuf import PerfBuffer, buffer_size, split_perf_records
 from rawprobe._host.tracefs import kernel_error
 from rawprobe._plan.compile import compile_fetchargs
 from rawprobe._plan.events import RecordLayout
@@ -29,8 +31,7 @@ from rawprobe._tracefs import (
     render_probe,
 )
 from rawprobe._tracefs._decode import SampleDecoder
-from rawprobe._tracefs._perfbuf import PerfBuffer, buffer_size, parse_cpu_list, split_perf_records
-from rawprobe._tracefs._session import _event_names
+from rawprobe._tracefs._render import event_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -161,7 +162,7 @@ def test_event_names_are_unique_and_short_enough() -> None:
         compiled = compile_fetchargs(())
         return PlannedEvent(0, 0, "/x", "/x", 0, False, 0, (), RecordLayout(name, compiled))
 
-    names = _event_names([planned("a"), planned("a"), planned("b"), planned("a"),
+    names = event_names([planned("a"), planned("a"), planned("b"), planned("a"),
                           planned("x" * 80), planned("x" * 80)])
     assert names[:4] == ["a", "a_1", "b", "a_2"]
     assert all(len(n) < 64 for n in names) and names[4] != names[5]

@@ -34,16 +34,16 @@ def listing(target: str, pattern: str | None = None, *, json_output: bool = Fals
 def test_table_has_one_line_per_site() -> None:
     path = fixture_program("O2")
     lines = listing(str(path)).splitlines()
-    assert lines[0].split() == ["PROVIDER", "NAME", "FILE_OFFSET", "ADDRESS", "SEMAPHORE",
-                                "ARGUMENTS"]
+    assert lines[0].split() == ["PROVIDER", "NAME", "FILE_OFFSET", "ADDRESS",
+                                "SEMAPHORE_ADDRESS", "SEMAPHORE_FILE_OFFSET", "ARGUMENTS"]
     notes = readelf_notes(path)
     assert len(lines) == 1 + len(notes)
     for line, note in zip(lines[1:], notes, strict=True):
-        cells = line.split(None, 5)
+        cells = line.split(None, 6)
         assert cells[:2] == [note["Provider"], note["Name"]]
         assert int(cells[3], 16) == int(note["Location"], 16)
-        assert cells[4] == "-"
-        assert (cells[5] if len(cells) > 5 else "") == note["Arguments"]
+        assert cells[4:6] == ["-", "-"]
+        assert (cells[6] if len(cells) > 6 else "") == note["Arguments"]
     # columns line up: every row starts its NAME where the header does
     name_column = lines[0].index("NAME")
     assert all(line[name_column - 2 : name_column] == "  " for line in lines)
@@ -52,10 +52,15 @@ def test_table_has_one_line_per_site() -> None:
 def test_table_shows_semaphores_and_filters_by_glob() -> None:
     lines = listing(str(semaphore_program()), "tick").splitlines()
     assert len(lines) == 2
-    provider, name, _file_offset, _address, semaphore, arguments = lines[1].split(None, 5)
+    provider, name, _file_offset, _address, semaphore, semaphore_offset, arguments = (
+        lines[1].split(None, 6))
     assert (provider, name) == ("guarded", "tick")
-    assert arguments == readelf_notes(semaphore_program())[0]["Arguments"]
-    assert semaphore.startswith("0x") and int(semaphore, 16) > 0
+    note = readelf_notes(semaphore_program())[0]
+    assert arguments == note["Arguments"]
+    # The semaphore's address, as readelf prints it beside the probe's, and its file offset
+    # (what the kernel is handed) in a column of its own.
+    assert int(semaphore, 16) == int(note["Semaphore"], 16)
+    assert semaphore_offset.startswith("0x") and int(semaphore_offset, 16) > 0
     assert listing(str(fixture_program("O2")), "other:*").splitlines()[1].split()[:2] == [
         "other", "shared"]
 

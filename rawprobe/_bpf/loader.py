@@ -27,17 +27,22 @@ if TYPE_CHECKING:
 # Imported where they are used: the command line imports this module to start a preload, in
 # its first milliseconds; ctypes and libbpf are the preload thread's to import.
 
-__all__ = ["ALL_PROGRAMS", "FOLLOW_PROGRAMS", "SHRINKABLE", "LoadSpec", "expected_spec",
+__all__ = ["ALL_PROGRAMS", "FOLLOW_PROGRAMS", "KERNEL_PROGRAMS", "SHRINKABLE", "LoadSpec", "expected_spec",
            "load_object", "preload", "settings", "take"]
 
 FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
+KERNEL_PROGRAMS = ("rp_sys_enter", "rp_sys_exit", "rp_tracepoint")  # clang/kernel.bpf.c
 ALL_PROGRAMS = (
     *FOLLOW_PROGRAMS,
     "rp_empty",
     *(f"rp_{kind}{multi}{sleepable}" for kind in ("entry", "return")
       for multi in ("", "_multi") for sleepable in ("", "_sleepable")),
+    *KERNEL_PROGRAMS,
 )
-SHRINKABLE = ("aggregates", "starts", "stacks", "stack_pids", "followed")
+# Maps a run may not touch (each then gets one entry): per-CPU cells and stack slots cost more
+# to create at full size than loading the programs.
+SHRINKABLE = ("aggregates", "spans", "stacks", "stack_pids", "followed", "syscalls",
+              "sys_totals", "sys_totals_by_pid")
 
 
 class LoadSpec(Record):

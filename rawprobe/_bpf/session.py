@@ -1,6 +1,6 @@
 """The BPF backend: one loaded object, its maps filled with probe configurations, and the
-uprobes whose BPF programs write records into its ring buffer (implements
-:class:`rawprobe._plan.session.Session`)."""
+uprobes (and system call and tracepoint programs, :mod:`.kernel`) whose BPF programs write
+records into its ring buffer (implements :class:`rawprobe._plan.session.Session`)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,29 @@ import struct
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from .. import _log
 from .._errors import BpfObjectError, KernelFeatureError, SysCallError
+from .._host.privileges import perf_uprobes_allowed
 from .._plan import abi
 from .._plan.events import Batch
-from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._plan.session import (
+    AggregateCell,
+    Plan,
+    PlannedEvent,
+    ProbeCounters,
+    SyscallTotal,
+    TraceTarget,
+)
 from .._probe.defaults import DEFAULT_RING_SIZE
+from .._probe.fetchargs import Deref, FileOffset, Source
 from .._sys.bpf import link_create_uprobe_multi
 from .._sys.bpfobject import BpfObject
 from .._sys.features import UPROBE_MULTI
 from .._sys.libbpf import Libbpf
 from .._sys.uprobe import ENOTSUPP, UnplaceableProbeError, UprobeEvent, explain_uprobe_error
+from .kernel import KernelProbes
 from .loader import FOLLOW_PROGRAMS, SHRINKABLE, LoadSpec, load_object, settings, take
 from .records import Decoder, committed
 from .ringmap import RingMap
@@ -33,10 +44,17 @@ if TYPE_CHECKING:
 __all__ = ["BpfSession"]
 
 _KEY = struct.Struct("<I")
-_STATS = struct.Struct("<QQQ")
+_STATS = struct.Struct("<QQQQQ")  # struct rp_stats
+_AGG_VALUE = struct.Struct("<Qqqq")  # struct rp_agg_value
+_U64 = (1 << 64) - 1
 _FOLLOW_ARMED = 2  # FOLLOW_ARMED in rawprobe.bpf.c
+# Attached last, after a plan's own tracepoints: a tracepoint's programs run in the order they
+# were attached (kernel/tracepoint.c, func_add()), and a tp:sched:sched_process_exit probe
+# must see the process still followed.
+_FOLLOW_LAST = "rp_exit"
 _AGG_KEY_HEAD = struct.Struct("<Iiq")  # struct rp_agg_key up to its data
 _NPREDICATES = struct.Struct("<8xI")  # struct rp_probe.npredicates
+_ACTION = struct.Struct("<24xI")  # struct rp_probe.agg.action
 
 # ENOTSUPP (524, kernel-internal) and EINVAL: the kernel cannot place a uprobe on that
 # instruction (arch/x86/kernel/uprobes.c refuses some), or the offset is not an instruction.
@@ -47,12 +65,39 @@ _UNPLACEABLE_REASON = "the kernel cannot place a uprobe on the instruction at th
 _SMALL_BATCH = 4096
 _SETTLE_SECONDS = 0.0002
 
+# A system call's record is made when it returns and timed when it began: within a batch,
+# events are put in time order (an Event's first member is its time).
+_TIME = itemgetter(0)
+
 # A file's uprobes go on one uprobe_multi link from this many on (where the kernel has
 # them): removing a perf-event uprobe costs an RCU grace period (~0.1 s here) each, a
 # uprobe_multi link one for all its uprobes, so even a single probe goes on a link.
 MULTI_THRESHOLD = 1
 
 _Group = tuple[str, bool, str]  # (kernel path, return probes, program suffix)
+
+
+def _reads_file_offset(source: Source) -> bool:
+    return isinstance(source, FileOffset) or (isinstance(source, Deref) and
+                                              _reads_file_offset(source.inner))
+
+
+def _check_return_file_offsets(plan: Plan) -> None:
+    """A return probe reads ``@+OFFSET`` (a global of the probed file) from the probed
+    function's address, which its program gets from bpf_get_func_ip(): Linux 6.6 for uprobes,
+    the release that brought uprobe_multi links (one series: their presence says it is there).
+
+    Raises:
+        KernelFeatureError: The kernel is older.
+    """
+    if UPROBE_MULTI.available():
+        return
+    for event in plan.events:
+        if event.retprobe and any(_reads_file_offset(arg.source) for arg in event.fetchargs):
+            raise KernelFeatureError(
+                f"{event.layout.event}: a return probe that reads memory of the probed file "
+                "(@+OFFSET, a global variable) needs bpf_get_func_ip() in uprobe programs "
+                "(Linux 6.6); use --backend tracefs, or read it in an entry probe")
 
 
 class BpfSession:
@@ -84,16 +129,19 @@ class BpfSession:
     ) -> None:
         if ring_size < os.sysconf("SC_PAGE_SIZE") or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} is not a power of two of at least a page")
+        _check_return_file_offsets(plan)
         self._plan_events = list(plan.events)
+        self._kernel = KernelProbes(plan.events)
         self._aggregation = plan.aggregation
         self._decoder = Decoder(plan.layouts)
         self._busy = False
         self.follow_at_exec = False
-        self._command: CommandEvents | None = None
         if follow:
             from .follow import refusal  # tracefs and ptrace: only a run with a command
 
             why = refusal(len(self._plan_events))
+            if why is None and (self._kernel.syscalls or self._kernel.tracepoints):
+                why = "system calls and tracepoints are followed by the process-tree filter"
             if why is None:
                 self.follow_at_exec, multi = True, False
                 _log.info("following the command with uprobes of its own (tracefs uprobe "
@@ -113,6 +161,9 @@ class BpfSession:
         self.poll_interval: float | None = None  # the ring buffer wakes its reader itself
         if multi is None:
             multi = UPROBE_MULTI.available()
+        # Without the right to create uprobes through perf_event_open (CAP_SYS_ADMIN on kernels
+        # since the 2025 hardening), a uprobe_multi link carries even a file's only uprobe.
+        self._threshold = MULTI_THRESHOLD if perf_uprobes_allowed() else 1
         # Fall back step by step: without uprobe_multi links, then without sleepable programs.
         attempts = list(dict.fromkeys([(True, multi), (True, False), (False, False)]))
         for index, (sleepable, use_multi) in enumerate(attempts):
@@ -129,7 +180,7 @@ class BpfSession:
         obj = self._object
         try:
             if self._follow:
-                for name in FOLLOW_PROGRAMS:
+                for name in FOLLOW_PROGRAMS[:-1]:
                     self._links.append(int(obj.lib.program_attach(obj.program(name))))
             events = obj.map("events")
             self._ring = RingMap(events.fd, events.max_entries)
@@ -145,13 +196,19 @@ class BpfSession:
         keys = []
         sizes: dict[_Group, int] = {}
         for event in self._plan_events:
+            if event.kind != "uprobe":
+                keys.append(("", False, ""))
+                continue
             suffix = "_sleepable" if self.sleepable and event.reads_memory else ""
             key = (event.kernel_path, event.retprobe, suffix)
             sizes[key] = sizes.get(key, 0) + 1
             keys.append(key)
         programs: list[tuple[str, _Group | None]] = []
         for event, key in zip(self._plan_events, keys, strict=True):
-            multi = self.multi and sizes[key] >= MULTI_THRESHOLD
+            if event.kind != "uprobe":
+                programs.append(("", None))  # see KernelProbes
+                continue
+            multi = self.multi and sizes[key] >= self._threshold
             program = ("rp_return" if event.retprobe else "rp_entry") + (
                 "_multi" if multi else "") + key[2]
             programs.append((program, key if multi else None))
@@ -159,28 +216,38 @@ class BpfSession:
 
     def _load(self, configs: Sequence[bytes], ring_size: int) -> BpfObject:
         aggregation = self._aggregation
+        stacks = aggregation is not None and aggregation.stack
+        flags = [event.syscall_flags for event in self._kernel.syscalls]
+        by_pid = any(flag & abi.SysFlag.BY_PID for flag in flags)
         used = {
             "aggregates": aggregation is not None,
-            "starts": aggregation is not None and aggregation.hist is not None
-            and aggregation.hist.is_latency,
-            "stacks": aggregation is not None and aggregation.stack,
-            "stack_pids": aggregation is not None and aggregation.stack,
-            "followed": self._follow,
+            "spans": any(event.role for event in self._plan_events),
+            "stacks": stacks,
+            "stack_pids": stacks,
+            # The command's tree, or the -p processes of system calls and tracepoints.
+            "followed": self._follow or bool(self._kernel.programs()),
+            "syscalls": bool(flags),
+            "sys_totals": any(flag & abi.SysFlag.SUMMARY for flag in flags) and not by_pid,
+            "sys_totals_by_pid": by_pid,
         }
-        wanted = {program for program, _group in self._programs}
+        wanted = {program for program, _group in self._programs if program}
+        wanted.update(self._kernel.programs())
         if self._follow:
             wanted.update(FOLLOW_PROGRAMS)
         spec = LoadSpec(
             wanted, len(configs), len(self._plan_events), ring_size,
             [name for name in SHRINKABLE if not used[name]],
-            settings(follow=self._follow, aggregates=aggregation is not None,
+            settings(follow=self._follow,
+                     aggregates=any(_ACTION.unpack_from(config)[0] for config in configs),
                      filters=any(_NPREDICATES.unpack_from(config)[0] for config in configs)))
         obj = take(spec) or load_object(spec)
         try:
             self.cpus = int(obj.lib.num_possible_cpus())
+            _log.info("BPF programs loaded: %s", ", ".join(sorted(wanted)))
             probes = obj.map("probes")
             for config_id, config in enumerate(configs):
                 probes.update(_KEY.pack(config_id), config)
+            self._kernel.configure(obj)
         except BaseException:
             obj.close()
             raise
@@ -197,7 +264,7 @@ class BpfSession:
         self._object.map("followed").update(_KEY.pack(pid), bytes([_FOLLOW_ARMED]))
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe. One the kernel cannot place (an instruction it cannot probe)
+        """Plant every probe. A uprobe the kernel cannot place (an instruction it cannot probe)
         is left out and listed in :attr:`unplaced`; any other failure undoes everything."""
         if target.command_pid is not None and self.follow_at_exec:
             self._attach_command(target.command_pid)
@@ -210,6 +277,8 @@ class BpfSession:
         groups: dict[_Group, list[PlannedEvent]] = {}
         try:
             for event, (program, group) in zip(self._plan_events, self._programs, strict=True):
+                if event.kind != "uprobe":
+                    continue
                 if group is not None:
                     groups.setdefault(group, []).append(event)
                     continue
@@ -224,6 +293,14 @@ class BpfSession:
                 program_fd = int(self._object.lib.program_fd(self._object.program(name)))
                 for pid in target.pids or (0,):
                     self._attach_multi(program_fd, retprobe, members, pid)
+                    _log.info("%d %s on a uprobe_multi link (%s) in %s%s: %s", len(members),
+                              "uretprobes" if retprobe else "uprobes", name, members[0].path,
+                              f" for pid {pid}" if pid else "",
+                              ", ".join(f"{e.name} {e.file_offset:#x}" for e in members))
+            self._links += self._kernel.attach(self._object, target)
+            if self._follow:
+                last = self._object.program(_FOLLOW_LAST)
+                self._links.append(int(self._object.lib.program_attach(last)))
         except BaseException:
             self.detach()
             raise
@@ -299,6 +376,9 @@ class BpfSession:
         # The link now owns the perf event's descriptor; libbpf closes both on destroy.
         uprobe.detach()
         self._links.append(link)
+        _log.info("%s on a perf event: %s %s:%#x%s", "uretprobe" if event.retprobe else "uprobe",
+                  event.name, event.path, event.file_offset,
+                  f" for pid {pid}" if pid is not None else "")
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -326,6 +406,10 @@ class BpfSession:
             return []
         batches, consumed = self._decoder.batches(chunk)
         ring.consume(consumed)
+        if self._kernel.syscalls and (len(batches) > 1 or batches and batches[0].count > 1):
+            events = [event for batch in batches for event in batch.events()]
+            events.sort(key=_TIME)
+            return [Batch(None, events)]
         return batches
 
     def read_records(self, sink: Callable[[memoryview], object]) -> int:
@@ -338,22 +422,23 @@ class BpfSession:
         return size
 
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
-        """The ``aggregates`` map's cells, and a cell per plain count: its hit counter less
-        what its filter rejected (the program counts nothing else for it)."""
+        """The ``aggregates`` map's cells (per-CPU values merged: counts and sums added,
+        minimums and maximums compared where a CPU counted something), and a cell per plain
+        count: its hit counter less what its filter rejected (the program counts nothing else
+        for it)."""
         aggregates = self._object.map("aggregates")
         key_size = abi.AGG_KEY.sizeof()
-        value_size = 8 * self.cpus
+        value_size = _AGG_VALUE.size * self.cpus
         cells = []
         for key in aggregates.keys(key_size):
-            value = aggregates.get(key, value_size)
-            if reset:
-                aggregates.delete(key)
-            if value is None:
+            # Read and emptied in one step, so no hit falls between two intervals.
+            raw = aggregates.take(key, value_size) if reset else aggregates.get(key, value_size)
+            if raw is None:
                 continue
-            count = sum(struct.unpack(f"<{self.cpus}Q", value))
             event_id, stack_id, bucket = _AGG_KEY_HEAD.unpack_from(key)
+            signed = self._plan_events[event_id].value_signed
             cells.append(AggregateCell(event_id, stack_id, bucket, key[_AGG_KEY_HEAD.size:],
-                                       count))
+                                       *_merge(raw, self.cpus, signed)))
         counters = self.counters()
         for event in self._plan_events:
             if event.tally:
@@ -364,6 +449,20 @@ class BpfSession:
                     self._tally_taken[event.event_id] = total
                 cells.append(AggregateCell(event.event_id, -1, 0, b"", count))
         return cells
+
+    def open_spans(self) -> dict[int, int]:
+        """Per span id, the entries of the ``spans`` map (spans started, not yet ended)."""
+        if not any(event.role for event in self._plan_events):
+            return {}
+        spans = self._object.map("spans")
+        result: dict[int, int] = {}
+        for key in spans.keys(abi.SPAN_KEY.sizeof()):
+            span_id = _KEY.unpack_from(key)[0]
+            result[span_id] = result.get(span_id, 0) + 1
+        return result
+
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        return self._kernel.totals(self._object, self.cpus, reset)
 
     def stack(self, stack_id: int) -> tuple[int, ...]:
         raw = self._object.map("stacks").get(_KEY.pack(stack_id), abi.STACK_DEPTH * 8)
@@ -383,13 +482,8 @@ class BpfSession:
         size = _STATS.size
         for event_id in range(len(self._plan_events)):
             raw = stats.lookup(_KEY.pack(event_id), size * self.cpus)
-            hits = filtered = lost = 0
-            for cpu in range(self.cpus):
-                h, f, lo = _STATS.unpack_from(raw, cpu * size)
-                hits += h
-                filtered += f
-                lost += lo
-            result.append(ProbeCounters(hits, filtered, lost))
+            totals = [sum(column) for column in zip(*_STATS.iter_unpack(raw), strict=True)]
+            result.append(ProbeCounters(*totals))
         return result
 
     # -- the end -----------------------------------------------------------------------------
@@ -408,6 +502,28 @@ class BpfSession:
                 self._ring.close()
             if hasattr(self, "_object"):
                 self._object.close()
+
+
+def _merge(raw: bytes, cpus: int, signed: bool) -> tuple[int, int, int, int]:
+    """(count, sum, min, max) over the CPUs' ``struct rp_agg_value`` (a sum as the kernel's
+    64-bit addition leaves it; min and max compared as the program compared them)."""
+    count = total = 0
+    low: int | None = None
+    high: int | None = None
+    for cpu in range(cpus):
+        n, cpu_sum, cpu_min, cpu_max = _AGG_VALUE.unpack_from(raw, cpu * _AGG_VALUE.size)
+        if not n:
+            continue
+        if not signed:
+            cpu_min, cpu_max = cpu_min & _U64, cpu_max & _U64
+        count += n
+        total += cpu_sum
+        low = cpu_min if low is None else min(low, cpu_min)
+        high = cpu_max if high is None else max(high, cpu_max)
+    total &= _U64
+    if signed and total >> 63:
+        total -= 1 << 64
+    return count, total, low or 0, high or 0
 
 
 def _destroy_links(lib: Libbpf, links: list[int], link_fds: list[int],

@@ -50,9 +50,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
-from ._arch import dwarf_arch
-from ._elf import ElfFile, locate_debug_file
+from .._errors import RawprobeError, TargetNotFoundError
+from .._symbols import TargetChangedError
+from .._symbols._debuginfo import debug_roots
+from .._symbols._index import ABSENT_KEY, FileKey, current_key, file_key
+from .._symbols.elf import read_elf
+from .._sys.arch import ARCH
+from ._compile import MAX_DEREFERENCES
+from ._elf import locate_debug_file
 from ._errors import (
     DwarfError,
     ExpressionSyntaxError,
@@ -64,7 +71,7 @@ from ._errors import (
     VariableNotFoundError,
 )
 from ._expr import VariableExpression, is_variable_expression, parse_expression, reads_locals
-from ._info import MAX_DEREFERENCES, DebugInfo
+from ._info import DebugInfo
 from ._model import CompiledVariable, FunctionInstance, LineAddress, SourceLine, Variable
 
 __all__ = [
@@ -93,96 +100,132 @@ __all__ = [
 ]
 
 _CACHE_SIZE = 16
-_cache: OrderedDict[tuple[object, ...], DebugInfo | None] = OrderedDict()
+
+
+class _Entry:
+    """A cached answer: the debug information (or None), the debug files searched, and the
+    identity of the debug file it was read from (a changed debug file is read again)."""
+
+    __slots__ = ("debug_key", "info", "searched")
+
+    def __init__(self, info: DebugInfo | None, searched: tuple[str, ...],
+                 debug_key: FileKey | None) -> None:
+        self.info = info
+        self.searched = searched
+        self.debug_key = debug_key
+
+    def valid(self) -> bool:
+        return self.info is None or self.debug_key is None or \
+            current_key(self.info.debug_path) == self.debug_key
+
+
+_cache: OrderedDict[tuple[object, ...], _Entry] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _identity(path: str) -> tuple[int, int, int, int]:
-    """(device, inode, size, mtime in ns): a file's identity, as the symbol cache keys it."""
-    info = os.stat(path)
-    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
-
-
-def open_debug_info(path: str, debug_root: str | list[str] | None = None) -> DebugInfo | None:
+def open_debug_info(
+    path: str,
+    debug_root: str | Sequence[str] | None = None,
+    *,
+    expect_key: FileKey | None = None,
+) -> DebugInfo | None:
     """The DWARF of a file: its own, or its separate debug file's (build-id, then
     ``.gnu_debuglink``).
 
-    Results are kept in memory, keyed by the file's identity (device, inode, size, mtime), so a
-    second call costs a ``stat``; a file that changes is read again.
+    Files are read once per process: results are kept in memory, keyed by the file's identity
+    (device, inode, size, mtime, ctime, as the symbol cache keys files) and checked against the
+    separate debug file's, so a second call costs a ``stat`` or two, and a file that changes is
+    read again.
 
     Args:
         path: The probed program or library.
         debug_root: Directories holding separate debug files (None: ``$RAWPROBE_DEBUG_ROOT``,
             else ``/usr/lib/debug``), a colon-separated string or a list.
+        expect_key: The identity of a file the caller opened at ``path``
+            (:attr:`rawprobe._host.files.TargetFile.key`): the answer must describe that very
+            file.
 
     Returns:
-        The debug information, or None when neither the file nor a debug file for it has DWARF,
-        or rawprobe has no DWARF register table for the file's machine.
+        The debug information, or None when neither the file nor a debug file for it has DWARF.
 
     Raises:
         TargetNotFoundError: The file cannot be opened.
-        NotElfError: It is not an ELF file.
+        NotElfError: It is not an ELF file rawprobe can probe.
+        TargetChangedError: ``path`` is no longer the file ``expect_key`` describes.
+        DwarfError: Its debug information is damaged.
     """
-    from .._errors import NotElfError, TargetNotFoundError
+    return _open(path, debug_root, expect_key).info
 
-    try:
-        identity = _identity(path)
-    except FileNotFoundError:
-        raise TargetNotFoundError(f"{path}: no such file") from None
-    except OSError as error:
-        raise TargetNotFoundError(f"{path}: {(error.strerror or 'cannot stat').lower()}") from None
-    roots = debug_root if debug_root is None or isinstance(debug_root, str) else \
-        tuple(debug_root)
-    key = (os.path.abspath(path), identity, roots if roots is not None
-           else os.environ.get("RAWPROBE_DEBUG_ROOT"))
+
+def _open(
+    path: str, debug_root: str | Sequence[str] | None, expect_key: FileKey | None
+) -> _Entry:
+    path = os.path.abspath(path)
+    key = current_key(path)
+    if key == ABSENT_KEY:
+        raise TargetNotFoundError(f"{path}: no such file, or it cannot be read")
+    if expect_key is not None and key != expect_key:
+        raise TargetChangedError(path)
+    roots = debug_roots(debug_root)
+    cache_key = (path, key, roots)
     with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    try:
-        target = ElfFile(path)
-    except (TargetNotFoundError, NotElfError):
-        raise
-    except Exception as error:  # pyelftools: not ELF, or damaged
-        raise NotElfError(f"{path}: not an ELF file rawprobe can read ({error})") from None
+        entry = _cache.get(cache_key)
+        if entry is not None and entry.valid():
+            _cache.move_to_end(cache_key)
+            return entry
+    target = read_elf(path)
     info: DebugInfo | None = None
     try:
-        arch = dwarf_arch(target.machine)
-        if arch is not None:
-            debug, source, _ = locate_debug_file(
-                target, list(debug_root) if isinstance(debug_root, tuple | list) else debug_root)
-            if debug is not None:
-                info = DebugInfo(target, debug, source, arch)
+        if file_key(os.fstat(target.stream.fileno())) != key:
+            raise TargetChangedError(path)
+        debug, source, searched = locate_debug_file(target, list(roots))
+        debug_key = None if debug is None or debug is target else \
+            file_key(os.fstat(debug.stream.fileno()))
+        if debug is not None:
+            info = DebugInfo(target, debug, source, ARCH)
+    except RawprobeError:
+        target.close()
+        raise
     except Exception as error:  # damaged DWARF must not end in a traceback
         target.close()
         raise DwarfError(f"{path}: its debug information cannot be read ({error})") from None
     if info is None:
         target.close()
+    entry = _Entry(info, tuple(searched), debug_key)
     with _cache_lock:
-        _cache[key] = info
+        old_entry = _cache.pop(cache_key, None)
+        _cache[cache_key] = entry
         while len(_cache) > _CACHE_SIZE:
-            _, old = _cache.popitem(last=False)
-            if old is not None:
-                old.close()
-    return info
+            _, evicted = _cache.popitem(last=False)
+            if evicted.info is not None:
+                evicted.info.close()
+    if old_entry is not None and old_entry.info is not None:
+        old_entry.info.close()
+    return entry
 
 
-def require_debug_info(path: str, debug_root: str | list[str] | None = None) -> DebugInfo:
+def require_debug_info(
+    path: str,
+    debug_root: str | Sequence[str] | None = None,
+    *,
+    expect_key: FileKey | None = None,
+) -> DebugInfo:
     """:func:`open_debug_info`, raising when there is none.
 
     Raises:
-        NoDebugInfoError: Neither the file nor a separate debug file has DWARF.
+        NoDebugInfoError: Neither the file nor a separate debug file has DWARF (the message
+            names the debug files looked for).
     """
-    info = open_debug_info(path, debug_root)
-    if info is None:
-        raise NoDebugInfoError(path)
-    return info
+    entry = _open(path, debug_root, expect_key)
+    if entry.info is None:
+        raise NoDebugInfoError(path, entry.searched)
+    return entry.info
 
 
 def clear_cache() -> None:
     """Forget every file read (and close them)."""
     with _cache_lock:
-        for info in _cache.values():
-            if info is not None:
-                info.close()
+        for entry in _cache.values():
+            if entry.info is not None:
+                entry.info.close()
         _cache.clear()

@@ -1,4 +1,5 @@
-"""The ELF facts the DWARF reader needs: where the debug information is, and how addresses map.
+"""The ELF facts the DWARF reader needs, read through rawprobe's one ELF reader
+(:mod:`rawprobe._symbols.elf`): where the debug information is, and how addresses map.
 
 - Which file holds the DWARF: the file itself when it has ``.debug_info``, else a separate debug
   file found by build-id (``/usr/lib/debug/.build-id/xx/yyyy.debug``, the note must match) or by
@@ -14,25 +15,31 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO
 
-from .._host.files import open_target
 from .._symbols._debuginfo import (
     build_id_candidates,
     debug_roots,
     debuglink_candidates,
     file_crc32,
 )
+from .._symbols.elf import ElfReader, c_string, read_elf
+from ._errors import DwarfError
 
-__all__ = ["ElfFile", "LoadSegment", "locate_debug_file"]
+__all__ = [
+    "MAX_SECTION_SIZE",
+    "LoadSegment",
+    "check_compressed_sections",
+    "has_section",
+    "load_segments",
+    "locate_debug_file",
+    "symbols",
+]
 
-_PT_LOAD = 1
 _PF_X = 1
-_SHT_NOBITS = 8
-_SHT_SYMTAB, _SHT_DYNSYM = 2, 11
-_SYM64 = struct.Struct("<IBBHQQ")  # Elf64_Sym: st_name, st_info, st_other, st_shndx, value, size
 _STT_OBJECT, _STT_FUNC, _STT_TLS, _STT_GNU_IFUNC = 1, 2, 6, 10
+_SYMBOL_KINDS = (_STT_OBJECT, _STT_FUNC, _STT_TLS, _STT_GNU_IFUNC)
 
 
 @dataclass(frozen=True)
@@ -49,130 +56,145 @@ class LoadSegment:
         return self.vaddr <= address < self.vaddr + self.memsz
 
 
-class ElfFile:
-    """An open ELF file read with pyelftools; ``close()`` it (or use ``with``).
+def has_section(reader: ElfReader, name: str) -> bool:
+    """Whether a section of that name holds data (not ``SHT_NOBITS``)."""
+    section = reader.section(name)
+    return section is not None and section["sh_type"] != "SHT_NOBITS" and \
+        section["sh_size"] > 0
 
-    Args:
-        path: The file.
+
+# The most a debug section may inflate to. The DWARF reader holds each section it reads in
+# memory whole, so a compressed section is measured (inflated and thrown away, a chunk at a
+# time) before it is read: a debug file found by name must not exhaust rawprobe's memory.
+MAX_SECTION_SIZE = 1 << 30
+_SHF_COMPRESSED = 1 << 11
+_ELFCOMPRESS_ZLIB = 1
+_CHDR = struct.Struct("<IIQQ")  # Elf64_Chdr: ch_type, ch_reserved, ch_size, ch_addralign
+_ZDEBUG = struct.Struct(">4sQ")  # .zdebug_*: "ZLIB", then the inflated size, big-endian
+_CHUNK = 1 << 20
+
+
+def check_compressed_sections(reader: ElfReader) -> None:
+    """Refuse a file whose compressed debug sections would inflate past
+    :data:`MAX_SECTION_SIZE`, or past the size they declare, before the DWARF reader inflates
+    them whole.
 
     Raises:
-        TargetNotFoundError: It cannot be opened.
-        NotElfError: A directory (other non-ELF files raise pyelftools' ``ELFError``).
+        DwarfError: A section is compressed in a way rawprobe does not read, or too large.
     """
+    for section in reader.sections:
+        name = section.name
+        if not name.startswith((".debug_", ".zdebug_")) or section["sh_type"] == "SHT_NOBITS":
+            continue
+        offset, size = section["sh_offset"], section["sh_size"]
+        if section["sh_flags"] & _SHF_COMPRESSED:
+            head = _read_at(reader, offset, _CHDR.size)
+            kind, _reserved, declared, _align = _CHDR.unpack(head)
+            if kind != _ELFCOMPRESS_ZLIB:
+                raise DwarfError(f"{reader.path}: section {name} is compressed with a method "
+                                 f"rawprobe does not read (ch_type {kind}); decompress it with "
+                                 "'objcopy --decompress-debug-sections'")
+            start = _CHDR.size
+        elif name.startswith(".zdebug_"):
+            magic, declared = _ZDEBUG.unpack(_read_at(reader, offset, _ZDEBUG.size))
+            if magic != b"ZLIB":
+                raise DwarfError(f"{reader.path}: section {name} is not zlib-compressed")
+            start = _ZDEBUG.size
+        else:
+            continue
+        if declared > MAX_SECTION_SIZE:
+            raise DwarfError(f"{reader.path}: section {name} inflates to {declared >> 20} MiB, "
+                             f"more than rawprobe reads ({MAX_SECTION_SIZE >> 20} MiB)")
+        _measure(reader, name, offset + start, size - start, declared)
 
-    def __init__(self, path: str) -> None:
-        from elftools.elf.elffile import ELFFile
 
-        self.path = path
-        self.stream: BinaryIO
-        self.stream, self.size = open_target(path)
-        try:
-            self.elf: Any = ELFFile(self.stream)
-        except BaseException:
-            self.stream.close()
-            raise
-        self._symbols: dict[str, list[tuple[int, int]]] | None = None
+def _read_at(reader: ElfReader, offset: int, size: int) -> bytes:
+    reader.stream.seek(offset)
+    data = reader.stream.read(size)
+    if len(data) != size:
+        raise DwarfError(f"{reader.path}: a compressed debug section lies past the end of the "
+                         "file (truncated or damaged)")
+    return data
 
-    def close(self) -> None:
-        """Close the file."""
-        self.stream.close()
 
-    def __enter__(self) -> ElfFile:
-        return self
+def _measure(reader: ElfReader, name: str, offset: int, size: int, declared: int) -> None:
+    """Inflate ``size`` bytes at ``offset`` a chunk at a time, keeping nothing, and fail as soon
+    as more than ``declared`` bytes come out."""
+    inflater = zlib.decompressobj()
+    produced = 0
+    reader.stream.seek(offset)
+    remaining = max(size, 0)
+    try:
+        while remaining and not inflater.eof:
+            pending = reader.stream.read(min(_CHUNK, remaining))
+            if not pending:
+                break
+            remaining -= len(pending)
+            while pending and produced <= declared:
+                # max_length: at most one byte past what the section declares
+                produced += len(inflater.decompress(pending, declared + 1 - produced))
+                pending = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise DwarfError(f"{reader.path}: section {name} cannot be inflated ({error})") from None
+    if produced > declared:
+        raise DwarfError(f"{reader.path}: section {name} inflates past the {declared} bytes it "
+                         "declares (damaged, or built to exhaust memory)")
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
-    @property
-    def machine(self) -> int:
-        """``e_machine`` as a number."""
-        from elftools.elf.enums import ENUM_E_MACHINE
+def _debuglink(reader: ElfReader) -> tuple[str, int] | None:
+    """``.gnu_debuglink``: the debug file's name and the CRC-32 of its content."""
+    section = reader.section(".gnu_debuglink")
+    if section is None:
+        return None
+    data = reader.section_bytes(section)
+    end = data.find(b"\0")
+    if end <= 0:
+        return None
+    crc_at = (end + 4) & ~3
+    if len(data) < crc_at + 4:
+        return None
+    (crc,) = struct.unpack_from("<I", data, crc_at)
+    return data[:end].decode("utf-8", "replace"), crc
 
-        value = self.elf.header["e_machine"]
-        return int(ENUM_E_MACHINE.get(value, value)) if isinstance(value, str) else int(value)
 
-    def has_section(self, name: str) -> bool:
-        """Whether a section of that name holds data (not ``SHT_NOBITS``)."""
-        section = self.elf.get_section_by_name(name)
-        return section is not None and section["sh_type"] != "SHT_NOBITS" and \
-            section["sh_size"] > 0
+def load_segments(reader: ElfReader) -> list[LoadSegment]:
+    """The ``PT_LOAD`` segments."""
+    return [LoadSegment(vaddr, memsz, offset, bool(flags & _PF_X))
+            for vaddr, memsz, offset, _, flags in reader.load_segments()]
 
-    def has_dwarf(self) -> bool:
-        """Whether the file has its own DWARF debug information."""
-        return self.has_section(".debug_info")
 
-    def build_id(self) -> str:
-        """The ``NT_GNU_BUILD_ID`` note in lowercase hex, or ""."""
-        for section in self.elf.iter_sections():
-            if section["sh_type"] != "SHT_NOTE":
+def symbols(reader: ElfReader) -> dict[str, list[tuple[int, int]]]:
+    """Defined function and data symbols by name: (value, ``STT_*`` type) pairs, from
+    ``.symtab`` and ``.dynsym``."""
+    table: dict[str, list[tuple[int, int]]] = {}
+    for symbol_table in reader.symbol_tables():
+        strings = symbol_table.strings
+        for name_at, info, _, shndx, value, _ in symbol_table.entries:
+            kind = info & 0xF
+            if shndx == 0 or kind not in _SYMBOL_KINDS:
                 continue
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                    return str(note["n_desc"])
-        return ""
-
-    def debuglink(self) -> tuple[str, int] | None:
-        """``.gnu_debuglink``: the debug file's name and the CRC-32 of its content."""
-        section = self.elf.get_section_by_name(".gnu_debuglink")
-        if section is None:
-            return None
-        data = section.data()
-        end = data.find(b"\0")
-        if end <= 0:
-            return None
-        crc_at = (end + 4) & ~3
-        if len(data) < crc_at + 4:
-            return None
-        (crc,) = struct.unpack_from("<I", data, crc_at)
-        return data[:end].decode("utf-8", "replace"), crc
-
-    def load_segments(self) -> list[LoadSegment]:
-        """The ``PT_LOAD`` segments."""
-        return [
-            LoadSegment(segment["p_vaddr"], segment["p_memsz"], segment["p_offset"],
-                        bool(segment["p_flags"] & _PF_X))
-            for segment in self.elf.iter_segments() if segment["p_type"] == "PT_LOAD"
-        ]
-
-    def symbols(self) -> dict[str, list[tuple[int, int]]]:
-        """Defined function and data symbols by name: (value, ``STT_*`` type) pairs, from
-        ``.symtab`` and ``.dynsym``. Entries are decoded with :mod:`struct`, not one pyelftools
-        object each: libc's debug file has tens of thousands."""
-        if self._symbols is None:
-            table: dict[str, list[tuple[int, int]]] = {}
-            for section in self.elf.iter_sections():
-                if section["sh_type"] not in ("SHT_SYMTAB", "SHT_DYNSYM") or \
-                        section["sh_entsize"] != _SYM64.size:
-                    continue
-                strings = self.elf.get_section(section["sh_link"]).data()
-                data = section.data()
-                for entry_at in range(_SYM64.size, len(data) - _SYM64.size + 1, _SYM64.size):
-                    name_at, info, _, shndx, value, _ = _SYM64.unpack_from(data, entry_at)
-                    kind = info & 0xF
-                    if shndx == 0 or kind not in (_STT_OBJECT, _STT_FUNC, _STT_TLS, _STT_GNU_IFUNC):
-                        continue
-                    end = strings.find(b"\0", name_at)
-                    name = strings[name_at:end].decode("utf-8", "replace").split("@", 1)[0]
-                    entry = (value, kind)
-                    entries = table.setdefault(name, [])
-                    if entry not in entries:
-                        entries.append(entry)
-            self._symbols = table
-        return self._symbols
+            name = c_string(strings, name_at).split("@", 1)[0]
+            entries = table.setdefault(name, [])
+            if (value, kind) not in entries:
+                entries.append((value, kind))
+    return table
 
 
-def _matching_debug_file(candidate: str, build_id: str, crc: int | None) -> ElfFile | None:
+def _matching_debug_file(candidate: str, build_id: str, crc: int | None) -> ElfReader | None:
     """``candidate`` opened, when it exists, has DWARF and matches the build-id or CRC."""
     if not os.path.isfile(candidate):
         return None
-    if crc is not None and file_crc32(candidate) != crc:
-        return None
     try:
-        debug = ElfFile(candidate)
+        # file_crc32 and read_elf open regular files only, without blocking: the name comes
+        # from the ELF file, and a FIFO or a device may have replaced the file since isfile.
+        if crc is not None and file_crc32(candidate) != crc:
+            return None
+        debug = read_elf(candidate)
     except Exception:  # an unreadable candidate is just not the one
         return None
     try:
-        if debug.has_dwarf() and (not build_id or debug.build_id() in ("", build_id)):
+        if has_section(debug, ".debug_info") and \
+                (not build_id or debug.build_id() in ("", build_id)):
             return debug
     except Exception:  # nor is one whose headers are damaged
         pass
@@ -181,8 +203,8 @@ def _matching_debug_file(candidate: str, build_id: str, crc: int | None) -> ElfF
 
 
 def locate_debug_file(
-    target: ElfFile, roots: str | list[str] | None = None
-) -> tuple[ElfFile, str, list[str]]:
+    target: ElfReader, roots: str | list[str] | None = None
+) -> tuple[ElfReader | None, str, list[str]]:
     """The file holding ``target``'s DWARF, and how it was found.
 
     Args:
@@ -190,11 +212,11 @@ def locate_debug_file(
         roots: Global debug directories (None: ``$RAWPROBE_DEBUG_ROOT`` or ``/usr/lib/debug``).
 
     Returns:
-        (the file — ``target`` itself when it has DWARF, else a separate debug file opened here —,
-        the source: ``self``, ``build-id`` or ``debuglink``, the paths searched). When nothing is
-        found the first item is None.
+        (the file — ``target`` itself when it has DWARF, else a separate debug file opened here,
+        or None when there is none —, the source: ``self``, ``build-id`` or ``debuglink``, the
+        paths searched).
     """
-    if target.has_dwarf():
+    if has_section(target, ".debug_info"):
         return target, "self", []
     searched: list[str] = []
     search_roots = debug_roots(roots)
@@ -205,7 +227,7 @@ def locate_debug_file(
             found = _matching_debug_file(candidate, build_id, None)
             if found is not None:
                 return found, "build-id", searched
-    link = target.debuglink()
+    link = _debuglink(target)
     if link is not None:
         name, crc = link
         for candidate in debuglink_candidates(target.path, name, search_roots):
@@ -213,4 +235,4 @@ def locate_debug_file(
             found = _matching_debug_file(candidate, build_id, crc)
             if found is not None:
                 return found, "debuglink", searched
-    return None, "", searched  # type: ignore[return-value]
+    return None, "", searched

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._probe.fetchargs import MAX_ARRAY_LEN
 from ._errors import TypeMismatchError
 
 __all__ = [
-    "MAX_ARRAY_LEN",
     "BitField",
     "MemberInfo",
     "array_count",
@@ -29,8 +29,6 @@ __all__ = [
     "strip_typedefs",
     "type_of",
 ]
-
-MAX_ARRAY_LEN = 64  # kernel/trace/trace_probe.h: MAX_ARRAY_LEN
 
 _QUALIFIERS = frozenset({
     "DW_TAG_const_type", "DW_TAG_volatile_type", "DW_TAG_restrict_type",
@@ -180,6 +178,12 @@ def c_type_name(type_die: Any | None, depth: int = 0) -> str:
         inner_text = c_type_name(inner, depth + 1)
         if inner is not None and inner.tag in _POINTERS:
             return f"{inner_text} {word}"
+        if inner is not None and inner.tag == "DW_TAG_array_type":
+            # C has no qualified array: the qualifier is its elements' (a const char[4] is
+            # described as const (char const [4]) by gcc), said once.
+            element = inner_text.split(" [", 1)[0].split()
+            if set(word.split()) <= set(element):
+                return inner_text
         return f"{word} {inner_text}"
     if tag in _POINTERS:
         inner = type_of(type_die)

@@ -11,9 +11,10 @@ from .._errors import NotElfError, TargetNotFoundError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import BinaryIO
 
-__all__ = ["TargetFile", "open_target", "stat_target"]
+__all__ = ["TargetFile", "open_target", "read_regular_file", "regular_file_chunks", "stat_target"]
 
 
 def stat_target(path: str) -> os.stat_result:
@@ -74,6 +75,43 @@ def _open_readonly(path: str) -> int:
     if not raise_descriptor_limit():
         raise out_of_descriptors(path)
     return _open_readonly(path)
+def regular_file_chunks(path: str, chunk_size: int = 1 << 20,
+                        max_size: int | None = None) -> Iterator[bytes]:
+    """The bytes of the regular file ``path``, in chunks, up to the size it had when opened.
+
+    Opened as :func:`open_target` opens (a FIFO, a device or a symbolic link to one is refused
+    without blocking), and read no further than the size ``fstat`` gave: a file of ``/proc`` or
+    ``/sys`` that claims size 0 yields nothing rather than whatever it would produce.
+
+    Raises:
+        TargetNotFoundError: No such file, or it cannot be read.
+        NotElfError: Not a regular file, or larger than ``max_size`` bytes.
+    """
+    stream, size = open_target(path)
+    with stream:
+        if max_size is not None and size > max_size:
+            raise NotElfError(f"{path}: {size} bytes, more than the {max_size} expected")
+        position = 0
+        while position < size:
+            try:
+                chunk = stream.read(min(chunk_size, size - position))
+            except OSError as error:
+                raise TargetNotFoundError(
+                    f"{path}: {(error.strerror or 'cannot read').lower()}") from None
+            if not chunk:
+                return
+            position += len(chunk)
+            yield chunk
+
+
+def read_regular_file(path: str, max_size: int) -> bytes:
+    """All of the regular file ``path``, read as :func:`regular_file_chunks` reads it.
+
+    Raises:
+        TargetNotFoundError: No such file, or it cannot be read.
+        NotElfError: Not a regular file, or larger than ``max_size`` bytes.
+    """
+    return b"".join(regular_file_chunks(path, max_size=max_size))
 
 
 class TargetFile:

@@ -15,10 +15,12 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import time
 import weakref
 from collections.abc import Sequence
 
+from .. import _log
 from .._errors import KernelFeatureError, PrivilegeError, SysCallError, UsageError
 from .._values import Record
 
@@ -31,9 +33,6 @@ __all__ = [
     "parse_definition",
     "parse_definitions",
 ]
-
-# Where tracefs is mounted: its own mount point (Linux 4.1+), or inside debugfs on older set-ups.
-TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 # kernel/trace/trace_uprobe.c, trace_uprobe_show(): "%c:%s/%s %s:0x%0*lx" then "(0x%lx)" for a
 # reference counter, then " name=fetcharg" for each argument.
@@ -124,16 +123,35 @@ def kernel_error(error_log: str, command: str) -> str | None:
     return found
 
 
+# Where tracefs is mounted: its own mount point (Linux 4.1+), or inside debugfs on older set-ups.
+TRACEFS_MOUNTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
 def find_tracefs() -> str:
     """Where tracefs is mounted (the directory holding ``uprobe_events``).
 
     Raises:
+        PrivilegeError: It is mounted, but this process may not look inside (tracefs is
+            mounted mode 0700 by default: root only).
         KernelFeatureError: Not mounted, or the kernel lacks CONFIG_UPROBE_EVENTS (the message
             says how to mount it).
     """
     for root in TRACEFS_MOUNTS:
-        if os.path.exists(os.path.join(root, "uprobe_events")):
+        try:
+            os.stat(os.path.join(root, "uprobe_events"))
             return root
+        except PermissionError:
+            # Only a mounted tracefs refuses: the empty directory sysfs keeps for the mount
+            # point is open to everyone.
+            try:
+                mode = f" (mode {stat.S_IMODE(os.stat(root).st_mode):04o})"
+            except OSError:
+                mode = ""
+            raise PrivilegeError(
+                f"tracefs is mounted at {root}{mode}, but this user may not read it: run "
+                "rawprobe as root", capability="CAP_DAC_OVERRIDE") from None
+        except OSError:
+            continue
     if os.path.isdir(TRACEFS_MOUNTS[0]) and os.path.exists(
         os.path.join(TRACEFS_MOUNTS[0], "events")
     ):
@@ -195,6 +213,7 @@ class Tracefs:
         """
         try:
             self._write("uprobe_events", line)
+            _log.info("uprobe_events: %s", line)
         except PermissionError:
             raise PrivilegeError(
                 f"not allowed to write {self.path('uprobe_events')}: the tracefs backend needs "

@@ -9,6 +9,12 @@ JSON (one object per line): ``ts_ns`` (nanoseconds since the epoch), ``pid``, ``
 ``comm``, ``event``, ``args`` (name → value: integers as numbers, ``x`` types as ``"0x…"``
 strings, strings as strings, arrays as lists, unreadable values as ``null``), plus ``faults``
 (names of the unreadable fields) and ``truncated`` (strings cut at --string-size) when not empty.
+
+A system call (``sys:``) is written as strace writes it, after the same time, comm and pid/tid:
+``openat(AT_FDCWD, "/etc/hostname", O_RDONLY|O_CLOEXEC) = 3 <0.000012>`` (buffers cut at 32
+bytes, as strace's default ``-s``); in JSON its ``args`` are named as the kernel names them
+(flags by name, paths and buffers as text, :func:`rawprobe._syscalls.syscall_record`), with
+``ret``, ``errno`` and ``duration_ns`` beside them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
+    from .._plan.kernel import SyscallLayout
     from .._probe.argtype import ArgType
 
 __all__ = ["EventFormatter", "WallClock"]
@@ -187,6 +194,8 @@ def _row_format(layout: RecordLayout, as_json: bool) -> str | None:
     """See :meth:`EventFormatter._row_format`: text ``HH:MM:SS.uuuuuu COMM PID/TID EVENT:
     name=value ...`` from (hms, µs, comm, pid, tid, values...); JSON from (epoch ns, pid,
     tid, cpu, comm literal, values...)."""
+    if not layout.fast_path:
+        return None
     parts = []
     for field in layout.fields:
         if field.offset < 0 or field.type.kind != "int" or field.type.count is not None:
@@ -231,8 +240,8 @@ class EventFormatter:
     def _fast_for(self, layout: RecordLayout, as_json: bool) -> Callable[[Any], str] | None:
         key = (id(layout), as_json)
         if key not in self._fast:
-            self._fast[key] = None if layout.has_stack else _fast_formatter(
-                layout, as_json, self._namespaces[as_json])
+            self._fast[key] = None if layout.has_stack or not layout.fast_path \
+                else _fast_formatter(layout, as_json, self._namespaces[as_json])
         return self._fast[key]
 
     def lines(self, events: Sequence[Event], as_json: bool) -> str:
@@ -342,9 +351,15 @@ class EventFormatter:
     def text_general(self, event: Event) -> str:
         """:meth:`text` without the generated fast path (any event, any layout)."""
         layout = event.layout
-        parts = [
-            f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid} {layout.event}:"
-        ]
+        head = f"{self.clock.text(event.ts_ns)} {event.comm} {event.pid}/{event.tid}"
+        if not layout.fast_path:
+            from .._plan.kernel import SyscallLayout
+            from .._syscalls import format_syscall
+
+            if isinstance(layout, SyscallLayout):
+                args, ret, duration = layout.call(event)
+                return f"{head} {format_syscall(layout.syscall, args, ret, duration)}"
+        parts = [f"{head} {layout.event}:"]
         cut = _truncated_names(layout, event.truncated) if event.truncated else ()
         values = self._symbolized(event) if layout.has_symbols else event.values
         for name, value, formatter in zip(layout.names, values,
@@ -367,15 +382,38 @@ class EventFormatter:
                 return fast(event)
         return self.json_general(event)
 
-    def json_general(self, event: Event) -> str:
-        """:meth:`json` without the generated fast path (any event, any layout)."""
+    def json_args(self, event: Event) -> dict[str, Any]:
+        """The event's fields as ``--json`` writes them in ``args``: name → value, integers as
+        numbers, ``x`` types as ``"0x…"`` strings, arrays as lists, unreadable values as None
+        (the one place other writers, such as trace events, take them from)."""
         layout = event.layout
+        if not layout.fast_path:
+            from .._plan.kernel import SyscallLayout
+            from .._syscalls import syscall_record
+
+            if isinstance(layout, SyscallLayout):
+                args, ret, duration = layout.call(event)
+                result: dict[str, Any] = syscall_record(layout.syscall, args, ret,
+                                                        duration)["args"]
+                return result
         values = self._symbolized(event) if layout.has_symbols else event.values
-        args = {
+        return {
             name: formatter(value)
             for name, value, formatter in zip(layout.names, values,
                                               self._json_formatters(layout), strict=True)
         }
+
+    def json_general(self, event: Event) -> str:
+        """:meth:`json` without the generated fast path (any event, any layout)."""
+        import json
+
+        layout = event.layout
+        if not layout.fast_path:
+            from .._plan.kernel import SyscallLayout
+
+            if isinstance(layout, SyscallLayout):
+                return json.dumps(self._syscall_object(event, layout), separators=(",", ":"),
+                                  ensure_ascii=False)
         obj: dict[str, Any] = {
             "ts_ns": self.clock.epoch_ns(event.ts_ns),
             "pid": event.pid,
@@ -383,7 +421,7 @@ class EventFormatter:
             "cpu": event.cpu,
             "comm": event.comm,
             "event": layout.event,
-            "args": args,
+            "args": self.json_args(event),
         }
         if event.faults:
             obj["faults"] = event.fault_names
@@ -391,9 +429,31 @@ class EventFormatter:
             obj["truncated"] = _truncated_names(layout, event.truncated)
         if event.stack is not None:
             obj["stack"] = self.frames(event)
-        import json
-
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+    def _syscall_object(self, event: Event, layout: SyscallLayout) -> dict[str, Any]:
+        from .._syscalls import syscall_record
+
+        args, ret, duration = layout.call(event)
+        record = syscall_record(layout.syscall, args, ret, duration)
+        obj: dict[str, Any] = {
+            "ts_ns": self.clock.epoch_ns(event.ts_ns),
+            "pid": event.pid,
+            "tid": event.tid,
+            "cpu": event.cpu,
+            "comm": event.comm,
+            "event": layout.event,
+            "args": record["args"],
+            "ret": record["ret"],
+            "errno": record["errno"],
+            "duration_ns": duration,
+        }
+        for key in ("faults", "truncated"):
+            if key in record:
+                obj[key] = record[key]
+        if event.stack is not None:
+            obj["stack"] = self.frames(event)
+        return obj
 
 
 def _truncated_names(layout: RecordLayout, mask: int) -> list[str]:

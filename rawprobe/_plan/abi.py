@@ -14,6 +14,7 @@ tests hold them to the declarations.
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
@@ -23,24 +24,38 @@ if TYPE_CHECKING:
 
     FIELD: c.Struct
     PREDICATE: c.Struct
+    KEY_PART: c.Struct
     AGGREGATION: c.Struct
     PROBE: c.Struct
     HEADER: c.Struct
     SETTINGS: c.Struct
     AGG_KEY: c.Struct
+    AGG_VALUE: c.Struct
+    SPAN_KEY: c.Struct
+    SPAN_START: c.Struct
     STATS: c.Struct
+    SYSCALL: c.Struct
+    SYS_TOTALS: c.Struct
+    SYS_KEY: c.Struct
+    KERNEL_FILTER: c.Struct
 
 __all__ = [
     "AGGREGATION",
     "AGG_KEY",
+    "AGG_VALUE",
     "CMP_CODES",
     "COOKIE_TALLY",
+    "FUNC_IP_WORD",
     "HEADER",
     "HEADER_FORMAT",
     "HEADER_SIZE",
     "HEADER_STRUCT",
+    "KERNEL_FILTER",
+    "KEY_DATA_LEN",
+    "KEY_PART",
     "MAX_DEREF",
     "MAX_FIELDS",
+    "MAX_KEYS",
     "MAX_NEST",
     "MAX_PREDICATES",
     "MAX_RECORD",
@@ -51,14 +66,23 @@ __all__ = [
     "PROBE_STACK",
     "SETTINGS",
     "SETTINGS_FORMAT",
+    "SPAN_KEY",
+    "SPAN_PAIRED",
+    "SPAN_START",
     "STATS",
     "STR_CONST_LEN",
+    "SYSCALL",
+    "SYS_KEY",
+    "SYS_TOTALS",
     "Action",
     "BaseKind",
+    "Cmp",
     "HistKind",
     "KeyKind",
     "PredOp",
     "StoreKind",
+    "SysFlag",
+    "ValueKind",
     "compile_struct",
 ]
 
@@ -70,27 +94,46 @@ STR_CONST_LEN = 64
 MAX_RECORD = 16384
 MAX_NEST = 4
 COMM_LEN = 16
+FUNC_IP_WORD = 31  # in return programs, the probed function's address (bpf_get_func_ip)
 
 PROBE_RETURN = 1 << 0
 COOKIE_TALLY = 1 << 31  # in a cookie's configuration half: the probe only counts hits
 PROBE_STACK = 1 << 1
 PROBE_AT_ENTRY = 1 << 2
 KEY_LEN = 64
+KEY_DATA_LEN = KEY_LEN - 8  # what key parts may use: the rest may hold a caller
+MAX_KEYS = 4
 STACK_DEPTH = 127
+SPAN_PAIRED = 0xFFFFFFFF  # a latency pair: its START is its END's event id - 1
+
+# Kernel-side probes (clang/kernel.bpf.c).
+SYS_MAX = 1024  # system call numbers the `syscalls` array covers
+SYS_REG_RET = 6  # rp_scratch.regs index of a system call's return value
+SYS_REG_DURATION = 7  # ... of its duration (ns)
+SYS_REG_NR = 8  # ... of its number
+ARGV_MAX = 32  # strings an RP_STORE_STRING_ARRAY field keeps at most
+EXEC_STASH = 8192  # bytes of an execve record kept from entry to exit
 
 
-class Action:
+class Action(IntEnum):
     """enum rp_action."""
 
     STREAM = 0
-    COUNT = 1
-    HIST = 2
-    TIMESTAMP = 3
-    LATENCY = 4
-    TALLY = 5
+    AGGREGATE = 1
+    SPAN_START = 2
+    SPAN_END = 3
+    TALLY = 4
 
 
-class KeyKind:
+class ValueKind:
+    """enum rp_value."""
+
+    NONE = 0
+    FIELD = 1
+    SPAN = 2
+
+
+class KeyKind(IntEnum):
     """enum rp_key."""
 
     NONE = 0
@@ -98,29 +141,46 @@ class KeyKind:
     STRING = 2
 
 
-class HistKind:
+class HistKind(IntEnum):
     """enum rp_hist."""
 
-    LOG2 = 0
-    LINEAR = 1
+    NONE = 0
+    LOG2 = 1
+    LINEAR = 2
 
 
-class BaseKind:
+class BaseKind(IntEnum):
     """enum rp_base."""
 
     REG = 0
     IMM = 1
     COMM = 2
+    RECORD = 3
 
 
-class StoreKind:
+class StoreKind(IntEnum):
     """enum rp_store."""
 
     INT = 0
     STRING = 1
+    DATA_LOC = 2
+    BUFFER = 3
+    STRING_ARRAY = 4
 
 
-class PredOp:
+class SysFlag:
+    """struct rp_syscall.flags (RP_SYS_*)."""
+
+    TRACED = 1 << 0
+    SUMMARY = 1 << 1
+    RECORD = 1 << 2
+    NO_RETURN = 1 << 3
+    EXEC = 1 << 4
+    TALLY = 1 << 5
+    BY_PID = 1 << 6
+
+
+class PredOp(IntEnum):
     """enum rp_pred_op."""
 
     CMP = 0
@@ -131,8 +191,21 @@ class PredOp:
     NOT = 5
 
 
+class Cmp(IntEnum):
+    """enum rp_cmp."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    LE = 3
+    GT = 4
+    GE = 5
+    AND = 6
+
+
 # enum rp_cmp, by the operator a filter spells.
-CMP_CODES = {"==": 0, "!=": 1, "<": 2, "<=": 3, ">": 4, ">=": 5, "&": 6}
+CMP_CODES = {"==": Cmp.EQ, "!=": Cmp.NE, "<": Cmp.LT, "<=": Cmp.LE, ">": Cmp.GT, ">=": Cmp.GE,
+             "&": Cmp.AND}
 
 # struct rp_header and struct rp_settings as struct formats (tests compare them with HEADER and
 # SETTINGS): the record header is decoded, and the settings written, at every start.
@@ -141,8 +214,7 @@ HEADER_STRUCT = struct.Struct(HEADER_FORMAT)
 HEADER_SIZE = HEADER_STRUCT.size
 SETTINGS_FORMAT = "<LLLL"  # follow, self_tgid, filters, aggregates
 
-_DECLARED = ("FIELD", "PREDICATE", "AGGREGATION", "PROBE", "HEADER", "SETTINGS", "AGG_KEY",
-             "STATS")
+_DECLARED = ("FIELD", "PREDICATE", "KEY_PART", "AGGREGATION", "PROBE", "HEADER", "SETTINGS", "AGG_KEY", "AGG_VALUE", "SPAN_KEY", "SPAN_START", "STATS", "SYSCALL", "SYS_TOTALS", "SYS_KEY", "KERNEL_FILTER")
 
 
 def __getattr__(name: str) -> Any:
@@ -181,21 +253,38 @@ def _declare() -> None:
         "value" / c.Int64sl,
     )
 
+    KEY_PART = c.Struct(
+        "kind" / c.Int8ul,
+        "dest" / c.Int8ul,
+        "size" / c.Int8ul,
+        "reserved" / c.Int8ul,
+        "src" / c.Int16ul,
+        "reserved2" / c.Int16ul,
+    )
+
     AGGREGATION = c.Struct(
         "action" / c.Int32ul,
-        "key_kind" / c.Int32ul,
-        "key_src" / c.Int16ul,
-        "key_size" / c.Int16ul,
+        "hist" / c.Int32ul,
         "value_src" / c.Int16ul,
         "value_size" / c.Int8ul,
         "value_signed" / c.Int8ul,
         "value_field" / c.Int32ul,
-        "hist" / c.Int32ul,
-        "by_stack" / c.Int32ul,
-        "reserved" / c.Int32ul,
+        "value" / c.Int8ul,
+        "accumulate" / c.Int8ul,
+        "by_stack" / c.Int8ul,
+        "match_size" / c.Int8ul,
+        "match_src" / c.Int16ul,
+        "match_signed" / c.Int8ul,
+        "reserved" / c.Int8ul,
+        "match_field" / c.Int32ul,
+        "span_id" / c.Int32ul,
+        "duration_dest" / c.Int16ul,
+        "reserved2" / c.Int16ul,
+        "reserved3" / c.Int32ul,
         "lin_min" / c.Int64sl,
         "lin_step" / c.Int64sl,
         "lin_buckets" / c.Int64sl,
+        "keys" / c.Array(MAX_KEYS, KEY_PART),
     )
 
     PROBE = c.Struct(
@@ -236,13 +325,55 @@ def _declare() -> None:
         "data" / c.Bytes(KEY_LEN),
     )
 
+    AGG_VALUE = c.Struct(
+        "count" / c.Int64ul,
+        "sum" / c.Int64sl,
+        "min" / c.Int64sl,
+        "max" / c.Int64sl,
+    )
+
+    SPAN_KEY = c.Struct(
+        "span_id" / c.Int32ul,
+        "reserved" / c.Int32ul,
+        "match" / c.Int64ul,
+    )
+
+    SPAN_START = c.Struct(
+        "ts_ns" / c.Int64ul,
+        "data" / c.Bytes(KEY_DATA_LEN),
+    )
+
     STATS = c.Struct(
         "hits" / c.Int64ul,
         "filtered" / c.Int64ul,
         "lost" / c.Int64ul,
+        "unmatched" / c.Int64ul,
+        "replaced" / c.Int64ul,
     )
-    globals().update(FIELD=FIELD, PREDICATE=PREDICATE, AGGREGATION=AGGREGATION, PROBE=PROBE,
-                     HEADER=HEADER, SETTINGS=SETTINGS, AGG_KEY=AGG_KEY, STATS=STATS)
+
+    SYSCALL = c.Struct(
+        "flags" / c.Int32ul,
+        "event_id" / c.Int32ul,
+        "config_id" / c.Int32ul,
+        "reserved" / c.Int32ul,
+    )
+
+    SYS_TOTALS = c.Struct(
+        "calls" / c.Int64ul,
+        "errors" / c.Int64ul,
+        "total_ns" / c.Int64ul,
+    )
+
+    SYS_KEY = c.Struct(
+        "nr" / c.Int32ul,
+        "pid" / c.Int32ul,
+    )
+
+    KERNEL_FILTER = c.Struct(
+        "pids" / c.Int32ul,
+        "reserved" / c.Int32ul,
+    )
+    globals().update({name: value for name, value in locals().items() if name in _DECLARED})
 
 
 def compile_struct(layout: c.Struct) -> struct.Struct:

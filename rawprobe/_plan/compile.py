@@ -113,21 +113,33 @@ class CompiledProbe:
         )
 
 
+EMPTY_KEY_PART: dict[str, object] = {
+    "kind": abi.KeyKind.NONE, "dest": 0, "size": 0, "reserved": 0, "src": 0, "reserved2": 0,
+}
+
 STREAM_AGGREGATION: dict[str, object] = {
     "action": abi.Action.STREAM,
-    "key_kind": abi.KeyKind.NONE,
-    "key_src": 0,
-    "key_size": 0,
+    "hist": abi.HistKind.NONE,
     "value_src": 0,
     "value_size": 0,
     "value_signed": 0,
     "value_field": 0xFFFFFFFF,
-    "hist": abi.HistKind.LOG2,
+    "value": abi.ValueKind.NONE,
+    "accumulate": 0,
     "by_stack": 0,
+    "match_size": 0,
+    "match_src": 0,
+    "match_signed": 0,
     "reserved": 0,
+    "match_field": 0xFFFFFFFF,
+    "span_id": 0,
+    "duration_dest": 0,
+    "reserved2": 0,
+    "reserved3": 0,
     "lin_min": 0,
     "lin_step": 0,
     "lin_buckets": 0,
+    "keys": [EMPTY_KEY_PART] * abi.MAX_KEYS,
 }
 
 _EMPTY_FIELD: dict[str, object] = {
@@ -161,6 +173,7 @@ def _lower(
     word: str,
     probe_file_offset: int,
     usdt_args: Sequence[UsdtArgument] | None,
+    retprobe: bool = False,
 ) -> Lowered:
     if isinstance(source, Register):
         return Lowered(abi.BaseKind.REG, ARCH.registers[source.name], 0, ())
@@ -174,11 +187,13 @@ def _lower(
         return Lowered(abi.BaseKind.IMM, 0, source.address, (0,))
     if isinstance(source, FileOffset):
         # The kernel's translate_user_vaddr() (kernel/trace/trace_uprobe.c): the file is mapped
-        # so that address - file offset is constant, and at an entry probe the instruction
-        # pointer is the probed address, i.e. the probe's own file offset.
+        # so that address - file offset is constant, and the probed address is at the probe's
+        # own file offset. At an entry probe the instruction pointer is the probed address; at
+        # a return it is the caller's, and the program keeps the probed function's address in
+        # a word of its own (RP_FUNC_IP_WORD).
         return Lowered(
             abi.BaseKind.REG,
-            ARCH.registers[ARCH.instruction_pointer],
+            abi.FUNC_IP_WORD if retprobe else ARCH.registers[ARCH.instruction_pointer],
             source.offset - probe_file_offset,
             (0,),
         )
@@ -187,7 +202,7 @@ def _lower(
         return Lowered(abi.BaseKind.REG, ARCH.registers[ARCH.instruction_pointer],
                        source.delta, ())
     if isinstance(source, Deref):
-        inner = _lower(source.inner, arg, word, probe_file_offset, usdt_args)
+        inner = _lower(source.inner, arg, word, probe_file_offset, usdt_args, retprobe)
         return Lowered(inner.base, inner.reg, inner.imm, (*inner.derefs, source.offset))
     if isinstance(source, UsdtArg):
         if usdt_args is None:
@@ -278,7 +293,7 @@ def compile_fetchargs(
             offset += 4
             string_bytes += abi.COMM_LEN
             continue
-        lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args)
+        lowered = _lower(arg.source, arg, word, probe_file_offset, usdt_args, retprobe)
         if usdt_arg is not None and arg_type.is_string and lowered.derefs:
             # The string a USDT argument points to: when the argument is in memory
             # (8@-24(%rbp)), one load gives the pointer and the string lies where it points.
@@ -359,6 +374,13 @@ def _entry(
         "dest": dest,
         "reg": reg,
         "max_len": max_len,
-        "imm": imm,
-        "deref": list(derefs) + [0] * (abi.MAX_DEREF - len(derefs)),
+        # 64-bit address arithmetic on the BPF side: an address above 2^63 (@ADDR, \IMM) is
+        # the same bits as the negative number the signed field holds.
+        "imm": _s64(imm),
+        "deref": [_s64(offset) for offset in derefs] + [0] * (abi.MAX_DEREF - len(derefs)),
     }
+
+
+def _s64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value

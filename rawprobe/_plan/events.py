@@ -81,7 +81,11 @@ class RecordLayout:
         event: The event name records of this layout carry.
         fields: The fetch-args, in order.
         names: Their names.
+        fast_path: Whether a line of its records is made from the header and the fields
+            alone (a system call's is not: it is written as strace writes it).
     """
+
+    fast_path = True
 
     def __init__(self, event: str, compiled: CompiledProbe) -> None:
         self._setup(event, tuple(compiled.fields), compiled.fixed_size, compiled.stack_offset)
@@ -142,6 +146,17 @@ class RecordLayout:
         twin.event = event
         twin.event_class = twin._event_class()
         twin._row_structs = {}
+        return twin
+
+    def with_stack(self) -> RecordLayout:
+        """The same layout, its events carrying a user stack that comes from elsewhere than
+        the record (a perf sample's callchain, for the tracefs backend)."""
+        if self.has_stack:
+            return self
+        twin = copy.copy(self)
+        twin.has_stack = True
+        twin.plain = False
+        twin.event_class = twin._event_class()
         return twin
 
     def _event_class(self) -> type[Event]:
@@ -351,6 +366,12 @@ class Event(tuple):  # type: ignore[type-arg]  # tuple[Any, ...], without typing
         tail = (stack,) if layout.has_stack else ()
         return tuple.__new__(layout.event_class, (ts_ns, pid, tid, event_id, cpu, faults,
                                                   truncated, comm, *values, *tail))
+
+    def with_value(self, index: int, value: Any) -> Event:
+        """This event with its ``index``-th value replaced (one a backend fills in: a
+        streamed span's duration)."""
+        position = _H + index
+        return tuple.__new__(type(self), (*self[:position], value, *self[position + 1 :]))
 
     @property
     def event(self) -> str:

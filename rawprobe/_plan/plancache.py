@@ -34,13 +34,16 @@ from .._symbols._cache import default_cache
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from typing import Any
 
     from .._host.files import TargetFile
+    from .._probe.words import ProbeSpec
+    from .planner import Planner
     from .session import PlannedEvent
 
-__all__ = ["CachedWord", "capture", "fingerprint", "load", "restore_events", "store"]
+__all__ = ["CachedWord", "cache_key", "capture", "fingerprint", "load", "plan_cached", "remember",
+           "restore_events", "store"]
 
 FORMAT = 1
 _SUFFIX = ".plan"
@@ -198,7 +201,8 @@ def capture(kind: str, target_text: str, target: TargetFile,
             details = details_index.setdefault(event.details.pickled(), len(details_index))
             rows.append((config, layout, details, event.name, event.file_offset,
                          event.retprobe, event.ref_ctr_offset, event.reads_memory, event.tally,
-                         event.tally_only, event.role, event.from_glob, event.at_entry))
+                         event.tally_only, event.role, event.from_glob, event.at_entry,
+                         event.value_signed))
     except Exception:  # pickle refuses something: plan this word afresh each time
         return None
     return CachedWord(kind, target_text, target.path, tuple(target.key), dependencies,
@@ -207,8 +211,7 @@ def capture(kind: str, target_text: str, target: TargetFile,
 
 
 def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
-                   target: TargetFile, by: str | None,
-                   key_decoder: Callable[..., Any] | None) -> list[PlannedEvent]:
+                   target: TargetFile) -> list[PlannedEvent]:
     """The planned events of a cached word, numbered from ``first_id``.
 
     Args:
@@ -216,20 +219,17 @@ def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
         first_id: The event id of its first event.
         config_ids: The planner's id of each of the entry's configurations.
         target: The opened file the events go into.
-        by: What the aggregation groups by, for the key decoders.
-        key_decoder: :func:`rawprobe._plan.aggregate.key_decoder` when grouped.
     """
     from .events import RecordLayout
     from .session import EventDetails, PlannedEvent
 
     layouts = [RecordLayout.restore(state) for state in entry.layouts]
-    decoders = [key_decoder(by, layout.fields) if key_decoder is not None else None
-                for layout in layouts]
     details = [EventDetails(pickled=blob) for blob in entry.details]
     named: dict[tuple[int, str], RecordLayout] = {}
     events: list[PlannedEvent] = []
     for (config, layout_id, details_id, name, file_offset, retprobe, ref_ctr_offset,
-         reads_memory, tally, tally_only, role, from_glob, at_entry) in entry.events:
+         reads_memory, tally, tally_only, role, from_glob, at_entry,
+         value_signed) in entry.events:
         layout = layouts[layout_id]
         if layout.event != name:
             layout = named.get((layout_id, name)) or named.setdefault(
@@ -238,5 +238,75 @@ def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
             first_id + len(events), config_ids[config], target.path, target.kernel_path,
             file_offset, retprobe, ref_ctr_offset, None, layout, reads_memory, tally,
             tally_only, role=role, from_glob=from_glob, at_entry=at_entry,
-            key_decoder=decoders[layout_id], details=details[details_id]))
+            value_signed=value_signed, details=details[details_id]))
     return events
+
+
+# -- the planner's use of it ---------------------------------------------------------------
+
+
+def cache_key(planner: Planner, probe: object, filter_text: str | None
+              ) -> tuple[Any, ...] | None:
+    """What decides a word's plan besides its files (None: a typed probe or a span, not
+    cached)."""
+    if not isinstance(probe, str):
+        return None
+    return (fingerprint(), probe, filter_text, planner.string_size, repr(planner.aggregation),
+            planner.stack, planner.force, bool(planner.pids),
+            os.environ.get("RAWPROBE_DEBUG_ROOT"))
+
+
+def plan_cached(planner: Planner, key: tuple[Any, ...]) -> list[str] | None:
+    """Plan a word from the cache into ``planner``; None when there is no entry still true
+    here (the word is then planned afresh, which also says what is wrong, if anything)."""
+    entry = load(key)
+    if entry is None or planner.has_span:
+        return None
+    from .._errors import RawprobeError
+    from .._host.files import TargetFile
+    from .._symbols._target import find_target
+
+    try:
+        path = find_target(entry.target, planner.pids[0] if planner.pids else None)
+        opened = planner.opened(path)
+        target = opened or TargetFile(path)
+    except RawprobeError:
+        return None
+    fresh = entry.fresh(target)
+    if fresh and planner.pids:
+        from .sites import maps_file
+
+        fresh = not all(maps_file(pid, target) is False for pid in planner.pids)
+    if not fresh or any(name in planner.names for name in entry.names):
+        if opened is None:
+            target.close()
+        return None
+    planner.adopt(target, restore_events(
+        entry, len(planner.events), [planner.config_id(config) for config in entry.configs],
+        target), entry.warnings)
+    return list(entry.names)
+
+
+def remember(planner: Planner, key: tuple[Any, ...], spec: ProbeSpec, first_event: int,
+             first_warning: int, names: list[str]) -> None:
+    """Keep what ``spec`` planned to (the planner's events from ``first_event`` on) when the
+    cache can give it back exactly: the uprobes of one file, neither spans nor latency pairs,
+    no grouping key (their key layouts are not stored)."""
+    events = planner.events[first_event:]
+    if (spec.kind not in ("p", "r", "usdt") or not events
+            or any(event.kind != "uprobe" or event.role or event.key_parts
+                   or event.span_id != -1 or event.path != events[0].path for event in events)):
+        return
+    target = planner.opened(events[0].path)
+    if target is None:
+        return
+    dependencies: list[tuple[str, tuple[int, ...]]] = []
+    if spec.kind != "usdt":
+        from .._symbols import open_index
+
+        dependencies = [(path, tuple(identity)) for path, identity in
+                        open_index(target.path, expect_key=target.key).dependencies]
+    entry = capture(spec.kind, spec.target, target, dependencies,
+                    planner.warnings[first_warning:], names, events, planner.configs())
+    if entry is not None:
+        store(key, entry)

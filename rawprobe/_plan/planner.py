@@ -5,55 +5,91 @@ resolve its LOCATION to sites (symbols, offsets, globs, USDT notes), pass every 
 :func:`~rawprobe._plan.sites.check_site`, name the events, and compile each event's fetch-args,
 filter and aggregation into the BPF configuration and record layout it runs with. The result is
 one frozen :class:`~rawprobe._plan.session.PlannedEvent` per event id.
+
+Kernel-side probes (``tp:``, ``sys:``) have no file and no site: :mod:`.kernel` compiles their
+events (one per tracepoint or system call), and their filters and aggregations are compiled
+here as a uprobe's are.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .._errors import RawprobeError, UsageError
+from .._errors import SymbolNotFoundError, UsageError
 from .._host.files import TargetFile
+from .._probe.aggregations import LATENCY, AggregationSpec
+from .._probe.argtypes import parse_type
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from . import plancache
+from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Immediate, Source
+from .._probe.filters import FilterExpr, parse_filter
+from .._probe.typed import Probe, Span
+from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
+from . import abi, plancache
+from .aggregate import (
+    KeyPart,
+    SpanMatch,
+    aggregation_config,
+    key_decoder,
+    key_layout,
+    match_field,
+    value_signed,
+)
+from .compile import CompiledProbe, compile_fetchargs
 from .events import RecordLayout
+from .filters import compile_filter
 from .session import Plan, PlannedEvent
+from .sites import Site, check_site, sites_of
+from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
 
-TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from typing import Any
+    from .kernelplan import KernelPlanner
 
-    from .._probe.aggregations import AggregationSpec
-    from .._probe.fetchargs import FetchArg, Source
-    from .._probe.filters import FilterExpr
-    from .._probe.typed import Probe
-    from .._probe.words import ProbeSpec
-    from .sites import Site
+_LOG = logging.getLogger("rawprobe")
 
-# The parsers, the site checks and the compiler are imported where a word is planned: a plan
-# from the cache (plancache) needs none of them.
-
-__all__ = ["Planner", "check_locations"]
+__all__ = ["Planner"]
 
 
+@dataclass(frozen=True)
 class _Compiled:
     """What the events of one probe word share: configuration, layout, key decoder."""
 
-    __slots__ = ("config_id", "decoder", "layout", "reads_memory", "tally", "tally_only")
+    config_id: int
+    layout: RecordLayout
+    decoder: Any
+    reads_memory: bool
+    tally: bool
+    tally_only: bool
+    parts: tuple[KeyPart, ...]
+    value_signed: bool
 
-    def __init__(self, config_id: int, layout: RecordLayout, decoder: Any, reads_memory: bool,
-                 tally: bool, tally_only: bool) -> None:
-        self.config_id = config_id
-        self.layout = layout
-        self.decoder = decoder
-        self.reads_memory = reads_memory
-        self.tally = tally
-        self.tally_only = tally_only
+
+@dataclass(frozen=True)
+class _SpanPlan:
+    """The span a planner measures: how START and END match, and its key's layout."""
+
+    match: SpanMatch
+    layout: tuple[KeyPart, ...]
+
+
+# What a streamed span's END fetches besides its own fields: a placeholder the BPF program
+# (or the tracefs backend) overwrites with the span's duration.
+_LATENCY_ARG = FetchArg(LATENCY, Immediate(0), parse_type("u64"), "\\0:u64", 0)
+
+
+def _spec_of(probe: str | ProbeSpec | Probe) -> ProbeSpec:
+    if isinstance(probe, Probe):
+        return probe.spec()
+    if isinstance(probe, str):
+        return parse_probe(probe)
+    return probe
 
 
 def _position_dependent(fetchargs: Sequence[FetchArg]) -> bool:
     """Whether a fetch depends on where the probe is (``@+OFFSET`` is relative to it)."""
-
-    from .._probe.fetchargs import Deref, FileOffset
 
     def walk(source: Source) -> bool:
         if isinstance(source, FileOffset):
@@ -67,41 +103,6 @@ def _some(names: Sequence[str], shown: int = 5) -> str:
     """The first few names, and how many more."""
     text = ", ".join(names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-
-def check_locations(
-    path: str,
-    locations: Sequence[Any],
-    *,
-    retprobe: bool = False,
-    pids: Sequence[int] = (),
-) -> list[str | None]:
-    """Attach's verdict on resolved locations: why each would be refused, or None.
-
-    Args:
-        path: The file (as :func:`rawprobe.find_target` gives it).
-        locations: :class:`rawprobe.Location` objects of that file.
-        retprobe: For return probes.
-        pids: With ``-p``, the traced processes.
-
-    Returns:
-        Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
-    """
-    from .._symbols import describe_target
-    from .sites import Site, check_site
-
-    target = TargetFile(path)
-    try:
-        go_evidence = describe_target(path).go_evidence or ""
-        return [
-            check_site(target, Site(location.symbol, location.file_offset,
-                                    location.symbol_offset, location.size,
-                                    kind="offset" if location.symbol is None else location.kind),
-                       retprobe=retprobe, go_evidence=go_evidence, pids=pids)
-            for location in locations
-        ]
-    finally:
-        target.close()
 
 
 class Planner:
@@ -126,8 +127,6 @@ class Planner:
         force: bool = False,
     ) -> None:
         if aggregation is not None and stack and not aggregation.stack:
-            import dataclasses
-
             aggregation = dataclasses.replace(aggregation, stack=True)
         self.pids = tuple(pids)
         self.string_size = string_size
@@ -137,63 +136,115 @@ class Planner:
         self.warnings: list[str] = []  # what a user should know about the probes added
         self.events: list[PlannedEvent] = []
         self._configs: dict[bytes, int] = {}
-        self._config_list: list[bytes] = []  # the same, by id
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
         self._names: set[str] = set()
         self._files: dict[str, TargetFile] = {}
+        self._span: _SpanPlan | None = None
+        self._kernel: KernelPlanner | None = None  # tp: and sys: words, planned there
+        self.debug_info_used = False  # the last word's places or fetches came from DWARF
 
     # -- probes ----------------------------------------------------------------------------
 
-    def add(self, probe: str | ProbeSpec | Probe, filter_text: str | None = None) -> list[str]:
-        """Plan every event of one probe: a probe word, a parsed spec, or a typed probe.
+    def add(self, probe: str | ProbeSpec | Probe | Span,
+            filter_text: str | None = None) -> list[str]:
+        """Plan every event of one probe: a probe word, a parsed spec, a typed probe, or a
+        :class:`~rawprobe._probe.typed.Span` (its START's events, then its END's).
 
         Returns:
             The event names it produces (one per matched function).
 
         Raises:
             ProbeSyntaxError, FilterError: The filter is malformed or names an unknown field.
-            TargetNotFoundError, NotElfError, SymbolNotFoundError, UsageError: Its place does
-                not resolve, or a site is refused (and it was not one of a glob's).
+            TargetNotFoundError, NotElfError, SymbolNotFoundError: Its place does not resolve.
+            UsageError: A site is refused (and it was not one of a glob's), or a span is
+                mixed with other probes.
         """
-        key = self._cache_key(probe, filter_text)
+        key = plancache.cache_key(self, probe, filter_text)
         if key is not None:
-            cached = self._add_cached(key)
+            cached = plancache.plan_cached(self, key)
             if cached is not None:
                 return cached
-        from .._probe.filters import parse_filter
-        from .._probe.typed import Probe
-        from .._probe.words import default_event_name, is_glob, parse_probe
-        from .sites import check_site
+        planned, names, span = len(self.events), set(self._names), self._span
+        warned, self.debug_info_used = len(self.warnings), False
+        try:
+            if isinstance(probe, Span):
+                return self._add_span(probe, filter_text)
+            added = self._add(probe, filter_text)
+        except BaseException:
+            # What this probe added goes: the planner is as it was before.
+            del self.events[planned:]
+            self._names, self._span = names, span
+            raise
+        if key is not None and not self.debug_info_used:
+            plancache.remember(self, key, _spec_of(probe), planned, warned, added)
+        return added
 
-        if isinstance(probe, Probe):
-            spec = probe.spec()
-        elif isinstance(probe, str):
-            spec = parse_probe(probe)
-        else:
-            spec = probe
-        first_event, first_warning = len(self.events), len(self.warnings)
+    def _add(self, probe: str | ProbeSpec | Probe, filter_text: str | None) -> list[str]:
+        if self._span is not None:
+            raise UsageError("a span is measured on its own: add no other probes with it")
+        spec = _spec_of(probe)
         filter_expr = parse_filter(filter_text) if filter_text else None
-        latency = self.aggregation is not None and self.aggregation.hist is not None and (
-            self.aggregation.hist.is_latency
-        )
+        if spec.kernel:
+            return self._add_kernel(spec, filter_expr, filter_text)
+        if self.aggregation is not None and self.aggregation.kind == "syscalls":
+            raise UsageError(f"per-system-call totals count sys: probes, not {spec.text!r}")
+        latency = self.aggregation is not None and self.aggregation.measures_latency
         if latency and spec.kind != "p":
             raise UsageError(
-                f"--hist latency measures from entry to return: give entry probes (p:), "
-                f"not {spec.text!r}; the return probe is added for you"
+                f"latency measures from entry to return: give entry probes (p:), "
+                f"not {spec.text!r}; the return probe is added for you (or measure "
+                "between two probes with --span START END)"
             )
+        roles = ("start", "end") if latency else ("",)
+        target, sites, glob = self._accepted(spec, roles)
+        return self._plan_sites(spec, target, sites, glob, roles, filter_expr, filter_text)
+
+    def _add_span(self, span: Span, filter_text: str | None) -> list[str]:
+        """Plan a span: START's events, then END's, sharing span id 0."""
+        if self.events:
+            raise UsageError("a span is measured on its own: add no other probes with it")
+        start, end = _spec_of(span.start), _spec_of(span.end)
+        for spec in (start, end):
+            if spec.kernel:
+                raise UsageError(f"--span measures between two uprobes, not {spec.text!r} (a "
+                                 "system call's own duration is sys: with --hist latency)")
+        filter_expr = parse_filter(filter_text) if filter_text else None
+        starts = self._accepted(start, ("",))
+        ends = self._accepted(end, ("",))
+        if not starts[1] or not ends[1]:
+            raise UsageError(f"--span: {(start if not starts[1] else end).text!r} matches no "
+                             "function that can be probed")
+        first_start, first_end = starts[1][0], ends[1][0]
+        start_fields = self._fields(start, first_start.site, first_start.fetchargs, "start",
+                                    span.key)
+        end_fields = self._fields(end, first_end.site, first_end.fetchargs, "end", span.key)
+        keys = self.aggregation.keys if self.aggregation is not None else ()
+        layout = key_layout(keys, end_fields, start_fields, word=end.text) if keys else ()
+        self._span = _SpanPlan(SpanMatch(0, span.key), layout)
+        return [
+            *self._plan_sites(start, *starts, ("start",), filter_expr, filter_text),
+            *self._plan_sites(end, *ends, ("end",), filter_expr, filter_text),
+        ]
+
+    def _accepted(self, spec: ProbeSpec, roles: Sequence[str]
+                  ) -> tuple[TargetFile, list[Placement], bool]:
+        """The target of a spec and the sites of it that pass check_site (for every role:
+        a latency pair's return probe too); a refused site fails the word unless it is one of
+        a glob's (then it is left out with a warning)."""
         target = self._open(spec)
-        roles = ("entry", "return") if latency else ("",)
         glob = is_glob(spec.location)
-        sites, go_evidence = self._sites(spec, target)
-        accepted: list[Site] = []
+        placements, go_evidence = self._placements(spec, target, latency="end" in roles)
+        accepted: list[Placement] = []
         left_out: dict[str, list[str]] = {}
-        for site in sites:
+        for placement in placements:
             refusal = next(
                 (reason for role in roles if (reason := check_site(
-                    target, site, retprobe=spec.retprobe or role == "return",
+                    target, placement.return_site or placement.site if role == "end"
+                    else placement.site, retprobe=spec.retprobe or role == "end",
                     go_evidence=go_evidence, pids=self.pids, force=self.force)) is not None),
                 None,
             )
+            site = placement.site
             if refusal is not None:
                 if not glob:
                     hint = "" if self.force else " (--force plants it anyway)"
@@ -203,105 +254,68 @@ class Planner:
                                      f"{refusal}{hint}")
                 left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
                 continue
-            accepted.append(site)
-        self._warn(spec, accepted, left_out, glob)
+            accepted.append(placement)
+        self._warn(spec, [placement.site for placement in accepted], left_out, glob)
+        return target, accepted, glob
+
+    def _plan_sites(self, spec: ProbeSpec, target: TargetFile, placements: Sequence[Placement],
+                    glob: bool, roles: Sequence[str], filter_expr: FilterExpr | None,
+                    filter_text: str | None) -> list[str]:
+        """Name the placements' events and plan one per role of each."""
         names: list[str] = []
-        for site in accepted:
-            name = default_event_name(spec, site.symbol, site.file_offset, target.path)
+        for placement in placements:
+            site = placement.site
+            name = default_event_name(spec, placement.event_symbol, site.file_offset,
+                                      target.path, placement.name_offset)
             # One word may name several sites (a USDT probe at several places); two words
             # may not share a name.
-            if name not in names:
-                self._check_name(name, spec.kind)
+            if name in self._names and name not in names:
+                raise UsageError(
+                    f"two probes are both named {name!r}: name one of them "
+                    f"({spec.kind}:NAME TARGET:LOCATION ...)"
+                )
             for role in roles:
-                self._plan_event(spec, site, target, name, role, filter_expr, filter_text, glob)
+                pair_end = role == "end" and self._span is None
+                self._plan_event(spec, placement.return_site or site if pair_end
+                                 else site, placement.fetchargs, target, name, role,
+                                 filter_expr, filter_text, glob)
             self._names.add(name)
             if name not in names:
                 names.append(name)
-        if key is not None:
-            self._store(key, spec, target, names, first_event, first_warning)
         return names
 
-    def _check_name(self, name: str, kind: str) -> None:
-        """One word may name several sites (a USDT probe at several places); two words may
-        not share a name."""
-        if name in self._names:
-            raise UsageError(
-                f"two probes are both named {name!r}: name one of them "
-                f"({kind}:NAME TARGET:LOCATION ...)"
-            )
+    def placements(self, spec: ProbeSpec) -> tuple[TargetFile, list[Placement]]:
+        """Where a word's probes would go and what each would read (before
+        :func:`~rawprobe._plan.sites.check_site`): what ``rawprobe list --vars`` shows."""
+        target = self._open(spec)
+        return target, self._placements(spec, target, latency=False)[0]
 
-    # -- the plan cache --------------------------------------------------------------------
+    def _placements(self, spec: ProbeSpec, target: TargetFile,
+                    latency: bool) -> tuple[list[Placement], str]:
+        """Where a word's probes go and what each reads, and why the file is a Go program
+        (or "")."""
+        from .._symbols import describe_target
 
-    def _cache_key(self, probe: object, filter_text: str | None) -> tuple[Any, ...] | None:
-        """What decides a word's plan besides its files (None: a typed probe, not cached)."""
-        if not isinstance(probe, str):
-            return None
-        aggregation = self.aggregation
-        hist = None if aggregation is None or aggregation.hist is None else (
-            aggregation.hist.field, aggregation.hist.linear)
-        shape = None if aggregation is None else (aggregation.kind, aggregation.by, hist,
-                                                  aggregation.stack)
-        import os
-
-        return (plancache.fingerprint(), probe, filter_text, self.string_size, shape,
-                self.stack, self.force, bool(self.pids),
-                os.environ.get("RAWPROBE_DEBUG_ROOT"))
-
-    def _add_cached(self, key: tuple[Any, ...]) -> list[str] | None:
-        """Plan a word from the cache; None when there is no entry still true here."""
-        entry = plancache.load(key)
-        if entry is None:
-            return None
-        from .._symbols._target import find_target
-
+        if spec.source_line is not None:
+            self.debug_info_used = True
+            return debug_placements(spec, target, (), force=self.force, latency=latency,
+                                    warnings=self.warnings), \
+                describe_target(target.path).go_evidence or ""
         try:
-            path = find_target(entry.target, self.pids[0] if self.pids else None)
-            target = self._files.get(path) or TargetFile(path)
-        except RawprobeError:
-            return None  # planning it afresh says what is wrong
-        fresh = entry.fresh(target)
-        if fresh and self.pids:
-            from .sites import maps_file
-
-            fresh = not all(maps_file(pid, target) is False for pid in self.pids)
-        if not fresh:
-            if path not in self._files:
-                target.close()
-            return None
-        for name in entry.names:
-            self._check_name(name, entry.kind)
-        self._files[path] = target
-        decoder = None
-        if self.aggregation is not None and self.aggregation.by is not None:
-            from .aggregate import key_decoder
-
-            decoder = key_decoder
-        self.events += plancache.restore_events(
-            entry, len(self.events), [self._config_id(config) for config in entry.configs],
-            target, self.aggregation.by if self.aggregation is not None else None, decoder)
-        self.warnings += entry.warnings
-        self._names.update(entry.names)
-        return list(entry.names)
-
-    def _store(self, key: tuple[Any, ...], spec: ProbeSpec, target: TargetFile,
-               names: list[str], first_event: int, first_warning: int) -> None:
-        dependencies: list[tuple[str, tuple[int, ...]]] = []
-        if spec.kind != "usdt":
-            from .._symbols import open_index
-
-            dependencies = [(path, tuple(identity)) for path, identity in
-                            open_index(target.path, expect_key=target.key).dependencies]
-        entry = plancache.capture(spec.kind, spec.target, target, dependencies,
-                                  self.warnings[first_warning:], names,
-                                  self.events[first_event:], self._config_list)
-        if entry is not None:
-            plancache.store(key, entry)
-
-    def _config_id(self, config: bytes) -> int:
-        config_id = self._configs.setdefault(config, len(self._configs))
-        if config_id == len(self._config_list):
-            self._config_list.append(config)
-        return config_id
+            sites, go_evidence = sites_of(spec, target, force=self.force)
+        except SymbolNotFoundError:
+            inlined = inlined_only_placements(spec, target, force=self.force,
+                                              warnings=self.warnings)
+            if inlined is None:
+                raise
+            self.debug_info_used = True
+            return inlined, describe_target(target.path).go_evidence or ""
+        if spec.kind == "usdt" or not any(isinstance(arg.source, DebugVariable)
+                                          for arg in spec.fetchargs):
+            return plain_placements(spec, sites), go_evidence
+        self.debug_info_used = True
+        return debug_placements(spec, target, sites, force=self.force, latency=latency,
+                                warnings=self.warnings), go_evidence
 
     def _open(self, spec: ProbeSpec) -> TargetFile:
         from .._symbols import find_target
@@ -311,53 +325,6 @@ class Planner:
         if target is None:
             target = self._files[path] = TargetFile(path)
         return target
-
-    def _sites(self, spec: ProbeSpec, target: TargetFile) -> tuple[list[Site], str]:
-        """The sites a spec names in ``target``, and why the file is a Go program (or "")."""
-        if spec.kind == "usdt":
-            from .._usdt import find_usdt_probes
-
-            if spec.ref_ctr_offset is not None:
-                raise UsageError(
-                    f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
-                    "(OFFSET) after the place"
-                )
-            from .sites import Site
-
-            return [
-                Site(probe.name, probe.file_offset, ref_ctr_offset=probe.semaphore_offset or 0,
-                     usdt_args=probe.arguments, kind="usdt")
-                for probe in find_usdt_probes(target.path, spec.location, expect_key=target.key)
-            ], ""
-        from .._symbols import describe_target, resolve_location
-        from .sites import Site
-
-        locations = resolve_location(target.path, spec.location, force=self.force,
-                                     expect_key=target.key)
-        if spec.ref_ctr_offset is not None:
-            self._check_ref_ctr(spec, target)
-        go_evidence = describe_target(target.path).go_evidence or ""
-        return [
-            Site(location.symbol, location.file_offset, location.symbol_offset, location.size,
-                 spec.ref_ctr_offset or 0, None,
-                 "offset" if location.symbol is None else location.kind, location.warning)
-            for location in locations
-        ], go_evidence
-
-    def _check_ref_ctr(self, spec: ProbeSpec, target: TargetFile) -> None:
-        """A reference counter the kernel raises must be a semaphore a USDT note names: any
-        other word of the program's data would be incremented under its feet."""
-        if self.force:
-            return
-        from .._usdt import semaphore_offsets
-
-        if spec.ref_ctr_offset not in semaphore_offsets(target.path):
-            raise UsageError(
-                f"{spec.text}: ({spec.ref_ctr_offset:#x}) is not the file offset of a USDT "
-                f"semaphore of {target.path} (see 'rawprobe list --usdt {target.path}'): the "
-                "kernel would increment whatever is there while the probe is planted, changing "
-                "the program's data; --force to do it anyway"
-            )
 
     def _warn(self, spec: ProbeSpec, sites: Sequence[Site], left_out: dict[str, list[str]],
               glob: bool) -> None:
@@ -375,10 +342,43 @@ class Planner:
             self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
                                  f"left out ({_some(symbols)}): {reason}")
 
+    def _fetchargs(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
+                   paired: bool) -> tuple[FetchArg, ...]:
+        """What a site's event fetches: a USDT probe without fetch-args reads every argument;
+        a latency pair's return (``paired``) fetches nothing; a streamed span's END also gets
+        ``latency`` (filled with the duration by the BPF program, or the tracefs backend).
+        ``base`` is what the word asks for at that site (its debug variables placed there)."""
+        if role == "end" and paired:
+            return ()
+        fetchargs = base
+        if site.usdt_args is not None and not fetchargs:
+            from .._usdt import default_fetchargs
+
+            fetchargs = default_fetchargs(site.usdt_args)
+        if role == "end" and self.aggregation is None:
+            if any(arg.name == LATENCY for arg in fetchargs):
+                raise UsageError(f"{spec.text}: a streamed span's END gets a field named "
+                                 f"{LATENCY} (its duration): rename the one it fetches")
+            fetchargs = (*fetchargs, _LATENCY_ARG)
+        return fetchargs
+
+    def _fields(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
+                match: str) -> CompiledProbe:
+        """A site's fields, compiled (what a span's key layout is decided from)."""
+        compiled = compile_fetchargs(
+            self._fetchargs(spec, site, base, role, paired=False), word=spec.text,
+            retprobe=spec.retprobe,
+            probe_file_offset=site.file_offset, string_size=self.string_size,
+            usdt_args=site.usdt_args)
+        if match != "tid":
+            match_field(match, compiled, spec.text)
+        return compiled
+
     def _plan_event(
         self,
         spec: ProbeSpec,
         site: Site,
+        fetchargs: tuple[FetchArg, ...],
         target: TargetFile,
         name: str,
         role: str,
@@ -392,21 +392,26 @@ class Planner:
         on the site's own offset (``@+OFFSET``, USDT arguments), so a glob over thousands of
         functions compiles them once.
         """
-        retprobe = spec.retprobe or role == "return"
+        span = self._span
+        retprobe = spec.retprobe or (role == "end" and span is None)
         at_entry = site.at_entry and not retprobe and self.stack
-        fetchargs = spec.fetchargs
-        if site.usdt_args is not None and not fetchargs:
-            from .._usdt import default_fetchargs
-
-            fetchargs = default_fetchargs(site.usdt_args)
-        position = site.file_offset if _position_dependent(fetchargs) else None
-        key = (fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
+        base = fetchargs
+        fetchargs = self._fetchargs(spec, site, base, role, paired=span is None)
+        position = site.file_offset if _position_dependent(base) else None
+        # A latency pair's return reads nothing itself, but its key's layout is its entry's.
+        key = (base, fetchargs, role, retprobe, at_entry, site.usdt_args, filter_text, position)
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = self._compile(
-                spec, site, name, role, retprobe, at_entry, fetchargs, filter_expr, filter_text)
+                spec, site, name, role, retprobe, at_entry, base, fetchargs, filter_expr,
+                filter_text)
         layout = compiled.layout if compiled.layout.event == name else (
             compiled.layout.renamed(name))
+        span_id = -1
+        if span is not None:
+            span_id = span.match.span_id
+        elif role:  # a latency pair: the entry's event id
+            span_id = len(self.events) - (role == "end")
         self.events.append(PlannedEvent(
             event_id=len(self.events),
             config_id=compiled.config_id,
@@ -415,7 +420,8 @@ class Planner:
             file_offset=site.file_offset,
             retprobe=retprobe,
             ref_ctr_offset=site.ref_ctr_offset,
-            fetchargs=fetchargs,
+            # The return half of a latency measurement reads nothing (it is compiled so).
+            fetchargs=fetchargs if role != "return" else (),
             layout=layout,
             reads_memory=compiled.reads_memory,
             tally=compiled.tally,
@@ -424,47 +430,123 @@ class Planner:
             role=role,
             from_glob=glob,
             at_entry=at_entry,
-            filter=filter_expr if role != "return" else None,
+            filter=filter_expr if role != "end" else None,
             key_decoder=compiled.decoder,
+            key_parts=compiled.parts,
+            span_id=span_id,
+            match=span.match.match if span is not None else "tid",
+            value_signed=compiled.value_signed,
         ))
+        if _LOG.isEnabledFor(logging.INFO):
+            semaphore = f", semaphore at {site.ref_ctr_offset:#x}" if site.ref_ctr_offset else ""
+            _LOG.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
+                      site.describe(target.path), semaphore)
+
+    def _key_parts(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
+                   compiled: CompiledProbe) -> tuple[KeyPart, ...]:
+        """The grouping key's layout for one event: a span's is decided once for the span; a
+        latency pair's from its entry's fields (read there) and its return's (none)."""
+        keys = self.aggregation.keys if self.aggregation is not None else ()
+        if not keys:
+            return ()
+        if self._span is not None:
+            return self._span.layout
+        if role == "start":
+            return key_layout(keys, compile_fetchargs(()), compiled, word=spec.text)
+        if role == "end":
+            entry = self._fields(spec, site, base, "start", "tid")
+            return key_layout(keys, compiled, entry, word=spec.text)
+        return key_layout(keys, compiled, word=spec.text)
 
     def _compile(self, spec: ProbeSpec, site: Site, name: str, role: str, retprobe: bool,
-                 at_entry: bool, fetchargs: tuple[FetchArg, ...],
+                 at_entry: bool, base: tuple[FetchArg, ...], fetchargs: tuple[FetchArg, ...],
                  filter_expr: FilterExpr | None, filter_text: str | None) -> _Compiled:
-        from . import abi
-        from .aggregate import aggregation_config, key_decoder
-        from .compile import compile_fetchargs
-        from .filters import compile_filter
-
         aggregation = self.aggregation
         compiled = compile_fetchargs(
-            fetchargs if role != "return" else (),
+            fetchargs,
             word=spec.text,
             retprobe=retprobe,
             probe_file_offset=site.file_offset,
             string_size=self.string_size,
             usdt_args=site.usdt_args,
-            stack=self.stack and aggregation is None,
+            stack=self.stack and aggregation is None and role != "start",
         )
         compiled.at_entry = at_entry
         predicates: list[dict[str, object]] = []
         strings: list[bytes] = []
-        if filter_expr is not None and role != "return":
+        if filter_expr is not None and role != "end":
             program = compile_filter(filter_expr, compiled, filter_text or "")
             predicates, strings = program.predicates, program.strings
-        agg = decoder = None
-        if aggregation is not None:
-            agg = aggregation_config(aggregation, compiled, word=spec.text, role=role)
-            decoder = key_decoder(aggregation.by, compiled.fields)
+        agg = None
+        parts: tuple[KeyPart, ...] = ()
+        if aggregation is not None or role:
+            parts = self._key_parts(spec, site, base, role, compiled)
+            match = self._span.match if self._span is not None else (
+                SpanMatch(abi.SPAN_PAIRED) if role else None)
+            agg = aggregation_config(aggregation, compiled, word=spec.text, parts=parts,
+                                     role=role, span=match)
         config = compiled.config(predicates, strings, agg)
         # Stack maps are for non-sleepable programs only.
         reads_memory = compiled.reads_memory and not (
             aggregation is not None and aggregation.stack
         )
         tally = bool(agg and agg["action"] == abi.Action.TALLY)
-        return _Compiled(self._config_id(config),
-                         RecordLayout(name, compiled), decoder, reads_memory, tally,
-                         tally and not predicates)
+        return _Compiled(self._configs.setdefault(config, len(self._configs)),
+                         RecordLayout(name, compiled), key_decoder(parts), reads_memory, tally,
+                         tally and not predicates, parts,
+                         value_signed(aggregation, compiled))
+
+    # -- kernel-side probes ----------------------------------------------------------------
+
+    def _add_kernel(self, spec: ProbeSpec, filter_expr: FilterExpr | None,
+                    filter_text: str | None) -> list[str]:
+        """Plan the events of a ``tp:`` or ``sys:`` word: one per tracepoint or system call."""
+        if self._kernel is None:
+            from .kernelplan import KernelPlanner
+
+            self._kernel = KernelPlanner(self.aggregation, stack=self.stack,
+                                         string_size=self.string_size, configs=self._configs)
+        events, warnings = self._kernel.plan(spec, filter_expr, filter_text,
+                                             first_id=len(self.events))
+        self.warnings += warnings
+        for event in events:
+            if event.name in self._names:
+                raise UsageError(f"two probes are both named {event.name!r} ({spec.text!r} "
+                                 "and another): name the other one (p:NAME TARGET:LOCATION)")
+            self._names.add(event.name)
+        self.events += events
+        return [event.name for event in events]
+
+    # -- what the plan cache reads and restores --------------------------------------------
+
+    @property
+    def has_span(self) -> bool:
+        return self._span is not None
+
+    @property
+    def names(self) -> set[str]:
+        """The event names planned so far."""
+        return self._names
+
+    def opened(self, path: str) -> TargetFile | None:
+        """The target already opened for ``path``, if any."""
+        return self._files.get(path)
+
+    def configs(self) -> list[bytes]:
+        """The configurations so far, by id."""
+        return list(self._configs)
+
+    def config_id(self, config: bytes) -> int:
+        """The id of a configuration (a new one gets the next)."""
+        return self._configs.setdefault(config, len(self._configs))
+
+    def adopt(self, target: TargetFile, events: Sequence[PlannedEvent],
+              warnings: Sequence[str]) -> None:
+        """Take a word's events as the plan cache restored them, in ``target``."""
+        self._files.setdefault(target.path, target)
+        self.events += events
+        self.warnings += warnings
+        self._names.update(event.name for event in events)
 
     # -- the result ------------------------------------------------------------------------
 
@@ -477,7 +559,8 @@ class Planner:
         if not self.events:
             raise UsageError("no probes to attach")
         return Plan(tuple(self.events), tuple(self._configs), self.aggregation, self.stack,
-                    self.string_size)
+                    self.string_size,
+                    tuple((path, target.key) for path, target in self._files.items()))
 
     def release_files(self) -> None:
         """Close the opened targets. A run keeps them open while its probes are planted: the

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .._probe.aggregations import AggregationSpec
     from .._probe.fetchargs import FetchArg, UsdtArgument
     from .._probe.filters import FilterExpr
-    from .events import Batch, RecordLayout
+    from .aggregate import KeyPart
+    from .events import Batch, Event, RecordLayout
 
     _Details = tuple[tuple[FetchArg, ...], tuple[UsdtArgument, ...] | None, FilterExpr | None]
 else:
@@ -38,6 +39,8 @@ __all__ = [
     "PlannedEvent",
     "ProbeCounters",
     "Session",
+    "SpanCounters",
+    "SyscallTotal",
     "TraceStats",
     "TraceTarget",
     "summarize",
@@ -79,7 +82,8 @@ class EventDetails:
 
 
 class PlannedEvent(Record):
-    """One uprobe to plant, and everything about its event.
+    """One probe to plant (a uprobe, a tracepoint or a system call), and everything about its
+    event.
 
     Attributes:
         event_id: Index of the event, dense from 0 (the BPF cookie's low half).
@@ -99,20 +103,35 @@ class PlannedEvent(Record):
             ``--count``, no key, no stack.
         tally_only: ``tally`` without a filter: the program counts the hit and returns.
         usdt_args: A USDT probe's argument specs (``$argN`` reads them), else ``None``.
-        role: ``entry`` or ``return`` for the two halves of a latency measurement, else ``""``;
-            a return half is planned right after its entry half (event id + 1).
+        role: ``start`` or ``end`` for the two probes of a span (a latency measurement's
+            entry and return, or ``--span START END``), else ``""``; a latency pair's return
+            is planned right after its entry (event id + 1).
         from_glob: Matched by a glob among others: a site the kernel refuses is left out with
             a warning instead of failing the run.
         at_entry: On a function's first instruction, where a frame-pointer walk misses the
             caller (stacks add it from the top of the stack).
         filter: The filter expression, for a backend that filters in user space.
         key_decoder: Turns an aggregation key's bytes back into a value (None: not grouped).
-        details: The three above, kept pickled in a plan from the cache until asked for.
+        key_parts: The grouping key's layout (a backend aggregating in user space builds the
+            same bytes from it).
+        span_id: For a span's probes, the id START and END share (a latency pair's: its
+            entry's event id), else -1.
+        match: For a span's probes, what START and END match on: ``tid`` or a field name.
+        value_signed: The aggregated value sums and compares as a signed integer.
+        kind: ``uprobe``, or a kernel-side probe: ``tracepoint`` (``tp:``) or ``syscall``
+            (``sys:``). Kernel-side events have no file: ``path`` describes them
+            (``tp:sched:sched_switch``, ``sys:openat``), ``kernel_path`` is empty.
+        tracepoint_id: A tracepoint's id (the ``PERF_TYPE_TRACEPOINT`` config), else 0.
+        syscall_nr: A system call's number, else -1.
+        syscall_flags: How the system call programs treat it (``abi.SysFlag``), else 0.
+        details: ``fetchargs``, ``usdt_args`` and ``filter``, kept pickled in a plan from the
+            cache until asked for.
     """
 
     __slots__ = ("at_entry", "config_id", "details", "event_id", "file_offset", "from_glob",
-                 "kernel_path", "key_decoder", "layout", "path", "reads_memory", "ref_ctr_offset",
-                 "retprobe", "role", "tally", "tally_only")
+                 "kernel_path", "key_decoder", "key_parts", "kind", "layout", "match", "path",
+                 "reads_memory", "ref_ctr_offset", "retprobe", "role", "span_id", "syscall_flags",
+                 "syscall_nr", "tally", "tally_only", "tracepoint_id", "value_signed")
 
     event_id: int
     config_id: int
@@ -129,6 +148,14 @@ class PlannedEvent(Record):
     from_glob: bool
     at_entry: bool
     key_decoder: Callable[[bytes], Any] | None
+    key_parts: tuple[KeyPart, ...]
+    span_id: int
+    match: str
+    value_signed: bool
+    kind: str
+    tracepoint_id: int
+    syscall_nr: int
+    syscall_flags: int
     details: EventDetails
 
     def __init__(
@@ -151,6 +178,14 @@ class PlannedEvent(Record):
         at_entry: bool = False,
         filter: FilterExpr | None = None,
         key_decoder: Callable[[bytes], Any] | None = None,
+        key_parts: tuple[KeyPart, ...] = (),
+        span_id: int = -1,
+        match: str = "tid",
+        value_signed: bool = True,
+        kind: str = "uprobe",
+        tracepoint_id: int = 0,
+        syscall_nr: int = -1,
+        syscall_flags: int = 0,
         details: EventDetails | None = None,
     ) -> None:
         _setattr(self, "event_id", event_id)
@@ -168,6 +203,14 @@ class PlannedEvent(Record):
         _setattr(self, "from_glob", from_glob)
         _setattr(self, "at_entry", at_entry)
         _setattr(self, "key_decoder", key_decoder)
+        _setattr(self, "key_parts", key_parts)
+        _setattr(self, "span_id", span_id)
+        _setattr(self, "match", match)
+        _setattr(self, "value_signed", value_signed)
+        _setattr(self, "kind", kind)
+        _setattr(self, "tracepoint_id", tracepoint_id)
+        _setattr(self, "syscall_nr", syscall_nr)
+        _setattr(self, "syscall_flags", syscall_flags)
         _setattr(self, "details", details if details is not None else EventDetails(
             (fetchargs or (), usdt_args, filter)))
 
@@ -204,24 +247,30 @@ class Plan(Record):
         aggregation: How events aggregate (None: they stream).
         stack: Streamed events carry the user stack; aggregations group by it.
         string_size: Bytes kept per string, NUL included.
+        targets: Each probed file's path and its identity when the planner opened it
+            (``TargetFile.key``: device, inode, size, mtime, ctime): a file replaced on disk
+            since (a package upgrade) no longer matches ``os.stat(path)``.
     """
 
-    __slots__ = ("aggregation", "configs", "events", "stack", "string_size")
+    __slots__ = ("aggregation", "configs", "events", "stack", "string_size", "targets")
 
     events: tuple[PlannedEvent, ...]
     configs: tuple[bytes, ...]
     aggregation: AggregationSpec | None
     stack: bool
     string_size: int
+    targets: tuple[tuple[str, tuple[int, int, int, int, int]], ...]
 
     def __init__(self, events: tuple[PlannedEvent, ...], configs: tuple[bytes, ...],
                  aggregation: AggregationSpec | None = None, stack: bool = False,
-                 string_size: int = 256) -> None:
+                 string_size: int = 256,
+                 targets: tuple[tuple[str, tuple[int, int, int, int, int]], ...] = ()) -> None:
         _setattr(self, "events", events)
         _setattr(self, "configs", configs)
         _setattr(self, "aggregation", aggregation)
         _setattr(self, "stack", stack)
         _setattr(self, "string_size", string_size)
+        _setattr(self, "targets", targets)
 
     @property
     def layouts(self) -> list[RecordLayout]:
@@ -255,18 +304,65 @@ class ProbeCounters(Record):
         hits: Times the probe fired in traced processes.
         filtered: Hits a filter rejected.
         lost: Records that could not be kept (ring buffer full, maps full, nesting).
+        unmatched: A span's END: hits no open span matched (begun before the probes were
+            in place, or evicted from the full spans map).
+        replaced: A span's START: hits that replaced an open span with the same match (a
+            recursive call, a reused id); the one replaced never ends.
     """
 
-    __slots__ = ("filtered", "hits", "lost")
+    __slots__ = ("filtered", "hits", "lost", "replaced", "unmatched")
 
     hits: int
     filtered: int
     lost: int
+    unmatched: int
+    replaced: int
 
-    def __init__(self, hits: int = 0, filtered: int = 0, lost: int = 0) -> None:
+    def __init__(self, hits: int = 0, filtered: int = 0, lost: int = 0, unmatched: int = 0,
+                 replaced: int = 0) -> None:
         _setattr(self, "hits", hits)
         _setattr(self, "filtered", filtered)
         _setattr(self, "lost", lost)
+        _setattr(self, "unmatched", unmatched)
+        _setattr(self, "replaced", replaced)
+
+
+class SpanCounters(Record):
+    """What became of the spans of one span id, at the time of reading.
+
+    Every span started ends in exactly one way: ``ended``, ``replaced`` by a later START
+    with the same match, still ``open``, or ``evicted`` from the full spans map (the kernel
+    does not say which; it is what the other counts leave).
+
+    Attributes:
+        start: The START event's name; end: the END event's name.
+        started: START hits that opened a span (filtered and lost ones aside).
+        ended: END hits that closed one.
+        unmatched: END hits no open span matched.
+        replaced, open, evicted: As above.
+    """
+
+    __slots__ = ("end", "ended", "evicted", "open", "replaced", "start", "started", "unmatched")
+
+    start: str
+    end: str
+    started: int
+    ended: int
+    unmatched: int
+    replaced: int
+    open: int
+    evicted: int
+
+    def __init__(self, start: str, end: str, started: int, ended: int, unmatched: int,
+                 replaced: int, open: int, evicted: int) -> None:
+        for name, value in (("start", start), ("end", end), ("started", started),
+                            ("ended", ended), ("unmatched", unmatched), ("replaced", replaced),
+                            ("open", open), ("evicted", evicted)):
+            _setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (
+            "start", "end", "started", "ended", "unmatched", "replaced", "open", "evicted")}
 
 
 class AggregateCell(tuple):  # type: ignore[type-arg]
@@ -278,13 +374,17 @@ class AggregateCell(tuple):  # type: ignore[type-arg]
         bucket: The histogram bucket (numbered as ``bucket_of`` numbers them), 0 for counts.
         key: The grouping key's bytes (``struct rp_agg_key.data``), empty when not grouped.
         value: How many hits fell in it.
+        total: The sum of their values (an aggregation of a value; else 0).
+        minimum: The smallest of their values (else 0).
+        maximum: The largest of their values (else 0).
     """
 
     __slots__ = ()
 
-    def __new__(cls, event_id: int, stack_id: int, bucket: int, key: bytes,
-                value: int) -> AggregateCell:
-        return tuple.__new__(cls, (event_id, stack_id, bucket, key, value))
+    def __new__(cls, event_id: int, stack_id: int, bucket: int, key: bytes, value: int,
+                total: int = 0, minimum: int = 0, maximum: int = 0) -> AggregateCell:
+        return tuple.__new__(cls, (event_id, stack_id, bucket, key, value, total, minimum,
+                                   maximum))
 
     @property
     def event_id(self) -> int:
@@ -306,6 +406,46 @@ class AggregateCell(tuple):  # type: ignore[type-arg]
     def value(self) -> int:
         return int(self[4])
 
+    @property
+    def total(self) -> int:
+        return int(self[5])
+
+    @property
+    def minimum(self) -> int:
+        return int(self[6])
+
+    @property
+    def maximum(self) -> int:
+        return int(self[7])
+
+
+class SyscallTotal(Record):
+    """One system call's totals, as ``rawprobe syscalls`` counts them in the kernel.
+
+    Attributes:
+        event_id: The system call's event.
+        pid: The process (``--by pid``), or 0.
+        calls: Calls that ended (and passed the filter).
+        errors: Those that returned -4095..-1.
+        total_ns: Time spent in them, entry to exit.
+    """
+
+    __slots__ = ("calls", "errors", "event_id", "pid", "total_ns")
+
+    event_id: int
+    pid: int
+    calls: int
+    errors: int
+    total_ns: int
+
+    def __init__(self, event_id: int, pid: int, calls: int, errors: int,
+                 total_ns: int) -> None:
+        _setattr(self, "event_id", event_id)
+        _setattr(self, "pid", pid)
+        _setattr(self, "calls", calls)
+        _setattr(self, "errors", errors)
+        _setattr(self, "total_ns", total_ns)
+
 
 class Session(Protocol):
     """A backend's run of one plan: created, attached, read, closed.
@@ -326,7 +466,7 @@ class Session(Protocol):
     follow_at_exec: bool
 
     def attach_all(self, target: TraceTarget) -> None:
-        """Plant every uprobe for ``target``; on failure nothing stays planted."""
+        """Plant every probe for ``target``; on failure nothing stays planted."""
 
     def wait(self, timeout: float | None) -> None:
         """Block until events may be ready, a watched descriptor is readable, or timeout."""
@@ -363,11 +503,18 @@ class Session(Protocol):
         """Every cell of the aggregation (plain counts included), emptied after reading when
         ``reset``."""
 
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        """Per system call (and process), what a ``syscalls`` aggregation counted; emptied
+        after reading when ``reset``."""
+
     def stack(self, stack_id: int) -> tuple[int, ...]:
         """The return addresses of a recorded user stack, innermost first."""
 
     def stack_pid(self, stack_id: int) -> int | None:
         """A process the stack was seen in (to symbolize its addresses)."""
+
+    def open_spans(self) -> dict[int, int]:
+        """Per span id, how many spans are open (started, not yet ended)."""
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""
@@ -386,9 +533,12 @@ class TraceStats(Record):
             summed).
         not_delivered: Events decoded but not delivered because the run ended first (the
             command line's ``-n`` limit).
+        spans: For a run that measures spans (``--span``, latencies), what became of them,
+            per span id.
     """
 
-    __slots__ = ("events", "filtered", "hits", "lost", "not_delivered", "probes", "truncated")
+    __slots__ = ("events", "filtered", "hits", "lost", "not_delivered", "probes", "spans",
+                 "truncated")
 
     events: int
     lost: int
@@ -397,9 +547,11 @@ class TraceStats(Record):
     truncated: int
     probes: dict[str, ProbeCounters]
     not_delivered: int
+    spans: tuple[SpanCounters, ...]
 
     def __init__(self, events: int, lost: int, hits: int, filtered: int, truncated: int = 0,
-                 probes: dict[str, ProbeCounters] | None = None, not_delivered: int = 0) -> None:
+                 probes: dict[str, ProbeCounters] | None = None, not_delivered: int = 0,
+                 spans: tuple[SpanCounters, ...] = ()) -> None:
         _setattr(self, "events", events)
         _setattr(self, "lost", lost)
         _setattr(self, "hits", hits)
@@ -407,20 +559,48 @@ class TraceStats(Record):
         _setattr(self, "truncated", truncated)
         _setattr(self, "probes", {} if probes is None else probes)
         _setattr(self, "not_delivered", not_delivered)
+        _setattr(self, "spans", spans)
 
 
-def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int) -> TraceStats:
-    """A run's accounting from its session's counters (sites of one event name summed)."""
+def _add(a: ProbeCounters, b: ProbeCounters) -> ProbeCounters:
+    return ProbeCounters(a.hits + b.hits, a.filtered + b.filtered, a.lost + b.lost,
+                         a.unmatched + b.unmatched, a.replaced + b.replaced)
+
+
+def summarize(plan: Plan, counters: list[ProbeCounters], delivered: int,
+              open_spans: dict[int, int] | None = None) -> TraceStats:
+    """A run's accounting from its session's counters (sites of one event name summed), and
+    what became of its spans (``open_spans``: :meth:`Session.open_spans`)."""
     probes: dict[str, ProbeCounters] = {}
     for event, counter in zip(plan.events, counters, strict=True):
         seen = probes.get(event.name)
-        probes[event.name] = counter if seen is None else ProbeCounters(
-            seen.hits + counter.hits, seen.filtered + counter.filtered,
-            seen.lost + counter.lost)
+        probes[event.name] = counter if seen is None else _add(seen, counter)
     return TraceStats(
         events=delivered,
         lost=sum(c.lost for c in counters),
         hits=sum(c.hits for c in counters),
         filtered=sum(c.filtered for c in counters),
         probes=probes,
+        spans=_spans(plan, counters, open_spans or {}),
     )
+
+
+def _spans(plan: Plan, counters: list[ProbeCounters],
+           open_spans: dict[int, int]) -> tuple[SpanCounters, ...]:
+    starts: dict[int, tuple[str, ProbeCounters]] = {}
+    ends: dict[int, tuple[str, ProbeCounters]] = {}
+    for event, counter in zip(plan.events, counters, strict=True):
+        if event.role:
+            side = starts if event.role == "start" else ends
+            name, seen = side.get(event.span_id, (event.name, ProbeCounters()))
+            side[event.span_id] = (name, _add(seen, counter))
+    result = []
+    for span_id, (start_name, start) in starts.items():
+        end_name, end = ends.get(span_id, ("", ProbeCounters()))
+        started = start.hits - start.filtered - start.lost
+        ended = end.hits - end.filtered - end.unmatched
+        still_open = open_spans.get(span_id, 0)
+        evicted = max(0, started - ended - start.replaced - still_open)
+        result.append(SpanCounters(start_name, end_name, started, ended, end.unmatched,
+                                   start.replaced, still_open, evicted))
+    return tuple(result)

@@ -27,13 +27,18 @@ from collections.abc import Sequence
 from .._host.files import TargetFile
 from .._host.procmaps import read_maps
 from .._sys.arch import ARCH
+from .._errors import UsageError
 from .._values import Record
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from .._probe.fetchargs import UsdtArgument
+    from typing import Any
 
-__all__ = ["Site", "check_site", "instruction_hazard", "maps_file"]
+    from .._probe.fetchargs import UsdtArgument
+    from .._probe.words import ProbeSpec
+
+__all__ = ["Site", "check_locations", "check_site", "instruction_hazard", "maps_file",
+           "sites_of"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
@@ -233,3 +238,82 @@ def maps_file(pid: int, target: TargetFile) -> bool | None:
     info = target.info
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
     return any(m.inode == info.st_ino and m.device == device for m in mappings)
+
+
+def check_locations(
+    path: str,
+    locations: Sequence[Any],
+    *,
+    retprobe: bool = False,
+    pids: Sequence[int] = (),
+) -> list[str | None]:
+    """Attach's verdict on resolved locations: why each would be refused, or None.
+
+    Args:
+        path: The file (as :func:`rawprobe.find_target` gives it).
+        locations: :class:`rawprobe.Location` objects of that file.
+        retprobe: For return probes.
+        pids: With ``-p``, the traced processes.
+
+    Returns:
+        Per location, the reason :func:`~rawprobe._plan.sites.check_site` refuses it, or None.
+    """
+    from .._symbols import describe_target
+
+    target = TargetFile(path)
+    try:
+        go_evidence = describe_target(path).go_evidence or ""
+        return [
+            check_site(target, Site(location.symbol, location.file_offset,
+                                    location.symbol_offset, location.size,
+                                    kind="offset" if location.symbol is None else location.kind),
+                       retprobe=retprobe, go_evidence=go_evidence, pids=pids)
+            for location in locations
+        ]
+    finally:
+        target.close()
+
+
+def sites_of(spec: ProbeSpec, target: TargetFile, *, force: bool) -> tuple[list[Site], str]:
+    """The sites a spec names in ``target``, and why the file is a Go program (or "")."""
+    if spec.kind == "usdt":
+        from .._usdt import find_usdt_probes
+
+        if spec.ref_ctr_offset is not None:
+            raise UsageError(
+                f"{spec.text}: a USDT probe's semaphore comes from its note; drop the "
+                "(OFFSET) after the place"
+            )
+        return [
+            Site(probe.name, probe.file_offset, ref_ctr_offset=probe.semaphore_offset or 0,
+                 usdt_args=probe.arguments, kind="usdt")
+            for probe in find_usdt_probes(target.path, spec.location, expect_key=target.key)
+        ], ""
+    from .._symbols import describe_target, resolve_location
+
+    locations = resolve_location(target.path, spec.location, force=force,
+                                 expect_key=target.key)
+    if spec.ref_ctr_offset is not None:
+        _check_ref_ctr(spec, target, force)
+    go_evidence = describe_target(target.path).go_evidence or ""
+    return [
+        Site(location.symbol, location.file_offset, location.symbol_offset, location.size,
+             spec.ref_ctr_offset or 0, None,
+             "offset" if location.symbol is None else location.kind, location.warning)
+        for location in locations
+    ], go_evidence
+
+def _check_ref_ctr(spec: ProbeSpec, target: TargetFile, force: bool) -> None:
+    """A reference counter the kernel raises must be a semaphore a USDT note names: any
+    other word of the program's data would be incremented under its feet."""
+    if force:
+        return
+    from .._usdt import semaphore_offsets
+
+    if spec.ref_ctr_offset not in semaphore_offsets(target.path):
+        raise UsageError(
+            f"{spec.text}: ({spec.ref_ctr_offset:#x}) is not the file offset of a USDT "
+            f"semaphore of {target.path} (see 'rawprobe list --usdt {target.path}'): the "
+            "kernel would increment whatever is there while the probe is planted, changing "
+            "the program's data; --force to do it anyway"
+        )

@@ -11,6 +11,19 @@ Grammar (Documentation/trace/uprobetracer.rst, and /sys/kernel/tracing/README):
 plus aliases for bpftrace users: ``arg0``..``arg5`` (0-based ABI argument registers),
 ``retval``, and ``str`` for ``string``. A missing NAME becomes ``argN`` (1-based position), as
 the kernel does. The tree says *what* to fetch; :mod:`rawprobe._plan.compile` decides *how*.
+
+Where the kernel's grammar gives a word no meaning, it names a variable of the debug
+information, as perf probe takes them (:class:`DebugVariable`)::
+
+    DEBUGVAR  := BASE ACCESS* | $params | $vars
+    BASE      := IDENT | @IDENT | $retval           (IDENT but the aliases arg0.. and retval)
+    ACCESS    := ->IDENT | .IDENT | [INDEX]
+
+with TYPE also ``s``, ``u`` or ``x`` (keep the width, change the sign or show in hex). A
+missing NAME becomes the last identifier (``x`` for ``o->in->x``). An untyped ``$retval`` is
+typed from the function's DWARF return type where there is one (bpftrace's ``retval`` stays
+the return register, ``x64``). The planner compiles each at each probe site into the kernel
+fetch-arg it stands for.
 """
 
 from __future__ import annotations
@@ -20,13 +33,15 @@ from dataclasses import dataclass
 
 from .._errors import FetchArgError
 from .._sys.arch import ARCH
-from .argtype import ArgType
+from .argtypes import DEFAULT_TYPE, MAX_ARRAY_LEN, STRING_TYPE, ArgType, c_integer, parse_type
 
 __all__ = [
     "MAX_ARRAY_LEN",
     "ArgType",
     "Comm",
+    "DebugVariable",
     "Deref",
+    "EventField",
     "FetchArg",
     "FileOffset",
     "Immediate",
@@ -40,11 +55,19 @@ __all__ = [
     "UsdtArg",
     "UsdtArgument",
     "c_integer",
+    "debug_field_name",
+    "parse_event_field",
     "parse_fetcharg",
 ]
 
-MAX_ARRAY_LEN = 64  # kernel/trace/trace_probe.h: MAX_ARRAY_LEN
 MAX_NESTING = 8  # dereference levels; the BPF side's RP_MAX_DEREF
+# $stackN: kernel/trace/trace_probe.h PARAM_MAX_STACK (THREAD_SIZE / sizeof(long), x86-64)
+MAX_STACK_ENTRY = 2048
+# The ranges of the kernel's own parsers (kernel/trace/trace_probe.c): kstrtol for a
+# dereference offset, kstrtoul for an address, either for an immediate.
+_S64 = (-(1 << 63), (1 << 63) - 1)
+_U64 = (0, (1 << 64) - 1)
+_IMM64 = (-(1 << 63), (1 << 64) - 1)
 
 
 @dataclass(frozen=True)
@@ -80,7 +103,8 @@ class Memory:
 
 @dataclass(frozen=True)
 class FileOffset:
-    """``@+OFFSET``: the memory at a file offset of the probed file, where it is mapped."""
+    """``@+OFFSET``: the memory at a file offset of the probed file, where it is mapped (at a
+    return too: reckoned from the probed function's address, as the kernel does)."""
 
     offset: int
 
@@ -118,12 +142,48 @@ class ProbeRelative:
 
 
 @dataclass(frozen=True)
+class EventField:
+    """A field of a kernel tracepoint's record, by its name in the event's ``format`` file
+    (``tp:`` probes)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Deref:
     """``+|-OFFS(INNER)``: the memory at INNER's value plus ``offset``."""
 
     offset: int
     inner: Source
 
+
+@dataclass(frozen=True)
+class DebugVariable:
+    """A variable named from the debug information (``a``, ``o->in->x``, ``arr[3]``,
+    ``@counter``, ``$retval->len``), or several (``$params``, ``$vars``).
+
+    Not fetched as such: the planner compiles it, at each probe site, into the kernel fetch-arg
+    it stands for (:meth:`rawprobe._dwarf.DebugInfo.compile`).
+
+    Attributes:
+        expression: As written, without NAME and TYPE.
+        cast: The TYPE written after it (``string``, ``u8``, ``x``...), or None: then the type
+            follows the debug information.
+        fallback: What to fetch when the file has no debug information for it (an untyped
+            ``$retval``: the return register, as the kernel reads it), or None: it must have.
+    """
+
+    expression: str
+    cast: str | None = None
+    fallback: Source | None = None
+
+    @property
+    def expands(self) -> bool:
+        """Whether it stands for several variables (``$params``, ``$vars``)."""
+        return self.expression in EXPANSIONS
+
+
+EXPANSIONS = ("$params", "$vars")
 
 Source = (
     Register
@@ -136,7 +196,9 @@ Source = (
     | ImmediateString
     | UsdtArg
     | ProbeRelative
+    | EventField
     | Deref
+    | DebugVariable
 )
 
 
@@ -186,81 +248,13 @@ class UsdtArgument:
         return parse_type(f"{'s' if self.signed else 'u'}{self.size * 8}")
 
 
-_INT_TYPE = re.compile(r"([sux])(8|16|32|64)")
-_BITFIELD_TYPE = re.compile(r"b(\d+)@(\d+)/(8|16|32|64)")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_DEBUG_EXPRESSION = re.compile(
+    rf"(?:@{_IDENTIFIER}|\$retval|{_IDENTIFIER})"
+    rf"(?:->{_IDENTIFIER}|\.{_IDENTIFIER}|\[(?:0[xX][0-9a-fA-F]+|[0-9]+)\])*")
+_KERNEL_NAMES = re.compile(r"arg\d+|retval|\$retval")
+_SIGN_CASTS = ("s", "u", "x")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KERNEL_ONLY_TYPES = ("symstr", "%pd", "%pD")
-
-
-def c_integer(text: str) -> int:
-    """An integer as C (and the kernel's kstrtol with base 0) reads it: ``0x`` hexadecimal,
-    a leading ``0`` octal, otherwise decimal; an optional sign.
-
-    Raises:
-        ValueError: Not such a number (``08``, say).
-    """
-    digits = text.lstrip("+-")
-    negative = text.startswith("-")
-    if digits[:2] in ("0x", "0X"):
-        value = int(digits[2:], 16)
-    elif len(digits) > 1 and digits.startswith("0"):
-        value = int(digits[1:], 8)
-    else:
-        value = int(digits, 10)
-    return -value if negative else value
-
-
-def parse_type(text: str, word: str = "", column: int = 0) -> ArgType:
-    """Parse a TYPE (the part after ``:``).
-
-    Raises:
-        FetchArgError: Unknown type or bad array length.
-    """
-    base, count = text, None
-    array = re.fullmatch(r"(.+)\[(\d+)\]", text)
-    if array:
-        base, count = array.group(1), int(array.group(2))
-        if not 0 < count <= MAX_ARRAY_LEN:
-            raise FetchArgError(
-                f"array length {count} out of range 1..{MAX_ARRAY_LEN}", word, column
-            )
-    if base == "str":
-        base = "string"
-    name = base + (f"[{count}]" if count is not None else "")
-    match = _INT_TYPE.fullmatch(base)
-    if match:
-        letter, bits = match.group(1), int(match.group(2))
-        return ArgType(name, "int", bits // 8, letter == "s", letter == "x", count)
-    if base == "char":
-        return ArgType(name, "char", 1, count=count)
-    if base in ("string", "ustring"):
-        return ArgType(name, "string", 0, count=count)
-    if base == "symbol":
-        return ArgType(name, "symbol", 8, hex=True, count=count)
-    match = _BITFIELD_TYPE.fullmatch(base)
-    if match:
-        width, offset, container = (int(g) for g in match.groups())
-        if width == 0 or width + offset > container:
-            raise FetchArgError(
-                f"bitfield {base}: {width} bits at bit {offset} do not fit in {container} bits",
-                word,
-                column,
-            )
-        return ArgType(
-            name, "bitfield", container // 8, count=count, bit_width=width, bit_offset=offset
-        )
-    if base in _KERNEL_ONLY_TYPES:
-        raise FetchArgError(f"type {base!r} applies to kernel probes only", word, column)
-    raise FetchArgError(
-        f"unknown type {base!r}: use s8..s64, u8..u64, x8..x64, char, string, ustring, symbol, "
-        "b<width>@<offset>/<size>, or TYPE[N]",
-        word,
-        column,
-    )
-
-
-DEFAULT_TYPE = parse_type("x64")
-STRING_TYPE = parse_type("string")
 
 
 class _Parser:
@@ -326,7 +320,11 @@ class _Parser:
             return StackPointer()
         match = re.fullmatch(r"stack(\d+)", name)
         if match:
-            return StackEntry(int(match.group(1)))
+            index = int(match.group(1))
+            if index > MAX_STACK_ENTRY:
+                raise self.error(f"${name}: the kernel reads at most $stack{MAX_STACK_ENTRY}",
+                                 position)
+            return StackEntry(index)
         match = re.fullmatch(r"arg(\d+)", name)
         if match:
             return self.argument(int(match.group(1)), position, one_based=True)
@@ -363,8 +361,9 @@ class _Parser:
         if name == "retval":
             return self.variable("retval", position)
         raise self.error(
-            f"cannot parse fetch-arg {name!r}: registers are written %REG, variables $NAME "
-            "(aliases: arg0..arg5, retval)",
+            f"cannot parse fetch-arg {name!r} here: registers are written %REG, variables "
+            "$NAME (aliases: arg0..arg5, retval); a variable of the debug information is "
+            "written alone (a, a->member, a[N], a:string), not inside +OFFSET(...)",
             position,
         )
 
@@ -382,6 +381,7 @@ class _Parser:
             raise self.error(f"{match.group(3)!r} is not a number", position) from None
         if match.group(1) == "-":
             offset = -offset
+        self.check_range(offset, _S64, "offset", position)
         inner, end = self.source(match.end(), depth + 1)
         if isinstance(inner, (Comm, ImmediateString)):
             raise self.error("cannot dereference $comm or a string constant", match.end())
@@ -400,9 +400,9 @@ class _Parser:
             value = c_integer(match.group(2))
         except ValueError:
             raise self.error(f"{match.group(2)!r} is not a number", position) from None
+        self.check_range(value, _U64, "address" if not match.group(1) else "offset",
+                         position)
         if match.group(1):
-            if self.retprobe:
-                raise self.error("@+OFFSET is only supported on entry probes", position)
             return FileOffset(value), match.end()
         return Memory(value), match.end()
 
@@ -417,9 +417,16 @@ class _Parser:
         if not match:
             raise self.error("expected \\IMM (a number) or \\\"STRING\\\"", position)
         try:
-            return Immediate(c_integer(match.group(1))), match.end()
+            value = c_integer(match.group(1))
         except ValueError:
             raise self.error(f"{match.group(1)!r} is not a number", position) from None
+        self.check_range(value, _IMM64, "immediate", position)
+        return Immediate(value), match.end()
+
+    def check_range(self, value: int, bounds: tuple[int, int], what: str,
+                    position: int) -> None:
+        if not bounds[0] <= value <= bounds[1]:
+            raise self.error(f"the {what} {value} does not fit in 64 bits", position)
 
 
 def parse_fetcharg(
@@ -471,6 +478,11 @@ def parse_fetcharg(
     if split >= 0:
         type_text = body[split + 1 :]
         body = body[:split]
+    debug = None if usdt else _debug_variable(body, type_text, retprobe, word,
+                                               column + body_start)
+    if debug is not None:
+        return _debug_fetcharg(debug, name if match else None, index, text, word, column,
+                               body_start + split + 1)
     parser = _Parser(body, word, column + body_start, retprobe, usdt)
     source = parser.parse()
     if type_text is None:
@@ -479,6 +491,53 @@ def parse_fetcharg(
         arg_type = parse_type(type_text, word, column + body_start + split + 1)
     _check_combination(source, arg_type, word, column + body_start)
     return FetchArg(name, source, arg_type, text, column, typed=type_text is not None)
+
+
+def _debug_variable(
+    body: str, type_text: str | None, retprobe: bool, word: str, column: int
+) -> DebugVariable | None:
+    """The debug variable a fetch-arg names, or None when it is the kernel's."""
+    if body in EXPANSIONS:
+        return DebugVariable(body, type_text)
+    if _KERNEL_NAMES.fullmatch(body):
+        if body == "$retval" and type_text is None and retprobe:
+            return DebugVariable("$retval", None, Register(ARCH.return_register))
+        return None
+    if not _DEBUG_EXPRESSION.fullmatch(body):
+        return None
+    if body.startswith("$retval") and not retprobe:
+        raise FetchArgError("$retval is only available on return probes (r:)", word, column)
+    return DebugVariable(body, type_text)
+
+
+def _debug_fetcharg(
+    debug: DebugVariable, name: str | None, index: int, text: str, word: str, column: int,
+    type_column: int,
+) -> FetchArg:
+    if debug.expands:
+        if name is not None or debug.cast is not None:
+            raise FetchArgError(f"{debug.expression} stands for several variables, each named "
+                                "and typed after itself: write it alone", word, column)
+        return FetchArg(debug.expression, debug, DEFAULT_TYPE, text, column, typed=False)
+    if debug.cast is None or debug.cast in _SIGN_CASTS:
+        arg_type = DEFAULT_TYPE
+    else:
+        arg_type = parse_type(debug.cast, word, column + type_column)
+    if name is None:
+        name = f"arg{index}" if debug.fallback is not None else debug_field_name(
+            debug.expression)
+    return FetchArg(name, debug, arg_type, text, column, typed=debug.cast is not None)
+
+
+def debug_field_name(expression: str) -> str:
+    """The field name of an unnamed debug variable: its last identifier (``x`` for
+    ``o->in->x``, ``arr`` for ``arr[3]``, ``counter`` for ``@counter``), as perf probe names
+    it."""
+    members = re.findall(rf"(?:->|\.)({_IDENTIFIER})", expression)
+    if members:
+        return str(members[-1])
+    match = re.search(_IDENTIFIER, expression)
+    return match.group(0) if match else expression
 
 
 def _default_type(source: Source) -> ArgType:
@@ -496,3 +555,33 @@ def _check_combination(source: Source, arg_type: ArgType, word: str, column: int
         )
     if arg_type.is_string and isinstance(source, Immediate):
         raise FetchArgError("a number is not a string; use \\\"TEXT\\\"", word, column)
+
+
+_EVENT_FIELD = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_]*)=)?([A-Za-z_][A-Za-z0-9_]*)(?::(.+))?")
+
+
+def parse_event_field(text: str, *, word: str = "", column: int = 0) -> FetchArg:
+    """Parse one field of a ``tp:`` probe: ``[NAME=]FIELD[:TYPE]``.
+
+    FIELD is the field's name in the tracepoint's ``format`` file; without a TYPE it is read
+    as the format file declares it. ``:string`` on a pointer field reads the string it points
+    to (user memory, then kernel memory); an integer TYPE reads that many bytes of the field.
+
+    Raises:
+        FetchArgError: Anything malformed, with the column it starts at.
+    """
+    match = _EVENT_FIELD.fullmatch(text)
+    if not match:
+        raise FetchArgError(
+            "a tracepoint field is [NAME=]FIELD[:TYPE], FIELD as its format file names it "
+            "(e.g. filename:string, flags, prev_pid:s32)", word, column)
+    alias, field, type_text = match.groups()
+    if type_text is None:
+        return FetchArg(alias or field, EventField(field), DEFAULT_TYPE, text, column, False)
+    arg_type = parse_type(type_text, word, column + match.start(3))
+    if arg_type.kind not in ("int", "char", "string") or (
+            arg_type.kind == "string" and arg_type.count is not None):
+        raise FetchArgError(f"type {type_text!r} does not apply to a tracepoint field: use "
+                            "string, char, s8..s64, u8..u64 or x8..x64", word,
+                            column + match.start(3))
+    return FetchArg(alias or field, EventField(field), arg_type, text, column, True)

@@ -1,4 +1,4 @@
-"""``--filter EXPR``: a boolean expression over a probe's fields, run in BPF before a record
+r"""``--filter EXPR``: a boolean expression over a probe's fields, run in BPF before a record
 is made, so a rejected hit costs no ring-buffer space.
 
 Grammar::
@@ -9,6 +9,10 @@ Grammar::
     compare := NAME OP LITERAL
     OP      := '==' | '!=' | '<' | '<=' | '>' | '>=' | '&' | '~' | '!~'
     LITERAL := integer (decimal, 0x hex, negative) | "string"
+
+A string may hold the escapes ``\\ \" \' \n \t \r \0 \a \b \f \v`` and ``\xHH`` (up to
+``\x7f``; other characters are written as themselves). A filter holds at most
+:data:`MAX_COMPARISONS` comparisons, nested at most :data:`MAX_NESTING` deep.
 
 NAME is a field of the probe, or one of ``pid``, ``tid``, ``cpu`` and ``comm`` (a field of the
 same name takes precedence). Strings compare with ``==`` and ``!=``, and by prefix with
@@ -26,6 +30,8 @@ from .._errors import FilterError
 from .fetchargs import c_integer
 
 __all__ = [
+    "MAX_COMPARISONS",
+    "MAX_NESTING",
     "Comparison",
     "FilterExpr",
     "Logical",
@@ -43,6 +49,14 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*))"
 )
 
+
+# Far above what the BPF side runs (32 predicates) or anyone writes, far below Python's
+# recursion limit (the tracefs backend evaluates the tree in user space).
+MAX_COMPARISONS = 128
+MAX_NESTING = 64
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r", "0": "\0",
+            "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class _Parser:
             self.tokens.append((kind, match.group(kind), start))
             position = match.end()
         self.index = 0
+        self.depth = 0
+        self.comparisons = 0
 
     def peek(self) -> tuple[str, str, int] | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -122,9 +138,21 @@ class _Parser:
 
     def unary(self) -> FilterExpr:
         kind, text, column = self.take()
-        if kind == "op" and text == "!":
+        if kind == "op" and text in ("!", "("):
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise FilterError(f"the filter is nested more than {MAX_NESTING} levels deep",
+                                  self.text, column)
+            try:
+                return self.nested(text)
+            finally:
+                self.depth -= 1
+        return self.compare(kind, text, column)
+
+    def nested(self, text: str) -> FilterExpr:
+        if text == "!":
             return Not(self.unary())
-        if kind == "op" and text == "(":
+        if text == "(":
             inner = self.or_expr()
             closing = self.peek()
             if closing is None or closing[1] != ")":
@@ -132,6 +160,13 @@ class _Parser:
                 raise FilterError("missing ')'", self.text, where)
             self.take()
             return inner
+        raise AssertionError(text)
+
+    def compare(self, kind: str, text: str, column: int) -> FilterExpr:
+        self.comparisons += 1
+        if self.comparisons > MAX_COMPARISONS:
+            raise FilterError(f"the filter has more than {MAX_COMPARISONS} comparisons",
+                              self.text, column)
         if kind != "name":
             raise FilterError(f"expected a field name, found {text!r}", self.text, column)
         op_kind, op, op_column = self.take()
@@ -146,10 +181,24 @@ class _Parser:
                 raise FilterError(f"{value_text!r} is not a number", self.text,
                                   value_column) from None
         elif value_kind == "str":
-            value = bytes(value_text[1:-1], "utf-8").decode("unicode_escape")
+            value = self.unescape(value_text[1:-1], value_column + 1)
         else:
             raise FilterError("expected a number or a \"string\"", self.text, value_column)
         return Comparison(text, op, value, column)
+
+
+    def unescape(self, body: str, column: int) -> str:
+        def replace(match: re.Match[str]) -> str:
+            escape = match.group(1)
+            if escape in _ESCAPES:
+                return _ESCAPES[escape]
+            if escape[0] == "x" and len(escape) == 3 and int(escape[1:], 16) < 0x80:
+                return chr(int(escape[1:], 16))
+            raise FilterError(
+                f"unknown escape \\{escape} in a string: use \\\\, \\\", \\n, \\t, \\xHH "
+                "(below \\x80), or the character itself", self.text, column + match.start())
+
+        return _ESCAPE.sub(replace, body)
 
 
 def parse_filter(text: str) -> FilterExpr:
@@ -181,6 +230,8 @@ def evaluate_filter(expr: FilterExpr, event: Any) -> bool:
         value = getattr(event, expr.name)
     if value is None:
         return False
+    if isinstance(value, str) and isinstance(expr.value, int) and len(value) == 1:
+        value = ord(value)  # a char: the BPF side compares its byte
     if isinstance(value, str):
         assert isinstance(expr.value, str)
         if expr.op in ("==", "!="):

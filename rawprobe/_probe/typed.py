@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .._errors import ProbeSyntaxError
+from .._errors import ProbeSyntaxError, UsageError
 from .fetchargs import FetchArg, parse_fetcharg
 from .words import ProbeSpec, quote_target
 
-__all__ = ["Probe", "Uprobe", "Uretprobe", "Usdt"]
+__all__ = ["Probe", "Span", "Uprobe", "Uretprobe", "Usdt"]
 
 
 def _fetch_text(fetch: Mapping[str, str]) -> str:
@@ -142,3 +142,28 @@ class Usdt(Probe):
         _check_place(self.target, self.probe, word)
         return ProbeSpec("usdt", None, self.name, self.target, self._location, None,
                          _fetchargs(self.fetch, word, False, True), word)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The time from a hit of ``start`` to the matching hit of ``end`` (``--span``): a query
+    from ``query__start`` to ``query__done``, a request from one function to another.
+
+    Attributes:
+        start: The probe where a span starts (a word, a spec or a typed probe).
+        end: The probe where it ends.
+        key: What a START and its END share: ``tid`` (the same thread, the default), or
+            the name of an integer field both probes fetch (a query pointer, a request id).
+
+    With an aggregation, ``latency`` (ns) is what ``--hist``/``--stats``/... measure, grouped
+    by keys read at END (fields only START has are read at START); streamed, each END event
+    carries a ``latency`` field.
+    """
+
+    start: str | ProbeSpec | Probe
+    end: str | ProbeSpec | Probe
+    key: str = "tid"
+
+    def __post_init__(self) -> None:
+        if not (self.key.isidentifier() and self.key.isascii()):
+            raise UsageError(f"--key {self.key!r}: give tid or a field name")

@@ -7,6 +7,10 @@ short spelling bcc's ``trace`` and bpftrace users type, with the place right aft
 (``p:/bin/bash:readline``). Event names never contain ``:``, so a head ``p:X:Y`` is always the
 short spelling. A bare place (``/bin/bash:readline``, ``libc:malloc%return``) is an entry probe,
 or a return probe with the kernel's ``%return`` suffix.
+
+Kernel-side probes share the word's shape: ``tp:GROUP:EVENT [FIELD ...]`` for a tracepoint
+(fields by their names in the event's ``format`` file) and ``sys:NAME`` for a system call
+(NAME may be a glob: ``sys:open*``, ``sys:*``).
 """
 
 from __future__ import annotations
@@ -16,13 +20,31 @@ import re
 from dataclasses import dataclass
 
 from .._errors import ProbeSyntaxError
-from .fetchargs import FetchArg, c_integer, parse_fetcharg
+from .fetchargs import DebugVariable, FetchArg, c_integer, parse_event_field, parse_fetcharg
 
-__all__ = ["ProbeSpec", "default_event_name", "is_glob", "parse_probe", "quote_target",
-           "split_place"]
+__all__ = [
+    "LineLocation",
+    "ProbeSpec",
+    "default_event_name",
+    "is_glob",
+    "is_offset_location",
+    "parse_line_location",
+    "parse_probe",
+    "quote_target",
+    "split_place",
+]
 
 _HEAD = re.compile(r"(p|r|usdt)(?::(.*))?")
+_KERNEL_HEAD = re.compile(r"(tp|sys):(.*)")
+_KERNEL_NAME = re.compile(r"[A-Za-z0-9_*?\[\]]+")
 _EVENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OTHER_HEAD = re.compile(r"([A-Za-z][A-Za-z0-9_]*):(.+)", re.DOTALL)
+# Other tracers' kernel probe types: what rawprobe writes for them, or None (not planted yet).
+_KERNEL_TYPES = {"t": "tp:", "tracepoint": "tp:", "syscall": "sys:", "k": None, "kr": None,
+                 "kprobe": None, "kretprobe": None, "f": None, "fentry": None, "fexit": None,
+                 "e": None, "rawtracepoint": None, "software": None, "hardware": None,
+                 "profile": None, "interval": None}
+_BPFTRACE_TYPES = {"uprobe": "p", "uretprobe": "r"}
 _REF_CTR = re.compile(r"\((0[xX][0-9a-fA-F]+|\d+)\)$")
 
 
@@ -31,11 +53,14 @@ class ProbeSpec:
     """A parsed probe word, before its target is resolved.
 
     Attributes:
-        kind: ``p`` (entry), ``r`` (return) or ``usdt``.
+        kind: ``p`` (entry), ``r`` (return), ``usdt``, ``tp`` (a kernel tracepoint) or ``sys``
+            (a system call).
         group: The ``GROUP`` of ``GROUP/EVENT``, if given.
         event: The event name, if given (otherwise it is derived from the symbol).
-        target: The file or library, as written.
-        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``.
+        target: The file or library, as written; for ``tp`` the tracepoint's group, for
+            ``sys`` empty.
+        location: ``SYMBOL``, ``SYMBOL+OFF``, ``0xOFFSET`` or a glob; for USDT ``[PROVIDER:]NAME``;
+            for ``tp`` the event (or a glob), for ``sys`` the system call (or a glob).
         ref_ctr_offset: A semaphore offset given as ``(OFFSET)`` after the place, if any.
         fetchargs: The fetch-args, in order.
         text: The word as written.
@@ -55,11 +80,73 @@ class ProbeSpec:
         return self.kind == "r"
 
     @property
+    def kernel(self) -> bool:
+        """A kernel-side probe (``tp:`` or ``sys:``), not a uprobe."""
+        return self.kind in ("tp", "sys")
+
+    @property
     def place(self) -> str:
         return f"{self.target}:{self.location}"
 
+    @property
+    def source_line(self) -> LineLocation | None:
+        """The source line LOCATION names (``main.c:27``, ``add:3``), or None."""
+        return None if self.kind == "usdt" else parse_line_location(self.location)
+
+    @property
+    def uses_debug_info(self) -> bool:
+        """Whether planning it needs the file's debug information: a source line, or a
+        variable named from it (an untyped ``$retval`` only uses it where there is some)."""
+        return self.source_line is not None or any(
+            isinstance(arg.source, DebugVariable) and arg.source.fallback is None
+            for arg in self.fetchargs)
+
+
+@dataclass(frozen=True)
+class LineLocation:
+    """A LOCATION that names a source line, as perf probe spells them.
+
+    Attributes:
+        file: ``FILE:LINE``: the source file (a path, or its last components), else None.
+        function: ``FUNC:N``: the function, else None.
+        line: LINE, or N: lines after the one that declares FUNC (``FUNC:0`` is that line).
+    """
+
+    file: str | None
+    function: str | None
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file or self.function}:{self.line}"
+
+
+_SOURCE_LINE = re.compile(r"(.*[^:]):(\d+)")
+
+
+def parse_line_location(location: str) -> LineLocation | None:
+    """``FILE:LINE`` or ``FUNC:N`` (what :func:`split_place` leaves as a LOCATION), or None.
+
+    As perf probe decides (tools/perf/util/probe-event.c, ``parse_perf_probe_point``): a name
+    with a ``.`` or a ``/`` is a source file, any other a function.
+    """
+    match = _SOURCE_LINE.fullmatch(location)
+    if match is None:
+        return None
+    name, line = match.group(1), int(match.group(2))
+    if "." in name or "/" in name:
+        return LineLocation(name, None, line)
+    return LineLocation(None, name, line)
+
 
 _GLOB_CHARS = "*?["
+
+
+def is_offset_location(location: str) -> bool:
+    """Whether a LOCATION is a raw file offset (``0x1139``, ``4409``)."""
+    text = location.strip().lower()
+    if text.startswith("0x"):
+        return len(text) > 2 and all(char in "0123456789abcdef" for char in text[2:])
+    return text.isdigit()
 
 
 def is_glob(location: str) -> bool:
@@ -108,8 +195,11 @@ def split_place(
     A LOCATION may hold colons of its own: C++ scopes (``ns::f``, any run of two) and ABI tags
     (``f[abi:cxx11]()``, inside brackets), so the separator is the last colon that is neither
     (in a run of odd length, the first one: ``app:::f`` is ``app`` and ``::f``); a TARGET path
-    may then contain a colon as long as the LOCATION has none. A USDT place,
-    ``TARGET:[PROVIDER:]NAME``, splits at its first such colon instead.
+    may then contain a colon as long as the LOCATION has none. A source line (``FILE:LINE``,
+    ``FUNC:N``: digits after the last colon, and another colon before) keeps that last colon
+    in the LOCATION: ``./main:main.c:27`` is ``./main`` and ``main.c:27`` (a TARGET with a
+    colon is then quoted). A USDT place, ``TARGET:[PROVIDER:]NAME``, splits at its first such
+    colon instead.
 
     A TARGET in double quotes (``"/opt/my app/bin":main``) may hold spaces and colons.
 
@@ -130,7 +220,12 @@ def split_place(
         if (run_end - position) % 2 == 1:
             candidates.append(position)
         position = run_end
-    for candidate in candidates if usdt else reversed(candidates):
+    if not usdt:
+        candidates.reverse()
+        if len(candidates) > 1 and place[candidates[0] + 1 :].isdigit():
+            # FILE:LINE or FUNC:N: the location holds the last colon, the target none.
+            candidates.pop(0)
+    for candidate in candidates:
         tail = place[candidate + 1 :]
         if tail.count("]") > tail.count("["):
             continue  # inside [abi:...]: part of the location
@@ -188,6 +283,9 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError("empty probe: write p:TARGET:SYMBOL (for example p:libc:malloc)")
     head, head_column = tokens[0]
     rest = tokens[1:]
+    kernel = _KERNEL_HEAD.fullmatch(head)
+    if kernel:
+        return _parse_kernel(kernel.group(1), kernel.group(2), rest, word, head_column)
     group: str | None = None
     event: str | None = None
     match = _HEAD.fullmatch(head)
@@ -207,6 +305,7 @@ def parse_probe(word: str) -> ProbeSpec:
                 group, event = _parse_name(after, word, head_column + len(kind) + 1)
             (place, place_column), rest = rest[0], rest[1:]
     else:
+        _refuse_unknown_type(head, word, head_column)
         kind, place, place_column = "p", head, head_column
 
     if place.endswith("%return"):
@@ -230,6 +329,10 @@ def parse_probe(word: str) -> ProbeSpec:
         raise ProbeSyntaxError(
             "a USDT place is TARGET:[PROVIDER:]NAME", word, place_column + len(target) + 1
         )
+    if kind == "r" and parse_line_location(location) is not None:
+        raise ProbeSyntaxError(
+            f"a return probe goes on a function, not on a source line ({location}): write "
+            "r:TARGET:FUNCTION", word, place_column + len(target) + 1)
 
     fetchargs: list[FetchArg] = []
     seen: dict[str, int] = {}
@@ -251,6 +354,56 @@ def parse_probe(word: str) -> ProbeSpec:
     )
 
 
+def _refuse_unknown_type(head: str, word: str, column: int) -> None:
+    """A head ``q:X:Y`` is a probe type rawprobe does not know, not a TARGET ``q:X`` (a TARGET
+    with a colon is written in double quotes, so it is never mistaken for one)."""
+    match = _OTHER_HEAD.fullmatch(head)
+    if not match:
+        return
+    try:
+        split_place(match.group(2))
+    except ProbeSyntaxError:
+        return  # q:ns::f is TARGET q and LOCATION ns::f
+    kind = match.group(1)
+    hint = ""
+    if kind in _KERNEL_TYPES:
+        ours = _KERNEL_TYPES[kind]
+        hint = (f" (a kernel {kind} probe is written {ours} here)" if ours else
+                " (kprobes, fentry and sampling events are not probes rawprobe plants yet)")
+    elif kind in _BPFTRACE_TYPES:
+        hint = f" (bpftrace's {kind}: is {_BPFTRACE_TYPES[kind]}: here)"
+    raise ProbeSyntaxError(
+        f"unknown probe type {kind!r}: use p (entry), r (return), usdt, tp or sys{hint}; a TARGET "
+        f'that holds a colon is written in double quotes ("{kind}:...":LOCATION)',
+        word, column)
+def _parse_kernel(kind: str, place: str, rest: list[tuple[str, int]], word: str,
+                  column: int) -> ProbeSpec:
+    """``tp:GROUP:EVENT [FIELD ...]`` or ``sys:NAME``."""
+    place_column = column + len(kind) + 1
+    if kind == "sys":
+        if not _KERNEL_NAME.fullmatch(place):
+            raise ProbeSyntaxError("write sys:NAME, a system call or a glob (sys:openat, "
+                                   "sys:open*, sys:*)", word, place_column)
+        if rest:
+            raise ProbeSyntaxError(
+                "a system call probe takes no fields: every argument, the return value and "
+                "the duration are recorded (filter them with --filter)", word, rest[0][1])
+        return ProbeSpec("sys", None, None, "", place, None, (), word)
+    group, colon, event = place.partition(":")
+    if not colon or not _KERNEL_NAME.fullmatch(group) or not _KERNEL_NAME.fullmatch(event) or (
+            any(char in group for char in "*?[]")):
+        raise ProbeSyntaxError("write tp:GROUP:EVENT, as tracefs names the tracepoint (e.g. "
+                               "tp:sched:sched_process_exec); 'rawprobe list --tracepoints' "
+                               "lists them", word, place_column)
+    fields: list[FetchArg] = []
+    for text, field_column in rest:
+        arg = parse_event_field(text, word=word, column=field_column)
+        if any(seen.name == arg.name for seen in fields):
+            raise ProbeSyntaxError(f"field name {arg.name!r} used twice", word, field_column)
+        fields.append(arg)
+    return ProbeSpec("tp", None, None, group, event, None, tuple(fields), word)
+
+
 def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | None]:
     group, slash, event = text.rpartition("/")
     if not slash:
@@ -265,18 +418,25 @@ def _parse_name(text: str, word: str, column: int) -> tuple[str | None, str | No
     return group or None, event or None
 
 
-def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, path: str) -> str:
+def default_event_name(spec: ProbeSpec, symbol: str | None, file_offset: int, path: str,
+                       symbol_offset: int = 0) -> str:
     """The event name of a probe the user did not name.
 
-    After the symbol (``readline``, ``readline__return`` for a return probe); a probe at a raw
-    offset is named as the kernel names one (``p_bash_0x1234``).
+    After the symbol (``readline``, ``readline__return`` for a return probe), with the offset
+    into it as perf probe writes one (``add_5`` for ``add+5``); a probe at a raw file offset is
+    named as the kernel names one (``p_bash_0x1234``), even inside a known function, so that
+    two probes in one function never share a name.
     """
     if spec.event:
         return spec.event
-    if symbol:
+    if spec.kernel:
+        return spec.location
+    if symbol and not is_offset_location(spec.location):
         base = re.sub(r"[^A-Za-z0-9_]", "_", symbol.split("@", 1)[0])
         if base[:1].isdigit():
             base = "_" + base
+        if symbol_offset:
+            base += f"_{symbol_offset}"
         return base + ("__return" if spec.retprobe else "")
     stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(path))
     return f"{spec.kind}_{stem}_{file_offset:#x}"

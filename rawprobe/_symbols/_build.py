@@ -8,10 +8,11 @@ with their versions into the records the index keeps.
 from __future__ import annotations
 
 import io
+import logging
 import lzma
 import struct
 
-from .._errors import NotElfError, TargetNotFoundError
+from .._errors import NotElfError, RawprobeError, TargetNotFoundError
 from .._sys.arch import host_arch
 from .._sys.demangle import demangle
 from ._debuginfo import build_id_candidates, debuglink_candidates, file_crc32
@@ -45,6 +46,7 @@ _BINDINGS = {_STB_GLOBAL: 0, _STB_WEAK: 1, _STB_LOCAL: 2, _STB_GNU_UNIQUE: 3}
 _SOURCE_INDEX = {name: position for position, name in enumerate(SOURCES)}
 # A MiniDebugInfo payload is a few hundred kB; refuse to inflate a crafted one without bound.
 _MAX_DEBUGDATA = 256 << 20
+_LOG = logging.getLogger("rawprobe")
 
 
 def _parse_verdef(data: bytes, strings: bytes) -> dict[int, str]:
@@ -230,20 +232,34 @@ def _undefined_functions(
     return list(undefined.items())
 
 
-def _debug_symbol_table(path: str, expect_build_id: str) -> SymbolTable | None:
-    """The ``.symtab`` of a separate debug file, or None when it is unusable or not a match."""
+def _debug_symbol_table(path: str, expect_build_id: str) -> tuple[SymbolTable | None, str]:
+    """The ``.symtab`` of a separate debug file, or None and why it is not used."""
     try:
         with open_elf(path) as reader:
-            if expect_build_id and reader.build_id() not in ("", expect_build_id):
-                return None
+            found = reader.build_id()
+            if expect_build_id and found not in ("", expect_build_id):
+                return None, f"its build-id {found} is not the file's {expect_build_id}"
             section = reader.section(".symtab")
             if section is None:
-                return None
-            return reader.symbol_table(section)
-    except (TargetNotFoundError, NotElfError):
-        return None
-    except Exception:
-        return None  # a damaged debug file is not the probed file's fault: go without
+                return None, "it has no symbol table (.symtab)"
+            return reader.symbol_table(section), ""
+    except RawprobeError as error:
+        return None, str(error)
+    except Exception as error:  # a damaged debug file is not the probed file's fault: go without
+        return None, str(damaged(path, error))
+
+
+def _debuglink_table(path: str, expected_crc: int,
+                     expect_build_id: str) -> tuple[SymbolTable | None, str]:
+    """The ``.symtab`` of the file a ``.gnu_debuglink`` names, or None and why it is not used."""
+    try:
+        crc = file_crc32(path)
+    except RawprobeError as error:
+        return None, str(error)
+    if crc != expected_crc:
+        return None, (f"its CRC-32 {crc:08x} is not the {expected_crc:08x} the link records "
+                      "(a debug file of another build)")
+    return _debug_symbol_table(path, expect_build_id)
 
 
 def _minidebuginfo_table(reader: ElfReader) -> SymbolTable | None:
@@ -356,11 +372,13 @@ def _build(
             data.dependencies.append((candidate, current_key(candidate)))
             if data.dependencies[-1][1] == ABSENT_KEY:
                 continue
-            debug_table = _debug_symbol_table(candidate, data.build_id)
-            if debug_table is not None:
-                data.debug_sources.append(("build-id", candidate))
-                merger.add_table(debug_table, "build-id")
-                break
+            debug_table, reason = _debug_symbol_table(candidate, data.build_id)
+            if debug_table is None:
+                _LOG.info("%s: build-id debug file %s not used: %s", path, candidate, reason)
+                continue
+            data.debug_sources.append(("build-id", candidate))
+            merger.add_table(debug_table, "build-id")
+            break
     link = reader.section(".gnu_debuglink")
     if debug_table is None and link is not None:
         link_bytes = reader.section_bytes(link)
@@ -370,13 +388,15 @@ def _build(
             (expected_crc,) = struct.unpack_from("<I", link_bytes, crc_at)
             for candidate in debuglink_candidates(path, link_name, debug_roots, process_root):
                 data.dependencies.append((candidate, current_key(candidate)))
-                if data.dependencies[-1][1] == ABSENT_KEY or file_crc32(candidate) != expected_crc:
+                if data.dependencies[-1][1] == ABSENT_KEY:
                     continue
-                debug_table = _debug_symbol_table(candidate, data.build_id)
-                if debug_table is not None:
-                    data.debug_sources.append(("debuglink", candidate))
-                    merger.add_table(debug_table, "debuglink")
-                    break
+                debug_table, reason = _debuglink_table(candidate, expected_crc, data.build_id)
+                if debug_table is None:
+                    _LOG.info("%s: debug link %s not used: %s", path, candidate, reason)
+                    continue
+                data.debug_sources.append(("debuglink", candidate))
+                merger.add_table(debug_table, "debuglink")
+                break
     mini = _minidebuginfo_table(reader)
     if mini is not None:
         data.debug_sources.append(("minidebuginfo", f"{path} (.gnu_debugdata)"))

@@ -118,7 +118,9 @@ class SymbolCache:
         if fd is None:
             return None
         try:
-            entry = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            # O_NONBLOCK: a FIFO in the directory must not block the open (it is refused below).
+            entry = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                            dir_fd=fd)
         except OSError:
             return None
         try:
@@ -130,11 +132,13 @@ class SymbolCache:
             ):
                 return None
             chunks = []
-            while True:
-                chunk = os.read(entry, max(info.st_size, 65536))
+            remaining = info.st_size
+            while remaining > 0:
+                chunk = os.read(entry, remaining)
                 if not chunk:
                     break
                 chunks.append(chunk)
+                remaining -= len(chunk)
             return b"".join(chunks)
         except OSError:
             return None

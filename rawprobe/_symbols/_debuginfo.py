@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import zlib
 
+from .._host.files import regular_file_chunks
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -110,17 +112,19 @@ def debuglink_candidates(
     return unique
 
 
-def file_crc32(path: str) -> int | None:
+def file_crc32(path: str) -> int:
     """The CRC-32 ``.gnu_debuglink`` uses (the zlib/ISO-HDLC one, binutils
-    ``bfd_calc_gnu_debuglink_crc32``) of a whole file, or None when it cannot be read."""
+    ``bfd_calc_gnu_debuglink_crc32``) of a whole file.
+
+    The name comes from an ELF file, so anyone who can write next to it chooses what it names:
+    only a regular file is read (a FIFO or ``/dev/zero`` would block or never end), up to the
+    size it had when opened.
+
+    Raises:
+        TargetNotFoundError: It cannot be opened or read.
+        NotElfError: Not a regular file.
+    """
     crc = 0
-    try:
-        with open(path, "rb") as stream:
-            while True:
-                chunk = stream.read(1 << 20)
-                if not chunk:
-                    break
-                crc = zlib.crc32(chunk, crc)
-    except OSError:
-        return None
+    for chunk in regular_file_chunks(path):
+        crc = zlib.crc32(chunk, crc)
     return crc

@@ -19,6 +19,9 @@ from __future__ import annotations
 import os
 import struct
 
+from .._errors import RawprobeError
+from .._host.files import read_regular_file
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["LdCacheEntry", "library_name_matches", "lookup_library", "parse_ld_cache",
            "read_ld_cache"]
 
+_MAX_LD_CACHE = 64 << 20
 _OLD_MAGIC = b"ld.so-1.7.0"
 _NEW_MAGIC = b"glibc-ld.so.cache1.1"
 _OLD_HEADER = struct.Struct("<11sxI")  # char magic[11]; (pad); unsigned int nlibs
@@ -163,9 +167,10 @@ def read_ld_cache(root: str = "") -> list[LdCacheEntry]:
         cached = _read_cache.get(path)
         if cached is not None and cached[0] == key:
             return cached[1]
-        with open(path, "rb") as stream:
-            entries = parse_ld_cache(stream.read())
-    except OSError:
+        # Under /proc/PID/root the container's owner chooses what this is: a regular file of a
+        # sane size only (ld.so maps the whole cache; a real one is well under a megabyte).
+        entries = parse_ld_cache(read_regular_file(path, _MAX_LD_CACHE))
+    except (OSError, RawprobeError):
         return []
     _read_cache[path] = (key, entries)
     return entries

@@ -8,12 +8,13 @@ path that imports pyelftools). Everything after that works on the index alone.
 from __future__ import annotations
 
 import os
+import sys
 
 from .._host.files import stat_target
 from ._cache import default_cache
 from ._debuginfo import debug_roots
 from ._errors import TargetChangedError
-from ._index import FileKey, IndexFormatError, SymbolIndex, current_key, file_key
+from ._index import ABSENT_KEY, FileKey, IndexFormatError, SymbolIndex, current_key, file_key
 from ._target import split_root
 
 TYPE_CHECKING = False
@@ -88,6 +89,7 @@ def open_index(
                 index = None
             if index is not None and _still_valid(index, path, key):
                 _remember(memo_key, index)
+                _log_index(index, f"from the symbol cache ({cache.directory})")
                 return index
     # The cold path: only now is pyelftools imported.
     from ._build import build_index_data
@@ -103,7 +105,28 @@ def open_index(
     if cache is not None and current_key(path) == key:
         cache.write(entry_name, encoded)
     _remember(memo_key, index)
+    _log_index(index, "read from the file")
     return index
+
+
+def _log_index(index: SymbolIndex, origin: str) -> None:
+    """What -v tells about a file's symbols: how many, from where, and which debug files."""
+    # Not imported here: logging brings re and more, which a warm resolution does without (and
+    # without logging imported, nobody has asked for these lines).
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    log = logging.getLogger("rawprobe")
+    if not log.isEnabledFor(logging.INFO):
+        return
+    used = ", ".join(f"{source} {where}" for source, where in index.debug_sources)
+    log.info("symbols of %s: %d functions, %s; separate debug information: %s", index.path,
+              index.count, origin, used or "none")
+    used_paths = {where for _source, where in index.debug_sources}
+    for dependency, dependency_key in index.dependencies:
+        if dependency_key != ABSENT_KEY and dependency not in used_paths:
+            log.info("symbols of %s: %s exists but is not its debug file (not used)",
+                      index.path, dependency)
 
 
 def clear_memory() -> None:

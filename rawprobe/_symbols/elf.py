@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
 __all__ = ["ElfReader", "SymbolTable", "c_string", "check_elf_header", "damaged", "open_elf",
-           "parse_notes"]
+           "parse_notes", "read_elf"]
 
 # ELF gABI constants.
 _ELFCLASS32, _ELFCLASS64 = 1, 2
@@ -155,6 +155,7 @@ class ElfReader:
 
         self.path = path
         self.file_size = file_size
+        self.stream = stream
         self.elf = ELFFile(stream)
         self.sections = list(self.elf.iter_sections())
         # Position-independent: a shared library or a PIE (ET_DYN).
@@ -249,7 +250,39 @@ class ElfReader:
         # ld.so ignores DT_RPATH when DT_RUNPATH is present (glibc elf/dl-load.c).
         return needed, [d for d in (runpath or rpath) if d]
 
+    def close(self) -> None:
+        """Close the file (for a reader from :func:`read_elf`)."""
+        self.stream.close()
 
+
+def read_elf(path: str) -> ElfReader:
+    """Open ``path`` as an ELF file rawprobe can probe, for as long as the caller keeps it:
+    the caller closes it (:meth:`ElfReader.close`). :func:`open_elf` for a block.
+
+    Raises:
+        TargetNotFoundError: The file cannot be opened.
+        NotElfError: Not an ELF file (:class:`CorruptElfError` when damaged,
+            :class:`UnsupportedElfError` when of another kind or machine).
+    """
+    stream, size = open_target(path)
+    try:
+        try:
+            # No further than the size fstat gave: /proc/self/mem and friends claim size 0.
+            head = stream.read(min(64, size))
+        except OSError as error:
+            raise TargetNotFoundError(
+                f"{path}: {(error.strerror or 'cannot read').lower()}") from None
+        check_elf_header(head, path, size)
+        stream.seek(0)
+        try:
+            return ElfReader(stream, path, size)
+        except (NotElfError, TargetNotFoundError):
+            raise
+        except Exception as error:
+            raise damaged(path, error) from None
+    except BaseException:
+        stream.close()
+        raise
 
 
 @contextmanager
@@ -261,17 +294,11 @@ def open_elf(path: str) -> Iterator[ElfReader]:
         NotElfError: Not an ELF file (:class:`CorruptElfError` when damaged,
             :class:`UnsupportedElfError` when of another kind or machine).
     """
-    stream, size = open_target(path)
-    with stream:
-        check_elf_header(stream.read(64), path, size)
-        stream.seek(0)
-        try:
-            reader = ElfReader(stream, path, size)
-        except (NotElfError, TargetNotFoundError):
-            raise
-        except Exception as error:
-            raise damaged(path, error) from None
+    reader = read_elf(path)
+    try:
         yield reader
+    finally:
+        reader.close()
 
 
 def damaged(path: str, error: Exception) -> CorruptElfError:

@@ -3,7 +3,8 @@ for: uprobe_multi links, listing links and the programs attached to perf events 
 probes``), and small feature probes (``rawprobe doctor``).
 
 Layouts from include/uapi/linux/bpf.h (``union bpf_attr``, ``struct bpf_link_info``,
-``struct bpf_prog_info``). Attributes are built in a zeroed buffer of this kernel generation's
+``struct bpf_prog_info``), declared as :class:`ctypes.Structure` classes whose offsets a test
+checks against the header. Attributes are built in a zeroed buffer of this kernel generation's
 ``sizeof(union bpf_attr)``; an older kernel accepts a larger buffer as long as the bytes it does
 not know are zero (kernel/bpf/syscall.c, bpf_check_uarg_tail_zero()), and they are unless a
 newer field is used -- which then fails with E2BIG, itself an answer to a feature probe.
@@ -75,10 +76,107 @@ BPF_FD_TYPE_UPROBE = 4  # enum bpf_task_fd_type
 BPF_FD_TYPE_URETPROBE = 5
 BPF_F_UPROBE_MULTI_RETURN = 1
 
-_ATTR_SIZE = 168  # sizeof(union bpf_attr), Linux 6.x
+_ATTR_SIZE = 168  # sizeof(union bpf_attr), Linux 6.x: every command's attributes fit in it
+_PATH_MAX = 4096
+
+_u32, _u64, _s32 = ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int32
+
+
+# The members of union bpf_attr and of the info structs, as include/uapi/linux/bpf.h declares
+# them; tests/test_sys_bpf.py checks every offset against the header with offsetof().
+class GetIdAttr(ctypes.Structure):
+    """``union bpf_attr`` for BPF_*_GET_NEXT_ID and BPF_*_GET_FD_BY_ID."""
+
+    _fields_ = [("start_id", _u32), ("next_id", _u32), ("open_flags", _u32)]
+
+
+class InfoAttr(ctypes.Structure):
+    """``union bpf_attr.info``, for BPF_OBJ_GET_INFO_BY_FD."""
+
+    _fields_ = [("bpf_fd", _u32), ("info_len", _u32), ("info", _u64)]
+
+
+class TaskFdQueryAttr(ctypes.Structure):
+    """``union bpf_attr.task_fd_query``."""
+
+    _fields_ = [("pid", _u32), ("fd", _u32), ("flags", _u32), ("buf_len", _u32),
+                ("buf", _u64), ("prog_id", _u32), ("fd_type", _u32), ("probe_offset", _u64),
+                ("probe_addr", _u64)]
+
+
+class MapCreateAttr(ctypes.Structure):
+    """The start of ``union bpf_attr`` for BPF_MAP_CREATE."""
+
+    _fields_ = [("map_type", _u32), ("key_size", _u32), ("value_size", _u32),
+                ("max_entries", _u32), ("map_flags", _u32)]
+
+
+class ProgLoadAttr(ctypes.Structure):
+    """The start of ``union bpf_attr`` for BPF_PROG_LOAD."""
+
+    _fields_ = [("prog_type", _u32), ("insn_cnt", _u32), ("insns", _u64), ("license", _u64),
+                ("log_level", _u32), ("log_size", _u32), ("log_buf", _u64),
+                ("kern_version", _u32), ("prog_flags", _u32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", _u32), ("expected_attach_type", _u32)]
+
+
+class UprobeMultiLinkAttr(ctypes.Structure):
+    """``union bpf_attr.link_create`` with its ``uprobe_multi`` member (Linux 6.6+)."""
+
+    _fields_ = [("prog_fd", _u32), ("target_fd", _u32), ("attach_type", _u32), ("flags", _u32),
+                ("path", _u64), ("offsets", _u64), ("ref_ctr_offsets", _u64), ("cookies", _u64),
+                ("cnt", _u32), ("uprobe_flags", _u32), ("pid", _u32)]
+
+
+class LinkInfoHead(ctypes.Structure):
+    """``struct bpf_link_info`` up to where the union begins."""
+
+    _fields_ = [("type", _u32), ("id", _u32), ("prog_id", _u32)]
+
+
+class PerfEventUprobeInfo(ctypes.Structure):
+    """``struct bpf_link_info`` with its ``perf_event.uprobe`` member."""
+
+    _fields_ = [("type", _u32), ("id", _u32), ("prog_id", _u32), ("_pad", _u32),
+                ("perf_event_type", _u32), ("_pad2", _u32), ("file_name", _u64),
+                ("name_len", _u32), ("offset", _u32), ("cookie", _u64), ("ref_ctr_offset", _u64)]
+
+
+class UprobeMultiInfo(ctypes.Structure):
+    """``struct bpf_link_info`` with its ``uprobe_multi`` member (Linux 6.8+)."""
+
+    _fields_ = [("type", _u32), ("id", _u32), ("prog_id", _u32), ("_pad", _u32),
+                ("path", _u64), ("offsets", _u64), ("ref_ctr_offsets", _u64), ("cookies", _u64),
+                ("path_size", _u32), ("count", _u32), ("flags", _u32), ("pid", _u32)]
+
+
+class ProgInfo(ctypes.Structure):
+    """``struct bpf_prog_info`` up to its name (what rawprobe reads of it)."""
+
+    _fields_ = [("type", _u32), ("id", _u32), ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", _u32),
+                ("xlated_prog_len", _u32), ("jited_prog_insns", _u64),
+                ("xlated_prog_insns", _u64), ("load_time", _u64), ("created_by_uid", _u32),
+                ("nr_map_ids", _u32), ("map_ids", _u64), ("name", ctypes.c_char * 16)]
+
+
 _LINK_INFO_SIZE = 64  # sizeof(struct bpf_link_info)
 _PROG_INFO_SIZE = 232  # sizeof(struct bpf_prog_info)
-_PATH_MAX = 4096
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _S = TypeVar("_S", bound=ctypes.Structure)
+
+
+def _attr(kind: type[_S], **values: int) -> tuple[ctypes.Array[ctypes.c_char], _S]:
+    """A zeroed ``union bpf_attr`` (its full size: a kernel reads the bytes it knows and wants
+    the rest zero) seen as ``kind``, with ``values`` set."""
+    buffer = ctypes.create_string_buffer(max(_ATTR_SIZE, ctypes.sizeof(kind)))
+    view = kind.from_buffer(buffer)
+    for name, value in values.items():
+        setattr(view, name, value)
+    return buffer, view
 
 
 def _bpf(command: int, attr: ctypes.Array[ctypes.c_char]) -> int:
@@ -89,26 +187,18 @@ def _bpf(command: int, attr: ctypes.Array[ctypes.c_char]) -> int:
         raise SysCallError(error.errno or 0, f"bpf({_NAMES[command]})") from None
 
 
-def _attr(**fields: tuple[int, str, int]) -> ctypes.Array[ctypes.c_char]:
-    """A zeroed ``union bpf_attr`` with ``name=(offset, struct format, value)`` filled in."""
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    for offset, fmt, value in fields.values():
-        struct.pack_into("<" + fmt, attr, offset, value)
-    return attr
-
-
 def link_ids() -> Iterator[int]:
     """Every BPF link id on the host, in increasing order (BPF_LINK_GET_NEXT_ID, Linux 5.8+)."""
     start = 0
     while True:
-        attr = _attr(start_id=(0, "I", start))
+        buffer, attr = _attr(GetIdAttr, start_id=start)
         try:
-            _bpf(_LINK_GET_NEXT_ID, attr)
+            _bpf(_LINK_GET_NEXT_ID, buffer)
         except SysCallError as error:
             if error.errno == errno.ENOENT:
                 return
             raise
-        start = struct.unpack_from("<I", attr, 4)[0]  # next_id
+        start = attr.next_id
         yield start
 
 
@@ -118,17 +208,17 @@ def open_link(link_id: int) -> int:
     Raises:
         SysCallError: ENOENT when the link is gone meanwhile.
     """
-    return _bpf(_LINK_GET_FD_BY_ID, _attr(link_id=(0, "I", link_id)))
+    return _bpf(_LINK_GET_FD_BY_ID, _attr(GetIdAttr, start_id=link_id)[0])
 
 
 def open_prog(prog_id: int) -> int:
     """A descriptor for the program (BPF_PROG_GET_FD_BY_ID); the caller closes it."""
-    return _bpf(_PROG_GET_FD_BY_ID, _attr(prog_id=(0, "I", prog_id)))
+    return _bpf(_PROG_GET_FD_BY_ID, _attr(GetIdAttr, start_id=prog_id)[0])
 
 
 def _info(fd: int, info: ctypes.Array[ctypes.c_char]) -> None:
-    _bpf(_OBJ_GET_INFO_BY_FD, _attr(bpf_fd=(0, "I", fd), info_len=(4, "I", len(info)),
-                                    info=(8, "Q", ctypes.addressof(info))))
+    _bpf(_OBJ_GET_INFO_BY_FD, _attr(InfoAttr, bpf_fd=fd, info_len=len(info),
+                                    info=ctypes.addressof(info))[0])
 
 
 class LinkInfo(Record):
@@ -161,6 +251,15 @@ class LinkInfo(Record):
         _setattr(self, "pid", pid)
 
 
+def _info_of(fd: int, kind: type[_S], **values: int) -> _S:
+    buffer = ctypes.create_string_buffer(_LINK_INFO_SIZE)
+    view = kind.from_buffer(buffer)
+    for name, value in values.items():
+        setattr(view, name, value)
+    _info(fd, buffer)
+    return view
+
+
 def link_info(fd: int) -> LinkInfo:
     """Describe a link (BPF_OBJ_GET_INFO_BY_FD), uprobe details included.
 
@@ -171,48 +270,43 @@ def link_info(fd: int) -> LinkInfo:
     Raises:
         SysCallError: The kernel refused.
     """
-    info = ctypes.create_string_buffer(_LINK_INFO_SIZE)
-    _info(fd, info)
-    link_type, link_id, prog_id = struct.unpack_from("<III", info, 0)
+    head = _info_of(fd, LinkInfoHead)
+    link_type, link_id, prog_id = head.type, head.id, head.prog_id
     if link_type == BPF_LINK_TYPE_PERF_EVENT:
-        perf_type = struct.unpack_from("<I", info, 16)[0]
-        if perf_type not in (BPF_PERF_EVENT_UPROBE, BPF_PERF_EVENT_URETPROBE):
+        probe = _info_of(fd, PerfEventUprobeInfo)
+        if probe.perf_event_type not in (BPF_PERF_EVENT_UPROBE, BPF_PERF_EVENT_URETPROBE):
             return LinkInfo(link_type, link_id, prog_id)
         name = ctypes.create_string_buffer(_PATH_MAX)
-        info = ctypes.create_string_buffer(_LINK_INFO_SIZE)
-        # perf_event.uprobe: u64 file_name @24, u32 name_len @32, u32 offset @36,
-        # u64 cookie @40 (6.9+), u64 ref_ctr_offset @48 (6.15+).
-        struct.pack_into("<QI", info, 24, ctypes.addressof(name), len(name))
-        _info(fd, info)
-        offset, cookie, ref_ctr = struct.unpack_from("<I4xQQ", info, 36)
+        probe = _info_of(fd, PerfEventUprobeInfo, file_name=ctypes.addressof(name),
+                         name_len=len(name))
         path = name.value.decode(errors="replace")
-        retprobe = struct.unpack_from("<I", info, 16)[0] == BPF_PERF_EVENT_URETPROBE
-        return LinkInfo(link_type, link_id, prog_id, ((path, offset, retprobe, cookie, ref_ctr),))
+        retprobe = probe.perf_event_type == BPF_PERF_EVENT_URETPROBE
+        return LinkInfo(link_type, link_id, prog_id, ((path, probe.offset, retprobe,
+                                                       probe.cookie, probe.ref_ctr_offset),))
     if link_type == BPF_LINK_TYPE_UPROBE_MULTI:
-        # uprobe_multi: u64 path @16, offsets @24, ref_ctr_offsets @32, cookies @40,
-        # u32 path_size @48, count @52, flags @56, pid @60.
-        count = struct.unpack_from("<I", info, 52)[0]
+        count = _info_of(fd, UprobeMultiInfo).count
         name = ctypes.create_string_buffer(_PATH_MAX)
-        arrays = [ctypes.create_string_buffer(8 * max(count, 1)) for _ in range(3)]
-        info = ctypes.create_string_buffer(_LINK_INFO_SIZE)
-        struct.pack_into("<QQQQII", info, 16, ctypes.addressof(name),
-                         *(ctypes.addressof(a) for a in arrays), len(name), count)
-        _info(fd, info)
-        count, flags, pid = struct.unpack_from("<III", info, 52)
+        arrays = [(_u64 * max(count, 1))() for _ in range(3)]
+        multi = _info_of(fd, UprobeMultiInfo, path=ctypes.addressof(name),
+                         offsets=ctypes.addressof(arrays[0]),
+                         ref_ctr_offsets=ctypes.addressof(arrays[1]),
+                         cookies=ctypes.addressof(arrays[2]), path_size=len(name), count=count)
+        count = min(count, multi.count)
         path = name.value.decode(errors="replace")
-        offsets, ref_ctrs, cookies = (struct.unpack_from(f"<{count}Q", a) for a in arrays)
-        retprobe = bool(flags & BPF_F_UPROBE_MULTI_RETURN)
+        offsets, ref_ctrs, cookies = (list(array[:count]) for array in arrays)
+        retprobe = bool(multi.flags & BPF_F_UPROBE_MULTI_RETURN)
         return LinkInfo(link_type, link_id, prog_id, tuple(
             (path, offsets[i], retprobe, cookies[i], ref_ctrs[i]) for i in range(count)
-        ), pid)
+        ), multi.pid)
     return LinkInfo(link_type, link_id, prog_id)
 
 
 def prog_name(fd: int) -> str:
-    """A program's name (``struct bpf_prog_info.name``, 16 bytes at offset 64)."""
-    info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
-    _info(fd, info)
-    return info.raw[64:80].split(b"\0", 1)[0].decode(errors="replace")
+    """A program's name (``struct bpf_prog_info.name``)."""
+    buffer = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    _info(fd, buffer)
+    name: bytes = ProgInfo.from_buffer(buffer).name
+    return name.decode(errors="replace")
 
 
 class TaskFdInfo(Record):
@@ -247,20 +341,17 @@ def task_fd_query(pid: int, fd: int) -> TaskFdInfo:
             EBADF/ESRCH when it is gone.
     """
     name = ctypes.create_string_buffer(_PATH_MAX)
-    # task_fd_query: u32 pid @0, fd @4, flags @8, buf_len @12, u64 buf @16, u32 prog_id @24,
-    # fd_type @28, u64 probe_offset @32, probe_addr @40.
-    attr = _attr(pid=(0, "I", pid), fd=(4, "I", fd), buf_len=(12, "I", len(name)),
-                 buf=(16, "Q", ctypes.addressof(name)))
-    _bpf(_TASK_FD_QUERY, attr)
-    prog_id, fd_type, probe_offset = struct.unpack_from("<IIQ", attr, 24)
-    return TaskFdInfo(prog_id, fd_type, name.value.decode(errors="replace"), probe_offset)
+    buffer, attr = _attr(TaskFdQueryAttr, pid=pid, fd=fd, buf_len=len(name),
+                         buf=ctypes.addressof(name))
+    _bpf(_TASK_FD_QUERY, buffer)
+    return TaskFdInfo(attr.prog_id, attr.fd_type, name.value.decode(errors="replace"),
+                      attr.probe_offset)
 
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
     """Create a map and return its descriptor (for feature probes)."""
-    return _bpf(_MAP_CREATE, _attr(map_type=(0, "I", map_type), key_size=(4, "I", key_size),
-                                   value_size=(8, "I", value_size),
-                                   max_entries=(12, "I", max_entries)))
+    return _bpf(_MAP_CREATE, _attr(MapCreateAttr, map_type=map_type, key_size=key_size,
+                                   value_size=value_size, max_entries=max_entries)[0])
 
 
 def prog_load(
@@ -275,10 +366,9 @@ def prog_load(
     code = ctypes.create_string_buffer(b"".join(instructions))
     license_text = ctypes.create_string_buffer(b"GPL")
     return _bpf(_PROG_LOAD, _attr(
-        prog_type=(0, "I", prog_type), insn_cnt=(4, "I", len(instructions)),
-        insns=(8, "Q", ctypes.addressof(code)), license=(16, "Q", ctypes.addressof(license_text)),
-        expected_attach_type=(68, "I", expected_attach_type),
-    ))
+        ProgLoadAttr, prog_type=prog_type, insn_cnt=len(instructions),
+        insns=ctypes.addressof(code), license=ctypes.addressof(license_text),
+        expected_attach_type=expected_attach_type)[0])
 
 
 def _u64_array(values: Sequence[int]) -> ctypes.Array[ctypes.c_char]:
@@ -307,22 +397,17 @@ def link_create_uprobe_multi(
         retprobe: Return probes (uretprobes) instead of entry probes.
         pid: Only in this process (0: every process).
     """
-    buffers = [ctypes.create_string_buffer(os.fsencode(path)), _u64_array(offsets)]
-    fields = {
-        "prog_fd": (0, "I", prog_fd),
-        "attach_type": (8, "I", BPF_TRACE_UPROBE_MULTI),
-        # uprobe_multi: u64 path @16, offsets @24, ref_ctr_offsets @32, cookies @40,
-        # u32 cnt @48, flags @52, pid @56.
-        "path": (16, "Q", ctypes.addressof(buffers[0])),
-        "offsets": (24, "Q", ctypes.addressof(buffers[1])),
-        "cnt": (48, "I", len(offsets)),
-        "flags": (52, "I", BPF_F_UPROBE_MULTI_RETURN if retprobe else 0),
-        "pid": (56, "I", pid),
-    }
+    path_buffer = ctypes.create_string_buffer(os.fsencode(path))
+    keep = [path_buffer, _u64_array(offsets)]
+    buffer, attr = _attr(UprobeMultiLinkAttr, prog_fd=prog_fd,
+                         attach_type=BPF_TRACE_UPROBE_MULTI,
+                         path=ctypes.addressof(path_buffer),
+                         offsets=ctypes.addressof(keep[1]), cnt=len(offsets),
+                         uprobe_flags=BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid=pid)
     if ref_ctr_offsets is not None and any(ref_ctr_offsets):
-        buffers.append(_u64_array(ref_ctr_offsets))
-        fields["ref_ctr_offsets"] = (32, "Q", ctypes.addressof(buffers[-1]))
+        keep.append(_u64_array(ref_ctr_offsets))
+        attr.ref_ctr_offsets = ctypes.addressof(keep[-1])
     if cookies is not None:
-        buffers.append(_u64_array(cookies))
-        fields["cookies"] = (40, "Q", ctypes.addressof(buffers[-1]))
-    return _bpf(_LINK_CREATE, _attr(**fields))
+        keep.append(_u64_array(cookies))
+        attr.cookies = ctypes.addressof(keep[-1])
+    return _bpf(_LINK_CREATE, buffer)

@@ -108,6 +108,16 @@ class BpfMap:
             return None
         return value.raw
 
+    def take(self, key: bytes, value_size: int) -> bytes | None:
+        """The value at ``key``, removed in the same step (a hash map, Linux 5.14+): what the
+        programs add meanwhile goes to a new entry, never lost between a read and a delete.
+        None when there is none."""
+        value = ctypes.create_string_buffer(value_size)
+        result = self._owner.lib.bpf_map_lookup_and_delete_elem(self.fd, key, value)
+        if result < 0:
+            return None
+        return value.raw
+
     def delete(self, key: bytes) -> None:
         """Remove ``key`` (no error if it is already gone)."""
         self._owner.lib.bpf_map_delete_elem(self.fd, key)

@@ -9,6 +9,7 @@ not" (fail). The backends and ``doctor`` ask the same functions.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -16,13 +17,19 @@ import struct
 from collections.abc import Callable
 from functools import cache
 
-from .._errors import SysCallError
+from .._errors import RawprobeError, SysCallError
 from .._values import Record
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "BPF_COOKIE",
+    "PERF_UPROBE",
     "RINGBUF",
     "UPROBE_MULTI",
+    "UPROBE_MULTI_LINK",
     "Feature",
     "kernel_version",
     "parse_kernel_version",
@@ -95,7 +102,7 @@ class Feature(Record):
 def _checked(feature: Feature) -> str | None:
     try:
         feature.probe()
-    except SysCallError as error:
+    except RawprobeError as error:  # SysCallError: the kernel's refusal; or no uprobe PMU
         return str(error)
     return None
 
@@ -126,6 +133,26 @@ def _cookie_probe() -> None:
     os.close(bpf.prog_load(bpf.BPF_PROG_TYPE_KPROBE, program))
 
 
+@contextlib.contextmanager
+def _scratch_file() -> Iterator[str]:
+    """A file of a few bytes in a private temporary directory, removed afterwards: a place to
+    plant a uprobe that no process maps, so it never fires and disturbs nothing."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="rawprobe-probe-")
+    try:
+        path = os.path.join(directory, "scratch")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\xc3" * 16)  # ret
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _uprobe_multi_probe() -> None:
     from . import bpf
 
@@ -143,6 +170,45 @@ def _uprobe_multi_probe() -> None:
         os.close(fd)
 
 
+def _uprobe_multi_link_probe() -> None:
+    from . import bpf
+
+    fd = bpf.prog_load(bpf.BPF_PROG_TYPE_KPROBE, _RETURN_0,
+                       expected_attach_type=bpf.BPF_TRACE_UPROBE_MULTI)
+    try:
+        with _scratch_file() as path:
+            # A link with one uprobe in a file no process maps, closed at once: the kernel
+            # judges this process as it would judge a trace's links (EPERM or EACCES: not
+            # allowed). "/" would prove only that such links exist.
+            os.close(bpf.link_create_uprobe_multi(fd, path, [0]))
+    finally:
+        os.close(fd)
+
+
+def _perf_uprobe_probe() -> None:
+    import ctypes
+
+    from .perf import FLAG_DISABLED, PerfEventAttr, perf_event_open
+    from .uprobe import uprobe_pmu
+
+    pmu = uprobe_pmu()
+    with _scratch_file() as path:
+        path_buffer = ctypes.create_string_buffer(os.fsencode(path))
+        attr = PerfEventAttr()
+        attr.type = pmu.type
+        attr.config = pmu.config(False, 0)
+        attr.config1 = ctypes.addressof(path_buffer)
+        attr.flags = FLAG_DISABLED
+        # This process only, disabled, in a file nobody maps: kernel/events/core.c
+        # perf_uprobe_event_init() decides (CAP_SYS_ADMIN since the 2025 hardening, "perf:
+        # Require CAP_SYS_ADMIN for uprobes"; CAP_PERFMON before) before anything is created.
+        os.close(perf_event_open(attr, os.getpid(), -1))
+
+
 RINGBUF = Feature("bpf-ringbuf", "the BPF ring buffer", (5, 8), _ringbuf_probe)
 BPF_COOKIE = Feature("bpf-cookie", "bpf_get_attach_cookie()", (5, 15), _cookie_probe)
 UPROBE_MULTI = Feature("uprobe-multi", "uprobe_multi links", (6, 6), _uprobe_multi_probe)
+UPROBE_MULTI_LINK = Feature("uprobe-multi-link", "a uprobe_multi link, created by this process",
+                            (6, 6), _uprobe_multi_link_probe)
+PERF_UPROBE = Feature("perf-uprobe", "uprobes through perf_event_open (the uprobe PMU)", (4, 17),
+                      _perf_uprobe_probe)

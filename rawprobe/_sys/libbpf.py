@@ -82,6 +82,9 @@ class Libbpf:
         self.bpf_map_get_next_key = fn("bpf_map_get_next_key", i, [i, p, p], ERR_NONE)
         self.bpf_map_lookup_elem = fn("bpf_map_lookup_elem", i, [i, p, p], ERR_NONE)
         self.bpf_map_delete_elem = fn("bpf_map_delete_elem", i, [i, p], ERR_NONE)
+        # Hash maps, per-CPU ones included, since Linux 5.14.
+        self.bpf_map_lookup_and_delete_elem = fn("bpf_map_lookup_and_delete_elem", i,
+                                                 [i, p, p], ERR_NONE)
         self.program_fd = fn("bpf_program__fd", i, [p], ERR_NEGATIVE_ERRNO)
         self.program_set_autoload = fn(
             "bpf_program__set_autoload", i, [p, boolean], ERR_NEGATIVE_ERRNO

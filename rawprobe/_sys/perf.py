@@ -16,11 +16,17 @@ from .libc import syscall6
 
 __all__ = [
     "CLOCK_MONOTONIC",
+    "FLAG_COMM",
+    "FLAG_COMM_EXEC",
     "FLAG_DISABLED",
     "FLAG_ENABLE_ON_EXEC",
     "FLAG_EXCLUDE_CALLCHAIN_KERNEL",
     "FLAG_INHERIT",
     "FLAG_INHERIT_THREAD",
+    "FLAG_MMAP",
+    "FLAG_MMAP2",
+    "FLAG_SAMPLE_ID_ALL",
+    "FLAG_TASK",
     "FLAG_USE_CLOCKID",
     "FLAG_WATERMARK",
     "PERF_COUNT_SW_DUMMY",
@@ -75,9 +81,15 @@ class PerfEventAttr(ctypes.Structure):
 # Bits of perf_event_attr.flags, in declaration order of the bitfield.
 FLAG_DISABLED = 1 << 0
 FLAG_INHERIT = 1 << 1
+FLAG_MMAP = 1 << 8  # PERF_RECORD_MMAP for executable mappings
+FLAG_COMM = 1 << 9  # PERF_RECORD_COMM when a task's name changes
 FLAG_ENABLE_ON_EXEC = 1 << 12
+FLAG_TASK = 1 << 13  # PERF_RECORD_FORK and PERF_RECORD_EXIT
 FLAG_WATERMARK = 1 << 14  # wake up after wakeup_watermark bytes, not wakeup_events samples
+FLAG_SAMPLE_ID_ALL = 1 << 18  # every record, not only samples, ends in the sample's id fields
 FLAG_EXCLUDE_CALLCHAIN_KERNEL = 1 << 21  # callchains hold the user stack only
+FLAG_MMAP2 = 1 << 23  # PERF_RECORD_MMAP2: mappings with device, inode and protection
+FLAG_COMM_EXEC = 1 << 24  # PERF_RECORD_COMM marks an exec (PERF_RECORD_MISC_COMM_EXEC)
 FLAG_USE_CLOCKID = 1 << 25  # time samples with attr.clockid (Linux 4.1+)
 FLAG_INHERIT_THREAD = 1 << 35  # inherit only into threads, not forked processes (Linux 5.13+)
 

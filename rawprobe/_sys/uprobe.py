@@ -221,9 +221,10 @@ def explain_uprobe_error(error: SysCallError, path: str, where: str,
     code = error.errno
     if code in (errno.EPERM, errno.EACCES):
         return PrivilegeError(
-            f"not allowed to plant {where}: run rawprobe as root, or grant "
-            "CAP_PERFMON and CAP_BPF (CAP_SYS_ADMIN on kernels before 5.8)",
-            capability="CAP_PERFMON",
+            f"the kernel did not allow {where}: uprobes through perf_event_open need "
+            "CAP_SYS_ADMIN on current kernels (kernel/events/core.c, perf_uprobe_event_init; "
+            "CAP_PERFMON before the 2025 hardening): run rawprobe as root",
+            capability="CAP_SYS_ADMIN",
         )
     if code == errno.ESRCH:
         return TargetNotFoundError(f"no process with pid {pid}")

@@ -41,7 +41,7 @@ from ._constants import (
     syscall_numbers,
 )
 from ._ctypes import CType, c_type, to_declared
-from ._decoders import ArgDecoder, Capture, Display, classify_argument
+from ._decoders import NO_RETURN, ArgDecoder, Capture, Display, classify_argument
 from ._format import (
     DEFAULT_STRING_LIMIT,
     ArgValue,
@@ -57,6 +57,7 @@ from ._summary import SummaryRow, SyscallSummary
 
 __all__ = [
     "DEFAULT_STRING_LIMIT",
+    "NO_RETURN",
     "SUPPORTED_MACHINES",
     "ArgDecoder",
     "ArgValue",

@@ -319,6 +319,7 @@ def load_catalog(
     tracefs_root: str | os.PathLike[str] | None = None,
     machine: str | None = None,
     read_tracefs: bool = True,
+    exit_ids: bool = True,
 ) -> SyscallCatalog:
     """The system calls of the running kernel (or, without tracefs, of the tables).
 
@@ -329,6 +330,8 @@ def load_catalog(
         read_tracefs: Read the kernel's event formats for arguments; without them the
             catalogue has names and numbers only (enough to name ``raw_syscalls`` events in a
             recording read elsewhere).
+        exit_ids: Also read each ``sys_exit_*`` event's id (half the reading: the BPF side,
+            which pairs calls on the raw syscall tracepoints, does without them).
 
     Raises:
         KernelFeatureError: tracefs is wanted but not mounted or not readable; no tables for
@@ -350,7 +353,7 @@ def load_catalog(
         event = enter_dir.name.removeprefix("sys_enter_")
         enter = _read_format(enter_dir / "format")
         exit_format = syscalls_dir / f"sys_exit_{event}" / "format"
-        exit_id = _read_format(exit_format).id if exit_format.exists() else None
+        exit_id = _read_format(exit_format).id if exit_ids and exit_format.exists() else None
         name = syscall_name_for_event(event, numbers)
         fields = [(f.type, f.name) for f in _own_fields(enter) if f.name != _SYSCALL_NR_FIELD]
         base = signature_from_fields(name, fields, numbers.by_name.get(name), event)
@@ -498,14 +501,24 @@ def list_tracepoints(
     """
     events = find_tracefs_events(tracefs_root)
     listings = []
+    group_glob = glob.split(":", 1)[0] if glob is not None and ":" in glob else None
     for group in _tracepoint_groups(events):
-        for event_dir in sorted((events / group).iterdir()):
+        if group_glob is not None and not fnmatch.fnmatchcase(group, group_glob):
+            continue
+        try:
+            event_dirs = sorted((events / group).iterdir())
+        except FileNotFoundError:
+            continue  # probe events come and go (other tracers' uprobe groups)
+        for event_dir in event_dirs:
             name = f"{group}:{event_dir.name}"
-            if not (event_dir / "format").is_file():
-                continue
             if glob is not None and not fnmatch.fnmatchcase(name, glob):
                 continue
-            text = _read_text(event_dir / "format")
+            if not (event_dir / "format").is_file():
+                continue
+            try:
+                text = _read_text(event_dir / "format")
+            except FileNotFoundError:
+                continue
             try:
                 parsed = parse_format(text)
             except KernelFeatureError as error:

@@ -89,6 +89,7 @@ class Display(str, Enum):
     SIGNAL = "signal"  # SIGTERM, SIGRT_1, 0
     SIGPROCMASK_HOW = "sigprocmask_how"
     CLONE_FLAGS = "clone_flags"  # CLONE_VM|CLONE_FS|SIGCHLD (exit signal in the low byte)
+    CLONE_ARGS = "clone_args"  # clone3's struct clone_args: {flags=..., exit_signal=SIGCHLD, ...}
     NAMESPACE_FLAGS = "namespace_flags"  # CLONE_NEWNS|CLONE_NEWPID (unshare, setns)
     SEEK_WHENCE = "seek_whence"
     FCNTL_COMMAND = "fcntl_command"
@@ -195,6 +196,7 @@ ARGUMENT_DECODERS: dict[tuple[str, str], ArgDecoder] = {
     ("process_madvise", "behavior"): _shown(Display.MADVISE_ADVICE),
     # processes and signals
     ("clone", "clone_flags"): _shown(Display.CLONE_FLAGS),
+    ("clone3", "uargs"): ArgDecoder(Display.CLONE_ARGS, Capture.BUFFER_IN, "size"),
     ("unshare", "unshare_flags"): _shown(Display.NAMESPACE_FLAGS),
     ("setns", "flags"): _shown(Display.NAMESPACE_FLAGS),
     ("rt_sigprocmask", "how"): _shown(Display.SIGPROCMASK_HOW),

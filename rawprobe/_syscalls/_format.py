@@ -36,10 +36,12 @@ from ._decoders import NO_RETURN, ArgDecoder, Display
 from ._flags import NAMED_DISPLAYS, render_named, render_octal
 
 __all__ = [
+    "CLONE_ARGS_MEMBERS",
     "DEFAULT_STRING_LIMIT",
     "MAX_ERRNO",
     "ArgValue",
     "UserBytes",
+    "clone_args",
     "format_duration",
     "format_return",
     "format_syscall",
@@ -140,7 +142,8 @@ def _render_int(arg: SyscallArg | None, value: int, machine: str | None) -> str:
                 "AT_FDCWD"]:
             return "AT_FDCWD"
         return str(fd)
-    if display in (Display.POINTER, Display.STRING, Display.BUFFER, Display.STRING_ARRAY):
+    if display in (Display.POINTER, Display.STRING, Display.BUFFER, Display.STRING_ARRAY,
+                   Display.CLONE_ARGS):
         return _pointer(to_declared(value, 8, False))
     if display is Display.HEX:
         return _hex(_declared(arg, value) & ((1 << 64) - 1))
@@ -151,12 +154,61 @@ def _render_int(arg: SyscallArg | None, value: int, machine: str | None) -> str:
     return str(_declared(arg, value))
 
 
+# include/uapi/linux/sched.h: struct clone_args, 64-bit members in this order (CLONE_ARGS_SIZE_VER0
+# is 64 bytes: the first 8; VER1 adds set_tid and set_tid_size, VER2 cgroup).
+CLONE_ARGS_MEMBERS = ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                      "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")
+
+
+def clone_args(data: bytes) -> dict[str, int]:
+    """clone3's struct clone_args, member by member, from as many bytes as were read."""
+    count = min(len(data) // 8, len(CLONE_ARGS_MEMBERS))
+    return {name: int.from_bytes(data[8 * index : 8 * index + 8], "little")
+            for index, name in enumerate(CLONE_ARGS_MEMBERS[:count])}
+
+
+def _clone_args_text(data: bytes, machine: str | None) -> str:
+    """struct clone_args as strace writes it: flags, exit_signal, stack and stack_size always,
+    the others when their flag (or value) says the kernel uses them."""
+    members = clone_args(data)
+    if "stack_size" not in members:
+        return quote_bytes(data)
+    clone = named_constants("clone_flags", machine).by_name
+    flags = members["flags"]
+    wanted = {"pidfd": bool(flags & clone["CLONE_PIDFD"]),
+              "child_tid": bool(flags & (clone["CLONE_CHILD_SETTID"]
+                                         | clone["CLONE_CHILD_CLEARTID"])),
+              "parent_tid": bool(flags & clone["CLONE_PARENT_SETTID"]),
+              "tls": bool(flags & clone["CLONE_SETTLS"]),
+              "set_tid": bool(members.get("set_tid_size")),
+              "set_tid_size": bool(members.get("set_tid_size")),
+              "cgroup": bool(flags & clone["CLONE_INTO_CGROUP"])}
+    parts = []
+    for name, value in members.items():
+        if name in ("flags",):
+            text = render_named(Display.NAMESPACE_FLAGS, value, machine) if value else "0"
+        elif name == "exit_signal":
+            text = render_named(Display.SIGNAL, value, machine)
+        elif name in ("stack", "child_tid", "parent_tid", "tls", "set_tid"):
+            text = _pointer(value)
+        elif name == "stack_size":
+            text = _hex(value)
+        else:
+            text = str(value)
+        if name in ("flags", "exit_signal", "stack", "stack_size") or wanted.get(name):
+            parts.append(f"{name}={text}")
+    return "{" + ", ".join(parts) + "}"
+
+
 def _render_value(arg: SyscallArg | None, value: ArgValue, machine: str | None,
                   string_limit: int | None) -> str:
     if value is None:
         return "(fault)"
     if isinstance(value, int):
         return _render_int(arg, value, machine)
+    if arg is not None and arg.display is Display.CLONE_ARGS and isinstance(
+            value, (UserBytes, bytes)):
+        return _clone_args_text(_as_user_bytes(value).data, machine)
     if isinstance(value, (UserBytes, bytes, str)):
         captured = _as_user_bytes(value)
         limit = string_limit if arg is not None and arg.display is Display.BUFFER else None
@@ -342,6 +394,9 @@ def format_syscall(
 def _json_value(arg: SyscallArg | None, value: ArgValue, machine: str | None) -> Any:
     if value is None:
         return None
+    if arg is not None and arg.display is Display.CLONE_ARGS and isinstance(
+            value, (UserBytes, bytes)):
+        return clone_args(_as_user_bytes(value).data)
     if isinstance(value, (UserBytes, bytes, str)):
         return _as_user_bytes(value).data.decode("utf-8", "backslashreplace")
     if not isinstance(value, int):

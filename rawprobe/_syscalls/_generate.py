@@ -538,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.NamedTemporaryFile("w", dir=options.output.parent, delete=False,
                                      suffix=".tmp") as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, 0o644)  # a module of the package: readable by whoever imports it
     os.replace(tmp.name, options.output)
     return 0
 

@@ -65,6 +65,17 @@ class SyscallSummary:
         if number is not None or syscall not in self._numbers:
             self._numbers[syscall] = number
 
+    def add_totals(self, syscall: str, calls: int, errors: int, total_ns: int,
+                   number: int | None = None) -> None:
+        """Count ``calls`` calls of ``syscall`` at once (``errors`` of them failed), as the
+        kernel summed them."""
+        totals = self._rows.setdefault(syscall, [0, 0, 0])
+        totals[0] += calls
+        totals[1] += errors
+        totals[2] += max(total_ns, 0)
+        if number is not None or syscall not in self._numbers:
+            self._numbers[syscall] = number
+
     def rows(self) -> list[SummaryRow]:
         """The totals, most time first (equal times by system call number, then name)."""
         rows = [SummaryRow(name, self._numbers.get(name), calls, errors, total_ns)

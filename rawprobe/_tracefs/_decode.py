@@ -26,7 +26,23 @@ from .._plan.abi import compile_struct
 from .._plan.events import RecordLayout
 from ._render import ArgRole, KernelArg, KernelProbe
 
-__all__ = ["SampleDecoder"]
+__all__ = ["SAMPLE_HEAD", "SampleDecoder", "sample_callchain"]
+
+# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
+# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
+SAMPLE_HEAD = struct.Struct("<IIQII")
+_U64 = struct.Struct("<Q")
+# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
+_PERF_CONTEXT_MAX = (1 << 64) - 4095
+
+
+def sample_callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
+    """The user stack a sample carries (innermost first), and where its raw data starts."""
+    (count,) = _U64.unpack_from(chunk, position)
+    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
+    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
+    return stack, position + 8 + 8 * count + 4
+
 
 _INTS = {(1, False): c.Int8ul, (2, False): c.Int16ul, (4, False): c.Int32ul,
          (8, False): c.Int64ul, (1, True): c.Int8sl, (2, True): c.Int16sl,

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 from .._errors import FetchArgError, UsageError
 from .._plan.compile import CompiledField
+from .._plan.session import PlannedEvent
 from .._probe.fetchargs import (
     ArgType,
     Comm,
@@ -73,6 +74,8 @@ __all__ = [
     "KernelArg",
     "KernelProbe",
     "definition_line",
+    "event_names",
+    "render_event",
     "render_probe",
 ]
 
@@ -233,12 +236,8 @@ class _Renderer:
                             arg.column)
 
     def _file_offset(self, offset: int, arg: FetchArg) -> _Memory:
-        if self.retprobe:
-            raise FetchArgError(
-                "memory at a file offset (@+OFFSET) can only be read by an entry probe "
-                "(kernel/trace/trace_uprobe.c: the probe's address is needed)",
-                self.word, arg.column,
-            )
+        # At a return too: the kernel reckons it from the probed function's address
+        # (kernel/trace/trace_uprobe.c, translate_user_vaddr(): the breakpoint's address).
         return _Memory(lambda d: f"@+{offset + d:#x}", f"@+{offset:#x}")
 
 
@@ -403,3 +402,33 @@ def definition_line(
     if ref_ctr_offset:
         place += f"({ref_ctr_offset:#x})"
     return " ".join([f"{kind}:{group}/{event}", place, *(a.text for a in probe.args)])
+
+
+def event_names(uprobes: Sequence[PlannedEvent]) -> list[str]:
+    """Kernel event names: the layout's, made unique with a suffix and cut to the kernel's
+    length limit (one word may plant several sites under one name)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for uprobe in uprobes:
+        base = uprobe.layout.event
+        name = base[: MAX_EVENT_NAME_LEN - 1]
+        number = 1
+        while name in seen:
+            suffix = f"_{number}"
+            name = base[: MAX_EVENT_NAME_LEN - 1 - len(suffix)] + suffix
+            number += 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def render_event(uprobe: PlannedEvent) -> KernelProbe:
+    """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
+    is not kept once planned)."""
+    try:
+        return render_probe(uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
+                            file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args)
+    except FetchArgError as error:
+        raise FetchArgError(f"probe {uprobe.layout.event}: {error.message}") from None
+    except UsageError as error:
+        raise UsageError(f"probe {uprobe.layout.event}: {error}") from None

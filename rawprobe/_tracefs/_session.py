@@ -15,9 +15,14 @@
      scheduled on the CPU, kernel/trace/trace_uprobe.c, __uprobe_perf_func()), so every thread
      needs its own; the BPF backend's single event per process works only because its BPF
      program runs for every task whose mm matches;
-   - a command: one event per CPU on the command (``pid=CMD, cpu=N, inherit=1``): its threads
-     and every process it forks inherit the event. (``inherit`` with ``cpu=-1`` could not be
-     mapped: kernel/events/core.c, perf_mmap().)
+   - a command: one event per CPU for every process (``pid=-1, cpu=N``), and the command's
+     process tree followed here: the buffers' owners also record every fork and exit
+     (``task``), and a sample is kept when its process is the command or descends from it.
+     Inherited per-task events lost the first calls of children that ran before their copy
+     of the event was in place; host-wide events see every call. Records are merged across
+     CPUs by time, and a sample is judged only once everything stamped before it can have
+     been read (a millisecond behind the reading), so no fork is ever seen after its
+     child's first call.
 
 3. Per CPU, a dummy software event owns the ring buffer and every uprobe event on that CPU sends
    its samples there (PERF_EVENT_IOC_SET_OUTPUT). Because the dummy owns the buffer, closing the
@@ -38,25 +43,39 @@ import select
 import struct
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from operator import attrgetter
 
 from .. import _log
 from .._errors import (
     ClosedError,
-    FetchArgError,
     PrivilegeError,
     SysCallError,
     TargetNotFoundError,
     UsageError,
 )
+from .._host.cpus import online_cpus
 from .._host.eventformat import parse_format
+from .._host.perfbuf import (
+    SAMPLE_FIELDS,
+    SAMPLE_RAW_OFFSET,
+    PerfBuffer,
+    buffer_size,
+    split_perf_records,
+    task_records,
+)
 from .._host.tracefs import Tracefs
 from .._host.tracefs_groups import new_group
 from .._plan import abi
-from .._plan.events import Batch, Event
-from .._plan.session import AggregateCell, Plan, PlannedEvent, ProbeCounters, TraceTarget
+from .._plan.events import Batch, Event, RecordLayout
+from .._plan.session import (
+    AggregateCell,
+    Plan,
+    PlannedEvent,
+    ProbeCounters,
+    SyscallTotal,
+    TraceTarget,
+)
 from .._sys.limits import open_perf_event
 from .._sys.perf import (
     CLOCK_MONOTONIC,
@@ -64,6 +83,7 @@ from .._sys.perf import (
     FLAG_EXCLUDE_CALLCHAIN_KERNEL,
     FLAG_INHERIT,
     FLAG_INHERIT_THREAD,
+    FLAG_TASK,
     FLAG_USE_CLOCKID,
     FLAG_WATERMARK,
     PERF_COUNT_SW_DUMMY,
@@ -78,23 +98,10 @@ from .._sys.perf import (
     perf_event_enable,
     perf_event_set_output,
 )
-from ._decode import SampleDecoder
-from ._perfbuf import (
-    SAMPLE_FIELDS,
-    SAMPLE_HEAD,
-    SAMPLE_RAW_OFFSET,
-    PerfBuffer,
-    buffer_size,
-    callchain,
-    online_cpus,
-    split_perf_records,
-)
-from ._render import (
-    MAX_EVENT_NAME_LEN,
-    KernelProbe,
-    definition_line,
-    render_probe,
-)
+from ._decode import SAMPLE_HEAD, SampleDecoder, sample_callchain
+from ._follow import ProcessTree
+from ._render import KernelProbe, definition_line, event_names, render_event
+from ._resources import Resources, release_all, release_probes
 from ._userstage import UserStage
 
 __all__ = ["TracefsSession"]
@@ -116,84 +123,6 @@ def _proc_comm(tid: int) -> bytes:
         return b""
 
 
-def _event_names(uprobes: Sequence[PlannedEvent]) -> list[str]:
-    """Kernel event names: the layout's, made unique with a suffix and cut to the kernel's
-    length limit (one word may plant several sites under one name)."""
-    names: list[str] = []
-    seen: set[str] = set()
-    for uprobe in uprobes:
-        base = uprobe.layout.event
-        name = base[: MAX_EVENT_NAME_LEN - 1]
-        number = 1
-        while name in seen:
-            suffix = f"_{number}"
-            name = base[: MAX_EVENT_NAME_LEN - 1 - len(suffix)] + suffix
-            number += 1
-        seen.add(name)
-        names.append(name)
-    return names
-
-
-def _render(uprobe: PlannedEvent) -> KernelProbe:
-    """The uprobe's fetch-args in kernel syntax; errors name the event (the probe word itself
-    is not kept once planned)."""
-    try:
-        return render_probe(uprobe.fetchargs, uprobe.layout.fields, retprobe=uprobe.retprobe,
-                            file_offset=uprobe.file_offset, usdt_args=uprobe.usdt_args)
-    except FetchArgError as error:
-        raise FetchArgError(f"probe {uprobe.layout.event}: {error.message}") from None
-    except UsageError as error:
-        raise UsageError(f"probe {uprobe.layout.event}: {error}") from None
-
-
-@dataclass
-class _Resources:
-    """Everything a session holds, apart from the session (for the finalizer)."""
-
-    tracefs: Tracefs | None = None
-    group: str = ""
-    defined: list[str] = field(default_factory=list)
-    event_fds: list[int] = field(default_factory=list)
-    leader_fds: list[int] = field(default_factory=list)
-    buffers: list[PerfBuffer] = field(default_factory=list)
-    epoll: select.epoll | None = None
-
-
-def _release_probes(resources: _Resources) -> None:
-    """Close the uprobe events, then remove their definitions (newest first)."""
-    fds, resources.event_fds = resources.event_fds, []
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    defined, resources.defined = resources.defined, []
-    tracefs = resources.tracefs
-    if defined and tracefs is not None:
-        try:
-            tracefs.remove_group(resources.group)  # every definition, in one write
-        except OSError as error:
-            _log.warning("removing the uprobe events of group %s failed: %s (run 'rawprobe "
-                         "probes --clean' once this process has ended)", resources.group,
-                         error)
-
-
-def _release_all(resources: _Resources) -> None:
-    try:
-        _release_probes(resources)
-    finally:
-        if resources.tracefs is not None:
-            resources.tracefs.close()
-        buffers, resources.buffers = resources.buffers, []
-        for buffer in buffers:
-            buffer.close()
-        leaders, resources.leader_fds = resources.leader_fds, []
-        for fd in leaders:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if resources.epoll is not None:
-            resources.epoll.close()
-            resources.epoll = None
-
-
 class TracefsSession:
     """A run of the tracefs backend (implements :class:`rawprobe._plan.session.Session`).
 
@@ -212,7 +141,9 @@ class TracefsSession:
         KernelFeatureError: No tracefs, or no uprobe_events.
         PrivilegeError: Not allowed to write tracefs or open the events.
         FetchArgError, UsageError: A probe the kernel's syntax cannot express, or that the
-            kernel refused (its explanation from ``error_log`` is in the message).
+            kernel refused (its explanation from ``error_log`` is in the message); a
+            tracepoint or system call probe (``tp:``, ``sys:``), which run on rawprobe's BPF
+            programs only.
     """
 
     def __init__(
@@ -222,6 +153,12 @@ class TracefsSession:
         ring_size: int,
         follow: bool,
     ) -> None:
+        kernel = [event.path for event in plan.events if event.kind != "uprobe"]
+        if kernel:
+            raise UsageError(
+                f"{kernel[0]}: tracepoint and system call probes run on rawprobe's BPF "
+                "programs, which the tracefs backend does not use: use --backend bpf "
+                "('rawprobe doctor' says what the BPF backend needs)")
         self._uprobes = list(plan.events)
         self._follow = follow
         self._string_size = plan.string_size
@@ -229,15 +166,17 @@ class TracefsSession:
         self._stage = UserStage(plan.events, plan.aggregation)
         self.unplaced: list[tuple[PlannedEvent, str]] = []
         self.poll_interval: float | None = _POLL_INTERVAL
-        self.follow_at_exec = False
-        resources = _Resources()
+        resources = Resources()
         self._resources = resources
-        self._finalizer = weakref.finalize(self, _release_all, resources)
+        self._finalizer = weakref.finalize(self, release_all, resources)
         self._decoders: dict[int, SampleDecoder] = {}
         self._type_ids: list[int] = []  # per kernel event
         self._sharing: dict[int, list[int]] = {}  # first event id -> every event id sharing
         self._counts = [0] * len(self._uprobes)
         self._lost = 0
+        self.follow_at_exec = False
+        self._tree: ProcessTree | None = None  # following a command
+        self._strangers = [0] * len(self._uprobes)  # its samples of other processes
         self._fd_events: dict[int, int] = {}  # uprobe perf event fd -> event id
         self._final_hits: list[int] | None = None
         self._cpus = online_cpus()
@@ -245,7 +184,7 @@ class TracefsSession:
         try:
             # Render everything before writing anything: a probe the kernel cannot express
             # fails here with nothing planted.
-            probes = [_render(uprobe) for uprobe in self._uprobes]
+            probes = [render_event(uprobe) for uprobe in self._uprobes]
             resources.tracefs = Tracefs()
             resources.group = new_group()
             self.group = resources.group
@@ -276,7 +215,7 @@ class TracefsSession:
                    tuple(f.type.state() for f in uprobe.layout.fields))
             shared.setdefault(key, []).append(index)
         events = list(shared.values())
-        self.event_names = _event_names([self._uprobes[sites[0]] for sites in events])
+        self.event_names = event_names([self._uprobes[sites[0]] for sites in events])
         lines = []
         for sites, name in zip(events, self.event_names, strict=True):
             for number, index in enumerate(sites):
@@ -292,15 +231,20 @@ class TracefsSession:
         for sites, name in zip(events, self.event_names, strict=True):
             first = self._uprobes[sites[0]]
             event_format = parse_format(tracefs.event_format(resources.group, name))
-            decoder = SampleDecoder(first.event_id, first.layout, probes[sites[0]],
+            decoder = SampleDecoder(first.event_id, self._layout(first), probes[sites[0]],
                                     event_format, self._string_size)
             if len(sites) > 1:
                 decoder.share(event_format.field(_SITE_ARG).offset, [
-                    (self._uprobes[index].event_id, self._uprobes[index].layout)
+                    (self._uprobes[index].event_id, self._layout(self._uprobes[index]))
                     for index in sites])
             self._decoders[decoder.type_id] = decoder
             self._type_ids.append(decoder.type_id)
             self._sharing[first.event_id] = [self._uprobes[index].event_id for index in sites]
+
+    def _layout(self, uprobe: PlannedEvent) -> RecordLayout:
+        """The layout samples of ``uprobe`` decode to: stacks come with each sample's
+        callchain, also where the plan's layout keeps none (an aggregation grouped by stack)."""
+        return uprobe.layout.with_stack() if self._callchain else uprobe.layout
 
     def _open_buffers(self) -> None:
         resources = self._resources
@@ -310,6 +254,8 @@ class TracefsSession:
             attr.type = PERF_TYPE_SOFTWARE
             attr.config = PERF_COUNT_SW_DUMMY
             attr.flags = FLAG_USE_CLOCKID | FLAG_WATERMARK
+            if self._follow:
+                attr.flags |= FLAG_TASK  # fork and exit records, for the process tree
             attr.clockid = CLOCK_MONOTONIC
             attr.wakeup_events = self._buffer_size // 4  # union: wakeup_watermark
             fd = self._perf_open(attr, -1, cpu, "a ring buffer")
@@ -382,7 +328,8 @@ class TracefsSession:
             if target.command_pid is not None:
                 if not self._follow:
                     raise ValueError("this session was not created to follow a command")
-                self._open_events(target.command_pid, FLAG_INHERIT, opened)
+                self._tree = ProcessTree(target.command_pid)
+                self._open_events(-1, 0, opened)
             elif target.pids:
                 for pid in target.pids:
                     self._open_process(pid, opened)
@@ -453,7 +400,8 @@ class TracefsSession:
         epoll.register(fd, select.EPOLLIN)
 
     def pending(self) -> bool:
-        return any(buffer.pending() > 0 for buffer in self._resources.buffers)
+        return bool(self._tree and self._tree.pending) or any(buffer.pending() > 0
+                                          for buffer in self._resources.buffers)
 
     def read_batches(self) -> list[Batch]:
         """Every sample in the buffers, decoded; ordered by time when several CPUs had some
@@ -469,6 +417,8 @@ class TracefsSession:
     def _read(self) -> list[Event]:
         events: list[Event] = []
         sources = 0
+        horizon = time.monotonic_ns()
+        tasks: list[tuple[int, bool, int, int]] = []
         for buffer in self._resources.buffers:
             chunk = buffer.read()
             if not chunk:
@@ -477,9 +427,16 @@ class TracefsSession:
             self._lost += lost
             before = len(events)
             self._decode(chunk, samples, events)
+            if self._tree is not None:
+                tasks += task_records(chunk, consumed)
             buffer.consume(consumed)
             sources += len(events) > before
-        if sources > 1:
+        if self._tree is not None:
+            events, strangers = self._tree.judge(events, tasks, horizon)
+            for event_id in strangers:
+                self._counts[event_id] -= 1  # another process's hit: not ours
+                self._strangers[event_id] += 1
+        elif sources > 1:
             events.sort(key=attrgetter("ts_ns"))
         return self._stage.process(events)
 
@@ -489,12 +446,12 @@ class TracefsSession:
         unpack_sample = SAMPLE_FIELDS.unpack_from
         type_of = _U16.unpack_from
         append = events.append
-        with_stacks = self._callchain
+        callchain = self._callchain
         stack: tuple[int, ...] | None = None
         for position in samples:
-            if with_stacks:
+            if callchain:
                 pid, tid, ts_ns, cpu, _res = SAMPLE_HEAD.unpack_from(chunk, position + 8)
-                stack, raw = callchain(chunk, position + 8 + SAMPLE_HEAD.size)
+                stack, raw = sample_callchain(chunk, position + 8 + SAMPLE_HEAD.size)
             else:
                 pid, tid, ts_ns, cpu, _res, _size = unpack_sample(chunk, position + 8)
                 raw = position + SAMPLE_RAW_OFFSET
@@ -522,11 +479,13 @@ class TracefsSession:
             with contextlib.suppress(OSError):
                 hits[event_id] += int.from_bytes(os.read(fd, 8), "little")
         # A shared kernel event counts its sites' hits together: each site has what was
-        # decoded of it, and the first site the rest (what did not fit in the buffers).
+        # decoded of it (another process's samples included, as the kernel counts them), and
+        # the first site the rest (what did not fit in the buffers).
         for first, sites in self._sharing.items():
             for event_id in sites[1:]:
-                hits[event_id] = self._counts[event_id]
-                hits[first] -= self._counts[event_id]
+                seen = self._counts[event_id] + self._strangers[event_id]
+                hits[event_id] = seen
+                hits[first] -= seen
         return hits
 
     def detach(self) -> None:
@@ -536,7 +495,9 @@ class TracefsSession:
         if self._fd_events:
             self._final_hits = self._hits()
             self._fd_events = {}
-        _release_probes(self._resources)
+        if self._tree is not None:
+            self._tree.draining = True  # what is read from now on is judged at once
+        release_probes(self._resources)
 
     def counters(self) -> list[ProbeCounters]:
         """Per event id: hits, and samples lost because a ring buffer was full.
@@ -549,14 +510,29 @@ class TracefsSession:
         result = []
         final = self._final_hits
         hits = final if final is not None else self._hits()
+        if self._tree is not None:
+            # The events count every process's hits: once detached and drained, what was
+            # neither kept nor another process's sample was lost, and it may have been another
+            # process's (an upper bound, exact when nothing else runs the probed code). While
+            # running, what PERF_RECORD_LOST records said so far.
+            if final is not None:
+                final = [total - strangers for total, strangers in zip(final, self._strangers,
+                                                                      strict=True)]
+                hits = final
+            else:
+                hits = [count + (self._lost if event_id == 0 else 0)
+                        for event_id, count in enumerate(self._counts)]
         for event_id, count in enumerate(self._counts):
             if final is not None:
                 lost = max(0, final[event_id] - count)
             else:
                 lost = self._lost if event_id == 0 else 0
-            filtered = self._stage.filtered[event_id]
+            stage = self._stage
             result.append(ProbeCounters(hits=max(hits[event_id], count + lost),
-                                        filtered=filtered, lost=lost))
+                                        filtered=stage.filtered[event_id],
+                                        lost=lost + stage.lost[event_id],
+                                        unmatched=stage.unmatched[event_id],
+                                        replaced=stage.replaced[event_id]))
         return result
 
     def fileno(self) -> int:
@@ -570,11 +546,17 @@ class TracefsSession:
     def aggregate_cells(self, reset: bool) -> list[AggregateCell]:
         return self._stage.cells(reset)
 
+    def syscall_totals(self, reset: bool) -> list[SyscallTotal]:
+        return []  # no system call probes here (refused when the session was made)
+
     def stack(self, stack_id: int) -> tuple[int, ...]:
         return self._stage.stack(stack_id)
 
     def stack_pid(self, stack_id: int) -> int | None:
         return self._stage.stack_pid(stack_id)
+
+    def open_spans(self) -> dict[int, int]:
+        return self._stage.open_spans()
 
     def close(self) -> None:
         """Detach and free everything (idempotent)."""

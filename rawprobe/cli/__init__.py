@@ -7,43 +7,93 @@ with exit status 2, failures at run time with 1, both as one line on stderr, nev
 
 from __future__ import annotations
 
+# Only what the interpreter has loaded already: everything else is imported inside main(),
+# where Ctrl-C is handled (a KeyboardInterrupt in the middle of an import is one, too).
 import os
+import signal
 import sys
-from collections.abc import Sequence
 
-from rawprobe import DEFAULT_RING_SIZE, RawprobeError, _log
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+# Failures to write the output (a full disk, a quota, a file too large, a dead device): a
+# failure at run time, not a bug of rawprobe's.
+_WRITE_ERRORS = frozenset({28, 122, 27, 5, 30})  # ENOSPC, EDQUOT, EFBIG, EIO, EROFS
 
 
-def _preload(args: Sequence[str]) -> None:
-    """Start loading the BPF object in a thread for what a plain stream (``attach`` or
-    ``record`` of probe words, no aggregation, no command) will want, while the rest of the
-    command line is imported and the probes planned: ~10 ms of the kernel's and libbpf's work
-    off the path to the first event. Anything else loads its own (see rawprobe._bpf.loader)."""
-    words = [arg for arg in args if not arg.startswith("-")]
-    if not words or words[0] not in ("attach", "record") or "--" in args:
-        return
-    if any(arg in args for arg in ("--count", "--hist", "tracefs", "--backend=tracefs")):
-        return
-    ring_size = DEFAULT_RING_SIZE
-    if "--ring-size" in args:
-        try:
-            ring_size = int(args[args.index("--ring-size") + 1], 0)
-        except (IndexError, ValueError):
-            return
-    from rawprobe._bpf import loader
-
-    probes = [word for word in words[1:] if ":" in word]
-    loader.preload(lambda: loader.expected_spec(probes, ring_size=ring_size,
-                                                filters="--filter" in args))
+def run() -> None:
+    """The console entry point (``rawprobe``, ``python -m rawprobe``): :func:`main`, then exit
+    with its status. Ctrl-C at any moment ends rawprobe with status 130 and one line, never a
+    traceback."""
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main() could catch it, or while it reported one
+        _ignore_interrupts()
+        _report("rawprobe: interrupted")
+        status = 130
+    _ignore_interrupts()  # the run is over: nothing is left that Ctrl-C could stop
+    sys.exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as interrupt:
+        _ignore_interrupts()
+        attach = sys.modules.get(f"{__name__}._attach")
+        if attach is not None and isinstance(interrupt, attach.LeftPlanted):
+            attach.left_planted()  # a second Ctrl-C while the probes were being removed
+        else:
+            # Ctrl-C before tracing started (while importing, resolving...): nothing was
+            # planted.
+            _report("rawprobe: interrupted")
+        return 130
+    finally:
+        _restore_interrupts(previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from rawprobe import RawprobeError, _log
+
     args_list = list(sys.argv[1:] if argv is None else argv)
     if os.geteuid() == 0:
         _preload(args_list)
+    try:
+        args = _parse(args_list)
+        # libbpf's own warnings come back in rawprobe's errors (a failed load carries its
+        # log): shown as they happen with -v, its debug output with -vv.
+        levels = {"": _log.DEBUG if args.verbose > 1 else _log.INFO if args.verbose else
+                  _log.WARNING}
+        if args.verbose < 2:
+            levels["rawprobe.libbpf"] = _log.WARNING if args.verbose else _log.ERROR
+        _log.configure("rawprobe: %(message)s", levels)
+        status: int = args.run(args)
+        sys.stdout.flush()  # here, where a failure to write is reported, not at exit
+        return status
+    except RawprobeError as error:
+        _report(f"rawprobe: error: {error}")
+        return error.exit_status
+    except BrokenPipeError:
+        # The reader of our output went away (rawprobe ... | head): a normal end.
+        _silence_stdout()
+        return 0
+    except OSError as error:
+        if error.errno not in _WRITE_ERRORS or error.filename is not None:
+            return _internal_error(error)
+        _silence_stdout()  # what is still buffered cannot be written either
+        _report(f"rawprobe: error: cannot write the output: {error.strerror}")
+        return 1
+    except Exception as error:
+        return _internal_error(error)
+
+
+def _parse(args_list: list[str]) -> argparse.Namespace:
     # Everything after the first "--" is the command to trace, untouched by argparse.
     command: list[str] | None = None
     if "--" in args_list:
@@ -55,48 +105,79 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(named[0] if named else None)
     args = parser.parse_args(args_list)
     args.trace_command = command
-    if command is not None and args.command not in ("attach", "record"):
-        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach' and 'rawprobe record'")
-    # libbpf's own warnings come back in rawprobe's errors (a failed load carries its log):
-    # shown as they happen with -v, its debug output with -vv.
-    levels = {"": _log.DEBUG if args.verbose > 1 else _log.INFO if args.verbose else
-              _log.WARNING}
-    if args.verbose < 2:
-        levels["rawprobe.libbpf"] = _log.WARNING if args.verbose else _log.ERROR
-    _log.configure("rawprobe: %(message)s", levels)
-    try:
-        status: int = args.run(args)
-        return status
-    except RawprobeError as error:
-        print(f"rawprobe: error: {error}", file=sys.stderr)
-        return error.exit_status
-    except KeyboardInterrupt as interrupt:
-        from ._attach import LeftPlanted, left_planted
+    if command is not None and args.command not in ("attach", "record", "syscalls"):
+        parser.error("'-- COMMAND' is only accepted by 'rawprobe attach', 'rawprobe record' "
+                     "and 'rawprobe syscalls'")
+    return args
 
-        if isinstance(interrupt, LeftPlanted):
-            left_planted()
-        else:
-            # Ctrl-C before tracing started (while resolving, say): nothing was planted.
-            print("rawprobe: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader of our output went away (rawprobe ... | head): a normal end.
-        _silence_stdout()
-        return 0
-    except Exception as error:  # an internal error: say so in one line, traceback on request
-        if os.environ.get("RAWPROBE_DEBUG"):
-            import traceback
 
-            traceback.print_exc()
-        print(
-            f"rawprobe: internal error: {type(error).__name__}: {error} "
-            "(set RAWPROBE_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
-        return 1
+def _preload(args: Sequence[str]) -> None:
+    """Start loading the BPF object in a thread for what a plain stream (``attach`` or
+    ``record`` of probe words, no aggregation, no command) will want, while the rest of the
+    command line is imported and the probes planned: ~10 ms of the kernel's and libbpf's work
+    off the path to the first event. Anything else loads its own (see rawprobe._bpf.loader)."""
+    words = [arg for arg in args if not arg.startswith("-")]
+    if not words or words[0] not in ("attach", "record") or "--" in args:
+        return
+    aggregations = ("--count", "--hist", "--sum", "--min", "--max", "--avg", "--stats",
+                    "--span", "tracefs", "--backend=tracefs")
+    if any(arg in args for arg in aggregations):
+        return
+    probes = [word for word in words[1:] if ":" in word]
+    if any(word.startswith(("tp:", "sys:", "t:")) for word in probes):
+        return
+    from rawprobe import DEFAULT_RING_SIZE
+
+    ring_size = DEFAULT_RING_SIZE
+    if "--ring-size" in args:
+        try:
+            ring_size = int(args[args.index("--ring-size") + 1], 0)
+        except (IndexError, ValueError):
+            return
+    from rawprobe._bpf import loader
+
+    loader.preload(lambda: loader.expected_spec(probes, ring_size=ring_size,
+                                                filters="--filter" in args))
+
+
+def _internal_error(error: BaseException) -> int:
+    """An internal error: say so in one line, with a traceback on request."""
+    if os.environ.get("RAWPROBE_DEBUG"):
+        import traceback
+
+        traceback.print_exception(error)
+    _report(f"rawprobe: internal error: {type(error).__name__}: {error} "
+            "(set RAWPROBE_DEBUG=1 for a traceback)")
+    return 1
+
+
+def _report(line: str) -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):  # no stderr to report on
+        print(line, file=sys.stderr, flush=True)
+
+
+def _ignore_interrupts() -> None:
+    if _main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_interrupts(previous: object) -> None:
+    if _main_thread() and previous is not None:
+        signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _silence_stdout() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

@@ -49,7 +49,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     parser = _ArgumentParser(
         prog="rawprobe",
-        description="Trace functions of any ELF program or library with uprobes and BPF.",
+        description="Trace functions of any ELF program or library with uprobes and BPF, "
+        "and system calls and kernel tracepoints beside them.",
     )
     parser.add_argument("--version", action="version", version=f"rawprobe {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
@@ -66,5 +67,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 # Each command, by the module that declares it (in the order --help lists them).
-_COMMANDS = {"attach": "_attach", "record": "_record", "report": "_record", "list": "_inspect",
-             "resolve": "_inspect", "demo": "_demo", "probes": "_probes", "doctor": "_doctor"}
+_COMMANDS = {"attach": "_attach", "syscalls": "_syscalls", "record": "_record",
+             "report": "_record", "list": "_inspect", "resolve": "_inspect", "demo": "_demo",
+             "probes": "_probes", "doctor": "_doctor", "serve": "_serve"}

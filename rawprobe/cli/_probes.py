@@ -84,16 +84,22 @@ def run_probes(args: argparse.Namespace) -> int:
         print(f"rawprobe: warning: {warning}", file=sys.stderr)
     probes = sorted(inventory.probes, key=lambda p: (p.kind, p.path, p.file_offset, p.retprobe,
                                                      p.pid or 0))
+    # Where something could not be looked at, the list is not all there is: exit 2 (missing
+    # privileges), and never claim that none are active.
+    status = 2 if inventory.unread else 0
     if args.json:
         import json
 
         print(json.dumps([p.to_json() for p in probes]))
-        return 0
-    if not probes:
+    elif probes:
+        print("\n".join(line.rstrip() for line in format_table(probes)))
+    if inventory.unread:
+        print(f"rawprobe: error: {'no uprobes found' if not probes else 'these are not all'}"
+              " in what this user may read (see the warnings): run rawprobe as root to see "
+              "every uprobe on this host", file=sys.stderr)
+    elif not probes and not args.json:
         print("rawprobe: no uprobes are active on this host", file=sys.stderr)
-        return 0
-    print("\n".join(line.rstrip() for line in format_table(probes)))
-    return 0
+    return status
 
 
 def _run_clean(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from rawprobe import (
     describe_target,
     find_target,
     list_functions,
+    parse_probe,
     resolve_location,
     split_place,
 )
@@ -242,12 +243,24 @@ def run_resolve(
     Raises:
         RawprobeError: Bad syntax, unknown target or symbol, or a refused offset.
     """
+    # A source line (FILE:LINE, FUNC:N) keeps its colon, and takes no %return.
+    line = parse_probe(f"p:{probe_place.strip()}").source_line
     target, location = split_place(probe_place.strip())
     retprobe = location.endswith(_RETURN_SUFFIX)
     if retprobe:
         location = location[: -len(_RETURN_SUFFIX)]
     path = find_target(target, pid)
-    locations = resolve_location(path, location, force=force)
+    if line is not None:
+        # FILE:LINE, FUNC:N: where the line's code starts, as a probe would go, each then
+        # resolved as the file offset it is.
+        from rawprobe import list_variables
+
+        sites = list_variables(path, location, pids=(pid,) if pid is not None else (),
+                               force=force)
+        locations = [resolve_location(path, hex(site.file_offset), force=force)[0]
+                     for site in sites]
+    else:
+        locations = resolve_location(path, location, force=force)
     verdicts = check_locations(path, locations, retprobe=retprobe,
                                pids=(pid,) if pid is not None else ())
     if json_output:

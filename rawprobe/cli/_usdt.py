@@ -1,7 +1,8 @@
 """``rawprobe list --usdt TARGET [GLOB]``: the USDT probes of a program or library.
 
-Text: one line per probe site, under a header: provider, name, file offset, address,
-semaphore file offset (``-`` without one), and the argument specs as the note writes them.
+Text: one line per probe site, under a header: provider, name, file offset, address, the
+semaphore's address and file offset (``-`` without one), and the argument specs as the note
+writes them.
 JSON (``--json``): an array with one object per site, shaped like ``list --json``'s symbols
 (``name``, ``file_offset``, ``address``, ``size`` 0, ``source`` ``"usdt"``, ``path``) plus
 ``provider``, ``semaphore_offset`` (a number, or null), ``semaphore_address`` and
@@ -18,7 +19,8 @@ from rawprobe import UsdtNotFoundError, UsdtSite, find_target, list_usdt_probes
 
 __all__ = ["run_list_usdt", "site_object"]
 
-_HEADER = ("PROVIDER", "NAME", "FILE_OFFSET", "ADDRESS", "SEMAPHORE", "ARGUMENTS")
+_HEADER = ("PROVIDER", "NAME", "FILE_OFFSET", "ADDRESS", "SEMAPHORE_ADDRESS",
+           "SEMAPHORE_FILE_OFFSET", "ARGUMENTS")
 
 
 def site_object(site: UsdtSite) -> dict[str, object]:
@@ -86,6 +88,7 @@ def run_list_usdt(
             site.name,
             f"{site.file_offset:#x}",
             f"{site.address:#x}",
+            f"{site.semaphore_address:#x}" if site.semaphore_address is not None else "-",
             f"{site.semaphore_offset:#x}" if site.semaphore_offset is not None else "-",
             " ".join(site.argument_specs),
         )

@@ -6,7 +6,6 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from rawprobe._dwarf._arch import X86_64
 from rawprobe._dwarf._location import (
     EvaluationContext,
     ImplicitLocation,
@@ -19,6 +18,7 @@ from rawprobe._dwarf._location import (
     memory_text,
     value_text,
 )
+from rawprobe._sys.arch import X86_64
 
 
 class Op(NamedTuple):
@@ -38,7 +38,7 @@ def context(at_entry: bool = False, cfa: tuple[str, int] = ("bp", 16)) -> Evalua
         return Value(Register(cfa[0]), cfa[1])
 
     return EvaluationContext(
-        register_name=X86_64.register_name,
+        register_name=X86_64.dwarf_registers.get,
         frame_base=cfa_value,  # DW_AT_frame_base = DW_OP_call_frame_cfa
         cfa=cfa_value,
         address_index=lambda index: 0x4000 + 8 * index,

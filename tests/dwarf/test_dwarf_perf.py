@@ -29,7 +29,7 @@ import time
 import pytest
 from dwarf_programs import EXPECTED_VALUES, FUNCTIONS, Build, build, build_params, marker_line
 from elftools.elf.elffile import ELFFile
-from helpers import require_tool
+from helpers import require_tool, skip_or_fail
 
 import rawprobe._dwarf as dwarf
 
@@ -232,14 +232,20 @@ def test_source_lines_match_perf(spec: Build, marker: str) -> None:
     elf = Elf(path)
     line = marker_line(marker)
     expressions = ["in.x", "o.tag"] if marker == "main_deep" else ["i", "total"]
-    done = perf("-x", path, "-D", f"main.c:{line} {' '.join(expressions)}")
-    if done.returncode < 0:
-        pytest.skip(f"perf probe crashed on main.c:{line} (signal {-done.returncode})")
     definitions, error = perf_definitions(path, f"main.c:{line} {' '.join(expressions)}")
     try:
         ours = info.line_addresses("main.c", line)
     except dwarf.LineNotFoundError:
         assert not definitions, definitions
+        return
+    if not definitions and not error:
+        # perf crashed (it does on some of clang's line tables): rawprobe answers alone.
+        for found in ours:
+            for expression in expressions:
+                try:
+                    info.compile(expression, found.address, function=found.function)
+                except dwarf.NotAvailableError as refusal:
+                    assert "cannot be read" in str(refusal)
         return
     if not definitions:
         if "don't support this variable location" in error:
@@ -265,7 +271,8 @@ def test_source_lines_match_perf(spec: Build, marker: str) -> None:
 def libc_info() -> dwarf.DebugInfo:
     info = dwarf.open_debug_info(LIBC)
     if info is None:
-        pytest.skip("no debug information for libc (install libc6-dbg)")
+        skip_or_fail("no debug information for libc (install libc6-dbg)")
+        raise AssertionError("unreachable")
     return info
 
 

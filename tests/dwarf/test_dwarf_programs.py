@@ -200,13 +200,13 @@ def test_chains_deeper_than_eight_reads_are_refused(program) -> None:  # type: i
     [
         ("add", "aa", dwarf.VariableNotFoundError, "did you mean a"),
         ("add", "zzz", dwarf.VariableNotFoundError, "@zzz"),
-        ("add", "a->x", dwarf.TypeMismatchError, "not a pointer"),
+        ("add", "a->x", dwarf.TypeMismatchError, "is int, not a struct"),
         ("add", "a[1]", dwarf.TypeMismatchError, "not an array or a pointer"),
         ("add", "a:string", dwarf.TypeMismatchError, "char pointer"),
         ("add", "a:float", dwarf.TypeMismatchError, "not a kernel type"),
         ("deep", "o.in", dwarf.TypeMismatchError, "write o->in"),
         ("deep", "o->inn", dwarf.TypeMismatchError, "did you mean in"),
-        ("deep", "o->in->x->y", dwarf.TypeMismatchError, "not a pointer"),
+        ("deep", "o->in->x->y", dwarf.TypeMismatchError, "is int, not a struct"),
         ("deep", "o->in->x.y", dwarf.TypeMismatchError, "is int, not a struct"),
         ("deep", "o->name[16]", dwarf.TypeMismatchError, "past the end"),
         ("deep", "*o", dwarf.ExpressionSyntaxError, "variable name"),
@@ -393,7 +393,7 @@ def test_name_index_agrees_with_a_full_walk(program) -> None:  # type: ignore[no
                         walked.add((name, scope.die.offset, scope.kind))
         for name, dies in unit.globals().items():
             globals_walked |= {(name, die.offset) for die in dies}
-    index = info._scanned()
+    index = info._functions.scanned()
     assert {(name, die, kind) for name, refs in index.functions.items()
             for _, die, kind, _ in refs} == walked
     assert {(name, die) for name, refs in index.variables.items()

@@ -8,8 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import build_c, run_rawprobe
+from helpers import build_c, require_tool, run_rawprobe
 
+from rawprobe._output.tables import HistogramSet
 from rawprobe._probe.aggregations import AggregationSpec, HistSpec
 from rawprobe._tracer import Tracer
 
@@ -73,9 +74,7 @@ def test_counts_by_field_and_comm(program: Path) -> None:
 
 
 def test_counts_match_bpftrace(program: Path) -> None:
-    bpftrace = shutil.which("bpftrace")
-    if bpftrace is None:
-        pytest.skip("bpftrace is not installed: no second opinion")
+    bpftrace = require_tool("bpftrace")
     script = f'uprobe:{program}:f_* {{ @[probe] = count(); }}'
     out = subprocess.run([bpftrace, "-f", "json", "-e", script, "-c", str(program)],
                          capture_output=True, text=True, timeout=120).stdout
@@ -177,13 +176,30 @@ def test_streamed_events_carry_their_stack(program: Path) -> None:
         (["--count", "--by", "nope"], "no such field"),
         (["--hist", "nope"], "has no field 'nope'"),
         (["--count", "--hist", "v"], "choose one"),
-        (["--by", "comm"], "add --count or --hist"),
+        (["--by", "comm"], "--by groups an aggregation: add --count"),
         (["--hist", "v:linear:10:5:1"], "MIN < MAX"),
+        (["--sum", "v", "--count"], "--count and --sum: choose one"),
+        (["--stats", "s"], "--stats needs an integer field"),
+        (["--avg", "nope"], "has no field 'nope'"),
+        (["--top", "3"], "--top is for aggregations"),
+        (["--count", "--by", "comm", "--by", "comm"], "'comm' is given twice"),
+        (["--count", "--by", "pid,tid,cpu,comm,v"], "at most 4 keys"),
+        (["--count", "--by", "s,comm,v,pid,tid"], "at most 4 keys"),
+        (["--count", "--by", "comm,c"], "group by fewer"),
+        (["--count", "--by", "v2"], "is an array"),
+        (["--count", "--by", "comm,"], "write KEY[,KEY...]"),
     ],
 )
 def test_bad_aggregations(program: Path, args: list[str], message: str) -> None:
-    result = run_rawprobe("attach", *args, f"p:{program}:f_one v=%di:s64 s=+0(%si):string")
+    result = run_rawprobe("attach", *args,
+                          f"p:{program}:f_one v=%di:s64 s=+0(%si):string v2=+0(%si):u64[4] "
+                          "c=+0(%si):char[48]")
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_latency_needs_entry_probes(program: Path) -> None:
+    result = run_rawprobe("attach", "--sum", "latency", f"r:{program}:f_one")
+    assert result.returncode == 2 and "give entry probes (p:)" in result.stderr, result.stderr
 
 
 def test_glob_matching_nothing(program: Path) -> None:
@@ -203,3 +219,83 @@ def test_streamed_stack_of_a_function_without_a_frame(program: Path) -> None:
               for line in result.stdout.splitlines()[:-1]]
     assert chains.count(("leaf", "inner", "outer", "main")) == 7
     assert [chain[:2] for chain in chains].count(("leaf", "main")) == 2
+
+
+def test_histograms_per_stack(program: Path) -> None:
+    # --stack --hist: one histogram per user stack (the process must be alive for its
+    # stacks to be symbolized: it sleeps at the end).
+    sleeper = build_c(SOURCE.replace("return sum == 42;", "sleep(2); return sum == 42;")
+                      .replace("#include <time.h>", "#include <time.h>\n#include <unistd.h>"),
+                      name="aggslow", flags=("-O1", "-fno-omit-frame-pointer",
+                                             "-mno-omit-leaf-frame-pointer"))
+    spec = AggregationSpec("hist", hist=HistSpec("v"), stack=True)
+    with Tracer(command=[str(sleeper)], aggregation=spec) as tracer:
+        tracer.add(f"p:{sleeper}:leaf v=%di:s64")
+        for _ in tracer.events(timeout=1.5):
+            pass
+        histograms = tracer.aggregates()
+    assert isinstance(histograms, HistogramSet)
+    chains = [(tuple(frame.split("+")[0] for frame in (h.stack or ())[:4]), h)
+              for h in histograms]
+    # outer(i) calls inner(i), which calls leaf(i): i = 0..6; main calls leaf(0), leaf(1)
+    # (from one call site, or two if the compiler unrolled the loop).
+    (deep,) = [h for chain, h in chains if chain == ("leaf", "inner", "outer", "main")]
+    assert deep.total == 7 and [count for _l, _h, count in deep.buckets] == [1, 1, 2, 3]
+    assert sum(h.total for chain, h in chains if chain[:2] == ("leaf", "main")) == 2
+    assert histograms.to_dict()["hist"][0]["stack"][0].startswith("leaf")
+
+
+def test_value_aggregations_by_stack(program: Path) -> None:
+    # Stacks are symbolized through the process's mappings: it must still run at the end.
+    sleeper = build_c(SOURCE.replace("return sum == 42;", "sleep(2); return sum == 42;")
+                      .replace("#include <time.h>", "#include <time.h>\n#include <unistd.h>"),
+                      name="aggslow", flags=("-O1", "-fno-omit-frame-pointer",
+                                             "-mno-omit-leaf-frame-pointer"))
+    result = run_rawprobe("attach", "--json", "--max", "v", "--by", "stack", "--duration",
+                          "1", f"p:{sleeper}:leaf v=%di:s64", "--", str(sleeper),
+                          check_status=0)
+    rows = json.loads(result.stdout.splitlines()[0])["maxes"]
+    assert all("stack" in row and "key" not in row for row in rows)
+    # From outer: leaf(0..6); from main: leaf(0), leaf(1).
+    deep = [row["max"] for row in rows if "outer" in " ".join(row["stack"])]
+    direct = [row["max"] for row in rows if "outer" not in " ".join(row["stack"])]
+    assert deep == [6] and max(direct) == 1
+
+
+def test_top_in_every_interval(tmp_path: Path) -> None:
+    # A program that keeps calling: the interval's figures are printed sorted, cut to N.
+    source = SOURCE.replace(
+        "int main(int argc, char **argv) {",
+        "int main(int argc, char **argv) {\n    for (int r = 0; r < 40; r++) {"
+        " for (long k = 1; k <= 5; k++) for (long i = 0; i < k; i++) f_two(k);"
+        " nap(25); }\n    return 0;")  # and nothing else
+    looping = build_c(source, name="agginterval", flags=("-O1",))
+    result = run_rawprobe("attach", "--json", "--count", "--by", "v", "--top", "2",
+                          "--interval", "0.3", f"p:{looping}:f_two v=%di:s64", "--",
+                          str(looping), check_status=0)
+    tables = [json.loads(line)["counts"] for line in result.stdout.splitlines()[:-1]]
+    assert len(tables) >= 3
+    for rows in tables:
+        assert len(rows) <= 2
+        assert [row["count"] for row in rows] == sorted((row["count"] for row in rows),
+                                                         reverse=True)
+    full = [rows for rows in tables[:-1] if len(rows) == 2]
+    assert full and all([row["key"] for row in rows] == [5, 4] for rows in full)
+    # Without --top, the intervals' counts add up to every hit: none falls between two.
+    result = run_rawprobe("attach", "--json", "--count", "--by", "v", "--interval", "0.05",
+                          f"p:{looping}:f_two v=%di:s64", "--", str(looping), check_status=0)
+    *tables, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(tables) >= 10
+    assert sum(row["count"] for table in tables for row in table["counts"]) == (
+        summary["summary"]["hits"]) == 40 * 15
+
+
+def test_stats_from_the_library(program: Path) -> None:
+    import rawprobe
+
+    table = rawprobe.stats(f"p:{program}:f_two v=%di:s64", field="v", by="v",
+                           command=[str(program)])
+    assert table.as_dict() == {
+        ("f_two", v): {"count": 50, "sum": 50 * v, "min": v, "max": v, "mean": v}
+        for v in range(5)}
+    assert [row.key for row in table.top(2).rows] == [4, 3]

@@ -4,8 +4,10 @@ removes what a killed rawprobe left."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -100,6 +102,67 @@ def test_clean_removes_what_a_killed_rawprobe_left(add_program: Path, tmp_path: 
                 background.proc.wait()
         run_rawprobe("probes", "--clean")
     assert groups_of(alive.proc.pid) == [] and leftover_groups() == []
+
+
+def _groups() -> set[str]:
+    with open(f"{find_tracefs()}/uprobe_events") as file:
+        return {d.group for d in parse_definitions(file.read())}
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(field) for field in text.split()]
+
+
+def test_clean_keeps_a_run_in_another_pid_namespace(add_program: Path, tmp_path: Path) -> None:
+    # A run inside a container is pid 1 (say) of its own PID namespace: from the host, that
+    # pid names another process, or none. Its group must be kept while it runs, and removed
+    # once it is killed and its namespace is gone.
+    unshare = require_tool("unshare")
+    prog = private_copy(add_program, tmp_path)
+    before = _groups()
+    run = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-m", "rawprobe", "attach",
+         "--backend", "tracefs", f"p:{prog}:add a=%di:s32"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    inner: int | None = None
+    try:
+        assert run.stderr is not None
+        selector = selectors.DefaultSelector()
+        selector.register(run.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and selector.select(deadline - time.monotonic()):
+            line = run.stderr.readline()
+            if not line or line.startswith("rawprobe: tracing"):
+                break
+        (inner,) = _children(run.pid)  # rawprobe, as the host sees it
+        namespace = os.stat(f"/proc/{inner}/ns/pid").st_ino
+        groups = {group for group in _groups() - before
+                  if re.fullmatch(r"rawprobe_(\d+_)?1_\d+_\d+", group)}
+        assert len(groups) == 1, groups
+        (group,) = groups
+
+        # (--clean exits 1 when another run's leftovers are busy: only this group counts here.)
+        report = json.loads(run_rawprobe("probes", "--clean", "--json").stdout)
+        assert {"group": group, "event": "add", "pid": inner} in report["kept"]
+        assert all(entry["group"] != group for entry in report["removed"])
+        rows = [r for r in probes_json() if r["group"] == group]
+        assert [r["stale"] for r in rows] == [False]
+
+        os.kill(inner, signal.SIGKILL)  # pid 1 of the namespace: the namespace goes with it
+        run.wait(timeout=10)
+        assert not Path(f"/proc/{inner}").exists()
+        report = json.loads(run_rawprobe("probes", "--clean", "--json").stdout)
+        assert {"group": group, "event": "add"} in report["removed"]
+        assert group not in _groups()
+        assert group.startswith(f"rawprobe_{namespace}_1_"), \
+            "the run's group names its PID namespace, and its pid there"
+    finally:
+        # Killing unshare would leave rawprobe running in its namespace: kill rawprobe.
+        for pid in [inner] if inner is not None else _children(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.wait(timeout=10)
 
 
 MULTI_HOLDER = r"""

@@ -86,9 +86,17 @@ struct pt_regs {
 };
 
 /* Read through CO-RE: libbpf relocates these members' offsets against the running kernel. */
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+	unsigned long env_start;
+	unsigned long env_end;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
+	struct mm_struct *mm;
 } __attribute__((preserve_access_index));
 
 #endif /* __RAWPROBE_VMLINUX_H__ */

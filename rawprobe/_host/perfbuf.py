@@ -33,18 +33,24 @@ from .._errors import ClosedError
 from .._sys.perf import PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES, PERF_RECORD_SAMPLE
 
 __all__ = [
+    "PERF_RECORD_EXIT",
+    "PERF_RECORD_FORK",
+    "RECORD_HEADER",
     "SAMPLE_FIELDS",
-    "SAMPLE_HEAD",
     "SAMPLE_RAW_OFFSET",
     "PerfBuffer",
     "buffer_size",
-    "callchain",
-    "online_cpus",
-    "parse_cpu_list",
     "split_perf_records",
+    "task_records",
 ]
 
+# enum perf_event_type: a process forked or exited (u32 pid, ppid, tid, ptid; u64 time).
+PERF_RECORD_EXIT = 4
+PERF_RECORD_FORK = 7
+_TASK = struct.Struct("<IIIIQ")
+
 _HEADER = struct.Struct("<IHH")
+RECORD_HEADER = _HEADER  # struct perf_event_header: u32 type, u16 misc, u16 size
 _U64 = struct.Struct("<Q")
 # The sample body after the header: pid, tid, time, cpu, res, raw size.
 SAMPLE_FIELDS = struct.Struct("<IIQIII")
@@ -83,6 +89,23 @@ def split_perf_records(chunk: bytes | memoryview) -> tuple[list[int], int, int]:
             lost += _U64.unpack_from(chunk, position + 8)[0]
         position += size
     return samples, lost, position
+
+
+def task_records(chunk: bytes | memoryview, end: int) -> list[tuple[int, bool, int, int]]:
+    """The fork and exit records of processes (not threads) among the first ``end`` bytes of
+    ``chunk``: ``(time, forked, pid, parent pid)`` each, in order."""
+    found: list[tuple[int, bool, int, int]] = []
+    position = 0
+    while position + 8 <= end:
+        record_type, _misc, size = _HEADER.unpack_from(chunk, position)
+        if size < 8 or position + size > end:
+            break
+        if record_type in (PERF_RECORD_FORK, PERF_RECORD_EXIT) and size >= 8 + _TASK.size:
+            pid, ppid, tid, _ptid, time = _TASK.unpack_from(chunk, position + 8)
+            if pid == tid:
+                found.append((time, record_type == PERF_RECORD_FORK, pid, ppid))
+        position += size
+    return found
 
 
 class PerfBuffer:
@@ -144,42 +167,6 @@ class PerfBuffer:
 
 
 _MIN_BUFFER = 64 << 10
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """Parse a kernel CPU list (``0-3,5,7-8``), as in ``/sys/devices/system/cpu/online``."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return cpus
-
-
-def online_cpus() -> list[int]:
-    """The CPUs online now."""
-    try:
-        with open("/sys/devices/system/cpu/online") as file:
-            return parse_cpu_list(file.read())
-    except OSError:
-        return list(range(os.cpu_count() or 1))
-
-
-# With PERF_SAMPLE_CALLCHAIN the sample is: pid, tid, time, cpu, res, then u64 nr and nr
-# addresses, then the raw data's u32 size (include/uapi/linux/perf_event.h).
-SAMPLE_HEAD = struct.Struct("<IIQII")
-_U64 = struct.Struct("<Q")
-# Addresses at or above PERF_CONTEXT_MAX (-4095) mark where a context starts, not frames.
-_PERF_CONTEXT_MAX = (1 << 64) - 4095
-
-
-def callchain(chunk: bytes, position: int) -> tuple[tuple[int, ...], int]:
-    """The user stack a sample carries (innermost first), and where its raw data starts."""
-    (count,) = _U64.unpack_from(chunk, position)
-    addresses = struct.unpack_from(f"<{count}Q", chunk, position + 8)
-    stack = tuple(address for address in addresses if address < _PERF_CONTEXT_MAX)
-    return stack, position + 8 + 8 * count + 4
 
 
 def buffer_size(ring_size: int, cpus: int) -> int:
