@@ -188,8 +188,10 @@ class TracefsSession:
             resources.tracefs = Tracefs()
             resources.group = new_group()
             self.group = resources.group
-            self._define_all(probes)
+            # The buffers first: a run that may not map them (the locked-memory limit) fails
+            # before writing a single definition to uprobe_events.
             self._open_buffers()
+            self._define_all(probes)
         except BaseException:
             self.close()
             raise

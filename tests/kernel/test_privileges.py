@@ -173,3 +173,25 @@ def test_unprivileged_probes_does_not_claim_none_are_active(tmp_path: Path,
     assert "Traceback" not in result.stderr
     clean, _log = _run("nobody", "", "probes", "--clean", tmp_path=tmp_path)
     assert clean.returncode == 2 and "may not read it" in clean.stderr, clean.stderr
+
+
+def test_tracefs_buffers_that_cannot_be_locked_are_refused_before_any_definition(
+        public_program: Path, tmp_path: Path) -> None:
+    # Root with what the tracefs backend needs but CAP_IPC_LOCK, a 64 KiB locked-memory limit,
+    # and a ring larger than perf_event_mlock_kb allows: mapping the buffers fails, and must
+    # fail before uprobe_events is written.
+    strace = require_tool("strace")
+    prlimit = require_tool("prlimit")
+    log = tmp_path / "strace.log"
+    result = subprocess.run(
+        [strace, "-f", "-qq", "-e", "trace=openat", "-o", str(log), prlimit,
+         "--memlock=65536", *_credentials("root", "sys_admin,perfmon,dac_override"),
+         sys.executable, "-m", "rawprobe", "attach", "--backend", "tracefs", "--ring-size",
+         str(64 << 20), f"p:{public_program}:add", "--duration", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "RAWPROBE_CACHE_DIR": ""})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not allowed to map" in result.stderr and "perf_event_mlock_kb" in result.stderr
+    writes = [line for line in log.read_text().splitlines()
+              if "uprobe_events" in line and "O_WRONLY" in line]
+    assert not writes, "\n".join(writes)
