@@ -16,11 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 from ._backends import BACKENDS, open_session, plant, release
 from ._command import Command, Processes
-from ._errors import (
-    ClosedError,
-    RawprobeError,
-    UsageError,
-)
+from ._errors import ClosedError, RawprobeError, UsageError
 from ._plan.events import Batch, Event, RecordLayout
 from ._plan.planner import Planner
 from ._plan.session import Plan, Session, TraceStats, summarize
@@ -333,10 +329,7 @@ class Tracer:
         if session is None:
             return []
         session.detach()
-        batches: list[Batch] = []
-        while read := self._read(session):
-            batches += read
-        return batches
+        return [batch for read in iter(lambda: self._read(session), []) for batch in read]
 
     def aggregates(self, reset: bool = False) -> Result | SyscallTable:
         """What the kernel aggregated so far (for a tracer created with ``aggregation``).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import struct
 import re
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any

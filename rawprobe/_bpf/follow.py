@@ -34,7 +34,7 @@ import errno
 import os
 
 from .. import _log
-from .._errors import KernelFeatureError
+from .._errors import KernelFeatureError, PrivilegeError
 from .._host.tracefs import Tracefs, find_tracefs
 from .._host.tracefs_groups import new_group
 from .._sys.libbpf import Libbpf
@@ -59,7 +59,7 @@ def refusal(probes: int) -> str | None:
                 "this way")
     try:
         root = find_tracefs()
-    except KernelFeatureError as error:  # no tracefs, or no uprobe_events
+    except (KernelFeatureError, PrivilegeError) as error:  # none, or not this user's to read
         return str(error)
     if not os.access(os.path.join(root, "uprobe_events"), os.W_OK):
         return "uprobe_events is not writable"

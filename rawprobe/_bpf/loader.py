@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 # Imported where they are used: the command line imports this module to start a preload, in
 # its first milliseconds; ctypes and libbpf are the preload thread's to import.
 
-__all__ = ["ALL_PROGRAMS", "FOLLOW_PROGRAMS", "KERNEL_PROGRAMS", "SHRINKABLE", "LoadSpec", "expected_spec",
-           "load_object", "preload", "settings", "take"]
+__all__ = ["ALL_PROGRAMS", "FOLLOW_PROGRAMS", "KERNEL_PROGRAMS", "SHRINKABLE", "LoadSpec",
+           "expected_spec", "load_object", "preload", "settings", "take"]
 
 FOLLOW_PROGRAMS = ("rp_fork", "rp_exec", "rp_exit")
 KERNEL_PROGRAMS = ("rp_sys_enter", "rp_sys_exit", "rp_tracepoint")  # clang/kernel.bpf.c

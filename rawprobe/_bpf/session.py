@@ -406,7 +406,7 @@ class BpfSession:
             return []
         batches, consumed = self._decoder.batches(chunk)
         ring.consume(consumed)
-        if self._kernel.syscalls and (len(batches) > 1 or batches and batches[0].count > 1):
+        if self._kernel.syscalls and (len(batches) > 1 or (batches and batches[0].count > 1)):
             events = [event for batch in batches for event in batch.events()]
             events.sort(key=_TIME)
             return [Batch(None, events)]

@@ -145,6 +145,9 @@ class TargetFile:
             raise NotElfError(f"{path}: not a regular file, so not a program or library")
         self.fd: int = fd
         self.info = info
+        # Whether each -p process maps this file, as the planner found (it asks for every site:
+        # reading /proc/PID/maps once per file, not once per site).
+        self.mapped_by: dict[int, bool | None] = {}
         self._finalizer = weakref.finalize(self, os.close, fd)
 
     @property

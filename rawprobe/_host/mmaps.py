@@ -15,7 +15,6 @@ them while it runs.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import struct
 
@@ -39,8 +38,6 @@ from .perfbuf import RECORD_HEADER, PerfBuffer
 from .procmaps import Mapping
 
 __all__ = ["MappingWatcher", "parse_mapping_records"]
-
-_LOG = logging.getLogger("rawprobe")
 
 # enum perf_event_type
 _RECORD_EXIT = 4

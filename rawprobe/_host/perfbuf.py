@@ -25,7 +25,6 @@ char data[size]``. When the buffer is full the kernel drops samples and later wr
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 import weakref
 

@@ -248,6 +248,9 @@ class Tracefs:
             return
         try:
             self._write("uprobe_events", "\n".join(lines))
+            if _log.enabled(_log.INFO):
+                for line in lines:
+                    _log.info("uprobe_events: %s", line)
         except OSError:
             # Which one was refused, and why: the kernel stopped at it; replay the rest one
             # by one for the message (those already defined are refused as duplicates).

@@ -141,8 +141,7 @@ class RecordLayout:
 
     def renamed(self, event: str) -> RecordLayout:
         """The same layout for another event name (sites of one probe word share layouts)."""
-        twin = RecordLayout.__new__(RecordLayout)
-        twin.__dict__.update(self.__dict__)
+        twin = self._twin()
         twin.event = event
         twin.event_class = twin._event_class()
         twin._row_structs = {}
@@ -153,10 +152,16 @@ class RecordLayout:
         the record (a perf sample's callchain, for the tracefs backend)."""
         if self.has_stack:
             return self
-        twin = copy.copy(self)
+        twin = self._twin()
         twin.has_stack = True
         twin.plain = False
         twin.event_class = twin._event_class()
+        twin._row_structs = {}
+        return twin
+
+    def _twin(self) -> RecordLayout:
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
         return twin
 
     def _event_class(self) -> type[Event]:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["CachedWord", "cache_key", "capture", "fingerprint", "load", "plan_cached", "remember",
            "restore_events", "store"]
 
-FORMAT = 1
+FORMAT = 2
 _SUFFIX = ".plan"
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The code that decides what a word plans to.
@@ -104,8 +104,10 @@ class CachedWord:
         layouts: Their record layouts (:meth:`RecordLayout.state`).
         details: Pickled ``(fetchargs, usdt_args, filter)`` of its events.
         events: Per event: ``(config, layout, details, name, file_offset, retprobe,
-            ref_ctr_offset, reads_memory, tally, tally_only, role, from_glob, at_entry)``,
-            the first three indexes into the lists above.
+            ref_ctr_offset, reads_memory, tally, tally_only, role, from_glob, at_entry,
+            value_signed, key_parts, span_offset)``, the first three indexes into the lists
+            above; ``key_parts`` the grouping key's layout as plain values, ``span_offset``
+            a latency pair's entry relative to the word's first event (-1: none).
     """
 
     def __init__(self, kind: str, target: str, path: str, identity: tuple[int, ...],
@@ -169,7 +171,7 @@ def store(key: tuple[Any, ...], word: CachedWord) -> None:
 def capture(kind: str, target_text: str, target: TargetFile,
             dependencies: list[tuple[str, tuple[int, ...]]], warnings: list[str],
             names: list[str], events: Sequence[PlannedEvent],
-            configs: Sequence[bytes]) -> CachedWord | None:
+            configs: Sequence[bytes], first_id: int) -> CachedWord | None:
     """The entry for one word's planned events (None when something in them cannot be
     stored: its details do not pickle).
 
@@ -182,6 +184,7 @@ def capture(kind: str, target_text: str, target: TargetFile,
         names: Its event names.
         events: Its planned events.
         configs: The planner's configurations, by id.
+        first_id: The event id of the word's first event.
     """
     config_index: dict[int, int] = {}
     layout_index: dict[Any, int] = {}
@@ -202,7 +205,11 @@ def capture(kind: str, target_text: str, target: TargetFile,
             rows.append((config, layout, details, event.name, event.file_offset,
                          event.retprobe, event.ref_ctr_offset, event.reads_memory, event.tally,
                          event.tally_only, event.role, event.from_glob, event.at_entry,
-                         event.value_signed))
+                         event.value_signed, tuple(
+                             (part.name, part.at_start, int(part.kind), part.size, part.dest,
+                              None if part.type is None else part.type.state())
+                             for part in event.key_parts),
+                         event.span_id - first_id if event.span_id >= 0 else -1))
     except Exception:  # pickle refuses something: plan this word afresh each time
         return None
     return CachedWord(kind, target_text, target.path, tuple(target.key), dependencies,
@@ -224,12 +231,13 @@ def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
     from .session import EventDetails, PlannedEvent
 
     layouts = [RecordLayout.restore(state) for state in entry.layouts]
+    keys: dict[Any, tuple[tuple[Any, ...], Any]] = {}
     details = [EventDetails(pickled=blob) for blob in entry.details]
     named: dict[tuple[int, str], RecordLayout] = {}
     events: list[PlannedEvent] = []
     for (config, layout_id, details_id, name, file_offset, retprobe, ref_ctr_offset,
-         reads_memory, tally, tally_only, role, from_glob, at_entry,
-         value_signed) in entry.events:
+         reads_memory, tally, tally_only, role, from_glob, at_entry, value_signed, parts,
+         span_offset) in entry.events:
         layout = layouts[layout_id]
         if layout.event != name:
             layout = named.get((layout_id, name)) or named.setdefault(
@@ -238,8 +246,27 @@ def restore_events(entry: CachedWord, first_id: int, config_ids: Sequence[int],
             first_id + len(events), config_ids[config], target.path, target.kernel_path,
             file_offset, retprobe, ref_ctr_offset, None, layout, reads_memory, tally,
             tally_only, role=role, from_glob=from_glob, at_entry=at_entry,
-            value_signed=value_signed, details=details[details_id]))
+            value_signed=value_signed, details=details[details_id],
+            span_id=first_id + span_offset if span_offset >= 0 else -1,
+            **_keys(keys, parts)))
     return events
+
+
+def _keys(known: dict[Any, tuple[tuple[Any, ...], Any]], parts: tuple[Any, ...]
+          ) -> dict[str, Any]:
+    """``key_parts`` and ``key_decoder`` of stored key parts (made once per layout)."""
+    if not parts:
+        return {}
+    if parts not in known:
+        from .._probe.argtype import ArgType
+        from .aggregate import KeyPart, key_decoder
+
+        made = tuple(KeyPart(name, at_start, kind, size, dest,
+                             None if state is None else ArgType(*state))
+                     for name, at_start, kind, size, dest, state in parts)
+        known[parts] = (made, key_decoder(made))
+    key_parts, decoder = known[parts]
+    return {"key_parts": key_parts, "key_decoder": decoder}
 
 
 # -- the planner's use of it ---------------------------------------------------------------
@@ -290,12 +317,13 @@ def plan_cached(planner: Planner, key: tuple[Any, ...]) -> list[str] | None:
 def remember(planner: Planner, key: tuple[Any, ...], spec: ProbeSpec, first_event: int,
              first_warning: int, names: list[str]) -> None:
     """Keep what ``spec`` planned to (the planner's events from ``first_event`` on) when the
-    cache can give it back exactly: the uprobes of one file, neither spans nor latency pairs,
-    no grouping key (their key layouts are not stored)."""
+    cache can give it back exactly: the uprobes of one file (a latency measurement's pairs
+    included, not a span between two words)."""
     events = planner.events[first_event:]
-    if (spec.kind not in ("p", "r", "usdt") or not events
-            or any(event.kind != "uprobe" or event.role or event.key_parts
-                   or event.span_id != -1 or event.path != events[0].path for event in events)):
+    if (spec.kind not in ("p", "r", "usdt") or not events or planner.has_span
+            or any(event.kind != "uprobe" or event.path != events[0].path
+                   or (event.span_id != -1 and not first_event <= event.span_id < len(
+                       planner.events)) for event in events)):
         return
     target = planner.opened(events[0].path)
     if target is None:
@@ -307,6 +335,7 @@ def remember(planner: Planner, key: tuple[Any, ...], spec: ProbeSpec, first_even
         dependencies = [(path, tuple(identity)) for path, identity in
                         open_index(target.path, expect_key=target.key).dependencies]
     entry = capture(spec.kind, spec.target, target, dependencies,
-                    planner.warnings[first_warning:], names, events, planner.configs())
+                    planner.warnings[first_warning:], names, events, planner.configs(),
+                    first_event)
     if entry is not None:
         store(key, entry)

@@ -13,71 +13,105 @@ here as a uprobe's are.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from .. import _log
 from .._errors import SymbolNotFoundError, UsageError
 from .._host.files import TargetFile
-from .._probe.aggregations import LATENCY, AggregationSpec
-from .._probe.argtypes import parse_type
 from .._probe.defaults import DEFAULT_STRING_SIZE
-from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Immediate, Source
-from .._probe.filters import FilterExpr, parse_filter
-from .._probe.typed import Probe, Span
-from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
 from . import abi, plancache
-from .aggregate import (
-    KeyPart,
-    SpanMatch,
-    aggregation_config,
-    key_decoder,
-    key_layout,
-    match_field,
-    value_signed,
-)
-from .compile import CompiledProbe, compile_fetchargs
 from .events import RecordLayout
-from .filters import compile_filter
+from .placement import Placement, plain_placements
 from .session import Plan, PlannedEvent
-from .sites import Site, check_site, sites_of
-from .variables import Placement, debug_placements, inlined_only_placements, plain_placements
+from .sites import Site, check_site, site_warnings, sites_of
 
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from .kernelplan import KernelPlanner
+    from typing import Any
 
-_LOG = logging.getLogger("rawprobe")
+    from .._probe.aggregations import LATENCY, AggregationSpec
+    from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Source
+    from .._probe.filters import FilterExpr, parse_filter
+    from .._probe.typed import Probe, Span
+    from .._probe.words import ProbeSpec, default_event_name, is_glob, parse_probe
+    from .aggregate import (
+        KeyPart,
+        SpanMatch,
+        aggregation_config,
+        key_decoder,
+        key_layout,
+        match_field,
+        value_signed,
+    )
+    from .compile import CompiledProbe, compile_fetchargs
+    from .filters import compile_filter
+    from .kernelplan import KernelPlanner
 
 __all__ = ["Planner"]
 
 
-@dataclass(frozen=True)
+def _import_planning() -> None:
+    """Import what planning a word afresh takes (the parsers, the compiler, the aggregation
+    layouts: tens of milliseconds), once; a word planned from the cache needs none of it."""
+    names = globals()
+    if "_LATENCY_ARG" in names:
+        return
+    from .._probe.aggregations import LATENCY
+    from .._probe.argtypes import parse_type
+    from .._probe.fetchargs import DebugVariable, Deref, FetchArg, FileOffset, Immediate
+    from .._probe.filters import parse_filter
+    from .._probe.typed import Probe, Span
+    from .._probe.words import default_event_name, is_glob, parse_probe
+    from .aggregate import (
+        SpanMatch,
+        aggregation_config,
+        key_decoder,
+        key_layout,
+        match_field,
+        value_signed,
+    )
+    from .compile import compile_fetchargs
+    from .filters import compile_filter
+
+    names.update(
+        LATENCY=LATENCY, DebugVariable=DebugVariable, Deref=Deref, FetchArg=FetchArg,
+        FileOffset=FileOffset, parse_filter=parse_filter, Probe=Probe, Span=Span,
+        default_event_name=default_event_name, is_glob=is_glob, parse_probe=parse_probe,
+        SpanMatch=SpanMatch, aggregation_config=aggregation_config, key_decoder=key_decoder,
+        key_layout=key_layout, match_field=match_field, value_signed=value_signed,
+        compile_fetchargs=compile_fetchargs, compile_filter=compile_filter,
+        # What a streamed span's END fetches besides its own fields: a placeholder the BPF
+        # program (or the tracefs backend) overwrites with the span's duration.
+        _LATENCY_ARG=FetchArg(LATENCY, Immediate(0), parse_type("u64"), "\\0:u64", 0))
+
+
 class _Compiled:
     """What the events of one probe word share: configuration, layout, key decoder."""
 
-    config_id: int
-    layout: RecordLayout
-    decoder: Any
-    reads_memory: bool
-    tally: bool
-    tally_only: bool
-    parts: tuple[KeyPart, ...]
-    value_signed: bool
+    __slots__ = ("config_id", "decoder", "layout", "parts", "reads_memory", "tally",
+                 "tally_only", "value_signed")
+
+    def __init__(self, config_id: int, layout: RecordLayout, decoder: Any, reads_memory: bool,
+                 tally: bool, tally_only: bool, parts: tuple[KeyPart, ...],
+                 value_signed: bool) -> None:
+        self.config_id = config_id
+        self.layout = layout
+        self.decoder = decoder
+        self.reads_memory = reads_memory
+        self.tally = tally
+        self.tally_only = tally_only
+        self.parts = parts
+        self.value_signed = value_signed
 
 
-@dataclass(frozen=True)
 class _SpanPlan:
     """The span a planner measures: how START and END match, and its key's layout."""
 
-    match: SpanMatch
-    layout: tuple[KeyPart, ...]
+    __slots__ = ("layout", "match")
 
-
-# What a streamed span's END fetches besides its own fields: a placeholder the BPF program
-# (or the tracefs backend) overwrites with the span's duration.
-_LATENCY_ARG = FetchArg(LATENCY, Immediate(0), parse_type("u64"), "\\0:u64", 0)
+    def __init__(self, match: SpanMatch, layout: tuple[KeyPart, ...]) -> None:
+        self.match = match
+        self.layout = layout
 
 
 def _spec_of(probe: str | ProbeSpec | Probe) -> ProbeSpec:
@@ -97,12 +131,6 @@ def _position_dependent(fetchargs: Sequence[FetchArg]) -> bool:
         return isinstance(source, Deref) and walk(source.inner)
 
     return any(walk(arg.source) for arg in fetchargs)
-
-
-def _some(names: Sequence[str], shown: int = 5) -> str:
-    """The first few names, and how many more."""
-    text = ", ".join(names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 class Planner:
@@ -127,6 +155,8 @@ class Planner:
         force: bool = False,
     ) -> None:
         if aggregation is not None and stack and not aggregation.stack:
+            import dataclasses
+
             aggregation = dataclasses.replace(aggregation, stack=True)
         self.pids = tuple(pids)
         self.string_size = string_size
@@ -164,6 +194,7 @@ class Planner:
             cached = plancache.plan_cached(self, key)
             if cached is not None:
                 return cached
+        _import_planning()
         planned, names, span = len(self.events), set(self._names), self._span
         warned, self.debug_info_used = len(self.warnings), False
         try:
@@ -255,7 +286,8 @@ class Planner:
                 left_out.setdefault(refusal, []).append(site.symbol or hex(site.file_offset))
                 continue
             accepted.append(placement)
-        self._warn(spec, [placement.site for placement in accepted], left_out, glob)
+        self.warnings += site_warnings(spec, [placement.site for placement in accepted],
+                                       left_out, glob)
         return target, accepted, glob
 
     def _plan_sites(self, spec: ProbeSpec, target: TargetFile, placements: Sequence[Placement],
@@ -287,6 +319,7 @@ class Planner:
     def placements(self, spec: ProbeSpec) -> tuple[TargetFile, list[Placement]]:
         """Where a word's probes would go and what each would read (before
         :func:`~rawprobe._plan.sites.check_site`): what ``rawprobe list --vars`` shows."""
+        _import_planning()
         target = self._open(spec)
         return target, self._placements(spec, target, latency=False)[0]
 
@@ -298,12 +331,16 @@ class Planner:
 
         if spec.source_line is not None:
             self.debug_info_used = True
+            from .variables import debug_placements
+
             return debug_placements(spec, target, (), force=self.force, latency=latency,
                                     warnings=self.warnings), \
                 describe_target(target.path).go_evidence or ""
         try:
             sites, go_evidence = sites_of(spec, target, force=self.force)
         except SymbolNotFoundError:
+            from .variables import inlined_only_placements
+
             inlined = inlined_only_placements(spec, target, force=self.force,
                                               warnings=self.warnings)
             if inlined is None:
@@ -314,6 +351,8 @@ class Planner:
                                           for arg in spec.fetchargs):
             return plain_placements(spec, sites), go_evidence
         self.debug_info_used = True
+        from .variables import debug_placements
+
         return debug_placements(spec, target, sites, force=self.force, latency=latency,
                                 warnings=self.warnings), go_evidence
 
@@ -325,22 +364,6 @@ class Planner:
         if target is None:
             target = self._files[path] = TargetFile(path)
         return target
-
-    def _warn(self, spec: ProbeSpec, sites: Sequence[Site], left_out: dict[str, list[str]],
-              glob: bool) -> None:
-        ifuncs = [site.symbol or hex(site.file_offset) for site in sites
-                  if site.kind == "ifunc" and site.symbol_offset == 0]
-        for site in sites:
-            if site.warning and not (glob and site.kind == "ifunc"):
-                self.warnings.append(f"{site.symbol or spec.location}: {site.warning}")
-        if glob and ifuncs:
-            self.warnings.append(
-                f"{len(ifuncs)} of the functions {spec.location} matches are indirect "
-                f"functions (IFUNC) ({_some(ifuncs)}): their probes hit the resolver the "
-                "dynamic linker runs once, not the calls; probe the implementations")
-        for reason, symbols in left_out.items():
-            self.warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
-                                 f"left out ({_some(symbols)}): {reason}")
 
     def _fetchargs(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
                    paired: bool) -> tuple[FetchArg, ...]:
@@ -359,7 +382,8 @@ class Planner:
             if any(arg.name == LATENCY for arg in fetchargs):
                 raise UsageError(f"{spec.text}: a streamed span's END gets a field named "
                                  f"{LATENCY} (its duration): rename the one it fetches")
-            fetchargs = (*fetchargs, _LATENCY_ARG)
+            latency: FetchArg = globals()["_LATENCY_ARG"]  # made by _import_planning()
+            fetchargs = (*fetchargs, latency)
         return fetchargs
 
     def _fields(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,
@@ -437,9 +461,9 @@ class Planner:
             match=span.match.match if span is not None else "tid",
             value_signed=compiled.value_signed,
         ))
-        if _LOG.isEnabledFor(logging.INFO):
+        if _log.enabled(_log.INFO):
             semaphore = f", semaphore at {site.ref_ctr_offset:#x}" if site.ref_ctr_offset else ""
-            _LOG.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
+            _log.info("%s: %s at %s%s", name, "a return probe" if retprobe else "an entry probe",
                       site.describe(target.path), semaphore)
 
     def _key_parts(self, spec: ProbeSpec, site: Site, base: tuple[FetchArg, ...], role: str,

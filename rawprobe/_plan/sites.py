@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from .._errors import UsageError
 from .._host.files import TargetFile
 from .._host.procmaps import read_maps
 from .._sys.arch import ARCH
-from .._errors import UsageError
 from .._values import Record
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .._probe.words import ProbeSpec
 
 __all__ = ["Site", "check_locations", "check_site", "instruction_hazard", "maps_file",
-           "sites_of"]
+           "site_warnings", "sites_of"]
 
 # Legacy prefixes that may come before an opcode (Intel SDM vol. 2, 2.1.1).
 _LEGACY_PREFIXES = frozenset({0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65, 0x66, 0x67})
@@ -230,14 +230,20 @@ def _fixed_width_hazard(site: Site, width: int) -> str | None:
 
 def maps_file(pid: int, target: TargetFile) -> bool | None:
     """Whether process ``pid`` maps ``target`` (compared by device and inode, so a file of the
-    same name in another mount namespace does not count); None if unknown."""
+    same name in another mount namespace does not count); None if unknown. Asked once per
+    process and opened file (:attr:`TargetFile.mapped_by`)."""
+    if pid in target.mapped_by:
+        return target.mapped_by[pid]
     try:
         mappings = read_maps(pid)
     except OSError:
-        return None
-    info = target.info
-    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
-    return any(m.inode == info.st_ino and m.device == device for m in mappings)
+        found = None
+    else:
+        info = target.info
+        device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}"
+        found = any(m.inode == info.st_ino and m.device == device for m in mappings)
+    target.mapped_by[pid] = found
+    return found
 
 
 def check_locations(
@@ -317,3 +323,29 @@ def _check_ref_ctr(spec: ProbeSpec, target: TargetFile, force: bool) -> None:
             "kernel would increment whatever is there while the probe is planted, changing "
             "the program's data; --force to do it anyway"
         )
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """The first few names, and how many more."""
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def site_warnings(spec: ProbeSpec, sites: Sequence[Site], left_out: dict[str, list[str]],
+                  glob: bool) -> list[str]:
+    """What a user should know about the sites a word planted (and left out)."""
+    warnings: list[str] = []
+    ifuncs = [site.symbol or hex(site.file_offset) for site in sites
+              if site.kind == "ifunc" and site.symbol_offset == 0]
+    for site in sites:
+        if site.warning and not (glob and site.kind == "ifunc"):
+            warnings.append(f"{site.symbol or spec.location}: {site.warning}")
+    if glob and ifuncs:
+        warnings.append(
+            f"{len(ifuncs)} of the functions {spec.location} matches are indirect "
+            f"functions (IFUNC) ({_some(ifuncs)}): their probes hit the resolver the "
+            "dynamic linker runs once, not the calls; probe the implementations")
+    for reason, symbols in left_out.items():
+        warnings.append(f"{len(symbols)} of the functions {spec.location} matches "
+                        f"left out ({_some(symbols)}): {reason}")
+    return warnings

@@ -22,66 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from .._dwarf import DebugInfo, DwarfError, open_debug_info, reads_locals, require_debug_info
 from .._errors import FetchArgError, UsageError
 from .._host.files import TargetFile
 from .._probe.fetchargs import DebugVariable, FetchArg, parse_fetcharg
 from .._probe.words import ProbeSpec, is_glob
+from .placement import Placement, fallbacks, plain_placements
 from .sites import Site
 
 __all__ = ["Placement", "debug_placements", "inlined_only_placements", "plain_placements"]
-
-
-@dataclass(frozen=True)
-class Placement:
-    """One probe site of a word, and what the probe reads there.
-
-    Attributes:
-        site: Where the probe goes.
-        event_symbol: What the event is named after (the function asked for, ``main_L27`` for
-            a source line), or None: a raw offset's name.
-        fetchargs: The fetch-args, in the kernel's language only.
-        return_site: Where a return probe for the same call goes (``--hist latency``), when
-            not at ``site``: a function's entry, when ``site`` is past its prologue.
-        address: The site's address in the debug information's terms (ELF virtual address),
-            when the debug information placed it.
-        function: Whose variables it reads there (an inlined copy's function, a source
-            line's), when the debug information placed it; None: the function holding it.
-        name_offset: The offset into ``event_symbol`` the event's name carries (``add_5``
-            for ``add+5``); 0 for a function's probe, even past its prologue, as perf names it.
-    """
-
-    site: Site
-    event_symbol: str | None
-    fetchargs: tuple[FetchArg, ...]
-    return_site: Site | None = None
-    address: int | None = None
-    function: str | None = None
-    name_offset: int = 0
-
-
-def plain_placements(spec: ProbeSpec, sites: Sequence[Site]) -> list[Placement]:
-    """The placements of a word that does not need the debug information."""
-    fetchargs = spec.fetchargs
-    if any(isinstance(arg.source, DebugVariable) for arg in fetchargs):
-        fetchargs = _fallbacks(fetchargs)
-    return [Placement(site, site.symbol, fetchargs, name_offset=site.symbol_offset)
-            for site in sites]
-
-
-def _fallbacks(fetchargs: Sequence[FetchArg]) -> tuple[FetchArg, ...]:
-    """The kernel meaning of each untyped ``$retval`` (the file has no debug information)."""
-    result = []
-    for arg in fetchargs:
-        source = arg.source
-        if isinstance(source, DebugVariable):
-            if source.fallback is None:  # pragma: no cover - callers check uses_debug_info
-                raise DwarfError(f"{arg.text} needs the debug information")
-            arg = dataclasses.replace(arg, source=source.fallback)
-        result.append(arg)
-    return tuple(result)
 
 
 class _Planner:
@@ -254,7 +204,7 @@ def _function_site(planner: _Planner, site: Site, latency: bool, seen: set[int],
     address = info.address_of(site.file_offset)
     what = site.symbol or hex(site.file_offset)
     if address is None:  # pragma: no cover - resolve_location put it in a code segment
-        return [Placement(site, site.symbol, _fallbacks(spec.fetchargs),
+        return [Placement(site, site.symbol, fallbacks(spec.fetchargs),
                           name_offset=site.symbol_offset)]
     if site.symbol_offset or site.kind not in ("func", "ifunc"):
         # SYMBOL+OFFSET: what is in scope there, as perf probe reads it.
@@ -263,7 +213,7 @@ def _function_site(planner: _Planner, site: Site, latency: bool, seen: set[int],
     instance = info.function_at(address)
     if instance is None or instance.entry_address != address:
         if not spec.uses_debug_info:
-            return [Placement(site, site.symbol, _fallbacks(spec.fetchargs))]
+            return [Placement(site, site.symbol, fallbacks(spec.fetchargs))]
         planner.left_out.append((what, DwarfError(
             f"no debug information describes the function {what} of {info.path}" +
             ("" if glob else "; install its debug package, or rebuild it with -g"))))

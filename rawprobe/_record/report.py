@@ -133,7 +133,7 @@ class Recording:
                 continue
             identity = (event.event, _key(event, by), bucket_of(spec, value))
             cells[identity] = cells.get(identity, 0) + 1
-        return build_histograms(spec, ((event, key, bucket, count)
+        return build_histograms(spec, ((event, key, bucket, count, None)
                                        for (event, key, bucket), count in cells.items()))
 
     def _check_key(self, by: str | None) -> None:

@@ -8,10 +8,10 @@ with their versions into the records the index keeps.
 from __future__ import annotations
 
 import io
-import logging
 import lzma
 import struct
 
+from .. import _log
 from .._errors import NotElfError, RawprobeError, TargetNotFoundError
 from .._sys.arch import host_arch
 from .._sys.demangle import demangle
@@ -46,8 +46,6 @@ _BINDINGS = {_STB_GLOBAL: 0, _STB_WEAK: 1, _STB_LOCAL: 2, _STB_GNU_UNIQUE: 3}
 _SOURCE_INDEX = {name: position for position, name in enumerate(SOURCES)}
 # A MiniDebugInfo payload is a few hundred kB; refuse to inflate a crafted one without bound.
 _MAX_DEBUGDATA = 256 << 20
-_LOG = logging.getLogger("rawprobe")
-
 
 def _parse_verdef(data: bytes, strings: bytes) -> dict[int, str]:
     """vd_ndx → version name, from ``.gnu.version_d``."""
@@ -374,7 +372,7 @@ def _build(
                 continue
             debug_table, reason = _debug_symbol_table(candidate, data.build_id)
             if debug_table is None:
-                _LOG.info("%s: build-id debug file %s not used: %s", path, candidate, reason)
+                _log.info("%s: build-id debug file %s not used: %s", path, candidate, reason)
                 continue
             data.debug_sources.append(("build-id", candidate))
             merger.add_table(debug_table, "build-id")
@@ -392,7 +390,7 @@ def _build(
                     continue
                 debug_table, reason = _debuglink_table(candidate, expected_crc, data.build_id)
                 if debug_table is None:
-                    _LOG.info("%s: debug link %s not used: %s", path, candidate, reason)
+                    _log.info("%s: debug link %s not used: %s", path, candidate, reason)
                     continue
                 data.debug_sources.append(("debuglink", candidate))
                 merger.add_table(debug_table, "debuglink")

@@ -8,8 +8,8 @@ path that imports pyelftools). Everything after that works on the index alone.
 from __future__ import annotations
 
 import os
-import sys
 
+from .. import _log
 from .._host.files import stat_target
 from ._cache import default_cache
 from ._debuginfo import debug_roots
@@ -111,21 +111,15 @@ def open_index(
 
 def _log_index(index: SymbolIndex, origin: str) -> None:
     """What -v tells about a file's symbols: how many, from where, and which debug files."""
-    # Not imported here: logging brings re and more, which a warm resolution does without (and
-    # without logging imported, nobody has asked for these lines).
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return
-    log = logging.getLogger("rawprobe")
-    if not log.isEnabledFor(logging.INFO):
+    if not _log.enabled(_log.INFO):
         return
     used = ", ".join(f"{source} {where}" for source, where in index.debug_sources)
-    log.info("symbols of %s: %d functions, %s; separate debug information: %s", index.path,
+    _log.info("symbols of %s: %d functions, %s; separate debug information: %s", index.path,
               index.count, origin, used or "none")
     used_paths = {where for _source, where in index.debug_sources}
     for dependency, dependency_key in index.dependencies:
         if dependency_key != ABSENT_KEY and dependency not in used_paths:
-            log.info("symbols of %s: %s exists but is not its debug file (not used)",
+            _log.info("symbols of %s: %s exists but is not its debug file (not used)",
                       index.path, dependency)
 
 

@@ -11,9 +11,9 @@ time a process is seen (what it mapped before the run started).
 from __future__ import annotations
 
 import bisect
-import logging
 import os
 
+from .. import _log
 from .._errors import RawprobeError
 from .._host.cpus import online_cpus
 from .._host.mmaps import MappingWatcher
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from ._model import FunctionAt
 
 __all__ = ["AddressResolver"]
-
-_LOG = logging.getLogger("rawprobe")
 
 
 class AddressResolver:
@@ -46,7 +44,7 @@ class AddressResolver:
         try:
             self._watcher = MappingWatcher(online_cpus())
         except (OSError, RawprobeError) as error:
-            _LOG.info("not watching mappings (%s): stacks of processes that exit before "
+            _log.info("not watching mappings (%s): stacks of processes that exit before "
                       "they are read will show addresses", error)
 
     def close(self) -> None:

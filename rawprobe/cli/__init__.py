@@ -119,6 +119,8 @@ def _preload(args: Sequence[str]) -> None:
     words = [arg for arg in args if not arg.startswith("-")]
     if not words or words[0] not in ("attach", "record") or "--" in args:
         return
+    if os.sysconf("SC_OPEN_MAX") < 1024:
+        return  # a loaded object's maps and programs take descriptors the run may need
     aggregations = ("--count", "--hist", "--sum", "--min", "--max", "--avg", "--stats",
                     "--span", "tracefs", "--backend=tracefs")
     if any(arg in args for arg in aggregations):
@@ -152,26 +154,29 @@ def _internal_error(error: BaseException) -> int:
 
 
 def _report(line: str) -> None:
-    import contextlib
-
-    with contextlib.suppress(OSError, ValueError):  # no stderr to report on
+    try:  # noqa: SIM105 - contextlib may not be importable here
         print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # no stderr to report on
+        pass
 
 
 def _ignore_interrupts() -> None:
-    if _main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_sigint(signal.SIG_IGN)
 
 
 def _restore_interrupts(previous: object) -> None:
-    if _main_thread() and previous is not None:
-        signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+    if previous is not None:
+        _set_sigint(previous)
 
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+def _set_sigint(handler: object) -> None:
+    """Set SIGINT's handler where Python allows it (the main thread; from another thread, as
+    a library caller may run main(), nothing changes). Nothing is imported: this runs when
+    even opening a module's file may fail (out of descriptors)."""
+    try:  # noqa: SIM105 - contextlib may not be importable here
+        signal.signal(signal.SIGINT, handler)  # type: ignore[arg-type]
+    except ValueError:
+        pass
 
 
 def _silence_stdout() -> None:

@@ -10,12 +10,13 @@ from rawprobe import DEFAULT_RING_SIZE, DEFAULT_STRING_SIZE, UsageError
 
 from ._attach import (
     _hist,
-    _open_output,
     _positive_float,
     _positive_int,
     _removing_probes,
     _ring_size,
     _StopSignals,
+    open_output,
+    truncate_output,
 )
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
@@ -142,7 +143,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError("--count and --hist: choose one")
     if args.by and not (args.count or args.hist):
         raise UsageError("--by groups an aggregation: add --count or --hist")
-    out = _open_output(args.output)
+    out = sys.stdout if args.output is None else truncate_output(open_output(args.output))
     try:
         with Recording(args.file) as recording:
             if args.count or args.hist:

@@ -11,7 +11,7 @@ from typing import Any
 
 from rawprobe import DEFAULT_STRING_SIZE, UsageError
 
-from ._attach import _hist, _no_interruptions, _positive_float, _positive_int, _StopSignals
+from ._attach import _hist, _positive_float, _positive_int, _removing_probes, _StopSignals
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     continue
                 exporter.check()
         finally:
-            with _no_interruptions():
+            with _removing_probes():
                 if server is not None:
                     server.shutdown()
                     server.server_close()
