@@ -84,7 +84,7 @@ def add_parsers(commands: Any) -> None:
         description="Plant uprobes (p:), uretprobes (r:), USDT probes (usdt:), system call "
         "probes (sys:) and tracepoints (tp:) and print an event per hit. Give '-- COMMAND "
         "...' to start a command and trace it and its children.",
-        epilog="examples: rawprobe attach 'p:./main:add a=%%di:s32' -- ./main ; "
+        epilog="examples: rawprobe attach 'p:./main:add a=%di:s32' -- ./main ; "
         "rawprobe attach -p 1234 'r:libc:malloc ret=$retval:x64' ; "
         "rawprobe attach 'sys:open*' 'tp:sched:sched_process_exec' -- make",
     )

@@ -33,7 +33,7 @@ def add_parsers(commands: Any) -> None:
         description="Plant probes and write their records to FILE as the kernel wrote them, "
         "nothing decoded (like perf record): it keeps up with probes that fire millions of "
         "times a second. 'rawprobe report FILE' decodes them, on any host.",
-        epilog="example: rawprobe record -o add.rprec 'p:./main:add a=%%di:s32' -- ./main ; "
+        epilog="example: rawprobe record -o add.rprec 'p:./main:add a=%di:s32' -- ./main ; "
         "rawprobe report add.rprec",
     )
     record.add_argument("probes", nargs="+", metavar="PROBE",

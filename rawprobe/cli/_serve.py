@@ -68,7 +68,7 @@ def add_parsers(commands: Any) -> None:
         "--name) are its probes. Probed files replaced on disk (upgrades) are planted "
         "again; SIGTERM removes every probe and exits.",
         epilog="example: rawprobe serve --listen 127.0.0.1:9435 --count --by comm "
-        "'p:libc:malloc' --hist size 'p:libc:malloc size=%%di:u64' --hist latency "
+        "'p:libc:malloc' --hist size 'p:libc:malloc size=%di:u64' --hist latency "
         "'p:./srv:handle'",
     )
     parser.add_argument("--listen", metavar="HOST:PORT",

@@ -347,3 +347,11 @@ def test_a_forking_command_is_followed_exactly(backend: str) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_help_shows_fetch_args_as_they_are_written() -> None:
+    # argparse leaves an epilog's text as written: "%%di" would print as "%%di".
+    for command in ("attach", "record", "serve", "syscalls", "list", "report"):
+        result = run_rawprobe(command, "--help", check_status=0)
+        assert "%%" not in result.stdout, (command, result.stdout)
+    assert "a=%di:s32" in run_rawprobe("attach", "--help", check_status=0).stdout
