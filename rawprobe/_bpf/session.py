@@ -26,7 +26,6 @@ from .._plan.session import (
     TraceTarget,
 )
 from .._probe.defaults import DEFAULT_RING_SIZE
-from .._probe.fetchargs import Deref, FileOffset, Source
 from .._sys.bpf import link_create_uprobe_multi
 from .._sys.bpfobject import BpfObject
 from .._sys.features import UPROBE_MULTI
@@ -39,6 +38,7 @@ from .ringmap import RingMap
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
+    from .._probe.fetchargs import Source
     from .follow import CommandEvents
 
 __all__ = ["BpfSession"]
@@ -78,6 +78,8 @@ _Group = tuple[str, bool, str]  # (kernel path, return probes, program suffix)
 
 
 def _reads_file_offset(source: Source) -> bool:
+    from .._probe.fetchargs import Deref, FileOffset  # only on kernels before 6.6
+
     return isinstance(source, FileOffset) or (isinstance(source, Deref) and
                                               _reads_file_offset(source.inner))
 

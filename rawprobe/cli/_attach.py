@@ -408,8 +408,6 @@ _KINDS = ("count", "hist", "sum", "min", "max", "avg", "stats")
 
 def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
     """The aggregation the options ask for; every combination that cannot work is refused."""
-    from rawprobe import AggregationSpec
-
     chosen = [kind for kind in _KINDS if getattr(args, kind)]
     if len(chosen) > 1:
         raise UsageError(" and ".join(f"--{kind}" for kind in chosen) + ": choose one")
@@ -427,6 +425,8 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
         raise UsageError("--key says how a span's START and END match: use it with --span")
     if not chosen:
         return None
+    from rawprobe import AggregationSpec
+
     kind = chosen[0]
     by = ",".join(args.by) or None
     if kind == "count":
@@ -437,7 +437,7 @@ def _aggregation(args: argparse.Namespace) -> AggregationSpec | None:
 
 
 def run_attach(args: argparse.Namespace) -> int:
-    from rawprobe import Span, Tracer, check_privileges
+    from rawprobe import Tracer, check_privileges
 
     aggregation = _aggregation(args)
     _views.check_arguments(args)
@@ -464,6 +464,8 @@ def run_attach(args: argparse.Namespace) -> int:
     )
     try:
         if args.span:
+            from rawprobe import Span  # the probe language: only for a span
+
             start, end = args.span
             tracer.add(Span(start, end, key=args.key or "tid"), filter=args.filter)
         for word in args.probes:

@@ -19,10 +19,11 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from rawprobe import Count, Event, EventFormatter, Tracer, TraceStats
     from rawprobe._output.timeline import Timeline
 
