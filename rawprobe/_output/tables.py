@@ -15,7 +15,10 @@ from typing import Any
 
 from .._plan.session import AggregateCell, Plan, SyscallTotal
 from .._probe.aggregations import HistSpec, bucket_bounds
-from .._syscalls import SyscallSummary
+
+TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
+if TYPE_CHECKING:
+    from .._syscalls import SyscallSummary
 
 __all__ = [
     "Count",
@@ -210,6 +213,8 @@ class SyscallTable:
 
     def total(self) -> SyscallSummary:
         """Every process's calls in one summary."""
+        from .._syscalls import SyscallSummary  # the system call tables: only for these
+
         merged = SyscallSummary()
         for summary in self.summaries.values():
             for row in summary.rows():
@@ -242,6 +247,8 @@ class SyscallTable:
 def syscall_table(plan: Plan, totals: Iterable[SyscallTotal],
                   cells: Iterable[AggregateCell]) -> SyscallTable:
     """The totals of a ``syscalls`` aggregation, and its latency histograms."""
+    from .._syscalls import SyscallSummary  # the system call tables: only for these
+
     aggregation = plan.aggregation
     assert aggregation is not None
     events = plan.events
