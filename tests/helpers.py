@@ -146,6 +146,7 @@ class Background:
             **kwargs,  # type: ignore[call-overload]
         )
         self.stderr_lines: list[str] = []
+        self._partial = ""  # the start of a line read from stderr, not yet ended
         _RUNNING.append(self)
 
     def ready(self, timeout: float = 30) -> None:
@@ -153,22 +154,27 @@ class Background:
         import time
 
         assert self.proc.stderr is not None
+        # Read the descriptor itself: a buffered readline() may take several lines at once,
+        # and the selector would then wait for more while the line looked for sits read.
+        fd = self.proc.stderr.fileno()
         selector = selectors.DefaultSelector()
-        selector.register(self.proc.stderr, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not selector.select(timeout=deadline - time.monotonic()):
                 continue
-            line = self.proc.stderr.readline()
-            if not line:
+            chunk = os.read(fd, 65536).decode(errors="replace")
+            if not chunk:
                 break
-            self.stderr_lines.append(line)
-            if line.startswith("rawprobe: tracing"):
+            *lines, self._partial = (self._partial + chunk).split("\n")
+            self.stderr_lines += [line + "\n" for line in lines]
+            if any(line.startswith("rawprobe: tracing") for line in lines):
                 return
         self.proc.kill()
         out, err = self.proc.communicate()
         raise AssertionError(
-            "rawprobe did not start tracing:\n" + "".join(self.stderr_lines) + err + out
+            "rawprobe did not start tracing:\n" + "".join(self.stderr_lines) + self._partial
+            + err + out
         )
 
     def finish(self, sig: int | None = None, timeout: float = 30) -> tuple[int, str, str]:
@@ -176,7 +182,7 @@ class Background:
         if sig is not None:
             self.proc.send_signal(sig)
         out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, "".join(self.stderr_lines) + err
+        return self.proc.returncode, out, "".join(self.stderr_lines) + self._partial + err
 
 
 def bpf_link_ids_of(pid: int) -> set[int]:
