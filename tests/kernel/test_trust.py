@@ -143,6 +143,11 @@ def test_the_command_ends_when_rawprobe_is_killed(tmp_path: Path) -> None:
     while Path(f"/proc/{command}").exists() and "Z" not in _state(command):
         assert time.monotonic() < deadline, "the command outlived rawprobe, untraced"
         time.sleep(0.05)
+    # The command's own uprobes are tracefs definitions, which SIGKILL leaves behind (the BPF
+    # links went with the process): 'probes --clean' finds them orphaned and removes them.
+    group_prefix = f"rawprobe_{os.stat('/proc/self/ns/pid').st_ino}_{tracer.proc.pid}_"
+    left = run_rawprobe("probes", "--clean", check_status=0).stdout
+    assert f"removed {group_prefix}" in left, left
 
 
 def _state(pid: int) -> str:
