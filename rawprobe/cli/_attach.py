@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     )
     from rawprobe._output.tables import Result
 
-__all__ = ["add_parsers", "run_trace"]
+__all__ = ["Output", "add_parsers", "run_trace"]
 
 
 def _positive_float(text: str) -> float:
@@ -228,7 +228,6 @@ def left_planted() -> None:
           file=sys.stderr)
 
 
-
 def open_output(path: str) -> int:
     """Open ``-o FILE`` for writing, safely for a process that runs as root: never through a
     symbolic link, never a file another user owns or others may write to (a file planted in a
@@ -279,6 +278,35 @@ def truncate_output(fd: int) -> TextIO:
     if stat.S_ISREG(os.fstat(fd).st_mode):
         os.ftruncate(fd, 0)
     return open(fd, "w", buffering=1 << 16)
+
+
+class Output:
+    """Where a run writes: standard output, or ``-o FILE`` opened (and checked) before anything
+    is planned, emptied only once every probe is accepted (:meth:`accepted`), and closed at the
+    end with a failed write reported (:meth:`close`)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._fd = open_output(path) if path is not None else None
+        self.out: TextIO = sys.stdout
+
+    def accepted(self) -> TextIO:
+        """The stream to write to, the file emptied now (every probe is accepted)."""
+        if self._fd is not None:
+            self.out, self._fd = truncate_output(self._fd), None
+        return self.out
+
+    def close(self) -> None:
+        """Close the file; RawprobeError when what was still buffered cannot be written."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        out, self.out = self.out, sys.stdout
+        if out is not sys.stdout:
+            try:
+                out.close()
+            except OSError as error:
+                raise RawprobeError(f"writing {self.path}: {error.strerror}") from None
 
 
 class _Printer:
@@ -450,8 +478,7 @@ def run_attach(args: argparse.Namespace) -> int:
     if args.trace_command == []:
         raise UsageError("'--' is followed by no command: give the command to trace after "
                          "it, or drop the '--' to trace every process")
-    output_fd = open_output(args.output) if args.output is not None else None
-    out: TextIO = sys.stdout
+    output = Output(args.output)
     tracer = Tracer(
         pid=args.pid or None,
         command=args.trace_command,
@@ -470,21 +497,14 @@ def run_attach(args: argparse.Namespace) -> int:
             tracer.add(Span(start, end, key=args.key or "tid"), filter=args.filter)
         for word in args.probes:
             tracer.add(word, filter=args.filter)
-        if output_fd is not None:  # every probe word is accepted: now the file is emptied
-            out, output_fd = truncate_output(output_fd), None
+        out = output.accepted()  # every probe word is accepted: now the file is emptied
         for warning in tracer.warnings:
             print(f"rawprobe: warning: {warning}", file=sys.stderr)
         stats = run_trace(tracer, args, out)
         _summary(stats, args, out, tracer.command_status)
     finally:
         tracer.close()
-        if output_fd is not None:
-            os.close(output_fd)
-        if out is not sys.stdout:
-            try:
-                out.close()
-            except OSError as error:
-                raise RawprobeError(f"writing {args.output}: {error.strerror}") from None
+        output.close()
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from typing import Any, TextIO
@@ -77,16 +76,15 @@ def _filter(args: argparse.Namespace) -> str | None:
 
 
 def run_syscalls(args: argparse.Namespace) -> int:
-    from rawprobe import AggregationSpec, HistSpec, RawprobeError, Tracer, check_privileges
+    from rawprobe import AggregationSpec, HistSpec, Tracer, check_privileges
 
-    from ._attach import open_output, run_trace, truncate_output
+    from ._attach import Output, run_trace
 
     check_privileges(backend="bpf")
     if args.trace_command == []:
         raise UsageError("'--' is followed by no command: give the command to trace after "
                          "it, or drop the '--' to count every process")
-    output_fd = open_output(args.output) if args.output is not None else None
-    out: TextIO = sys.stdout
+    output = Output(args.output)
     tracer = Tracer(
         pid=args.pid or None,
         command=args.trace_command,
@@ -98,8 +96,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
     try:
         for pattern in args.syscalls or ["*"]:
             tracer.add(f"sys:{pattern}", filter=filter_text)
-        if output_fd is not None:  # every system call is accepted: now the file is emptied
-            out, output_fd = truncate_output(output_fd), None
+        out = output.accepted()  # every system call is accepted: now the file is emptied
         for warning in tracer.warnings:
             print(f"rawprobe: warning: {warning}", file=sys.stderr)
         run = argparse.Namespace(json=args.json, max_events=None, duration=args.duration,
@@ -113,13 +110,7 @@ def run_syscalls(args: argparse.Namespace) -> int:
             out.write(json.dumps({"summary": summary}) + "\n")
     finally:
         tracer.close()
-        if output_fd is not None:
-            os.close(output_fd)
-        if out is not sys.stdout:
-            try:
-                out.close()
-            except OSError as error:
-                raise RawprobeError(f"writing {args.output}: {error.strerror}") from None
+        output.close()
     if stats.lost:
         print(f"rawprobe: {stats.lost} calls could not be counted (the per-process table was "
               "full)", file=sys.stderr)
