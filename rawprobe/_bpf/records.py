@@ -24,7 +24,7 @@ from .._plan.events import Batch, RecordLayout, no_collection
 
 TYPE_CHECKING = False  # mypy treats this name as True; at run time it spares importing typing.
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .._plan.events import Event
 
@@ -149,6 +149,12 @@ def _run_length(words: memoryview, position: int, total: int, limit: int, header
                 and words[first + _FAULTS_WORD:stop + _FAULTS_WORD:step].tobytes()
                 == _ZERO * count)
 
+    return _longest(limit, same)
+
+
+def _longest(limit: int, same: Callable[[int], bool]) -> int:
+    """The longest run, at most ``limit`` records, for which ``same(count)`` holds (it holds
+    for 1): all of it in one comparison, else a binary search for where it ends."""
     if same(limit):
         return limit
     low, high = 1, limit  # same(low) holds, same(high) does not
@@ -159,6 +165,16 @@ def _run_length(words: memoryview, position: int, total: int, limit: int, header
         else:
             high = middle
     return low
+
+
+def _framing_run(words: memoryview, position: int, total: int, limit: int, header: int) -> int:
+    """How many records from ``position`` (``total`` bytes each, at most ``limit``) have the
+    framing word ``header`` (whole records of one length, whatever their event)."""
+    step = total >> 2
+    first = position >> 2
+    framing = struct.pack("<I", header)
+    return _longest(limit, lambda count: words[first:first + count * step:step].tobytes()
+                    == framing * count)
 
 
 def committed(chunk: bytes | memoryview) -> int:
@@ -177,22 +193,8 @@ def committed(chunk: bytes | memoryview) -> int:
             break
         following = position + total
         if following + total <= end and words[following >> 2] == header:
-            step, first = total >> 2, position >> 2
-            limit = (end - position) // total
-            framing = struct.pack("<I", header)
-            count = 1
-            if words[first:first + limit * step:step].tobytes() == framing * limit:
-                count = limit
-            else:
-                low, high = 1, limit
-                while high - low > 1:
-                    middle = (low + high) // 2
-                    if words[first:first + middle * step:step].tobytes() == framing * middle:
-                        low = middle
-                    else:
-                        high = middle
-                count = low
-            position += count * total
+            position += total * _framing_run(words, position, total, (end - position) // total,
+                                             header)
         else:
             position = following
     return position
