@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
     from typing import Any
 
-    from .._plan.kernel import SyscallLayout
     from .._probe.argtype import ArgType
 
 __all__ = ["EventFormatter", "WallClock"]
@@ -387,15 +386,10 @@ class EventFormatter:
         numbers, ``x`` types as ``"0x…"`` strings, arrays as lists, unreadable values as None
         (the one place other writers, such as trace events, take them from)."""
         layout = event.layout
-        if not layout.fast_path:
-            from .._plan.kernel import SyscallLayout
-            from .._syscalls import syscall_record
-
-            if isinstance(layout, SyscallLayout):
-                args, ret, duration = layout.call(event)
-                result: dict[str, Any] = syscall_record(layout.syscall, args, ret,
-                                                        duration)["args"]
-                return result
+        call = None if layout.fast_path else self._syscall_fields(event)
+        if call is not None:
+            args: dict[str, Any] = call["args"]
+            return args
         values = self._symbolized(event) if layout.has_symbols else event.values
         return {
             name: formatter(value)
@@ -408,12 +402,6 @@ class EventFormatter:
         import json
 
         layout = event.layout
-        if not layout.fast_path:
-            from .._plan.kernel import SyscallLayout
-
-            if isinstance(layout, SyscallLayout):
-                return json.dumps(self._syscall_object(event, layout), separators=(",", ":"),
-                                  ensure_ascii=False)
         obj: dict[str, Any] = {
             "ts_ns": self.clock.epoch_ns(event.ts_ns),
             "pid": event.pid,
@@ -421,39 +409,37 @@ class EventFormatter:
             "cpu": event.cpu,
             "comm": event.comm,
             "event": layout.event,
-            "args": self.json_args(event),
         }
-        if event.faults:
-            obj["faults"] = event.fault_names
-        if event.truncated:
-            obj["truncated"] = _truncated_names(layout, event.truncated)
+        call = None if layout.fast_path else self._syscall_fields(event)
+        if call is not None:
+            obj.update(call)
+        else:
+            obj["args"] = self.json_args(event)
+            if event.faults:
+                obj["faults"] = event.fault_names
+            if event.truncated:
+                obj["truncated"] = _truncated_names(layout, event.truncated)
         if event.stack is not None:
             obj["stack"] = self.frames(event)
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
-    def _syscall_object(self, event: Event, layout: SyscallLayout) -> dict[str, Any]:
+    @staticmethod
+    def _syscall_fields(event: Event) -> dict[str, Any] | None:
+        """A system call's ``args``, ``ret``, ``errno`` and ``duration_ns`` (and ``faults``,
+        ``truncated``) as JSON writes them; None for an event of another layout."""
+        from .._plan.kernel import SyscallLayout
+
+        layout = event.layout
+        if not isinstance(layout, SyscallLayout):
+            return None
         from .._syscalls import syscall_record
 
         args, ret, duration = layout.call(event)
         record = syscall_record(layout.syscall, args, ret, duration)
-        obj: dict[str, Any] = {
-            "ts_ns": self.clock.epoch_ns(event.ts_ns),
-            "pid": event.pid,
-            "tid": event.tid,
-            "cpu": event.cpu,
-            "comm": event.comm,
-            "event": layout.event,
-            "args": record["args"],
-            "ret": record["ret"],
-            "errno": record["errno"],
-            "duration_ns": duration,
-        }
-        for key in ("faults", "truncated"):
-            if key in record:
-                obj[key] = record[key]
-        if event.stack is not None:
-            obj["stack"] = self.frames(event)
-        return obj
+        fields = {"args": record["args"], "ret": record["ret"], "errno": record["errno"],
+                  "duration_ns": duration}
+        fields.update((key, record[key]) for key in ("faults", "truncated") if key in record)
+        return fields
 
 
 def _truncated_names(layout: RecordLayout, mask: int) -> list[str]:
