@@ -200,14 +200,15 @@ class Planner:
         try:
             if isinstance(probe, Span):
                 return self._add_span(probe, filter_text)
-            added = self._add(probe, filter_text)
+            spec = _spec_of(probe)  # parsed once: the plan cache keeps what it planned to
+            added = self._add(spec, filter_text)
         except BaseException:
             # What this probe added goes: the planner is as it was before.
             del self.events[planned:]
             self._names, self._span = names, span
             raise
         if key is not None and not self.debug_info_used:
-            plancache.remember(self, key, _spec_of(probe), planned, warned, added)
+            plancache.remember(self, key, spec, planned, warned, added)
         return added
 
     def _add(self, probe: str | ProbeSpec | Probe, filter_text: str | None) -> list[str]:
